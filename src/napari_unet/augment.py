@@ -1,0 +1,79 @@
+"""Data augmentation, applied identically to an image patch, its target and its weights.
+
+The paper's elastic deformation: random displacement vectors on a coarse 3x3 grid, drawn
+from a Gaussian with 10 pixels standard deviation, interpolated bicubically to a smooth
+per-pixel displacement field. Then random flips, 90 degree rotations and small intensity
+changes of the image. Targets are resampled by nearest neighbour (no new label values),
+weights and images by linear interpolation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+
+
+def displacement_field(shape: tuple[int, int], rng: np.random.Generator, *, grid: int = 3,
+                       sigma: float = 10.0) -> np.ndarray:
+    """A smooth ``(2, H, W)`` displacement field from a ``grid`` x ``grid`` random grid."""
+    coarse = rng.normal(0.0, sigma, size=(2, grid, grid))
+    ys = np.linspace(0, grid - 1, shape[0])
+    xs = np.linspace(0, grid - 1, shape[1])
+    yy, xx = np.meshgrid(ys, xs, indexing="ij")
+    return np.stack([
+        ndi.map_coordinates(c, [yy, xx], order=3, mode="nearest") for c in coarse
+    ])
+
+
+def warp(array: np.ndarray, coords: np.ndarray, order: int, cval: float | None = None):
+    """Resample a ``(H, W)`` or ``(H, W, C)`` array at ``coords`` (``(2, H, W)``)."""
+    mode = "reflect" if cval is None else "constant"
+    kw = {"order": order, "mode": mode, "cval": 0.0 if cval is None else cval,
+          "prefilter": False}
+    if array.ndim == 2:
+        return ndi.map_coordinates(array, coords, **kw)
+    return np.stack([ndi.map_coordinates(array[..., c], coords, **kw)
+                     for c in range(array.shape[-1])], axis=-1)
+
+
+@dataclass(frozen=True)
+class Augmenter:
+    """Random elastic deformation, flips, rotations and intensity changes.
+
+    Call it with ``(image, target, weights, valid, rng)``; all arrays share their first two
+    dimensions and are transformed by the same random geometry.
+    """
+
+    elastic: bool = True
+    grid: int = 3
+    sigma: float = 10.0
+    flips: bool = True
+    rotations: bool = True
+    intensity: float = 0.1
+
+    def __call__(self, image, target, weights, valid, rng: np.random.Generator):
+        if self.elastic:
+            h, w = target.shape[:2]
+            field = displacement_field((h, w), rng, grid=self.grid, sigma=self.sigma)
+            yy, xx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+            coords = np.stack([yy + field[0], xx + field[1]])
+            image = warp(image, coords, order=1)
+            target = warp(target, coords, order=0)
+            weights = warp(weights, coords, order=1)
+            valid = warp(valid, coords, order=0, cval=0.0)
+        arrays = [image, target, weights, valid]
+        if self.flips:
+            for axis in (0, 1):
+                if rng.random() < 0.5:
+                    arrays = [np.flip(a, axis) for a in arrays]
+        if self.rotations:
+            k = int(rng.integers(4))
+            arrays = [np.rot90(a, k, axes=(0, 1)) for a in arrays]
+        image, target, weights, valid = arrays
+        if self.intensity > 0:
+            scale = 1.0 + rng.uniform(-self.intensity, self.intensity)
+            shift = rng.uniform(-self.intensity, self.intensity)
+            image = image * scale + shift
+        return image, target, weights, valid

@@ -1,0 +1,203 @@
+"""Model files: safetensors weights with JSON metadata in the same file; never unpickled.
+
+One file travels well (e-mail, download links). Its safetensors header holds, under the key
+``napari_unet``, a JSON document: format and version, the :class:`ModelConfig`, the task
+(mode, target, classes), the normalisation and the training record. Before any tensor is
+read the header is checked: bounded size, known dtypes, shapes that match their byte ranges
+and lie inside the file. Writes go to a temporary file that is flushed, synced and renamed,
+so a crash mid-save leaves the previous file intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import ModelConfig
+from .errors import InputError, ModelFileError
+
+FORMAT = "napari-unet-model"
+VERSION = 1
+MAX_HEADER_BYTES = 16 * 1024 * 1024
+MAX_METADATA_BYTES = 1024 * 1024
+_DTYPE_BYTES = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I64": 8, "I32": 4}
+
+
+@dataclass
+class Checkpoint:
+    """A model file's content: configuration, task, normalisation, training record, weights."""
+
+    config: ModelConfig
+    state_dict: dict
+    task: dict[str, Any] = field(default_factory=dict)
+    normalization: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def mode(self) -> str:
+        return self.task.get("mode", "instances")
+
+    @property
+    def target(self) -> str:
+        return self.task.get("target", "two_class")
+
+    @property
+    def threshold(self) -> float:
+        """Foreground threshold calibrated on the validation images (0.5 if none)."""
+        t = self.task.get("threshold", 0.5)
+        return float(t) if isinstance(t, (int, float)) and 0 < t < 1 else 0.5
+
+    def build(self, device=None):
+        """The :class:`~napari_unet.model.UNet` with these weights, in eval mode."""
+        from .model import UNet
+
+        net = UNet(self.config)
+        try:
+            net.load_state_dict(self.state_dict, strict=True)
+        except RuntimeError as err:
+            raise ModelFileError(
+                "the model file's weights do not fit its own architecture description "
+                f"({str(err).splitlines()[0]})."
+            ) from None
+        if device is not None:
+            net = net.to(device)
+        return net.eval()
+
+    def metadata(self) -> dict[str, Any]:
+        from . import __version__
+
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "napari_unet_version": __version__,
+            "model": self.config.to_dict(),
+            "task": self.task,
+            "normalization": self.normalization,
+            "training": self.training,
+        }
+
+
+def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> Path:
+    """Write ``checkpoint`` to ``path`` atomically; return the path."""
+    from safetensors.torch import save
+
+    path = Path(path)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in checkpoint.state_dict.items()}
+    meta = json.dumps(checkpoint.metadata(), sort_keys=True)
+    if len(meta) > MAX_METADATA_BYTES:
+        raise InputError("the model's metadata is too large to save.")
+    data = save(tensors, metadata={"napari_unet": meta})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    try:  # make the rename itself durable
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+    return path
+
+
+def read_header(path: str | os.PathLike) -> tuple[dict, dict]:
+    """Validate a safetensors file's header without reading its tensors.
+
+    Returns ``(tensor_entries, napari_unet_metadata)``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ModelFileError(f"model file {path} does not exist.")
+    if path.is_dir():
+        raise ModelFileError(f"{path} is a folder, not a model file.")
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if head[:2] == b"\x80\x02" or head[:2] in (b"\x80\x03", b"\x80\x04", b"\x80\x05") or \
+                head[:4] == b"PK\x03\x04":
+            raise ModelFileError(
+                f"{path.name} is a pickle/PyTorch .pt file; napari-unet only opens "
+                "safetensors model files, because a pickle can run hidden code when opened."
+            )
+        if len(head) < 8:
+            raise ModelFileError(f"{path.name} is too short to be a model file.")
+        (n,) = struct.unpack("<Q", head)
+        if n > MAX_HEADER_BYTES or 8 + n > size:
+            raise ModelFileError(f"{path.name} is not a napari-unet model file "
+                                 "(its header is missing, truncated or too large).")
+        raw = fh.read(n)
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ModelFileError(f"{path.name} is not a napari-unet model file "
+                             "(unreadable header).") from None
+    if not isinstance(header, dict):
+        raise ModelFileError(f"{path.name} is not a napari-unet model file.")
+    meta_block = header.pop("__metadata__", None) or {}
+    data_len = size - 8 - n
+    for name, entry in header.items():
+        try:
+            dtype, shape, (a, b) = entry["dtype"], entry["shape"], entry["data_offsets"]
+            count = 1
+            for s in shape:
+                if not isinstance(s, int) or s < 0:
+                    raise ValueError
+                count *= s
+            ok = (dtype in _DTYPE_BYTES and 0 <= a <= b <= data_len
+                  and count * _DTYPE_BYTES[dtype] == b - a)
+        except (KeyError, TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ModelFileError(
+                f"{path.name} is damaged or truncated: tensor {name!r} does not fit the file."
+            )
+    raw_meta = meta_block.get("napari_unet") if isinstance(meta_block, dict) else None
+    if not isinstance(raw_meta, str) or len(raw_meta) > MAX_METADATA_BYTES:
+        raise ModelFileError(f"{path.name} is a safetensors file but not a napari-unet model "
+                             "(no napari-unet metadata).")
+    try:
+        meta = json.loads(raw_meta)
+    except json.JSONDecodeError:
+        raise ModelFileError(f"{path.name} has unreadable napari-unet metadata.") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ModelFileError(f"{path.name} is not a napari-unet model file.")
+    if not isinstance(meta.get("version"), int) or meta["version"] > VERSION:
+        raise ModelFileError(f"{path.name} was written by a newer napari-unet "
+                             f"(format version {meta.get('version')}); please update.")
+    return header, meta
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Open a model file safely (see the module docstring)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    _, meta = read_header(path)
+    try:
+        config = ModelConfig.from_dict(meta.get("model"))
+    except (InputError, TypeError) as err:
+        raise ModelFileError(f"{path.name} describes an invalid model: {err}") from None
+    for key in ("task", "normalization", "training"):
+        if not isinstance(meta.get(key, {}), dict):
+            raise ModelFileError(f"{path.name} has an invalid '{key}' entry.")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise ModelFileError(f"{path.name} could not be read: {err}.") from None
+    return Checkpoint(config=config, state_dict=state, task=meta.get("task", {}),
+                      normalization=meta.get("normalization", {}),
+                      training=meta.get("training", {}))

@@ -1,0 +1,213 @@
+"""The command line: ``napari-unet train|predict|sample|info``; the engine the widgets drive.
+
+A problem with the input ends with one line naming the file and the problem on stderr and
+exit status 2; nothing is half-written (results and models are written atomically).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .errors import NapariUNetError
+
+EXIT_BAD_INPUT = 2
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train or fine-tune a model on image/label files",
+                       description="Train a U-Net on IMAGES with LABELS (folders or globs of "
+                       "TIFF/PNG files paired by file name) and save it to MODEL.")
+    p.add_argument("images")
+    p.add_argument("labels")
+    p.add_argument("--out", required=True, help="model file to write (.safetensors)")
+    p.add_argument("--from", dest="init_from", help="model file to fine-tune")
+    p.add_argument("--mode", choices=["instances", "semantic"], default="instances")
+    p.add_argument("--target", choices=["two_class", "three_class"], default="two_class",
+                   help="instances: paper's two classes or background/interior/boundary")
+    dur = p.add_mutually_exclusive_group()
+    dur.add_argument("--epochs", type=int)
+    dur.add_argument("--time-budget", type=float, help="seconds")
+    p.add_argument("--steps-per-epoch", type=int)
+    p.add_argument("--base-channels", type=int, default=32)
+    p.add_argument("--depth", type=int, default=4)
+    p.add_argument("--padding", choices=["valid", "same"], default="valid")
+    p.add_argument("--norm", choices=["none", "batch", "group"], default="batch")
+    p.add_argument("--w0", type=float, default=10.0)
+    p.add_argument("--sigma", type=float, default=5.0)
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--patch-size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--dice-weight", type=float, default=0.5)
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--freeze-encoder", action="store_true")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="segment images with a trained model",
+                       description="Predict every INPUT (files, folders or globs) and write "
+                       "DIR/<stem>.tif.")
+    p.add_argument("model")
+    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--tile-size", type=int, default=512)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--probabilities", action="store_true",
+                   help="also write <stem>_prob.tif (float32, classes first)")
+    p.add_argument("--threshold", type=float,
+                   help="foreground threshold (default: the one calibrated in training)")
+    p.add_argument("--instance-method", choices=["auto", "components", "watershed"],
+                   default="auto")
+    p.add_argument("--min-size", type=int, default=10)
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="napari-unet", description=__doc__.splitlines()[0])
+    ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = ap.add_subparsers(dest="command", required=True)
+    _add_train(sub)
+    _add_predict(sub)
+    s = sub.add_parser("sample", help="write synthetic touching-cell images and labels")
+    s.add_argument("folder")
+    s.add_argument("--count", type=int, default=6)
+    i = sub.add_parser("info", help="show what a model file holds")
+    i.add_argument("model")
+    return ap
+
+
+def cmd_train(args) -> int:
+    from tqdm import tqdm
+
+    from .config import ModelConfig, TrainConfig
+    from .io import collect, pair_by_stem, read_image
+    from .progress import run
+    from .train import train
+
+    pairs = pair_by_stem(collect(args.images), collect(args.labels))
+    images = [read_image(a) for a, _ in pairs]
+    labels = [read_image(b) for _, b in pairs]
+    for (a, _), img, lab in zip(pairs, images, labels):
+        if lab.ndim == 3 and lab.shape[-1] in (3, 4):  # a label PNG saved as RGB(A)
+            raise NapariUNetError(f"{a.name}: the label file is a colour image; save labels "
+                                  "as a single-channel image.")
+    epochs = args.epochs if args.epochs or args.time_budget else 50
+    cfg = TrainConfig(
+        mode=args.mode, target=args.target, epochs=epochs, time_budget=args.time_budget,
+        steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
+        patch_size=args.patch_size, learning_rate=args.lr, w0=args.w0, sigma=args.sigma,
+        dice_weight=args.dice_weight, val_fraction=args.val_fraction,
+        augment=not args.no_augment, freeze_encoder=args.freeze_encoder, seed=args.seed,
+        device=args.device)
+    mc = ModelConfig(base_channels=args.base_channels, depth=args.depth, padding=args.padding,
+                     norm=args.norm, dropout=0.0)
+    bar = None
+
+    def show(event) -> None:
+        nonlocal bar
+        if bar is None:  # only once the input has been accepted
+            bar = tqdm(total=1000, disable=args.quiet,
+                       bar_format="{l_bar}{bar}| {elapsed}<{remaining}{postfix}")
+        if event.kind in ("start", "saved"):
+            bar.write(event.message)
+        elif event.kind == "epoch":
+            bar.write(f"epoch {event.epoch}: loss {event.loss:.4f}, validation "
+                      + ", ".join(f"{k} {v:.4f}" for k, v in event.val.items()))
+        bar.n = int(1000 * event.progress)
+        if event.loss is not None:
+            bar.set_postfix(epoch=event.epoch, loss=f"{event.loss:.3f}", refresh=False)
+        bar.refresh()
+
+    result = run(train(images, labels, cfg, model_config=mc, init_from=args.init_from,
+                       out=args.out, names=[a.name for a, _ in pairs]), show)
+    if bar is not None:
+        bar.close()
+    print(f"saved {result.path} (best validation score {result.best_score}, "
+          f"epoch {result.best_epoch}, {result.steps} steps, {result.seconds:.0f} s on "
+          f"{result.device})")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    import numpy as np
+    from tqdm import tqdm
+
+    from .checkpoint import load_checkpoint
+    from .config import PredictConfig
+    from .io import collect, read_image, write_tiff
+    from .predict import predict
+    from .progress import run
+
+    model = load_checkpoint(args.model)
+    files = [f for spec in args.inputs for f in collect(spec)]
+    cfg = PredictConfig(tile_size=args.tile_size, batch_size=args.batch_size,
+                        device=args.device, threshold=args.threshold,
+                        instance_method=args.instance_method, min_size=args.min_size)
+    out = Path(args.out)
+    for f in tqdm(files, disable=args.quiet or len(files) == 1, unit="image"):
+        image = read_image(f)
+        bars = []
+
+        def show(event, bars=bars, name=f.name) -> None:
+            if not bars:
+                bars.append(tqdm(total=event.total, disable=args.quiet, leave=False,
+                                 unit="tile", desc=name))
+            bars[0].n = event.done
+            bars[0].refresh()
+
+        result = run(predict(model, image, cfg, name=f.name), show)
+        for bar in bars:
+            bar.close()
+        stem = f.name[: -len(".ome.tif")] if f.name.endswith(".ome.tif") else f.stem
+        write_tiff(out / f"{stem}.tif", result.labels)
+        if args.probabilities:
+            write_tiff(out / f"{stem}_prob.tif", np.asarray(result.probabilities, np.float32))
+    print(f"wrote {len(files)} result(s) to {out}")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from .io import write_tiff
+    from .synthetic import touching_cells
+
+    folder = Path(args.folder)
+    for k in range(args.count):
+        image, labels = touching_cells(seed=k)
+        write_tiff(folder / "images" / f"cells_{k:02d}.tif", image)
+        write_tiff(folder / "labels" / f"cells_{k:02d}.tif", labels)
+    print(f"wrote {args.count} images to {folder / 'images'} and labels to {folder / 'labels'}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    import json
+
+    from .checkpoint import load_checkpoint
+
+    ck = load_checkpoint(args.model)
+    print(json.dumps(ck.metadata(), indent=2, sort_keys=True))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    commands = {"train": cmd_train, "predict": cmd_predict, "sample": cmd_sample,
+                "info": cmd_info}
+    try:
+        return commands[args.command](args)
+    except NapariUNetError as err:
+        print(f"napari-unet: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("napari-unet: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

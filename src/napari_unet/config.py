@@ -1,0 +1,264 @@
+"""Frozen configuration dataclasses; plain data, no torch import.
+
+``ModelConfig`` describes the network, ``TrainConfig`` a training run and ``PredictConfig``
+a prediction. Each converts to and from a JSON-friendly ``dict``; unknown keys are refused so
+that a model file from a future or foreign program fails with a clear message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .errors import InputError
+
+Padding = Literal["valid", "same"]
+Norm = Literal["none", "batch", "group"]
+Mode = Literal["instances", "semantic"]
+Target = Literal["two_class", "three_class"]
+
+#: Model size presets offered by the widgets (base channels, depth).
+MODEL_PRESETS: dict[str, dict[str, int]] = {
+    "tiny": {"base_channels": 8, "depth": 3},
+    "small": {"base_channels": 16, "depth": 4},
+    "medium": {"base_channels": 32, "depth": 4},
+    "paper": {"base_channels": 64, "depth": 4},
+}
+
+
+def _check_choice(name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise InputError(f"{name} must be one of {', '.join(map(str, choices))}, not {value!r}.")
+
+
+def _check_positive(name: str, value: float | int | None, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if value is None or not value > 0:
+        raise InputError(f"{name} must be a positive number, not {value!r}.")
+
+
+class _DictMixin:
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        if not isinstance(data, dict):
+            raise InputError(f"{cls.__name__} must be a mapping, not {type(data).__name__}.")
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise InputError(f"{cls.__name__} has no field(s) {', '.join(unknown)}.")
+        values = dict(data)
+        for key, val in values.items():
+            if isinstance(val, list):
+                values[key] = tuple(val)
+        return cls(**values)
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+@dataclass(frozen=True)
+class ModelConfig(_DictMixin):
+    """The U-Net's architecture. The defaults are the paper's network.
+
+    Parameters
+    ----------
+    in_channels : int
+        Image channels (1 grey, 3 RGB, any number for multi-channel images).
+    n_classes : int
+        Output classes, background included.
+    depth : int
+        Number of 2x2 max-poolings in the contracting path (the paper: 4).
+    base_channels : int
+        Feature channels of the first level; doubled at every level (the paper: 64).
+    padding : {'valid', 'same'}
+        'valid': unpadded 3x3 convolutions as in the paper; 'same': zero-padded ones.
+    norm : {'none', 'batch', 'group'}
+        Normalisation after every convolution.
+    dropout : float
+        Dropout probability at the end of the contracting path.
+    """
+
+    in_channels: int = 1
+    n_classes: int = 2
+    depth: int = 4
+    base_channels: int = 64
+    padding: Padding = "valid"
+    norm: Norm = "none"
+    dropout: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("in_channels", "base_channels", "depth"):
+            _check_positive(name, getattr(self, name))
+        if self.n_classes < 2:
+            raise InputError(f"n_classes must be at least 2, not {self.n_classes}.")
+        _check_choice("padding", self.padding, ("valid", "same"))
+        _check_choice("norm", self.norm, ("none", "batch", "group"))
+        if not 0 <= self.dropout < 1:
+            raise InputError(f"dropout must be in [0, 1), not {self.dropout}.")
+
+    # ---- size arithmetic (no torch needed) -----------------------------------------------
+    def output_size(self, size: int) -> int:
+        """Output side of the network for an input side ``size``.
+
+        Raises ``ValueError`` where a max pooling would see an odd size or the size vanishes.
+        """
+        shrink = 4 if self.padding == "valid" else 0
+        n = int(size)
+        for _ in range(self.depth):
+            n -= shrink
+            if n <= 0 or n % 2:
+                raise ValueError(f"input size {size} does not suit this U-Net")
+            n //= 2
+        n -= shrink
+        for _ in range(self.depth):
+            n = 2 * n - shrink
+        if n <= 0:
+            raise ValueError(f"input size {size} is too small for this U-Net")
+        return n
+
+    def valid_input_size(self, size: int) -> int:
+        """The smallest input side ``>= size`` that :meth:`output_size` accepts."""
+        n = max(int(size), 1)
+        while True:
+            try:
+                self.output_size(n)
+                return n
+            except ValueError:
+                n += 1
+
+    def context(self) -> int:
+        """Pixels of context each side of an output pixel that the network looks at.
+
+        For 'valid' padding this is (input - output) / 2, 92 for the paper's network. For
+        'same' padding an output pixel's footprint reaches up to 2**depth - 1 pixels further,
+        depending on where it falls in the pooling grid (107 for depth 4, measured by
+        gradients in the tests); this is rounded up so that a tile's input stays a multiple
+        of 2**depth. Outputs that far from a tile's border are unaffected by the zero padding
+        there.
+        """
+        valid = self.replace(padding="valid")
+        size = valid.valid_input_size(1)
+        ctx = (size - valid.output_size(size)) // 2
+        if self.padding == "valid":
+            return ctx
+        half = 2 ** (self.depth - 1)
+        return -(-(ctx + 2**self.depth - 1) // half) * half
+
+
+@dataclass(frozen=True)
+class TrainConfig(_DictMixin):
+    """How to train.
+
+    Parameters
+    ----------
+    mode : {'instances', 'semantic'}
+        'instances': labels are objects 1..N, touching ones are separated by the paper's
+        border weight map; 'semantic': labels are classes 0..K.
+    target : {'two_class', 'three_class'}
+        For instances: the paper's foreground/background map, or background/interior/boundary.
+    epochs : int or None
+        Number of epochs; ignored when ``time_budget`` is set.
+    time_budget : float or None
+        Seconds of training; validation and saving included.
+    steps_per_epoch : int or None
+        Optimiser steps between validations (None: about one pass over the training pixels).
+    batch_size : int
+        Patches per optimiser step.
+    patch_size : int
+        Side of the labelled (output) patch in pixels.
+    learning_rate : float
+        Adam's initial learning rate (cosine decay to 1 % of it).
+    w0, sigma : float
+        The border weight map's amplitude and width in pixels (the paper: 10 and 5).
+    dice_weight : float
+        Weight of the soft Dice term added to the weighted cross-entropy (0: off).
+    val_fraction : float
+        Share of the training images held out for validation (0: none).
+    augment : bool
+        Elastic deformation, flips, 90 degree rotations and intensity changes.
+    foreground_bias : float
+        Probability that a patch is centred on a labelled object.
+    freeze_encoder : bool
+        When fine-tuning, keep the contracting path's weights fixed.
+    seed : int
+        Random seed (patches, augmentation, initial weights, validation split).
+    device : str
+        'auto', 'cpu', 'cuda' or 'mps'.
+    """
+
+    mode: Mode = "instances"
+    target: Target = "two_class"
+    epochs: int | None = 50
+    time_budget: float | None = None
+    steps_per_epoch: int | None = None
+    batch_size: int = 4
+    patch_size: int = 256
+    learning_rate: float = 1e-3
+    w0: float = 10.0
+    sigma: float = 5.0
+    dice_weight: float = 0.5
+    val_fraction: float = 0.1
+    augment: bool = True
+    foreground_bias: float = 0.5
+    freeze_encoder: bool = False
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        _check_choice("mode", self.mode, ("instances", "semantic"))
+        _check_choice("target", self.target, ("two_class", "three_class"))
+        if self.epochs is None and self.time_budget is None:
+            raise InputError("Give either a number of epochs or a time budget.")
+        _check_positive("epochs", self.epochs, allow_none=True)
+        _check_positive("time_budget", self.time_budget, allow_none=True)
+        _check_positive("steps_per_epoch", self.steps_per_epoch, allow_none=True)
+        for name in ("batch_size", "patch_size", "learning_rate", "sigma"):
+            _check_positive(name, getattr(self, name))
+        if self.w0 < 0 or self.dice_weight < 0:
+            raise InputError("w0 and dice_weight must not be negative.")
+        if not 0 <= self.val_fraction < 1:
+            raise InputError(f"val_fraction must be in [0, 1), not {self.val_fraction}.")
+        if not 0 <= self.foreground_bias <= 1:
+            raise InputError(f"foreground_bias must be in [0, 1], not {self.foreground_bias}.")
+
+
+@dataclass(frozen=True)
+class PredictConfig(_DictMixin):
+    """How to predict.
+
+    Parameters
+    ----------
+    tile_size : int
+        Side of the input tile fed to the network (rounded to a size the network accepts).
+    batch_size : int
+        Tiles per forward pass.
+    device : str
+        'auto', 'cpu', 'cuda' or 'mps'.
+    threshold : float or None
+        Foreground probability threshold of two-class models (None: the threshold the
+        training calibrated on its validation images, stored in the model file).
+    instance_method : {'auto', 'components', 'watershed'}
+        How objects are separated: 'components' (the paper), 'watershed' (seeded),
+        'auto' (components for two-class models, watershed for three-class ones).
+    min_size : int
+        Objects smaller than this many pixels are removed.
+    """
+
+    tile_size: int = 512
+    batch_size: int = 4
+    device: str = "auto"
+    threshold: float | None = None
+    instance_method: Literal["auto", "components", "watershed"] = "auto"
+    min_size: int = 10
+
+    def __post_init__(self) -> None:
+        _check_positive("tile_size", self.tile_size)
+        _check_positive("batch_size", self.batch_size)
+        _check_choice("instance_method", self.instance_method, ("auto", "components", "watershed"))
+        if self.threshold is not None and not 0 < self.threshold < 1:
+            raise InputError(f"threshold must be between 0 and 1, not {self.threshold}.")

@@ -1,0 +1,141 @@
+"""Images in, network inputs out: layout checks, normalisation and random training patches.
+
+Images are channels-last, as napari and scikit-image hold them: ``(H, W)`` grey or
+``(H, W, C)``. Labels are ``(H, W)`` integers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import InputError
+
+#: Percentiles mapped to 0 and 1 by :func:`normalize`.
+NORM_LOW, NORM_HIGH = 1.0, 99.8
+_MAX_SAMPLE = 4_000_000  # pixels looked at for the percentiles of a large image
+
+
+def as_channels_last(image, name: str = "image", channels: int | None = None) -> np.ndarray:
+    """Check a 2D image and return it as ``(H, W, C)`` (a view where possible).
+
+    ``channels`` is the channel count a model expects; an RGBA image given to a 3-channel
+    model loses its alpha channel, anything else that does not match is refused.
+    """
+    arr = image if hasattr(image, "shape") else np.asarray(image)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    elif arr.ndim != 3:
+        raise InputError(
+            f"{name} has shape {tuple(arr.shape)}; expected a 2D image (H, W) or (H, W, C)."
+        )
+    if arr.dtype == bool:
+        arr = np.asarray(arr).astype(np.uint8)
+    elif not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise InputError(f"{name} has data type {arr.dtype}; expected numbers.")
+    if channels is not None and arr.shape[-1] != channels:
+        if channels == 3 and arr.shape[-1] == 4:
+            arr = arr[..., :3]
+        else:
+            raise InputError(
+                f"{name} has {arr.shape[-1]} channel(s) but the model expects {channels}."
+            )
+    if min(arr.shape[:2]) < 1:
+        raise InputError(f"{name} is empty (shape {tuple(arr.shape)}).")
+    return arr
+
+
+def percentiles(image: np.ndarray, low: float = NORM_LOW, high: float = NORM_HIGH):
+    """Per-channel low/high percentiles of a ``(H, W, C)`` image (subsampled if large)."""
+    step = max(1, int(np.sqrt(image.shape[0] * image.shape[1] / _MAX_SAMPLE)))
+    sample = np.asarray(image[::step, ::step], dtype=np.float32)
+    if not np.all(np.isfinite(sample)):
+        raise InputError("the image contains NaN or infinite values.")
+    flat = sample.reshape(-1, sample.shape[-1])
+    lo, hi = np.percentile(flat, [low, high], axis=0)
+    return lo.astype(np.float32), hi.astype(np.float32)
+
+
+def normalize(image: np.ndarray, lo=None, hi=None) -> np.ndarray:
+    """Map each channel's 1st..99.8th percentile to 0..1 (float32, ``(H, W, C)``)."""
+    if lo is None or hi is None:
+        lo, hi = percentiles(image)
+    scale = np.where(hi - lo > 1e-6, hi - lo, 1.0).astype(np.float32)
+    out = np.asarray(image, dtype=np.float32) - lo
+    out /= scale
+    return out
+
+
+def check_pair(image: np.ndarray, labels: np.ndarray, name: str) -> None:
+    """Refuse an image/labels pair that cannot be trained on."""
+    if labels.ndim != 2:
+        raise InputError(f"labels of {name} have shape {tuple(labels.shape)}; expected (H, W).")
+    if tuple(image.shape[:2]) != tuple(labels.shape):
+        raise InputError(
+            f"{name}: image shape {tuple(image.shape[:2])} and labels shape "
+            f"{tuple(labels.shape)} differ."
+        )
+    if not np.issubdtype(labels.dtype, np.integer) and labels.dtype != bool:
+        lab = np.asarray(labels)
+        if not np.all(np.isfinite(lab)) or np.any(lab != np.round(lab)):
+            raise InputError(f"labels of {name} are not whole numbers.")
+    if np.any(np.asarray(labels) < 0):
+        raise InputError(f"labels of {name} contain negative values.")
+
+
+class PatchSampler:
+    """Random training patches from normalised images, their targets and weights.
+
+    Each patch's labelled (output) region is ``out_size`` square; its input carries the
+    network's context around it, mirrored beyond the image. A ``valid`` mask marks real
+    pixels so that mirrored or deformed-in pixels carry no loss. With probability
+    ``foreground_bias`` a patch is centred on a random labelled object pixel.
+    """
+
+    def __init__(self, images, targets, weights, *, in_size: int, out_size: int,
+                 foreground_bias: float, augment, rng: np.random.Generator) -> None:
+        self.images, self.targets, self.weights = images, targets, weights
+        self.in_size, self.out_size = in_size, out_size
+        self.foreground_bias = foreground_bias
+        self.augment = augment
+        self.rng = rng
+        self._fg = [np.flatnonzero(t.ravel() > 0) for t in targets]
+        areas = np.array([t.size for t in targets], dtype=float)
+        self._p = areas / areas.sum()
+
+    def sample(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One patch: image ``(C, in, in)``, target ``(out, out)``, weights ``(out, out)``."""
+        from .tiling import read_window
+
+        rng = self.rng
+        i = int(rng.choice(len(self.images), p=self._p))
+        img, tgt, wts = self.images[i], self.targets[i], self.weights[i]
+        h, w = tgt.shape
+        half = self.out_size // 2
+        if self._fg[i].size and rng.random() < self.foreground_bias:
+            cy, cx = np.unravel_index(rng.choice(self._fg[i]), (h, w))
+        else:
+            cy, cx = rng.integers(0, h), rng.integers(0, w)
+        # keep the output window inside the image where it fits
+        y0 = int(np.clip(cy - half, 0, max(h - self.out_size, 0)))
+        x0 = int(np.clip(cx - half, 0, max(w - self.out_size, 0)))
+        m = (self.in_size - self.out_size) // 2
+        top, left = y0 - m, x0 - m
+        size = self.in_size
+        x = read_window(img, top, left, size, size)
+        t = read_window(tgt, top, left, size, size)
+        wt = read_window(wts, top, left, size, size)
+        rows = np.arange(top, top + size)[:, None]
+        cols = np.arange(left, left + size)[None, :]
+        valid = ((rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)).astype(np.float32)
+        if self.augment is not None:
+            x, t, wt, valid = self.augment(x, t, wt, valid, rng)
+        crop = slice(m, m + self.out_size)
+        t = t[crop, crop]
+        wt = wt[crop, crop] * valid[crop, crop]
+        return (np.ascontiguousarray(np.moveaxis(x, -1, 0), dtype=np.float32),
+                np.ascontiguousarray(t, dtype=np.int64),
+                np.ascontiguousarray(wt, dtype=np.float32))
+
+    def batch(self, n: int):
+        xs, ts, ws = zip(*(self.sample() for _ in range(n)))
+        return np.stack(xs), np.stack(ts), np.stack(ws)

@@ -1,0 +1,131 @@
+"""The U-Net of Ronneberger, Fischer and Brox (MICCAI 2015), in small named blocks.
+
+The contracting path repeats two 3x3 convolutions (each followed by a ReLU) and a 2x2 max
+pooling, doubling the channels at every level; dropout ends it. The expanding path repeats a
+2x2 up-convolution that halves the channels, a concatenation with the centre-cropped feature
+map of the same level, and two 3x3 convolutions. A 1x1 convolution maps to the classes.
+
+With ``padding='valid'`` (the paper) the convolutions are unpadded, the output is smaller than
+the input and only some input sizes are allowed (every max pooling must see an even size);
+:meth:`ModelConfig.valid_input_size` gives them. The paper's configuration has 31,030,658
+parameters and maps a 572x572 tile to 388x388.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "group":
+        return nn.GroupNorm(min(8, channels), channels)
+    return nn.Identity()
+
+
+class TwoConv(nn.Sequential):
+    """Two 3x3 convolutions, each followed by (optional normalisation and) a ReLU."""
+
+    def __init__(self, in_ch: int, out_ch: int, *, padding: int, norm: str) -> None:
+        bias = norm == "none"
+        super().__init__(
+            nn.Conv2d(in_ch, out_ch, 3, padding=padding, bias=bias),
+            _norm(norm, out_ch),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(out_ch, out_ch, 3, padding=padding, bias=bias),
+            _norm(norm, out_ch),
+            nn.ReLU(inplace=True),
+        )
+
+
+class Down(nn.Sequential):
+    """2x2 max pooling, then :class:`TwoConv` doubling the channels."""
+
+    def __init__(self, in_ch: int, out_ch: int, *, padding: int, norm: str) -> None:
+        super().__init__(nn.MaxPool2d(2), TwoConv(in_ch, out_ch, padding=padding, norm=norm))
+
+
+def center_crop(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Crop the centre ``height`` x ``width`` of an NCHW tensor."""
+    top = (x.shape[-2] - height) // 2
+    left = (x.shape[-1] - width) // 2
+    return x[..., top : top + height, left : left + width]
+
+
+class UpCat(nn.Module):
+    """2x2 up-convolution halving the channels, crop-and-concatenate the skip, TwoConv."""
+
+    def __init__(self, in_ch: int, out_ch: int, *, padding: int, norm: str) -> None:
+        super().__init__()
+        self.up = nn.ConvTranspose2d(in_ch, in_ch // 2, 2, stride=2)
+        self.conv = TwoConv(in_ch // 2 + out_ch, out_ch, padding=padding, norm=norm)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        x = self.up(x)
+        skip = center_crop(skip, x.shape[-2], x.shape[-1])
+        return self.conv(torch.cat([skip, x], dim=1))
+
+
+class UNet(nn.Module):
+    """The U-Net; build it with keyword options or from a :class:`ModelConfig`.
+
+    Examples
+    --------
+    >>> net = UNet()  # the paper's network
+    >>> net(torch.zeros(1, 1, 572, 572)).shape
+    torch.Size([1, 2, 388, 388])
+
+    Sizes are arithmetic on the configuration: ``net.config.output_size(572)`` is 388,
+    ``net.config.valid_input_size(500)`` is 508 and ``net.config.context()`` is 92.
+    """
+
+    def __init__(self, config: ModelConfig | None = None, **options) -> None:
+        super().__init__()
+        if config is None:
+            config = ModelConfig(**options)
+        elif options:
+            config = config.replace(**options)
+        self.config = config
+        pad = 1 if config.padding == "same" else 0
+        chans = [config.base_channels * 2**i for i in range(config.depth + 1)]
+        self.inc = TwoConv(config.in_channels, chans[0], padding=pad, norm=config.norm)
+        self.downs = nn.ModuleList(
+            Down(chans[i], chans[i + 1], padding=pad, norm=config.norm)
+            for i in range(config.depth)
+        )
+        self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
+        self.ups = nn.ModuleList(
+            UpCat(chans[i + 1], chans[i], padding=pad, norm=config.norm)
+            for i in reversed(range(config.depth))
+        )
+        self.head = nn.Conv2d(chans[0], config.n_classes, 1)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # The paper: Gaussian weights with standard deviation sqrt(2 / N), N = fan-in.
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                fan_in = m.weight.shape[1] * m.weight.shape[2] * m.weight.shape[3]
+                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_in))
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    @property
+    def encoder(self) -> list[nn.Module]:
+        """The contracting path's modules (frozen when fine-tuning with a fixed encoder)."""
+        return [self.inc, *self.downs]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = [self.inc(x)]
+        for down in self.downs:
+            skips.append(down(skips[-1]))
+        x = self.dropout(skips.pop())
+        for up in self.ups:
+            x = up(x, skips.pop())
+        return self.head(x)

@@ -1,0 +1,362 @@
+"""Training as a generator of progress events whose return value is the result.
+
+::
+
+    gen = train(images, labels, TrainConfig(time_budget=600), out="model.safetensors")
+    for event in gen:            # TrainEvent after every step; val metrics after each epoch
+        ...
+    # or: result = napari_unet.progress.run(gen)
+
+Fine-tuning is training that starts from an existing model file (``init_from``). The best
+model (by the validation score) is saved to ``out`` whenever it improves, atomically; if the
+generator is closed early (Cancel), the best model so far stays on disk, and a model is
+written even if no validation had happened yet.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .config import ModelConfig, TrainConfig
+from .data import NORM_HIGH, NORM_LOW, PatchSampler, as_channels_last, check_pair, normalize
+from .errors import InputError
+from .targets import instance_targets, relabel_if_binary, semantic_classes, semantic_targets
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainEvent:
+    """One step of progress.
+
+    ``kind`` is 'start', 'step', 'epoch' (with ``val``), 'saved' (with ``path``) or 'info'.
+    ``progress`` runs from 0 to 1 (by steps, or by time with a time budget).
+    """
+
+    kind: str
+    epoch: int = 0
+    step: int = 0
+    progress: float = 0.0
+    loss: float | None = None
+    lr: float | None = None
+    val: dict | None = None
+    elapsed: float = 0.0
+    patches_per_s: float | None = None
+    path: str | None = None
+    message: str = ""
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or cancelled) training left behind."""
+
+    checkpoint: Checkpoint
+    path: Path | None
+    best_score: float | None
+    best_epoch: int | None
+    history: list[dict] = field(default_factory=list)
+    device: str = ""
+    seconds: float = 0.0
+    steps: int = 0
+    stopped: str = "completed"
+
+
+@dataclass
+class _Prepared:
+    images: list[np.ndarray]
+    targets: list[np.ndarray]
+    weights: list[np.ndarray]
+    truths: list[np.ndarray]  # instance labels or classes, for validation
+    n_classes: int
+    channels: int
+
+
+def prepare(images: Sequence, labels: Sequence, config: TrainConfig,
+            n_classes: int | None = None, names: Sequence[str] | None = None) -> _Prepared:
+    """Check image/label pairs and build normalised images, targets and weight maps."""
+    if len(images) != len(labels):
+        raise InputError(f"{len(images)} images but {len(labels)} label images were given.")
+    if len(images) == 0:
+        raise InputError("no training images were given.")
+    imgs, labs = [], []
+    for i, (im, lab) in enumerate(zip(images, labels)):
+        name = names[i] if names else f"image {i + 1}"
+        arr = as_channels_last(np.asarray(im), name)
+        lab = np.asarray(lab)
+        check_pair(arr, lab, name)
+        imgs.append(arr)
+        labs.append(lab.astype(np.int64))
+    channels = {a.shape[-1] for a in imgs}
+    if len(channels) > 1:
+        raise InputError(f"the training images have different channel counts {sorted(channels)}.")
+    if not any(lab.any() for lab in labs):
+        raise InputError("the labels contain no object: paint or load some labels first.")
+    if config.mode == "semantic":
+        classes = [semantic_classes(lab) for lab in labs]
+        found = int(max(c.max() for c in classes)) + 1
+        if found > 256:
+            raise InputError(f"the labels hold {found} classes; for objects numbered 1..N "
+                             "use the instances mode.")
+        k = max(found, n_classes or 2)
+        if n_classes is not None and found > n_classes:
+            raise InputError(f"the labels hold {found} classes but the model predicts "
+                             f"{n_classes}.")
+        pairs = [semantic_targets(c, k) for c in classes]
+        truths = classes
+    else:
+        k = 3 if config.target == "three_class" else 2
+        truths = [relabel_if_binary(lab) for lab in labs]
+        pairs = [instance_targets(t, target=config.target, w0=config.w0, sigma=config.sigma)
+                 for t in truths]
+    norm = [normalize(a) for a in imgs]
+    return _Prepared(norm, [p[0] for p in pairs], [p[1] for p in pairs], truths, k,
+                     channels.pop())
+
+
+def _sizes(mc: ModelConfig, patch: int) -> tuple[int, int]:
+    """(input, output) side of training patches."""
+    if mc.padding == "valid":
+        halo = mc.context()
+        inp = mc.valid_input_size(patch + 2 * halo)
+        return inp, mc.output_size(inp)
+    align = 2**mc.depth
+    side = -(-patch // align) * align
+    return side, side
+
+
+#: Foreground thresholds tried on the validation images of a two-class model.
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
+
+
+def labels_at(prob: np.ndarray, config: TrainConfig, threshold: float) -> np.ndarray:
+    """Predicted labels of a validation image for one foreground threshold."""
+    from .instances import instances_from_probabilities
+
+    if config.mode == "semantic":
+        if prob.shape[0] == 2:
+            return (prob[1] > threshold).astype(np.int64)
+        return np.argmax(prob, 0)
+    return instances_from_probabilities(prob, target=config.target, threshold=threshold)
+
+
+def validate(net, prep: _Prepared, idx: Sequence[int], config: TrainConfig, device) -> dict:
+    """Validation metrics of ``net`` on the images ``idx``.
+
+    For two-class models the foreground threshold is calibrated: weighted losses shift the
+    probabilities, so the threshold with the best validation score is kept with the model.
+    """
+    from .metrics import average_precision, dice
+    from .predict import infer_plane
+    from .tiling import plan_tiles
+
+    net.eval()
+    probs = []
+    for i in idx:
+        img = prep.images[i]
+        plan = plan_tiles(img.shape[:2], net.config, 512)
+        prob = np.zeros((prep.n_classes, *img.shape[:2]), np.float32)
+        for _ in infer_plane(net, img, plan, prob, batch_size=4, device=device):
+            pass
+        probs.append(prob)
+    net.train()
+    calibrate = prep.n_classes == 2
+    best = None
+    for th in THRESHOLDS if calibrate else (0.5,):
+        dices, aps = [], []
+        for i, prob in zip(idx, probs):
+            truth, pred = prep.truths[i], labels_at(prob, config, th)
+            if config.mode == "semantic":
+                dices.append(np.mean([dice(truth == c, pred == c)
+                                      for c in range(1, prep.n_classes)]))
+            else:
+                dices.append(dice(truth > 0, pred > 0))
+                aps.append(average_precision(truth, pred, (0.5,))[0.5])
+        out = {"dice": float(np.mean(dices))}
+        if aps:
+            out["ap50"] = float(np.mean(aps))
+        out["score"] = out.get("ap50", out["dice"])
+        out["threshold"] = th
+        if best is None or out["score"] > best["score"]:
+            best = out
+    return best
+
+
+def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None, *,
+          model_config: ModelConfig | None = None, init_from=None, out=None,
+          names: Sequence[str] | None = None) -> Generator[TrainEvent, None, TrainResult]:
+    """Train (or fine-tune) a U-Net; see the module docstring.
+
+    Parameters
+    ----------
+    images, labels : sequences of arrays
+        2D images ``(H, W)`` / ``(H, W, C)`` and their ``(H, W)`` labels.
+    config : TrainConfig
+        Mode, duration, loss and augmentation settings.
+    model_config : ModelConfig, optional
+        The architecture (channels and classes are set from the data); ignored when
+        fine-tuning, where the model file's architecture is kept.
+    init_from : Checkpoint, str or Path, optional
+        Start from this model (fine-tuning).
+    out : str or Path, optional
+        Where the best model is saved (atomically, whenever it improves).
+    names : sequence of str, optional
+        What to call each image in error messages (file or layer names).
+    """
+    import torch
+
+    from .augment import Augmenter
+    from .device import describe_device, resolve_device
+    from .losses import unet_loss
+    from .model import UNet
+
+    config = config or TrainConfig()
+    start = time.perf_counter()
+    base = None
+    if init_from is not None:
+        base = init_from if isinstance(init_from, Checkpoint) else load_checkpoint(init_from)
+        if base.mode != config.mode or (config.mode == "instances" and
+                                         base.target != config.target):
+            config = config.replace(mode=base.mode, target=base.target)
+    prep = prepare(images, labels, config, base.config.n_classes if base else None, names)
+    if base is not None:
+        mc = base.config
+        if mc.in_channels != prep.channels:
+            raise InputError(f"the model to fine-tune reads {mc.in_channels} channel(s), the "
+                             f"images have {prep.channels}.")
+        if mc.n_classes != prep.n_classes:
+            raise InputError(f"the model to fine-tune predicts {mc.n_classes} classes, the "
+                             f"labels need {prep.n_classes}.")
+    else:
+        mc = (model_config or ModelConfig(base_channels=32, norm="batch", dropout=0.0)).replace(
+            in_channels=prep.channels, n_classes=prep.n_classes)
+
+    rng = np.random.default_rng(config.seed)
+    torch.manual_seed(config.seed)
+    n = len(prep.images)
+    n_val = 0 if n < 2 or config.val_fraction == 0 else max(1, round(config.val_fraction * n))
+    order = rng.permutation(n)
+    val_idx, train_idx = sorted(order[:n_val].tolist()), sorted(order[n_val:].tolist())
+
+    device = resolve_device(config.device)
+    net = UNet(mc)
+    if base is not None:
+        net.load_state_dict(base.state_dict)
+    net = net.to(device).train()
+    if config.freeze_encoder and base is not None:
+        for module in net.encoder:
+            for p in module.parameters():
+                p.requires_grad_(False)
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=config.learning_rate)
+
+    in_size, out_size = _sizes(mc, config.patch_size)
+    sampler = PatchSampler(
+        [prep.images[i] for i in train_idx], [prep.targets[i] for i in train_idx],
+        [prep.weights[i] for i in train_idx], in_size=in_size, out_size=out_size,
+        foreground_bias=config.foreground_bias,
+        augment=Augmenter() if config.augment else None, rng=rng)
+    pixels = sum(prep.targets[i].size for i in train_idx)
+    steps_per_epoch = config.steps_per_epoch or int(
+        np.clip(math.ceil(pixels / (config.batch_size * out_size**2)), 10, 200))
+    budget = config.time_budget
+    total_steps = None if budget else config.epochs * steps_per_epoch
+
+    task = {"mode": config.mode, "target": config.target, "n_classes": prep.n_classes,
+            "threshold": 0.5}
+    record = {
+        "config": config.to_dict(), "images": n, "validation_images": n_val,
+        "fine_tuned_from": (None if base is None else
+                            str(init_from) if isinstance(init_from, (str, Path)) else "model"),
+        "device": describe_device(device), "patch": [in_size, out_size],
+    }
+
+    def snapshot(extra: dict) -> Checkpoint:
+        state = {k: v.detach().to("cpu").clone() for k, v in net.state_dict().items()}
+        return Checkpoint(config=mc, state_dict=state, task=task,
+                          normalization={"kind": "percentile", "low": NORM_LOW,
+                                         "high": NORM_HIGH},
+                          training={**record, **extra})
+
+    yield TrainEvent("start", message=(
+        f"training on {describe_device(device)}: {len(train_idx)} training and {n_val} "
+        f"validation image(s), patches {out_size} px, {steps_per_epoch} steps per epoch"))
+
+    best: Checkpoint | None = None
+    best_score = best_epoch = None
+    saved_path: Path | None = None
+    history: list[dict] = []
+    step = epoch = 0
+    val_seconds = 0.0
+    stopped = "completed"
+    try:
+        while True:
+            epoch += 1
+            losses = []
+            t_epoch = time.perf_counter()
+            for _ in range(steps_per_epoch):
+                elapsed = time.perf_counter() - start
+                progress = (elapsed / budget) if budget else step / total_steps
+                if budget and elapsed + val_seconds >= budget:
+                    break
+                lr = config.learning_rate * max(0.5 * (1 + math.cos(math.pi * min(progress, 1))),
+                                                0.01)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                x, t, w = sampler.batch(config.batch_size)
+                x, t, w = (torch.from_numpy(a).to(device) for a in (x, t, w))
+                loss = unet_loss(net(x), t, w, config.dice_weight)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
+                losses.append(float(loss.detach()))
+                rate = len(losses) * config.batch_size / (time.perf_counter() - t_epoch)
+                yield TrainEvent("step", epoch, step, min(progress, 1.0), losses[-1], lr,
+                                 elapsed=time.perf_counter() - start, patches_per_s=rate)
+            if not losses:
+                epoch -= 1
+                stopped = "time budget"
+                break
+            t_val = time.perf_counter()
+            val = (validate(net, prep, val_idx, config, device) if val_idx
+                   else {"score": -float(np.mean(losses))})
+            val_seconds = time.perf_counter() - t_val
+            entry = {"epoch": epoch, "step": step, "loss": float(np.mean(losses)),
+                     "elapsed": time.perf_counter() - start, **val}
+            history.append(entry)
+            done = budget is None and step >= total_steps
+            progress = (entry["elapsed"] / budget) if budget else step / total_steps
+            yield TrainEvent("epoch", epoch, step, min(progress, 1.0), entry["loss"],
+                             val=val, elapsed=entry["elapsed"])
+            if best_score is None or val["score"] > best_score:
+                best_score, best_epoch = val["score"], epoch
+                task["threshold"] = val.get("threshold", 0.5)
+                best = snapshot({"best_epoch": epoch, "steps": step, "validation": val})
+                if out is not None:
+                    saved_path = save_checkpoint(out, best)
+                    yield TrainEvent("saved", epoch, step, min(progress, 1.0),
+                                     path=str(saved_path), val=val,
+                                     message=f"saved the best model so far to {saved_path}")
+            if done or (budget and time.perf_counter() - start + val_seconds >= budget):
+                stopped = "epochs" if done else "time budget"
+                break
+    except GeneratorExit:
+        stopped = "cancelled"
+        raise
+    finally:
+        if best is None:
+            best = snapshot({"steps": step, "validation": None, "note": "not validated"})
+            if out is not None:
+                saved_path = save_checkpoint(out, best)
+    return TrainResult(checkpoint=best, path=saved_path, best_score=best_score,
+                       best_epoch=best_epoch, history=history,
+                       device=describe_device(device), seconds=time.perf_counter() - start,
+                       steps=step, stopped=stopped)

@@ -1,0 +1,28 @@
+import numpy as np
+import pytest
+import torch
+
+from napari_unet.config import ModelConfig
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+def tiny_config(**kw) -> ModelConfig:
+    """A network small enough for fast tests."""
+    base = dict(depth=2, base_channels=4, norm="none", dropout=0.0, padding="valid")
+    base.update(kw)
+    return ModelConfig(**base)
+
+
+def discs(shape, centres, radius):
+    """Instance labels of discs; later discs overwrite earlier ones where they overlap."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    lab = np.zeros(shape, np.int32)
+    for i, (cy, cx) in enumerate(centres, start=1):
+        lab[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2] = i
+    return lab

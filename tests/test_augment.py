@@ -1,0 +1,40 @@
+import numpy as np
+from conftest import discs
+
+from napari_unet.augment import Augmenter, displacement_field
+
+
+def test_displacement_field_is_smooth_and_of_the_right_scale():
+    rng = np.random.default_rng(0)
+    fields = np.stack([displacement_field((64, 64), rng) for _ in range(200)])
+    corners = fields[:, :, [0, 0, -1, -1], [0, -1, 0, -1]]
+    assert 8.0 < corners.std() < 12.0  # grid points keep sigma = 10 px
+    assert np.abs(np.diff(fields, axis=-1)).max() < 3.0  # smooth, no tearing
+
+
+def test_image_and_labels_stay_aligned_and_labels_keep_their_values():
+    lab = discs((64, 64), [(20, 20), (40, 44), (30, 30)], 9)
+    image = lab.astype(np.float64)[..., None] * 10.0  # the image encodes the labels
+    weights = np.ones(lab.shape, np.float32)
+    valid = np.ones(lab.shape, np.float32)
+    aug = Augmenter(intensity=0.0)
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        im2, lab2, w2, v2 = aug(image, lab, weights, valid, rng)
+        assert set(np.unique(lab2)) <= set(np.unique(lab))
+        assert lab2.shape == lab.shape and im2.shape == image.shape
+        # linear interpolation of the image agrees with the nearest-neighbour labels
+        # everywhere except along object edges
+        agree = np.isclose(im2[..., 0], lab2 * 10.0, atol=0.5)
+        assert agree.mean() > 0.93
+        # and exactly where the image is locally constant
+        interior = np.isclose(im2[..., 0] / 10.0, np.round(im2[..., 0] / 10.0), atol=1e-6)
+        assert (np.round(im2[..., 0][interior] / 10.0) == lab2[interior]).all()
+
+
+def test_deformation_is_applied():
+    lab = discs((64, 64), [(32, 32)], 12)
+    aug = Augmenter(flips=False, rotations=False, intensity=0.0)
+    out = aug(lab[..., None].astype(float), lab, lab * 0.0, lab * 0.0,
+              np.random.default_rng(3))[1]
+    assert (out != lab).sum() > 20

@@ -1,0 +1,91 @@
+import json
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_config
+
+from napari_unet.checkpoint import Checkpoint, load_checkpoint, read_header, save_checkpoint
+from napari_unet.errors import ModelFileError
+from napari_unet.model import UNet
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    torch.manual_seed(0)
+    net = UNet(tiny_config(norm="batch", in_channels=3, n_classes=3))
+    ck = Checkpoint(config=net.config, state_dict=net.state_dict(),
+                    task={"mode": "instances", "target": "three_class", "n_classes": 3},
+                    normalization={"kind": "percentile", "low": 1.0, "high": 99.8},
+                    training={"steps": 5})
+    return save_checkpoint(tmp_path / "m.safetensors", ck), net
+
+
+def test_round_trip_gives_identical_outputs(model_file):
+    path, net = model_file
+    ck = load_checkpoint(path)
+    assert ck.config == net.config and ck.target == "three_class"
+    assert ck.training == {"steps": 5}
+    x = torch.randn(2, 3, 60, 60)
+    with torch.no_grad():
+        np.testing.assert_array_equal(ck.build()(x).numpy(), net.eval()(x).numpy())
+
+
+def test_save_replaces_atomically_and_leaves_no_temporary(model_file):
+    path, net = model_file
+    ck = load_checkpoint(path)
+    save_checkpoint(path, ck)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["m.safetensors"]
+
+
+def test_missing_truncated_and_foreign_files_are_refused(model_file, tmp_path):
+    path, _ = model_file
+    with pytest.raises(ModelFileError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.safetensors")
+    data = path.read_bytes()
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelFileError, match="truncated"):
+        load_checkpoint(cut)
+    from safetensors.torch import save_file
+
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(3)}, str(foreign))
+    with pytest.raises(ModelFileError, match="not a napari-unet model"):
+        load_checkpoint(foreign)
+    text = tmp_path / "notes.safetensors"
+    text.write_text("hello, this is not a model")
+    with pytest.raises(ModelFileError):
+        load_checkpoint(text)
+
+
+def test_a_header_claiming_huge_tensors_is_refused_before_allocating(tmp_path):
+    header = {"w": {"dtype": "F32", "shape": [100000, 100000], "data_offsets": [0, 4 * 10**10]},
+              "__metadata__": {"napari_unet": json.dumps({"format": "napari-unet-model",
+                                                           "version": 1})}}
+    raw = json.dumps(header).encode()
+    bad = tmp_path / "huge.safetensors"
+    bad.write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0" * 64)
+    with pytest.raises(ModelFileError, match="does not fit the file"):
+        read_header(bad)
+
+
+class _Evil:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch PWNED_BY_PICKLE",))
+
+
+def test_a_malicious_pickle_is_refused_and_runs_no_code(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    evil = tmp_path / "model.pt"
+    evil.write_bytes(pickle.dumps({"state_dict": _Evil()}, protocol=2))
+    with pytest.raises(ModelFileError, match="pickle"):
+        load_checkpoint(evil)
+    torch.save({"x": _Evil()}, tmp_path / "model2.pt")  # zip-based torch file
+    with pytest.raises(ModelFileError, match="pickle"):
+        load_checkpoint(tmp_path / "model2.pt")
+    assert not (tmp_path / "PWNED_BY_PICKLE").exists()

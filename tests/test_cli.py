@@ -1,0 +1,60 @@
+import subprocess
+import sys
+
+import numpy as np
+import tifffile
+
+from napari_unet.checkpoint import load_checkpoint
+from napari_unet.cli import main
+
+
+def test_sample_train_predict_end_to_end(tmp_path, capsys):
+    data = tmp_path / "demo"
+    assert main(["sample", str(data), "--count", "3"]) == 0
+    model = tmp_path / "model.safetensors"
+    assert main(["-q", "train", str(data / "images"), str(data / "labels"), "--out", str(model),
+                 "--epochs", "2", "--steps-per-epoch", "3", "--base-channels", "4",
+                 "--depth", "2", "--patch-size", "64", "--seed", "1"]) == 0
+    ck = load_checkpoint(model)
+    assert ck.config.base_channels == 4 and ck.training["config"]["seed"] == 1
+    out = tmp_path / "pred"
+    assert main(["-q", "predict", str(model), str(data / "images" / "cells_00.tif"),
+                 str(data / "images" / "cells_01.tif"), "--out", str(out),
+                 "--probabilities", "--tile-size", "96"]) == 0
+    labels = tifffile.imread(out / "cells_00.tif")
+    prob = tifffile.imread(out / "cells_00_prob.tif")
+    assert labels.shape == (256, 256) and labels.dtype in (np.uint16, np.uint32)
+    assert prob.shape == (2, 256, 256) and prob.dtype == np.float32
+    assert sorted(p.name for p in out.iterdir()) == [
+        "cells_00.tif", "cells_00_prob.tif", "cells_01.tif", "cells_01_prob.tif"]
+
+
+def test_bad_input_exits_2_with_one_line(tmp_path):
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir()
+    labels.mkdir()
+    tifffile.imwrite(images / "a.tif", np.zeros((32, 32), np.uint8))
+    tifffile.imwrite(labels / "a.tif", np.zeros((30, 32), np.uint16))
+    cmd = [sys.executable, "-m", "napari_unet.cli", "train", str(images), str(labels),
+           "--out", str(tmp_path / "m.safetensors"), "--epochs", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "differ" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "m.safetensors").exists()
+    (labels / "a.tif").rename(labels / "b.tif")
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 2 and "a.tif" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "napari_unet.cli", "predict",
+                           str(tmp_path / "missing.safetensors"), str(images), "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True)
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_importing_the_package_imports_neither_torch_nor_qt():
+    code = ("import sys, napari_unet, napari_unet.config, napari_unet.tiling; "
+            "print(any(m.split('.')[0] in ('torch', 'qtpy', 'PyQt5', 'napari') "
+            "for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "False", out.stderr

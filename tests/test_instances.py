@@ -1,0 +1,37 @@
+import numpy as np
+import pytest
+from conftest import discs
+
+from napari_unet.instances import instances_from_probabilities
+from napari_unet.metrics import average_precision
+from napari_unet.targets import instance_targets
+
+
+def one_hot(cls, n):
+    return np.stack([(cls == k).astype(np.float32) for k in range(n)])
+
+
+@pytest.mark.parametrize("overlap", [2, 4, 6])
+def test_two_touching_discs_come_out_as_two(overlap):
+    lab = discs((60, 80), [(30, 25), (30, 25 + 24 - overlap)], 12)
+    for target, n, method in [("two_class", 2, "components"), ("two_class", 2, "watershed"),
+                              ("three_class", 3, "auto")]:
+        cls, _ = instance_targets(lab, target=target)
+        pred = instances_from_probabilities(one_hot(cls, n), target=target, method=method)
+        assert pred.max() == 2, (target, method)
+        assert average_precision(lab, pred, (0.5,))[0.5] == 1.0, (target, method)
+
+
+def test_merged_foreground_is_one_object_without_the_line():
+    lab = discs((60, 80), [(30, 25), (30, 45)], 12)
+    prob = one_hot((lab > 0).astype(int), 2)
+    assert instances_from_probabilities(prob, method="components").max() == 1
+
+
+def test_small_objects_are_removed():
+    fg = np.zeros((20, 20), bool)
+    fg[2, 2] = True  # 5 px after growing by one: removed
+    fg[8:16, 8:16] = True  # kept
+    prob = np.stack([~fg, fg]).astype(np.float32)
+    out = instances_from_probabilities(prob, min_size=10)
+    assert out.max() == 1 and out[2, 2] == 0 and out[12, 12] == 1

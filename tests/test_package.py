@@ -1,0 +1,32 @@
+"""The package around the engine: manifest, sample data, README and CI in step."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_readme_test_command_is_what_ci_runs():
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)\n```", readme, re.S)
+    test_cmd = [b for b in blocks if "pytest" in b]
+    assert len(test_cmd) == 1
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert test_cmd[0].strip() in ci.splitlines()
+
+
+def test_manifest_and_sample_data():
+    from npe2 import PluginManifest
+
+    manifest = PluginManifest.from_distribution("napari-unet")
+    assert manifest.name == "napari-unet"
+    keys = [s.key for s in manifest.contributions.sample_data]
+    assert "touching_cells" in keys
+    from napari_unet._sample_data import touching_cells_sample
+
+    (image, _, kind_i), (labels, _, kind_l) = touching_cells_sample()
+    assert (kind_i, kind_l) == ("image", "labels")
+    assert image.shape == labels.shape == (256, 256)
+    assert labels.max() == 40 and np.issubdtype(labels.dtype, np.integer)

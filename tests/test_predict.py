@@ -1,0 +1,63 @@
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_config
+
+from napari_unet.checkpoint import Checkpoint, save_checkpoint
+from napari_unet.config import PredictConfig
+from napari_unet.errors import InputError
+from napari_unet.model import UNet
+from napari_unet.predict import predict
+from napari_unet.progress import run
+
+
+def make_model(tmp_path, channels=1, mode="instances", n_classes=2):
+    torch.manual_seed(0)
+    net = UNet(tiny_config(in_channels=channels, n_classes=n_classes))
+    ck = Checkpoint(net.config, net.state_dict(), task={"mode": mode, "target": "two_class"})
+    return save_checkpoint(tmp_path / "m.safetensors", ck)
+
+
+def test_single_image_and_progress(tmp_path, rng):
+    model = make_model(tmp_path)
+    events = []
+    result = run(predict(model, rng.integers(0, 255, (130, 170), dtype=np.uint8),
+                         PredictConfig(tile_size=64)), events.append)
+    assert result.labels.shape == (130, 170) and result.labels.dtype == np.uint16
+    assert result.probabilities.shape == (2, 130, 170)
+    np.testing.assert_allclose(result.probabilities.sum(0), 1.0, atol=1e-5)
+    assert events[-1].done == events[-1].total > 1
+    assert "CPU" in result.device
+
+
+def test_stack_is_predicted_plane_by_plane(tmp_path, rng):
+    model = make_model(tmp_path)
+    stack = rng.normal(size=(3, 50, 60)).astype(np.float32)
+    result = run(predict(model, stack))
+    assert result.labels.shape == (3, 50, 60)
+    single = run(predict(model, stack[1]))
+    np.testing.assert_allclose(result.probabilities[1], single.probabilities, atol=1e-6)
+
+
+def test_multichannel_and_memmap_output(tmp_path, rng):
+    model = make_model(tmp_path, channels=3, mode="semantic", n_classes=4)
+    image = rng.normal(size=(70, 40, 3)).astype(np.float32)
+    out = np.lib.format.open_memmap(tmp_path / "p.npy", "w+", np.float32, (4, 70, 40))
+    result = run(predict(model, image, out_probabilities=out))
+    assert result.probabilities is out
+    assert result.labels.shape == (70, 40) and result.labels.max() < 4
+    rgba = np.concatenate([image, np.ones((70, 40, 1), np.float32)], -1)
+    np.testing.assert_allclose(run(predict(model, rgba)).probabilities, out, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape,match", [((20, 20, 5), "channel"), ((2, 3, 4, 5, 6), "shape")])
+def test_wrong_layout_is_refused(tmp_path, shape, match):
+    model = make_model(tmp_path, channels=3)
+    with pytest.raises(InputError, match=match):
+        next(predict(model, np.zeros(shape, np.float32)))
+
+
+def test_rgb_image_for_a_grey_model_is_refused(tmp_path):
+    model = make_model(tmp_path)
+    with pytest.raises(InputError, match="RGB"):
+        next(predict(model, np.zeros((64, 64, 3), np.uint8)))

@@ -1,0 +1,111 @@
+import numpy as np
+import pytest
+from conftest import discs
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import ndimage as ndi
+
+from napari_unet.targets import (
+    border_weights,
+    class_weights,
+    instance_targets,
+    semantic_targets,
+    touching_border,
+)
+
+
+def brute_force_border_term(labels, w0, sigma):
+    """Direct evaluation of w0 * exp(-(d1 + d2)^2 / (2 sigma^2)) from all object pixels."""
+    ids = [i for i in np.unique(labels) if i != 0]
+    yy, xx = np.mgrid[: labels.shape[0], : labels.shape[1]]
+    dists = []
+    for i in ids:
+        py, px = np.nonzero(labels == i)
+        d = np.sqrt((yy[..., None] - py) ** 2 + (xx[..., None] - px) ** 2).min(-1)
+        dists.append(d)
+    dists = np.sort(np.stack(dists), axis=0)
+    d1, d2 = dists[0], dists[1] if len(ids) > 1 else np.full(labels.shape, np.inf)
+    return w0 * np.exp(-((d1 + d2) ** 2) / (2 * sigma**2))
+
+
+def random_instances(rng, shape=(40, 48), n=5):
+    """Random overlapping rectangles (so some touch), at least two objects."""
+    while True:
+        lab = np.zeros(shape, np.int32)
+        for i in range(1, n + 1):
+            cy, cx = rng.integers(0, shape[0]), rng.integers(0, shape[1])
+            ry, rx = rng.integers(2, 8, 2)
+            lab[max(cy - ry, 0) : cy + ry, max(cx - rx, 0) : cx + rx] = i
+        if len(np.unique(lab)) >= 3:
+            return lab
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("sigma", [2.0, 5.0])
+def test_weight_map_matches_brute_force(seed, sigma):
+    rng = np.random.default_rng(seed)
+    lab = random_instances(rng)
+    fast = border_weights(lab, 10.0, sigma)
+    slow = brute_force_border_term(lab, 10.0, sigma)
+    np.testing.assert_allclose(fast, slow, atol=1e-5 * 10.0, rtol=1e-5)
+
+
+def test_weight_map_formula_on_the_background():
+    lab = discs((40, 60), [(20, 15), (20, 45)], 10)  # gap of 10 px between the discs
+    cls, w = instance_targets(lab, w0=10.0, sigma=5.0)
+    wc = class_weights(cls, 2)
+    term = brute_force_border_term(lab, 10.0, 5.0)
+    background = cls == 0
+    np.testing.assert_allclose(w[background], (wc + term)[background], atol=1e-4)
+    np.testing.assert_allclose(w[~background], wc[~background])
+    assert w[20, 30] > w[2, 2] + 1.0  # the gap between the cells is emphasised
+
+
+def test_touching_objects_get_a_separating_background_line():
+    lab = discs((40, 60), [(20, 20), (20, 36)], 10)  # overlapping: they touch
+    assert touching_border(lab).any()
+    cls, w = instance_targets(lab)
+    comps, n = ndi.label(cls == 1, structure=ndi.generate_binary_structure(2, 1))
+    assert n == 2
+    line = touching_border(lab)
+    assert (cls[line] == 0).all()
+    assert w[line].min() > 8.0  # the paper's large weights on the separating line
+
+
+def test_three_class_target():
+    lab = discs((40, 60), [(20, 20), (20, 36)], 10)
+    cls, w = instance_targets(lab, target="three_class")
+    assert set(np.unique(cls)) == {0, 1, 2}
+    interior, _ = ndi.label(cls == 1, structure=ndi.generate_binary_structure(2, 1))
+    assert interior.max() == 2
+    assert (cls[lab == 0] == 0).all()
+
+
+def test_binary_masks_become_objects():
+    mask = (discs((30, 30), [(8, 8), (20, 20)], 5) > 0).astype(np.uint8) * 255
+    cls, _ = instance_targets(mask)
+    assert ndi.label(cls)[1] == 2
+
+
+def test_semantic_targets_and_class_balance():
+    lab = np.zeros((10, 10), np.uint8)
+    lab[:2] = 255
+    cls, w = semantic_targets(lab, 2)
+    assert set(np.unique(cls)) == {0, 1}
+    assert w[cls == 1].mean() == pytest.approx(4.0)  # 80 / 20
+    assert w[cls == 0].mean() == pytest.approx(1.0)
+    multi = np.array([[0, 1], [2, 2]])
+    cls, w = semantic_targets(multi, 3)
+    assert cls.tolist() == [[0, 1], [2, 2]]
+
+
+@settings(deadline=None, max_examples=25)
+@given(seed=st.integers(0, 10_000), w0=st.floats(0.5, 20), sigma=st.floats(1, 8))
+def test_weight_map_bounds_and_flip_symmetry(seed, w0, sigma):
+    lab = random_instances(np.random.default_rng(seed), shape=(30, 34), n=4)
+    cls, w = instance_targets(lab, w0=w0, sigma=sigma)
+    wc = class_weights(cls, 2)
+    assert (w >= wc - 1e-6).all() and (w <= wc + w0 + 1e-4).all()
+    for axis in (0, 1):
+        _, wf = instance_targets(np.flip(lab, axis), w0=w0, sigma=sigma)
+        np.testing.assert_allclose(np.flip(wf, axis), w, atol=1e-5)

@@ -1,0 +1,99 @@
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_config
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from napari_unet.config import ModelConfig
+from napari_unet.data import normalize
+from napari_unet.model import UNet
+from napari_unet.predict import infer_plane
+from napari_unet.tiling import mirror_index, plan_tiles, read_window
+
+
+def whole_image_reference(net, image):
+    """One pass of the network over the whole mirror-padded image, cropped to the image."""
+    cfg = net.config
+    halo = cfg.context()
+    align = 2**cfg.depth
+    sizes = []
+    for n in image.shape[:2]:
+        if cfg.padding == "valid":
+            sizes.append(cfg.valid_input_size(n + 2 * halo))
+        else:
+            sizes.append(-(-(n + 2 * halo) // align) * align)
+    window = read_window(image, -halo, -halo, *sizes)
+    x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(window, -1, 0)[None]))
+    with torch.no_grad():
+        prob = net(x.float()).softmax(1)[0].numpy()
+    crop = 0 if cfg.padding == "valid" else halo
+    return prob[:, crop : crop + image.shape[0], crop : crop + image.shape[1]]
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+@pytest.mark.parametrize("norm", ["none", "batch"])
+@pytest.mark.parametrize("shape,tile", [((97, 131), 40), ((64, 64), 60), ((50, 203), 100),
+                                        ((7, 5), 40), ((160, 90), 70)])
+def test_tiled_equals_whole_image(padding, norm, shape, tile, rng):
+    torch.manual_seed(0)
+    cfg = tiny_config(padding=padding, norm=norm, in_channels=2, n_classes=3)
+    net = UNet(cfg).eval()
+    if norm == "batch":  # non-trivial running statistics
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+    image = normalize(rng.normal(size=(*shape, 2)).astype(np.float32))
+    plan = plan_tiles(shape, cfg, tile)
+    out = np.full((3, *shape), np.nan, np.float32)
+    for _ in infer_plane(net, image, plan, out, batch_size=3, device=torch.device("cpu")):
+        pass
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out, whole_image_reference(net, image), atol=2e-5)
+    if min(shape) > 60:
+        assert len(plan) > 1  # the case really is tiled
+
+
+def test_paper_network_tiles_seamlessly(rng):
+    """Depth 4 (the paper's geometry), thin channels to stay fast."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(base_channels=2, dropout=0.0)
+    net = UNet(cfg).eval()
+    image = normalize(rng.normal(size=(300, 250)).astype(np.float32)[..., None])
+    plan = plan_tiles(image.shape[:2], cfg, 220)
+    assert len(plan) > 1
+    out = np.zeros((2, 300, 250), np.float32)
+    for _ in infer_plane(net, image, plan, out, batch_size=4, device=torch.device("cpu")):
+        pass
+    np.testing.assert_allclose(out, whole_image_reference(net, image), atol=2e-5)
+
+
+@given(n=st.integers(1, 50), lo=st.integers(-200, 0), span=st.integers(1, 300))
+def test_mirror_index_stays_inside_and_mirrors(n, lo, span):
+    idx = np.arange(lo, lo + span)
+    m = mirror_index(idx, n)
+    assert m.min() >= 0 and m.max() < n
+    inside = (idx >= 0) & (idx < n)
+    assert np.array_equal(m[inside], idx[inside])
+    if n > 1:  # numpy's 'reflect' near the borders
+        ref = np.pad(np.arange(n), 2 * n, mode="reflect")
+        near = (idx >= -2 * n) & (idx < 3 * n)
+        assert np.array_equal(m[near], ref[idx[near] + 2 * n])
+
+
+@settings(deadline=None, max_examples=60)
+@given(h=st.integers(1, 400), w=st.integers(1, 400), tile=st.integers(1, 300),
+       padding=st.sampled_from(["valid", "same"]), depth=st.integers(1, 4))
+def test_plan_covers_every_pixel_exactly_once(h, w, tile, padding, depth):
+    cfg = tiny_config(padding=padding, depth=depth)
+    plan = plan_tiles((h, w), cfg, tile)
+    count = np.zeros((h, w), np.int32)
+    for t in plan:
+        count[t.out] += 1
+        crop_h = t.crop[0].stop - t.crop[0].start
+        assert crop_h == t.out[0].stop - t.out[0].start
+        assert t.crop[0].stop <= cfg.output_size(plan.input_shape[0])
+        assert t.top % 2**depth == (-cfg.context()) % 2**depth  # pooling grid kept
+    assert (count == 1).all()
+    assert len(plan) == len(list(plan))

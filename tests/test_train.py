@@ -1,0 +1,113 @@
+import numpy as np
+import pytest
+from conftest import tiny_config
+
+from napari_unet.checkpoint import load_checkpoint
+from napari_unet.config import TrainConfig
+from napari_unet.errors import InputError
+from napari_unet.progress import run
+from napari_unet.synthetic import touching_cells
+from napari_unet.train import train
+
+
+@pytest.fixture(scope="module")
+def cells():
+    pairs = [touching_cells((96, 96), n_cells=10, radius=8, seed=s) for s in range(3)]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def quick(**kw):
+    base = dict(epochs=2, steps_per_epoch=5, batch_size=2, patch_size=48, val_fraction=0.34)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_loss_falls(cells):
+    images, labels = cells
+    events = []
+    run(train(images, labels, quick(epochs=8, steps_per_epoch=10, augment=False,
+                                    learning_rate=3e-3),
+              model_config=tiny_config(norm="batch", base_channels=8)), events.append)
+    losses = [e.loss for e in events if e.kind == "epoch"]
+    assert len(losses) == 8
+    assert np.mean(losses[-2:]) < 0.7 * np.mean(losses[:2])
+
+
+def test_events_result_and_saved_best_model(cells, tmp_path):
+    images, labels = cells
+    out = tmp_path / "model.safetensors"
+    events = []
+    result = run(train(images, labels, quick(), model_config=tiny_config(), out=out),
+                 events.append)
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "start" and "CPU" in events[0].message
+    assert kinds.count("step") == 10 and kinds.count("epoch") == 2 and "saved" in kinds
+    assert [e.step for e in events if e.kind == "step"] == list(range(1, 11))
+    assert result.path == out and out.exists()
+    assert result.best_score is not None and len(result.history) == 2
+    ck = load_checkpoint(out)
+    assert ck.config.in_channels == 1 and ck.config.n_classes == 2
+    assert ck.training["best_epoch"] == result.best_epoch
+
+
+def test_fine_tune_starts_from_the_model(cells, tmp_path):
+    images, labels = cells
+    first = tmp_path / "a.safetensors"
+    run(train(images, labels, quick(), model_config=tiny_config(), out=first))
+    result = run(train(images, labels, quick(epochs=1, freeze_encoder=True), init_from=first,
+                       out=tmp_path / "b.safetensors"))
+    a, b = load_checkpoint(first), load_checkpoint(tmp_path / "b.safetensors")
+    assert b.config == a.config
+    enc = "inc.0.weight"
+    np.testing.assert_array_equal(a.state_dict[enc].numpy(), b.state_dict[enc].numpy())
+    head = "head.weight"
+    assert not np.array_equal(a.state_dict[head].numpy(), b.state_dict[head].numpy())
+    assert b.training["fine_tuned_from"] == str(first)
+    assert result.steps == 5
+
+
+def test_time_budget_is_kept(cells):
+    import time
+
+    images, labels = cells
+    t0 = time.perf_counter()
+    result = run(train(images, labels, quick(epochs=None, time_budget=3.0),
+                       model_config=tiny_config()))
+    assert time.perf_counter() - t0 < 3.0 + 2.0
+    assert result.stopped == "time budget" and result.steps > 0
+
+
+def test_closing_the_generator_keeps_a_model(cells, tmp_path):
+    images, labels = cells
+    out = tmp_path / "m.safetensors"
+    gen = train(images, labels, quick(epochs=50), model_config=tiny_config(), out=out)
+    for event in gen:
+        if event.kind == "step" and event.step == 3:
+            break
+    gen.close()  # what Cancel does
+    assert load_checkpoint(out).training["steps"] == 3
+
+
+def test_semantic_multiclass_and_rgb(tmp_path):
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(64, 64, 3)).astype(np.float32)
+    labels = np.zeros((64, 64), np.uint8)
+    labels[10:30, 10:30] = 1
+    labels[40:60, 35:60] = 2
+    image[labels == 1] += 2
+    image[labels == 2, 1] -= 2
+    result = run(train([image, image[::-1]], [labels, labels[::-1]],
+                       quick(mode="semantic"), model_config=tiny_config()))
+    assert result.checkpoint.config.in_channels == 3
+    assert result.checkpoint.config.n_classes == 3
+    assert result.checkpoint.mode == "semantic"
+
+
+@pytest.mark.parametrize("labels,match", [
+    ([np.zeros((64, 64), np.uint16)], "no object"),
+    ([np.zeros((60, 64), np.uint16)], "differ"),
+    ([-np.ones((64, 64), np.int32)], "negative"),
+])
+def test_bad_training_input_is_one_clear_sentence(labels, match):
+    with pytest.raises(InputError, match=match):
+        next(train([np.zeros((64, 64), np.uint8)], labels, quick()))
