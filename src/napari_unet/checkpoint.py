@@ -81,6 +81,33 @@ class Checkpoint:
         }
 
 
+def models_folder() -> Path:
+    """Where models are saved unless the user picks a place: ``~/napari-unet/models``.
+
+    ``NAPARI_UNET_HOME`` replaces ``~/napari-unet`` (the tests use it).
+    """
+    root = os.environ.get("NAPARI_UNET_HOME") or Path.home() / "napari-unet"
+    return Path(root) / "models"
+
+
+def default_model_path(name: str) -> Path:
+    """A new file name in :func:`models_folder` from a layer or image name and the time."""
+    import re
+    import time
+
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.") or "model"
+    return models_folder() / f"{safe[:40]}-{time.strftime('%Y%m%d-%H%M%S')}.safetensors"
+
+
+def recent_models(limit: int = 10) -> list[Path]:
+    """Model files in :func:`models_folder`, newest first."""
+    folder = models_folder()
+    if not folder.is_dir():
+        return []
+    files = sorted(folder.glob("*.safetensors"), key=lambda p: p.stat().st_mtime, reverse=True)
+    return files[:limit]
+
+
 def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> Path:
     """Write ``checkpoint`` to ``path`` atomically; return the path."""
     from safetensors.torch import save

@@ -166,7 +166,8 @@ class TrainConfig(_DictMixin):
     time_budget : float or None
         Seconds of training; validation and saving included.
     steps_per_epoch : int or None
-        Optimiser steps between validations (None: about one pass over the training pixels).
+        Optimiser steps between validations (None: about one pass over the training pixels,
+        at least 50 and at most 500).
     batch_size : int
         Patches per optimiser step.
     patch_size : int
@@ -247,6 +248,8 @@ class PredictConfig(_DictMixin):
         'auto' (components for two-class models, watershed for three-class ones).
     min_size : int
         Objects smaller than this many pixels are removed.
+    tta : bool
+        Test-time augmentation: average over the 8 rotations and flips (8x slower).
     """
 
     tile_size: int = 512
@@ -255,6 +258,7 @@ class PredictConfig(_DictMixin):
     threshold: float | None = None
     instance_method: Literal["auto", "components", "watershed"] = "auto"
     min_size: int = 10
+    tta: bool = False
 
     def __post_init__(self) -> None:
         _check_positive("tile_size", self.tile_size)

@@ -139,3 +139,100 @@ class PatchSampler:
     def batch(self, n: int):
         xs, ts, ws = zip(*(self.sample() for _ in range(n)))
         return np.stack(xs), np.stack(ts), np.stack(ws)
+
+
+def training_planes(image, labels, *, rgb: bool = False, name: str = "image"):
+    """Split a layer's data into 2D training pairs, skipping planes without any label.
+
+    ``image`` may be ``(H, W)``, RGB ``(H, W, 3|4)`` (``rgb=True``), channels-first
+    ``(C, H, W)`` with ``(H, W)`` labels, or a stack of any of these with a labels stack of
+    the same plane count. Returns ``(images, labels, skipped)`` with channels-last images.
+    """
+    img, lab = image, np.asarray(labels)
+    ishape, lshape = tuple(img.shape), tuple(lab.shape)
+    if rgb:
+        if ishape[:-1] != lshape:
+            raise InputError(f"{name}: image shape {ishape[:-1]} and labels shape {lshape} "
+                             "differ.")
+        planes = [img] if lab.ndim == 2 else [img[k] for k in range(lshape[0])]
+    elif ishape == lshape:
+        planes = [img] if lab.ndim == 2 else [img[k] for k in range(lshape[0])]
+    elif img.ndim == lab.ndim + 1 and ishape[-lab.ndim:] == lshape and lab.ndim == 2:
+        planes = [np.moveaxis(np.asarray(img), 0, -1)]  # channels first
+    elif img.ndim == 4 and lab.ndim == 3 and ishape[0] == lshape[0] and ishape[2:] == lshape[1:]:
+        planes = [np.moveaxis(np.asarray(img[k]), 0, -1) for k in range(lshape[0])]
+    else:
+        raise InputError(f"{name}: image shape {ishape} and labels shape {lshape} do not match.")
+    if lab.ndim not in (2, 3):
+        raise InputError(f"{name}: labels must be 2D or a stack of 2D planes, not {lab.ndim}D.")
+    lab_planes = [lab] if lab.ndim == 2 else [lab[k] for k in range(lshape[0])]
+    keep = [k for k, p in enumerate(lab_planes) if np.any(p)]
+    return ([np.asarray(planes[k]) for k in keep], [lab_planes[k] for k in keep],
+            len(lab_planes) - len(keep))
+
+
+def image_for_model(image, *, rgb: bool, channels: int):
+    """A layer's data laid out for :func:`napari_unet.predict.predict` (channels last).
+
+    Channels-first data ``(C, H, W)`` / ``(N, C, H, W)`` with ``C`` equal to the model's
+    channel count is moved to channels-last; everything else passes through.
+    """
+    if rgb or channels == 1:
+        return image
+    if image.ndim == 3 and image.shape[0] == channels and image.shape[-1] != channels:
+        return np.moveaxis(np.asarray(image), 0, -1)
+    if image.ndim == 4 and image.shape[1] == channels and image.shape[-1] != channels:
+        return np.moveaxis(np.asarray(image), 1, -1)
+    return image
+
+
+class BatchPrefetcher:
+    """Prepare training batches in a background thread while the device computes.
+
+    scipy's resampling and torch release the GIL, so on a CPU the augmentation of the next
+    batch overlaps with the current step. ``get()`` returns the next batch (re-raising an
+    error of the thread); ``close()`` stops the thread.
+    """
+
+    def __init__(self, sampler: PatchSampler, batch_size: int, depth: int = 2) -> None:
+        import queue
+        import threading
+
+        self._sampler, self._batch_size = sampler, batch_size
+        self._queue: queue.Queue = queue.Queue(depth)
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="napari-unet-batches",
+                                        daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        import queue
+
+        try:
+            while not self._stop.is_set():
+                batch = self._sampler.batch(self._batch_size)
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(batch, timeout=0.05)
+                        break
+                    except queue.Full:
+                        continue
+        except BaseException as err:  # handed to the consumer
+            self._error = err
+
+    def get(self):
+        import queue
+
+        while True:
+            try:
+                return self._queue.get(timeout=0.05)
+            except queue.Empty:
+                if self._error is not None:
+                    raise self._error
+                if not self._thread.is_alive():
+                    raise RuntimeError("the batch thread stopped")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -78,3 +78,16 @@ def instances_from_probabilities(prob: np.ndarray, *, target: str = "two_class",
     if method == "watershed":
         return watershed_two_class(foreground, min_size=min_size)
     return components(foreground, min_size=min_size)
+
+
+def separated_objects(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where objects of a segmentation touch: ``(lines, ids)``.
+
+    ``lines`` marks the pixels at which an object meets another one (where touching cells
+    were split); ``ids`` are the objects that touch at least one other.
+    """
+    from .targets import touching_border
+
+    lines = touching_border(labels)
+    ids = np.unique(np.asarray(labels)[lines])
+    return lines, ids[ids != 0]

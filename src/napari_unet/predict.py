@@ -85,8 +85,30 @@ def split_planes(image, channels: int, name: str = "image") -> tuple[bool, int]:
     return stack, (int(image.shape[0]) if stack else 1)
 
 
+def forward(net, x, tta: bool = False):
+    """Softmax probabilities of a batch; with ``tta``, averaged over the 8 rotations and
+    flips of the input (the paper averages rotated versions for ISBI 2012).
+
+    Every max pooling of an accepted tile sees an even size, so a flipped or rotated tile is
+    pooled on the same pixel pairs and the tiling stays exact.
+    """
+    import torch
+
+    if not tta:
+        return net(x).float().softmax(1)
+    total = None
+    for k in range(4):
+        for flip in (False, True):
+            y = torch.rot90(x, k, (2, 3))
+            y = y.flip(3) if flip else y
+            p = net(y).float().softmax(1)
+            p = torch.rot90(p.flip(3) if flip else p, -k, (2, 3))
+            total = p if total is None else total + p
+    return total / 8
+
+
 def infer_plane(net, image: np.ndarray, plan: TilePlan, out, *, batch_size: int,
-                device) -> Iterator[int]:
+                device, tta: bool = False) -> Iterator[int]:
     """Run ``net`` over the tiles of one normalised ``(H, W, C)`` image.
 
     Writes softmax probabilities into ``out`` (``(C, H, W)`` array-like) and yields the
@@ -101,7 +123,7 @@ def infer_plane(net, image: np.ndarray, plan: TilePlan, out, *, batch_size: int,
             chunk = tiles[i : i + batch_size]
             batch = np.stack([np.moveaxis(plan.read(image, t), -1, 0) for t in chunk])
             x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(device)
-            prob = net(x).float().softmax(1).cpu().numpy()
+            prob = forward(net, x, tta).cpu().numpy()
             for t, p in zip(chunk, prob):
                 out[(slice(None), *t.out)] = p[(slice(None), *t.crop)]
             done += len(chunk)
@@ -176,7 +198,7 @@ def predict(model, image, config: PredictConfig | None = None, *, out_probabilit
         norm = normalize(plane)
         out = out_probabilities[k] if stack else out_probabilities
         for done in infer_plane(net, norm, plan, out, batch_size=config.batch_size,
-                                device=device):
+                                device=device, tta=config.tta):
             yield PredictEvent(k * len(plan) + done, total, k, n)
         if labels:
             lab = labels_from_probabilities(np.asarray(out), ckpt, config)

@@ -26,7 +26,15 @@ import numpy as np
 
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import ModelConfig, TrainConfig
-from .data import NORM_HIGH, NORM_LOW, PatchSampler, as_channels_last, check_pair, normalize
+from .data import (
+    NORM_HIGH,
+    NORM_LOW,
+    BatchPrefetcher,
+    PatchSampler,
+    as_channels_last,
+    check_pair,
+    normalize,
+)
 from .errors import InputError
 from .targets import instance_targets, relabel_if_binary, semantic_classes, semantic_targets
 
@@ -133,7 +141,7 @@ def _sizes(mc: ModelConfig, patch: int) -> tuple[int, int]:
 
 
 #: Foreground thresholds tried on the validation images of a two-class model.
-THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
+THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 def labels_at(prob: np.ndarray, config: TrainConfig, threshold: float) -> np.ndarray:
@@ -265,7 +273,7 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
         augment=Augmenter() if config.augment else None, rng=rng)
     pixels = sum(prep.targets[i].size for i in train_idx)
     steps_per_epoch = config.steps_per_epoch or int(
-        np.clip(math.ceil(pixels / (config.batch_size * out_size**2)), 10, 200))
+        np.clip(math.ceil(pixels / (config.batch_size * out_size**2)), 50, 500))
     budget = config.time_budget
     total_steps = None if budget else config.epochs * steps_per_epoch
 
@@ -296,6 +304,7 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
     step = epoch = 0
     val_seconds = 0.0
     stopped = "completed"
+    batches = BatchPrefetcher(sampler, config.batch_size)
     try:
         while True:
             epoch += 1
@@ -310,7 +319,7 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
                                                 0.01)
                 for group in opt.param_groups:
                     group["lr"] = lr
-                x, t, w = sampler.batch(config.batch_size)
+                x, t, w = batches.get()
                 x, t, w = (torch.from_numpy(a).to(device) for a in (x, t, w))
                 loss = unet_loss(net(x), t, w, config.dice_weight)
                 opt.zero_grad(set_to_none=True)
@@ -352,6 +361,7 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
         stopped = "cancelled"
         raise
     finally:
+        batches.close()
         if best is None:
             best = snapshot({"steps": step, "validation": None, "note": "not validated"})
             if out is not None:

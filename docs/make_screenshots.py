@@ -1,0 +1,94 @@
+"""Screenshots of the napari-unet widgets docked in a real napari window, with real data.
+
+Re-run under a virtual screen from the repository root (needs ../shared/data):
+
+    xvfb-run -a -s "-screen 0 1600x1000x24" python docs/make_screenshots.py
+
+It opens a DSB 2018 nuclei image (CC0) and its labels, trains a small model for 30 seconds
+through the Train widget, predicts with the Predict widget, opens the separation view, and
+writes docs/images/*.png.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import napari
+import numpy as np
+from qtpy.QtWidgets import QApplication
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / ".." / "shared" / "data" / "dsb2018_fluo" / "train"
+OUT = ROOT / "docs" / "images"
+IMAGE_ID = "0bf4b144167694b6846d584cf52c458f34f28fcae75328a2a096c8214e01c0d0"
+
+
+def wait(widget, seconds: float = 600) -> None:
+    end = time.time() + seconds
+    while widget.controls.run is not None and time.time() < end:
+        QApplication.processEvents()
+        time.sleep(0.02)
+    for _ in range(20):
+        QApplication.processEvents()
+
+
+def shot(viewer, name: str) -> None:
+    for _ in range(20):
+        QApplication.processEvents()
+    viewer.screenshot(str(OUT / name), canvas_only=False)
+    print("wrote", OUT / name)
+
+
+def main() -> None:
+    from napari_unet.io import read_image
+
+    os.environ.setdefault("NAPARI_UNET_HOME", tempfile.mkdtemp())
+    OUT.mkdir(parents=True, exist_ok=True)
+    image = read_image(DATA / "images" / f"{IMAGE_ID}.png")
+    if image.ndim == 3:
+        image = image[..., 0]
+    labels = read_image(DATA / "labels" / f"{IMAGE_ID}.tif").astype(np.int32)
+    viewer = napari.Viewer(title="napari-unet", show=True)
+    viewer.window.resize(1500, 950)
+    viewer.add_image(image, name="nuclei")
+    viewer.add_labels(labels, name="nuclei labels", opacity=0.4)
+
+    _, train = viewer.window.add_plugin_dock_widget("napari-unet", "Train")
+    train.size.setCurrentText("small")
+    train.padding.setCurrentText("same")
+    train.amount.setValue(0.5)
+    train.controls.start_btn.click()
+    time.sleep(8)
+    for _ in range(50):
+        QApplication.processEvents()
+    wait(train)
+    shot(viewer, "train_widget.png")
+
+    _, pred = viewer.window.add_plugin_dock_widget("napari-unet", "Predict")
+    pred.refresh_models()
+    pred.probabilities.setChecked(True)
+    pred.controls.start_btn.click()
+    wait(pred)
+    viewer.layers["nuclei labels"].visible = False
+    shot(viewer, "predict_widget.png")
+
+    _, sep = viewer.window.add_plugin_dock_widget("napari-unet", "Touching-cell separation")
+    sep.labels.setCurrentText("nuclei labels")
+    sep.show_weights()
+    for name in ("nuclei segmentation", "nuclei probabilities"):
+        viewer.layers[name].visible = False
+    shot(viewer, "separation_weights.png")
+    sep.prediction.setCurrentText("nuclei segmentation")
+    sep.show_splits()
+    for name in ("nuclei labels weight map", "nuclei labels separating borders"):
+        viewer.layers[name].visible = False
+    shot(viewer, "separation_splits.png")
+    viewer.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Small Qt building blocks shared by the dock widgets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QWidget,
+)
+
+
+class LayerCombo(QComboBox):
+    """A combo box of the viewer's layers of one kind, kept up to date."""
+
+    def __init__(self, viewer, kind, parent=None) -> None:
+        super().__init__(parent)
+        self.viewer, self.kind = viewer, kind
+        viewer.layers.events.inserted.connect(self.refresh)
+        viewer.layers.events.removed.connect(self.refresh)
+        self.refresh()
+
+    def refresh(self, *_) -> None:
+        current = self.currentText()
+        self.clear()
+        names = [layer.name for layer in self.viewer.layers if isinstance(layer, self.kind)]
+        self.addItems(names)
+        if current in names:
+            self.setCurrentText(current)
+
+    def layer(self):
+        name = self.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+
+def spin(value: float, lo: float, hi: float, *, step: float = 1, decimals: int = 0,
+         tip: str = "") -> QSpinBox | QDoubleSpinBox:
+    box = QDoubleSpinBox() if decimals else QSpinBox()
+    if decimals:
+        box.setDecimals(decimals)
+    box.setRange(lo, hi)
+    box.setSingleStep(step)
+    box.setValue(value)
+    box.setToolTip(tip)
+    return box
+
+
+def combo(items: list[str], tip: str = "") -> QComboBox:
+    box = QComboBox()
+    box.addItems(items)
+    box.setToolTip(tip)
+    return box
+
+
+class PathPicker(QWidget):
+    """A path field with a Browse button (open or save dialog)."""
+
+    def __init__(self, *, save: bool, placeholder: str = "", parent=None) -> None:
+        super().__init__(parent)
+        self.save = save
+        self.edit = QLineEdit()
+        self.edit.setPlaceholderText(placeholder)
+        button = QPushButton("Browse…")
+        button.clicked.connect(self._browse)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.edit)
+        row.addWidget(button)
+
+    def _browse(self) -> None:
+        pattern = "napari-unet model (*.safetensors)"
+        if self.save:
+            path, _ = QFileDialog.getSaveFileName(self, "Save model as", self.text(), pattern)
+        else:
+            path, _ = QFileDialog.getOpenFileName(self, "Open model", self.text(), pattern)
+        if path:
+            self.edit.setText(path)
+
+    def text(self) -> str:
+        return self.edit.text().strip()
+
+    def path(self) -> Path | None:
+        return Path(self.text()).expanduser() if self.text() else None
+
+
+def device_names() -> list[str]:
+    return ["auto", "cpu", "cuda", "mps"]
+
+
+def describe(name: str) -> str:
+    """The device a choice resolves to, in words, or why it cannot be used."""
+    from ..device import describe_device, resolve_device
+    from ..errors import NapariUNetError
+
+    try:
+        return describe_device(resolve_device(name))
+    except NapariUNetError as err:
+        return str(err)

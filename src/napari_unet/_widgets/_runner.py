@@ -1,0 +1,117 @@
+"""Drive an engine generator in a napari thread worker, with Cancel.
+
+Every yielded event reaches ``on_event`` on the GUI thread. Cancel sets a flag that the
+worker checks before asking the generator for its next event; it then closes the generator
+in the worker thread (so its clean-up, such as saving the best model, never blocks the GUI)
+and ``on_done`` is called with ``None``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Generator
+
+from napari.qt.threading import create_worker
+from napari.utils import progress
+from napari.utils.notifications import show_error
+from qtpy.QtWidgets import QHBoxLayout, QPushButton, QWidget
+
+from ..errors import NapariUNetError
+
+
+def _drive(gen: Generator, cancel: threading.Event):
+    try:
+        while not cancel.is_set():
+            try:
+                event = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            yield event
+        return None
+    finally:
+        gen.close()
+
+
+class EngineRun:
+    """One run of an engine generator; ``cancel()`` stops it at its next event."""
+
+    def __init__(self, gen: Generator, *, on_event: Callable, on_done: Callable,
+                 on_finished: Callable | None = None) -> None:
+        self._cancel = threading.Event()
+        self.worker = create_worker(_drive, gen, self._cancel, _start_thread=False)
+        self.worker.yielded.connect(on_event)
+        self.worker.returned.connect(on_done)
+        self.worker.errored.connect(self._error)
+        if on_finished is not None:
+            self.worker.finished.connect(on_finished)
+
+    def start(self) -> EngineRun:
+        self.worker.start()
+        return self
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    @staticmethod
+    def _error(err: Exception) -> None:
+        if isinstance(err, NapariUNetError):
+            show_error(str(err))
+        else:  # a bug: say so plainly, the traceback goes to the log
+            show_error(f"napari-unet stopped on an unexpected error: {err!r}")
+
+
+class RunControls(QWidget):
+    """Start and Cancel buttons that drive one :class:`EngineRun` at a time.
+
+    ``launch`` starts a generator with a napari progress bar; ``progress`` moves the bar;
+    the buttons are enabled and disabled as the run starts and ends.
+    """
+
+    def __init__(self, start_text: str, on_start: Callable, parent=None) -> None:
+        super().__init__(parent)
+        self.run: EngineRun | None = None
+        self.pbar = None
+        self.start_btn = QPushButton(start_text)
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.setEnabled(False)
+        self.start_btn.clicked.connect(on_start)
+        self.cancel_btn.clicked.connect(self.cancel)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.start_btn)
+        row.addWidget(self.cancel_btn)
+        self.on_finished: Callable | None = None
+
+    def launch(self, gen: Generator, *, desc: str, total: int, on_event: Callable,
+               on_done: Callable, on_finished: Callable | None = None) -> None:
+        self.pbar = progress(total=total, desc=desc)
+        self.on_finished = on_finished
+        self.run = EngineRun(gen, on_event=on_event, on_done=on_done,
+                             on_finished=self._finished).start()
+        self.start_btn.setEnabled(False)
+        self.cancel_btn.setEnabled(True)
+
+    def progress(self, done: int, total: int | None = None) -> None:
+        if self.pbar is not None:
+            if total is not None:
+                self.pbar.total = total
+            self.pbar.n = done
+            self.pbar.refresh()
+
+    def cancel(self) -> None:
+        if self.run is not None:
+            self.run.cancel()
+
+    def _finished(self) -> None:
+        if self.pbar is not None:
+            self.pbar.close()
+            self.pbar = None
+        self.start_btn.setEnabled(True)
+        self.cancel_btn.setEnabled(False)
+        self.run = None
+        if self.on_finished is not None:
+            self.on_finished()

@@ -1,0 +1,154 @@
+"""Predict dock widget: an Image layer in, a Labels layer (and probabilities) out."""
+
+from __future__ import annotations
+
+import numpy as np
+from napari.layers import Image, Labels
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..checkpoint import load_checkpoint, recent_models
+from ..config import PredictConfig
+from ..data import image_for_model
+from ..errors import InputError, NapariUNetError
+from ._forms import LayerCombo, PathPicker, combo, describe, device_names, spin
+from ._runner import RunControls
+
+FROM_FILE = "model file…"
+
+
+def output_name(image_name: str) -> str:
+    """The Labels layer a prediction of ``image_name`` goes to (updated on a re-run)."""
+    return f"{image_name} segmentation"
+
+
+def put_layer(viewer, name: str, data, kind: str, source, **kwargs) -> None:
+    """Add a layer, or update the one of that name; scale/translate follow ``source``."""
+    nd = np.ndim(data)
+    scale = list(source.scale)[-nd:] if len(source.scale) >= nd else None
+    translate = list(source.translate)[-nd:] if len(source.translate) >= nd else None
+    if nd > len(source.scale):  # a leading class axis
+        extra = nd - len(source.scale)
+        scale = [1.0] * extra + list(source.scale)
+        translate = [0.0] * extra + list(source.translate)
+    cls = Labels if kind == "labels" else Image
+    if name in viewer.layers and isinstance(viewer.layers[name], cls):
+        layer = viewer.layers[name]
+        layer.data = data
+        layer.scale, layer.translate = scale, translate
+        return
+    add = viewer.add_labels if kind == "labels" else viewer.add_image
+    add(data, name=name, scale=scale, translate=translate, **kwargs)
+
+
+class PredictWidget(QWidget):
+    """Segment an image layer with a trained model."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.image = LayerCombo(napari_viewer, Image)
+        self.model = combo([], "a model trained before (newest first) or a model file")
+        self.model_file = PathPicker(save=False, placeholder="model file (.safetensors)")
+        refresh = QPushButton("↻")
+        refresh.setToolTip("Look for newly trained models")
+        refresh.clicked.connect(self.refresh_models)
+        self.tile = spin(512, 64, 8192, step=64, tip="input tile side in pixels")
+        self.batch = spin(4, 1, 256, tip="tiles per forward pass")
+        self.own_threshold = QCheckBox("use the model's calibrated threshold")
+        self.own_threshold.setChecked(True)
+        self.threshold = spin(0.5, 0.01, 0.99, decimals=2, step=0.05)
+        self.method = combo(["auto", "components", "watershed"],
+                            "how touching objects are separated")
+        self.min_size = spin(10, 0, 100000, tip="smaller objects are removed (pixels)")
+        self.probabilities = QCheckBox("also add the probability map")
+        self.device = combo(device_names())
+        self.device_label = QLabel(describe("auto"))
+        self.device.currentTextChanged.connect(lambda d: self.device_label.setText(describe(d)))
+        self.controls = RunControls("Predict", self.start)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("Image", self.image)
+        row = QHBoxLayout()
+        row.addWidget(self.model, 1)
+        row.addWidget(refresh)
+        form.addRow("Model", row)
+        form.addRow("", self.model_file)
+        form.addRow("Tile size", self.tile)
+        form.addRow("Batch size", self.batch)
+        form.addRow("", self.own_threshold)
+        form.addRow("Threshold", self.threshold)
+        form.addRow("Separation", self.method)
+        form.addRow("Min. size", self.min_size)
+        form.addRow("", self.probabilities)
+        form.addRow("Device", self.device)
+        form.addRow("", self.device_label)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.controls)
+        layout.addWidget(self.status)
+        layout.addStretch()
+        self.refresh_models()
+
+    def refresh_models(self) -> None:
+        current = self.model.currentText()
+        self.model.clear()
+        self.model.addItems([*map(str, recent_models()), FROM_FILE])
+        if current:
+            self.model.setCurrentText(current)
+
+    def model_path(self) -> str:
+        choice = self.model.currentText()
+        path = self.model_file.text() if choice == FROM_FILE or not choice else choice
+        if not path:
+            raise InputError("choose a model: train one first, or pick a model file.")
+        return path
+
+    def start(self) -> None:
+        from ..predict import predict
+
+        layer = self.image.layer()
+        try:
+            if layer is None:
+                raise InputError("choose an image layer to segment.")
+            ckpt = load_checkpoint(self.model_path())
+            data = image_for_model(layer.data, rgb=layer.rgb, channels=ckpt.config.in_channels)
+            cfg = PredictConfig(
+                tile_size=int(self.tile.value()), batch_size=int(self.batch.value()),
+                device=self.device.currentText(),
+                threshold=None if self.own_threshold.isChecked() else self.threshold.value(),
+                instance_method=self.method.currentText(), min_size=int(self.min_size.value()))
+            gen = predict(ckpt, data, cfg, name=f"layer '{layer.name}'")
+            next(gen)  # checks the image against the model here, before any thread starts
+        except NapariUNetError as err:
+            show_error(str(err))
+            return
+        self.status.setText(f"Predicting '{layer.name}'…")
+        self.controls.launch(gen, desc=f"Predicting {layer.name}", total=0,
+                             on_event=lambda e: self.controls.progress(e.done, e.total),
+                             on_done=lambda r, layer=layer: self._on_done(r, layer))
+
+    def _on_done(self, result, layer) -> None:
+        if result is None:
+            self.status.setText("Cancelled; no layer was changed.")
+            return
+        put_layer(self.viewer, output_name(layer.name), result.labels, "labels", layer)
+        if self.probabilities.isChecked():
+            put_layer(self.viewer, f"{layer.name} probabilities",
+                      np.asarray(result.probabilities), "image", layer,
+                      colormap="magma", blending="additive", visible=False)
+        n = int(result.labels.max()) if result.mode != "semantic" else None
+        text = (f"Done in {result.seconds:.1f} s on {result.device}"
+                + (f": {n} objects." if n is not None else "."))
+        self.status.setText(text)
+        show_info(text)

@@ -1,0 +1,199 @@
+"""Train / fine-tune dock widget: pairs of open layers in, a saved model out."""
+
+from __future__ import annotations
+
+import numpy as np
+from napari.layers import Image, Labels
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..checkpoint import default_model_path, recent_models
+from ..config import MODEL_PRESETS, ModelConfig, TrainConfig
+from ..data import training_planes
+from ..errors import InputError, NapariUNetError
+from ._forms import LayerCombo, PathPicker, combo, describe, device_names, spin
+from ._plot import LossPlot
+from ._runner import RunControls
+
+NEW_MODEL, FROM_FILE = "new model", "model file…"
+
+
+class TrainWidget(QWidget):
+    """Train a U-Net on (image, labels) layer pairs, or fine-tune an existing model."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.last_model: str | None = None
+
+        self.image = LayerCombo(napari_viewer, Image)
+        self.labels = LayerCombo(napari_viewer, Labels)
+        self.pairs = QListWidget()
+        self.pairs.setToolTip("Layer pairs to train on; empty: the pair chosen above. "
+                              "Double-click a pair to remove it.")
+        self.pairs.setMaximumHeight(70)
+        self.pairs.itemDoubleClicked.connect(
+            lambda item: self.pairs.takeItem(self.pairs.row(item)))
+        add = QPushButton("Add pair")
+        add.clicked.connect(self._add_pair)
+
+        self.mode = combo(["instances", "semantic"], "instances: objects 1..N, touching ones "
+                          "are separated; semantic: class per pixel")
+        self.target = combo(["two_class", "three_class"], "two_class: the paper's border "
+                            "weight map; three_class: background / interior / boundary")
+        self.size = combo(list(MODEL_PRESETS), "network size (base channels, depth)")
+        self.size.setCurrentText("small")
+        self.padding = combo(["valid", "same"], "valid: the paper's unpadded convolutions")
+        self.unit = combo(["minutes", "epochs"])
+        self.amount = spin(2, 0.1, 100000, decimals=1, step=1)
+        self.w0 = spin(10, 0, 100, decimals=1, tip="border weight amplitude w0")
+        self.sigma = spin(5, 0.5, 50, decimals=1, tip="border weight width sigma (px)")
+        self.augment = QCheckBox("elastic deformation, flips, rotations")
+        self.augment.setChecked(True)
+        self.val = spin(0.2, 0, 0.9, decimals=2, step=0.05, tip="share of images held out")
+        self.lr = spin(0.001, 0.00001, 0.1, decimals=5, step=0.0005, tip="learning rate")
+        self.start_from = combo([NEW_MODEL])
+        self.start_from.setToolTip("Fine-tune: start from a model trained before")
+        self.init_file = PathPicker(save=False, placeholder="model to fine-tune")
+        self.freeze = QCheckBox("freeze the encoder")
+        self.device = combo(device_names())
+        self.device_label = QLabel(describe("auto"))
+        self.device.currentTextChanged.connect(lambda d: self.device_label.setText(describe(d)))
+        self.out = PathPicker(save=True, placeholder="automatic, in ~/napari-unet/models")
+        self.controls = RunControls("Start", self.start)
+        self.status = QLabel("Choose an image and a labels layer, then Start.")
+        self.status.setWordWrap(True)
+        self.plot = LossPlot()
+
+        form = QFormLayout()
+        form.addRow("Image", self.image)
+        form.addRow("Labels", self.labels)
+        form.addRow(add, self.pairs)
+        form.addRow("Label mode", self.mode)
+        form.addRow("Instance target", self.target)
+        form.addRow("Model size", self.size)
+        form.addRow("Padding", self.padding)
+        row = QHBoxLayout()
+        row.addWidget(self.amount)
+        row.addWidget(self.unit)
+        form.addRow("Train for", row)
+        form.addRow("w0", self.w0)
+        form.addRow("sigma", self.sigma)
+        form.addRow("Augment", self.augment)
+        form.addRow("Validation", self.val)
+        form.addRow("Learning rate", self.lr)
+        form.addRow("Start from", self.start_from)
+        form.addRow("", self.init_file)
+        form.addRow("", self.freeze)
+        form.addRow("Device", self.device)
+        form.addRow("", self.device_label)
+        form.addRow("Save model to", self.out)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.controls)
+        layout.addWidget(self.status)
+        layout.addWidget(self.plot)
+        layout.addStretch()
+        self.refresh_models()
+
+    # ---- choices ------------------------------------------------------------------------
+    def refresh_models(self) -> None:
+        current = self.start_from.currentText()
+        self.start_from.clear()
+        self.start_from.addItems([NEW_MODEL, *map(str, recent_models()), FROM_FILE])
+        self.start_from.setCurrentText(current if current else NEW_MODEL)
+
+    def _add_pair(self) -> None:
+        if self.image.currentText() and self.labels.currentText():
+            self.pairs.addItem(f"{self.image.currentText()}  ⟷  {self.labels.currentText()}")
+
+    def _pair_names(self) -> list[tuple[str, str]]:
+        items = [self.pairs.item(i).text() for i in range(self.pairs.count())]
+        if items:
+            return [tuple(s.split("  ⟷  ")) for s in items]  # type: ignore[misc]
+        return [(self.image.currentText(), self.labels.currentText())]
+
+    def snapshot(self) -> tuple[list, list, list[str]]:
+        """Copy the chosen layers' data on the GUI thread; raise InputError if unusable."""
+        images, labels, names = [], [], []
+        for img_name, lab_name in self._pair_names():
+            if img_name not in self.viewer.layers or lab_name not in self.viewer.layers:
+                raise InputError("choose an image layer and a labels layer to train on.")
+            img, lab = self.viewer.layers[img_name], self.viewer.layers[lab_name]
+            name = f"{img_name} / {lab_name}"
+            ims, labs, skipped = training_planes(np.array(img.data), np.array(lab.data),
+                                                 rgb=img.rgb, name=name)
+            if not ims:
+                raise InputError(f"labels layer '{lab_name}' has no labelled pixel: paint "
+                                 "some objects first.")
+            images += ims
+            labels += labs
+            names += [name] * len(ims)
+        return images, labels, names
+
+    def configs(self) -> tuple[TrainConfig, ModelConfig, object]:
+        minutes = self.unit.currentText() == "minutes"
+        cfg = TrainConfig(
+            mode=self.mode.currentText(), target=self.target.currentText(),
+            epochs=None if minutes else max(int(self.amount.value()), 1),
+            time_budget=self.amount.value() * 60 if minutes else None,
+            w0=self.w0.value(), sigma=self.sigma.value(), augment=self.augment.isChecked(),
+            val_fraction=self.val.value(), learning_rate=self.lr.value(),
+            freeze_encoder=self.freeze.isChecked(), device=self.device.currentText())
+        mc = ModelConfig(**MODEL_PRESETS[self.size.currentText()],
+                         padding=self.padding.currentText(), norm="batch", dropout=0.0)
+        choice = self.start_from.currentText()
+        init = None if choice == NEW_MODEL else (
+            self.init_file.path() if choice == FROM_FILE else choice)
+        if choice == FROM_FILE and init is None:
+            raise InputError("choose the model file to fine-tune.")
+        return cfg, mc, init
+
+    # ---- running ------------------------------------------------------------------------
+    def start(self) -> None:
+        from ..train import train
+
+        try:
+            images, labels, names = self.snapshot()
+            cfg, mc, init = self.configs()
+        except NapariUNetError as err:
+            show_error(str(err))
+            return
+        out = self.out.path() or default_model_path(self._pair_names()[0][0])
+        self.plot.clear()
+        self.status.setText(f"Training… the best model is saved to {out}")
+        self.controls.launch(
+            train(images, labels, cfg, model_config=mc, init_from=init, out=out, names=names),
+            desc="Training U-Net", total=1000, on_event=self._on_event,
+            on_done=lambda r, out=out: self._on_done(r, out), on_finished=self.refresh_models)
+
+    def _on_event(self, event) -> None:
+        self.controls.progress(int(1000 * event.progress))
+        if event.kind == "start":
+            self.status.setText(event.message)
+        elif event.kind == "epoch":
+            self.plot.add(event.loss, event.val.get("score") if event.val else None)
+            self.status.setText(f"epoch {event.epoch}: loss {event.loss:.3f}, validation "
+                                + ", ".join(f"{k} {v:.3f}" for k, v in event.val.items()))
+        elif event.kind == "saved":
+            self.last_model = event.path
+
+    def _on_done(self, result, out) -> None:
+        self.last_model = str(out)
+        if result is None:
+            text = f"Cancelled. The best model so far is saved in {out}"
+        else:
+            score = "none" if result.best_score is None else f"{result.best_score:.3f}"
+            text = (f"Finished ({result.stopped}) on {result.device}: best validation score "
+                    f"{score}, saved in {out}")
+        self.status.setText(text)
+        show_info(text)

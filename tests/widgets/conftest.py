@@ -1,0 +1,39 @@
+import numpy as np
+import pytest
+from napari.utils.notifications import notification_manager
+
+from napari_unet.synthetic import touching_cells
+
+
+@pytest.fixture(autouse=True)
+def models_home(tmp_path, monkeypatch):
+    """Models saved by the widgets go to a temporary folder, not the user's home."""
+    monkeypatch.setenv("NAPARI_UNET_HOME", str(tmp_path / "home"))
+    return tmp_path / "home" / "models"
+
+
+@pytest.fixture
+def notes():
+    """Messages of the napari notifications shown during a test."""
+    seen = []
+
+    def record(notification):
+        seen.append(str(getattr(notification, "message", notification)))
+
+    notification_manager.notification_ready.connect(record)
+    yield seen
+    notification_manager.notification_ready.disconnect(record)
+
+
+@pytest.fixture
+def cells_viewer(make_napari_viewer):
+    viewer = make_napari_viewer()
+    image, labels = touching_cells((96, 96), n_cells=10, radius=8, seed=0)
+    viewer.add_image(image, name="cells", scale=(2.0, 0.5), translate=(10, 20))
+    viewer.add_labels(labels.astype(np.int32), name="cells labels", scale=(2.0, 0.5))
+    return viewer
+
+
+def dock(viewer, name):
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", name)
+    return widget

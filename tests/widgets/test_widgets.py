@@ -1,0 +1,165 @@
+import time
+
+import numpy as np
+import pytest
+from conftest import dock
+from qtpy.QtCore import QTimer
+
+from napari_unet.checkpoint import load_checkpoint
+from napari_unet.config import TrainConfig
+from napari_unet.progress import run
+from napari_unet.train import train
+
+
+def set_quick(widget, amount=1, unit="epochs", size="tiny"):
+    widget.size.setCurrentText(size)
+    widget.padding.setCurrentText("same")
+    widget.unit.setCurrentText(unit)
+    widget.amount.setValue(amount)
+
+
+def wait_done(qtbot, widget, timeout=120_000):
+    qtbot.waitUntil(lambda: widget.controls.run is None, timeout=timeout)
+
+
+@pytest.mark.parametrize("name", ["Train", "Predict", "Touching-cell separation"])
+def test_every_widget_docks(make_napari_viewer, name):
+    viewer = make_napari_viewer()
+    widget = dock(viewer, name)
+    assert any(w is widget for w in viewer.window.dock_widgets.values())
+    assert any(name in key for key in viewer.window.dock_widgets)
+
+
+def test_training_through_the_widget_saves_a_model(cells_viewer, qtbot, models_home):
+    widget = dock(cells_viewer, "Train")
+    assert widget.image.currentText() == "cells"
+    assert "CPU" in widget.device_label.text()
+    set_quick(widget)
+    before = {layer.name for layer in cells_viewer.layers}
+    widget.controls.start_btn.click()
+    assert not widget.controls.start_btn.isEnabled() and widget.controls.cancel_btn.isEnabled()
+    wait_done(qtbot, widget)
+    saved = list(models_home.glob("*.safetensors"))
+    assert len(saved) == 1 and widget.last_model == str(saved[0])
+    assert load_checkpoint(saved[0]).config.base_channels == 8
+    assert "Finished" in widget.status.text() and len(widget.plot.loss) == 1
+    assert {layer.name for layer in cells_viewer.layers} == before
+    assert str(saved[0]) in [widget.start_from.itemText(i)
+                             for i in range(widget.start_from.count())]
+
+
+def test_cancel_stops_training_within_two_seconds(cells_viewer, qtbot, models_home):
+    widget = dock(cells_viewer, "Train")
+    set_quick(widget, amount=10, unit="minutes")
+    widget.controls.start_btn.click()
+    qtbot.waitUntil(lambda: widget.controls.pbar is not None and widget.controls.pbar.n > 0,
+                    timeout=60_000)
+    t0 = time.perf_counter()
+    widget.controls.cancel_btn.click()
+    wait_done(qtbot, widget, timeout=5_000)
+    assert time.perf_counter() - t0 < 2.0
+    assert "Cancelled" in widget.status.text()
+    assert len(list(models_home.glob("*.safetensors"))) == 1  # nothing lost
+
+
+def test_gui_keeps_ticking_while_training(cells_viewer, qtbot):
+    widget = dock(cells_viewer, "Train")
+    set_quick(widget, amount=0.05, unit="minutes")  # three seconds
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start(20)
+    widget.controls.start_btn.click()
+    wait_done(qtbot, widget)
+    timer.stop()
+    gaps = np.diff(ticks)
+    assert len(ticks) > 50
+    assert gaps.max() < 0.25, f"the GUI stalled for {gaps.max():.3f} s"
+
+
+@pytest.mark.parametrize("case", ["shape mismatch", "empty labels"])
+def test_bad_choice_notifies_and_changes_no_layer(cells_viewer, qtbot, notes, case):
+    if case == "shape mismatch":
+        cells_viewer.add_labels(np.ones((50, 60), np.int32), name="wrong")
+        expected = "do not match"
+    else:
+        cells_viewer.add_labels(np.zeros((96, 96), np.int32), name="wrong")
+        expected = "no labelled pixel"
+    snapshot = {layer.name: np.array(layer.data) for layer in cells_viewer.layers}
+    widget = dock(cells_viewer, "Train")
+    widget.labels.setCurrentText("wrong")
+    widget.controls.start_btn.click()
+    assert widget.controls.run is None and widget.controls.start_btn.isEnabled()
+    assert any(expected in n for n in notes), notes
+    assert set(snapshot) == {layer.name for layer in cells_viewer.layers}
+    for layer in cells_viewer.layers:
+        np.testing.assert_array_equal(layer.data, snapshot[layer.name])
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    from napari_unet.config import ModelConfig
+    from napari_unet.synthetic import touching_cells
+
+    image, labels = touching_cells((96, 96), n_cells=10, radius=8, seed=1)
+    path = tmp_path / "m.safetensors"
+    run(train([image], [labels], TrainConfig(epochs=1, steps_per_epoch=2, patch_size=64,
+                                              val_fraction=0),
+              model_config=ModelConfig(base_channels=4, depth=2, dropout=0), out=path))
+    return path
+
+
+def test_prediction_adds_labels_of_the_right_shape_and_scale(cells_viewer, qtbot, model_file):
+    widget = dock(cells_viewer, "Predict")
+    widget.model.setCurrentText("model file…")
+    widget.model_file.edit.setText(str(model_file))
+    widget.probabilities.setChecked(True)
+    widget.controls.start_btn.click()
+    wait_done(qtbot, widget)
+    out = cells_viewer.layers["cells segmentation"]
+    assert out.data.shape == (96, 96)
+    np.testing.assert_allclose(out.scale, (2.0, 0.5))
+    np.testing.assert_allclose(out.translate, (10, 20))
+    assert cells_viewer.layers["cells probabilities"].data.shape == (2, 96, 96)
+    n_layers = len(cells_viewer.layers)
+    widget.controls.start_btn.click()  # a re-run updates the same layers
+    wait_done(qtbot, widget)
+    assert len(cells_viewer.layers) == n_layers
+
+
+def test_prediction_of_a_stack(make_napari_viewer, qtbot, model_file):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(0).random((3, 64, 80)), name="stack")
+    widget = dock(viewer, "Predict")
+    widget.model.setCurrentText("model file…")
+    widget.model_file.edit.setText(str(model_file))
+    widget.controls.start_btn.click()
+    wait_done(qtbot, widget)
+    assert viewer.layers["stack segmentation"].data.shape == (3, 64, 80)
+
+
+def test_predict_with_a_bad_model_file_notifies(cells_viewer, notes, tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a model at all")
+    widget = dock(cells_viewer, "Predict")
+    widget.model.setCurrentText("model file…")
+    widget.model_file.edit.setText(str(bad))
+    widget.controls.start_btn.click()
+    assert widget.controls.run is None and any("bad.safetensors" in n for n in notes), notes
+    assert "cells segmentation" not in cells_viewer.layers
+
+
+def test_separation_view_shows_weights_and_borders(cells_viewer):
+    widget = dock(cells_viewer, "Touching-cell separation")
+    widget.labels.setCurrentText("cells labels")
+    widget.show_weights()
+    weights = cells_viewer.layers["cells labels weight map"].data
+    borders = cells_viewer.layers["cells labels separating borders"].data
+    assert weights.shape == borders.shape == (96, 96) and borders.any()
+    assert weights[borders > 0].mean() > weights[borders == 0].mean()
+    widget.w0.setValue(20)  # live slider: the map is recomputed
+    assert cells_viewer.layers["cells labels weight map"].data.max() > weights.max()
+    widget.prediction.setCurrentText("cells labels")
+    widget.show_splits()
+    assert cells_viewer.layers["cells labels split lines"].data.any()
+    assert "touch another one" in widget.status.text()
