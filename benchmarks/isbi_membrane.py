@@ -63,12 +63,19 @@ def main() -> None:
     ap.add_argument("--mode", default="semantic", choices=["semantic", "instances"])
     ap.add_argument("--w0", type=float, default=10.0)
     ap.add_argument("--dice-weight", type=float, default=0.5)
+    ap.add_argument("--no-class-balance", action="store_true")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path)
     ap.add_argument("--model-out", type=Path,
                     default=Path("benchmarks/out/isbi_model.safetensors"))
     args = ap.parse_args()
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     train_x, train_y = load(range(0, 25))
     test_x, test_y = load(range(25, 30))
     truth = [y > 127 for y in test_y]
@@ -76,6 +83,7 @@ def main() -> None:
     cfg = TrainConfig(mode=args.mode, target="two_class", epochs=None,
                       time_budget=args.time_budget, batch_size=args.batch_size,
                       patch_size=args.patch_size, w0=args.w0, dice_weight=args.dice_weight,
+                      class_balance=not args.no_class_balance, learning_rate=args.lr,
                       val_fraction=0.1, seed=args.seed, device=args.device)
     mc = ModelConfig(base_channels=args.base_channels, depth=args.depth, padding=args.padding,
                      norm="batch", dropout=0.0)
@@ -115,6 +123,8 @@ def main() -> None:
                   "epochs": len(result.history), "best_epoch": result.best_epoch,
                   "model": mc.to_dict(), "batch_size": args.batch_size,
                   "patch_size": args.patch_size, "w0": args.w0, "mode": args.mode,
+                  "class_balance": not args.no_class_balance, "lr": args.lr,
+                  "dice_weight": args.dice_weight,
                   "history": result.history},
         "test": {"slices": "25-29", "predict_seconds": round(pred_s, 2)},
         "unet": {**mean(rows), "threshold": threshold},

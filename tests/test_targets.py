@@ -109,3 +109,12 @@ def test_weight_map_bounds_and_flip_symmetry(seed, w0, sigma):
     for axis in (0, 1):
         _, wf = instance_targets(np.flip(lab, axis), w0=w0, sigma=sigma)
         np.testing.assert_allclose(np.flip(wf, axis), w, atol=1e-5)
+
+
+def test_class_balance_can_be_switched_off():
+    lab = np.zeros((10, 10), np.uint8)
+    lab[:2] = 255
+    _, w = semantic_targets(lab, 2, balance=False)
+    assert (w == 1).all()
+    _, w = instance_targets(discs((40, 60), [(20, 20), (20, 36)], 10), w0=0.0, balance=False)
+    assert (w == 1).all()

@@ -8,11 +8,11 @@ from hypothesis import strategies as st
 from napari_unet.config import ModelConfig
 from napari_unet.data import normalize
 from napari_unet.model import UNet
-from napari_unet.predict import infer_plane
+from napari_unet.predict import forward, infer_plane
 from napari_unet.tiling import mirror_index, plan_tiles, read_window
 
 
-def whole_image_reference(net, image):
+def whole_image_reference(net, image, tta=False):
     """One pass of the network over the whole mirror-padded image, cropped to the image."""
     cfg = net.config
     halo = cfg.context()
@@ -26,7 +26,7 @@ def whole_image_reference(net, image):
     window = read_window(image, -halo, -halo, *sizes)
     x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(window, -1, 0)[None]))
     with torch.no_grad():
-        prob = net(x.float()).softmax(1)[0].numpy()
+        prob = forward(net, x.float(), tta)[0].numpy()
     crop = 0 if cfg.padding == "valid" else halo
     return prob[:, crop : crop + image.shape[0], crop : crop + image.shape[1]]
 
@@ -97,3 +97,19 @@ def test_plan_covers_every_pixel_exactly_once(h, w, tile, padding, depth):
         assert t.top % 2**depth == (-cfg.context()) % 2**depth  # pooling grid kept
     assert (count == 1).all()
     assert len(plan) == len(list(plan))
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+def test_test_time_augmentation_keeps_tiling_exact(padding, rng):
+    torch.manual_seed(1)
+    cfg = tiny_config(padding=padding)
+    net = UNet(cfg).eval()
+    image = normalize(rng.normal(size=(90, 77, 1)).astype(np.float32))
+    plan = plan_tiles(image.shape[:2], cfg, 50)
+    assert len(plan) > 1
+    out = np.zeros((2, 90, 77), np.float32)
+    for _ in infer_plane(net, image, plan, out, batch_size=2, device=torch.device("cpu"),
+                         tta=True):
+        pass
+    np.testing.assert_allclose(out, whole_image_reference(net, image, tta=True), atol=2e-5)
+    assert not np.allclose(out, whole_image_reference(net, image, tta=False), atol=1e-3)

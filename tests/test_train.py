@@ -111,3 +111,23 @@ def test_semantic_multiclass_and_rgb(tmp_path):
 def test_bad_training_input_is_one_clear_sentence(labels, match):
     with pytest.raises(InputError, match=match):
         next(train([np.zeros((64, 64), np.uint8)], labels, quick()))
+
+
+def test_batch_prefetcher_hands_over_batches_and_errors():
+    from napari_unet.data import BatchPrefetcher
+
+    class Sampler:
+        def __init__(self):
+            self.n = 0
+
+        def batch(self, size):
+            self.n += 1
+            if self.n == 3:
+                raise ValueError("broken batch")
+            return self.n
+
+    pre = BatchPrefetcher(Sampler(), 4)
+    assert [pre.get(), pre.get()] == [1, 2]
+    with pytest.raises(ValueError, match="broken batch"):
+        pre.get()
+    pre.close()

@@ -43,6 +43,8 @@ def _add_train(sub) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--dice-weight", type=float, default=0.5)
     p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--no-class-balance", action="store_true",
+                   help="leave out the weight map's class-frequency term w_c")
     p.add_argument("--freeze-encoder", action="store_true")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--seed", type=int, default=0)
@@ -65,6 +67,8 @@ def _add_predict(sub) -> None:
     p.add_argument("--instance-method", choices=["auto", "components", "watershed"],
                    default="auto")
     p.add_argument("--min-size", type=int, default=10)
+    p.add_argument("--tta", action="store_true",
+                   help="average over the 8 rotations and flips of the input (8x slower)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -102,7 +106,8 @@ def cmd_train(args) -> int:
         steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
         patch_size=args.patch_size, learning_rate=args.lr, w0=args.w0, sigma=args.sigma,
         dice_weight=args.dice_weight, val_fraction=args.val_fraction,
-        augment=not args.no_augment, freeze_encoder=args.freeze_encoder, seed=args.seed,
+        augment=not args.no_augment, class_balance=not args.no_class_balance,
+        freeze_encoder=args.freeze_encoder, seed=args.seed,
         device=args.device)
     mc = ModelConfig(base_channels=args.base_channels, depth=args.depth, padding=args.padding,
                      norm=args.norm, dropout=0.0)
@@ -147,7 +152,8 @@ def cmd_predict(args) -> int:
     files = [f for spec in args.inputs for f in collect(spec)]
     cfg = PredictConfig(tile_size=args.tile_size, batch_size=args.batch_size,
                         device=args.device, threshold=args.threshold,
-                        instance_method=args.instance_method, min_size=args.min_size)
+                        instance_method=args.instance_method, min_size=args.min_size,
+                        tta=args.tta)
     out = Path(args.out)
     for f in tqdm(files, disable=args.quiet or len(files) == 1, unit="image"):
         image = read_image(f)

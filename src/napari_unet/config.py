@@ -176,6 +176,8 @@ class TrainConfig(_DictMixin):
         Adam's initial learning rate (cosine decay to 1 % of it).
     w0, sigma : float
         The border weight map's amplitude and width in pixels (the paper: 10 and 5).
+    class_balance : bool
+        The weight map's class-frequency term ``w_c`` (off: every class weighs 1).
     dice_weight : float
         Weight of the soft Dice term added to the weighted cross-entropy (0: off).
     val_fraction : float
@@ -202,6 +204,7 @@ class TrainConfig(_DictMixin):
     learning_rate: float = 1e-3
     w0: float = 10.0
     sigma: float = 5.0
+    class_balance: bool = True
     dice_weight: float = 0.5
     val_fraction: float = 0.1
     augment: bool = True

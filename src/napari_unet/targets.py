@@ -90,8 +90,13 @@ def border_weights(labels: np.ndarray, w0: float, sigma: float) -> np.ndarray:
     return term.astype(np.float32)
 
 
-def class_weights(target: np.ndarray, n_classes: int) -> np.ndarray:
-    """``w_c`` per pixel: the most frequent class weighs 1, rarer ones more (at most 10)."""
+def class_weights(target: np.ndarray, n_classes: int, balance: bool = True) -> np.ndarray:
+    """``w_c`` per pixel: the most frequent class weighs 1, rarer ones more (at most 10).
+
+    With ``balance=False`` every class weighs 1.
+    """
+    if not balance:
+        return np.ones(target.shape, np.float32)
     counts = np.bincount(target.ravel(), minlength=n_classes).astype(np.float64)
     present = counts > 0
     per_class = np.ones(n_classes)
@@ -100,7 +105,8 @@ def class_weights(target: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 def instance_targets(labels: np.ndarray, *, target: str = "two_class", w0: float = 10.0,
-                     sigma: float = 5.0) -> tuple[np.ndarray, np.ndarray]:
+                     sigma: float = 5.0, balance: bool = True
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """Class map and weight map for instance labels (see the module docstring)."""
     lab = relabel_if_binary(np.asarray(labels))
     objects = lab != 0
@@ -115,7 +121,7 @@ def instance_targets(labels: np.ndarray, *, target: str = "two_class", w0: float
         n_classes = 3
     else:
         raise InputError(f"unknown instance target {target!r}.")
-    weights = class_weights(cls, n_classes)
+    weights = class_weights(cls, n_classes, balance)
     weights += np.where(cls != 1, border_weights(lab, w0, sigma), 0.0).astype(np.float32)
     return cls, weights
 
@@ -129,7 +135,8 @@ def semantic_classes(labels: np.ndarray) -> np.ndarray:
     return lab.astype(np.int64)
 
 
-def semantic_targets(labels: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def semantic_targets(labels: np.ndarray, n_classes: int, balance: bool = True
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """Class map and class-balancing weights for semantic labels 0..K."""
     cls = semantic_classes(labels)
-    return cls, class_weights(cls, n_classes)
+    return cls, class_weights(cls, n_classes, balance)

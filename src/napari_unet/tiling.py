@@ -89,27 +89,14 @@ class Geometry:
         whose kept region covers the whole axis in one tile, whichever is smaller; never so
         small that a tile keeps nothing.
         """
-        step = 1 if self.config.padding == "valid" else self.align
-        size = self.config.valid_input_size(max(requested, 1))
-        size = -(-size // step) * step
+        accepted = self.config.valid_input_size
+        size = accepted(max(requested, 1))
         while self.stride(size) < self.align:
-            size = self.config.valid_input_size(size + step)
-        one = size
-        while one > step and self.stride(self._prev(one, step)) >= length:
-            one = self._prev(one, step)
-        while self.stride(one) < min(length, self.stride(size)):
-            one = self.config.valid_input_size(one + step)
-        return min(size, one)
-
-    def _prev(self, size: int, step: int) -> int:
-        n = size - step
-        while n > 0:
-            try:
-                self.config.output_size(n)
-                return n
-            except ValueError:
-                n -= step
-        return size
+            size = accepted(size + 1)
+        one = accepted(1)
+        while one < size and self.stride(one) < max(length, self.align):
+            one = accepted(one + 1)
+        return min(one, size)
 
 
 @dataclass(frozen=True)

@@ -117,13 +117,13 @@ def prepare(images: Sequence, labels: Sequence, config: TrainConfig,
         if n_classes is not None and found > n_classes:
             raise InputError(f"the labels hold {found} classes but the model predicts "
                              f"{n_classes}.")
-        pairs = [semantic_targets(c, k) for c in classes]
+        pairs = [semantic_targets(c, k, config.class_balance) for c in classes]
         truths = classes
     else:
         k = 3 if config.target == "three_class" else 2
         truths = [relabel_if_binary(lab) for lab in labs]
-        pairs = [instance_targets(t, target=config.target, w0=config.w0, sigma=config.sigma)
-                 for t in truths]
+        pairs = [instance_targets(t, target=config.target, w0=config.w0, sigma=config.sigma,
+                                  balance=config.class_balance) for t in truths]
     norm = [normalize(a) for a in imgs]
     return _Prepared(norm, [p[0] for p in pairs], [p[1] for p in pairs], truths, k,
                      channels.pop())

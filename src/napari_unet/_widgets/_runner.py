@@ -52,10 +52,6 @@ class EngineRun:
     def cancel(self) -> None:
         self._cancel.set()
 
-    @property
-    def cancelled(self) -> bool:
-        return self._cancel.is_set()
-
     @staticmethod
     def _error(err: Exception) -> None:
         if isinstance(err, NapariUNetError):

@@ -70,6 +70,7 @@ class PredictWidget(QWidget):
                             "how touching objects are separated")
         self.min_size = spin(10, 0, 100000, tip="smaller objects are removed (pixels)")
         self.probabilities = QCheckBox("also add the probability map")
+        self.tta = QCheckBox("average over rotations and flips (8x slower)")
         self.device = combo(device_names())
         self.device_label = QLabel(describe("auto"))
         self.device.currentTextChanged.connect(lambda d: self.device_label.setText(describe(d)))
@@ -91,6 +92,7 @@ class PredictWidget(QWidget):
         form.addRow("Separation", self.method)
         form.addRow("Min. size", self.min_size)
         form.addRow("", self.probabilities)
+        form.addRow("", self.tta)
         form.addRow("Device", self.device)
         form.addRow("", self.device_label)
         layout = QVBoxLayout(self)
@@ -127,7 +129,8 @@ class PredictWidget(QWidget):
                 tile_size=int(self.tile.value()), batch_size=int(self.batch.value()),
                 device=self.device.currentText(),
                 threshold=None if self.own_threshold.isChecked() else self.threshold.value(),
-                instance_method=self.method.currentText(), min_size=int(self.min_size.value()))
+                instance_method=self.method.currentText(), min_size=int(self.min_size.value()),
+                tta=self.tta.isChecked())
             gen = predict(ckpt, data, cfg, name=f"layer '{layer.name}'")
             next(gen)  # checks the image against the model here, before any thread starts
         except NapariUNetError as err:
