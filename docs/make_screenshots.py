@@ -37,6 +37,7 @@ def wait(widget, seconds: float = 600) -> None:
 
 
 def shot(viewer, name: str) -> None:
+    viewer.reset_view()
     for _ in range(20):
         QApplication.processEvents()
     viewer.screenshot(str(OUT / name), canvas_only=False)
@@ -53,7 +54,7 @@ def main() -> None:
         image = image[..., 0]
     labels = read_image(DATA / "labels" / f"{IMAGE_ID}.tif").astype(np.int32)
     viewer = napari.Viewer(title="napari-unet", show=True)
-    viewer.window.resize(1500, 950)
+    viewer.window.resize(1400, 900)
     viewer.add_image(image, name="nuclei")
     viewer.add_labels(labels, name="nuclei labels", opacity=0.4)
 
@@ -67,6 +68,7 @@ def main() -> None:
         QApplication.processEvents()
     wait(train)
     shot(viewer, "train_widget.png")
+    viewer.window.remove_dock_widget(train)
 
     _, pred = viewer.window.add_plugin_dock_widget("napari-unet", "Predict")
     pred.refresh_models()
@@ -75,6 +77,7 @@ def main() -> None:
     wait(pred)
     viewer.layers["nuclei labels"].visible = False
     shot(viewer, "predict_widget.png")
+    viewer.window.remove_dock_widget(pred)
 
     _, sep = viewer.window.add_plugin_dock_widget("napari-unet", "Touching-cell separation")
     sep.labels.setCurrentText("nuclei labels")

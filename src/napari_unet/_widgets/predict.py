@@ -49,6 +49,18 @@ def put_layer(viewer, name: str, data, kind: str, source, **kwargs) -> None:
     add(data, name=name, scale=scale, translate=translate, **kwargs)
 
 
+def shown_probabilities(result) -> np.ndarray:
+    """Foreground probability (2D per plane) for instance and two-class models; all
+    classes (a leading class axis) for multi-class semantic models."""
+    prob = np.asarray(result.probabilities)
+    axis = prob.ndim - 3
+    n_classes = prob.shape[axis]
+    if result.mode == "semantic" and n_classes > 2:
+        return prob
+    background = np.take(prob, 0, axis=axis)
+    return 1.0 - background
+
+
 class PredictWidget(QWidget):
     """Segment an image layer with a trained model."""
 
@@ -148,7 +160,7 @@ class PredictWidget(QWidget):
         put_layer(self.viewer, output_name(layer.name), result.labels, "labels", layer)
         if self.probabilities.isChecked():
             put_layer(self.viewer, f"{layer.name} probabilities",
-                      np.asarray(result.probabilities), "image", layer,
+                      shown_probabilities(result), "image", layer,
                       colormap="magma", blending="additive", visible=False)
         n = int(result.labels.max()) if result.mode != "semantic" else None
         text = (f"Done in {result.seconds:.1f} s on {result.device}"

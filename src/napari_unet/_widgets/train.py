@@ -192,8 +192,9 @@ class TrainWidget(QWidget):
         if result is None:
             text = f"Cancelled. The best model so far is saved in {out}"
         else:
-            score = "none" if result.best_score is None else f"{result.best_score:.3f}"
-            text = (f"Finished ({result.stopped}) on {result.device}: best validation score "
-                    f"{score}, saved in {out}")
+            last = result.history[-1] if result.history else {}
+            quality = (f"best validation score {result.best_score:.3f}" if "dice" in last
+                       else "no validation image (train on two or more to get one)")
+            text = f"Finished ({result.stopped}) on {result.device}: {quality}; saved in {out}"
         self.status.setText(text)
         show_info(text)
