@@ -89,3 +89,13 @@ def test_a_malicious_pickle_is_refused_and_runs_no_code(tmp_path, monkeypatch):
     with pytest.raises(ModelFileError, match="pickle"):
         load_checkpoint(tmp_path / "model2.pt")
     assert not (tmp_path / "PWNED_BY_PICKLE").exists()
+
+
+def test_a_header_length_starting_with_0x80_is_not_mistaken_for_a_pickle(tmp_path):
+    raw = json.dumps({"__metadata__": {"other": "tool"}}).encode()
+    raw += b" " * (0x280 - len(raw))  # length 640: its first byte is 0x80, like a pickle's
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw)
+    assert path.read_bytes()[:1] == b"\x80"
+    with pytest.raises(ModelFileError, match="no napari-unet metadata"):
+        read_header(path)

@@ -153,24 +153,21 @@ def read_header(path: str | os.PathLike) -> tuple[dict, dict]:
     size = path.stat().st_size
     with open(path, "rb") as fh:
         head = fh.read(8)
-        if head[:2] == b"\x80\x02" or head[:2] in (b"\x80\x03", b"\x80\x04", b"\x80\x05") or \
-                head[:4] == b"PK\x03\x04":
+        n = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+        header = None
+        if 0 <= n <= MAX_HEADER_BYTES and 8 + n <= size:
+            try:
+                header = json.loads(fh.read(n))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                header = None
+    if header is None:
+        if head[:1] == b"\x80" or head[:4] == b"PK\x03\x04":  # pickle, or torch's zip
             raise ModelFileError(
                 f"{path.name} is a pickle/PyTorch .pt file; napari-unet only opens "
                 "safetensors model files, because a pickle can run hidden code when opened."
             )
-        if len(head) < 8:
-            raise ModelFileError(f"{path.name} is too short to be a model file.")
-        (n,) = struct.unpack("<Q", head)
-        if n > MAX_HEADER_BYTES or 8 + n > size:
-            raise ModelFileError(f"{path.name} is not a napari-unet model file "
-                                 "(its header is missing, truncated or too large).")
-        raw = fh.read(n)
-    try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
         raise ModelFileError(f"{path.name} is not a napari-unet model file "
-                             "(unreadable header).") from None
+                             "(its header is missing, truncated or unreadable).")
     if not isinstance(header, dict):
         raise ModelFileError(f"{path.name} is not a napari-unet model file.")
     meta_block = header.pop("__metadata__", None) or {}

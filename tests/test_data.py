@@ -1,0 +1,45 @@
+import numpy as np
+import pytest
+
+from napari_unet.data import as_channels_last, image_for_model, normalize, training_planes
+from napari_unet.errors import InputError
+
+
+def test_training_planes_for_every_layer_layout():
+    lab = np.zeros((3, 20, 30), np.int32)
+    lab[0, 2:5, 2:5] = 1
+    lab[2, 5:9, 5:9] = 2  # plane 1 has no label: skipped
+    images, labels, skipped = training_planes(np.ones((3, 20, 30)), lab)
+    assert len(images) == len(labels) == 2 and skipped == 1
+    rgb, _, _ = training_planes(np.ones((20, 30, 3)), lab[0], rgb=True)
+    assert rgb[0].shape == (20, 30, 3)
+    chw, _, _ = training_planes(np.ones((4, 20, 30)), lab[0])
+    assert chw[0].shape == (20, 30, 4)  # channels first becomes channels last
+    stack, _, _ = training_planes(np.ones((3, 2, 20, 30)), lab)
+    assert len(stack) == 2 and stack[0].shape == (20, 30, 2)
+
+
+def test_training_planes_mismatch_is_one_sentence():
+    with pytest.raises(InputError, match="do not match"):
+        training_planes(np.ones((20, 31)), np.ones((20, 30), np.int32), name="a / b")
+    with pytest.raises(InputError, match="differ"):
+        training_planes(np.ones((20, 31, 3)), np.ones((20, 30), np.int32), rgb=True)
+
+
+def test_image_for_model_moves_channels_first_only_when_needed():
+    assert image_for_model(np.ones((2, 20, 30)), rgb=False, channels=2).shape == (20, 30, 2)
+    assert image_for_model(np.ones((5, 2, 20, 30)), rgb=False,
+                           channels=2).shape == (5, 20, 30, 2)
+    assert image_for_model(np.ones((20, 30, 3)), rgb=True, channels=3).shape == (20, 30, 3)
+    assert image_for_model(np.ones((4, 20, 30)), rgb=False, channels=1).shape == (4, 20, 30)
+
+
+def test_layout_and_normalisation():
+    assert as_channels_last(np.zeros((5, 6), bool)).shape == (5, 6, 1)
+    with pytest.raises(InputError, match="channel"):
+        as_channels_last(np.zeros((5, 6, 2)), channels=3)
+    img = np.arange(100, dtype=np.uint16).reshape(10, 10, 1)
+    out = normalize(img)
+    assert out.dtype == np.float32 and out.min() < 0.01 and 0.99 < out.max() < 1.01
+    with pytest.raises(InputError, match="NaN"):
+        normalize(np.full((4, 4, 1), np.nan))
