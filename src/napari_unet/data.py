@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import InputError
+from .tiling import read_window
 
 #: Percentiles mapped to 0 and 1 by :func:`normalize`.
 NORM_LOW, NORM_HIGH = 1.0, 99.8
@@ -104,8 +105,6 @@ class PatchSampler:
 
     def sample(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One patch: image ``(C, in, in)``, target ``(out, out)``, weights ``(out, out)``."""
-        from .tiling import read_window
-
         rng = self.rng
         i = int(rng.choice(len(self.images), p=self._p))
         img, tgt, wts = self.images[i], self.targets[i], self.weights[i]
