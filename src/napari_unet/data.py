@@ -149,14 +149,11 @@ def training_planes(image, labels, *, rgb: bool = False, name: str = "image"):
     """
     img, lab = image, np.asarray(labels)
     ishape, lshape = tuple(img.shape), tuple(lab.shape)
-    if rgb:
-        if ishape[:-1] != lshape:
-            raise InputError(f"{name}: image shape {ishape[:-1]} and labels shape {lshape} "
-                             "differ.")
+    if rgb and ishape[:-1] != lshape:
+        raise InputError(f"{name}: image shape {ishape[:-1]} and labels shape {lshape} differ.")
+    if rgb or ishape == lshape:
         planes = [img] if lab.ndim == 2 else [img[k] for k in range(lshape[0])]
-    elif ishape == lshape:
-        planes = [img] if lab.ndim == 2 else [img[k] for k in range(lshape[0])]
-    elif img.ndim == lab.ndim + 1 and ishape[-lab.ndim:] == lshape and lab.ndim == 2:
+    elif lab.ndim == 2 and img.ndim == 3 and ishape[1:] == lshape:
         planes = [np.moveaxis(np.asarray(img), 0, -1)]  # channels first
     elif img.ndim == 4 and lab.ndim == 3 and ishape[0] == lshape[0] and ishape[2:] == lshape[1:]:
         planes = [np.moveaxis(np.asarray(img[k]), 0, -1) for k in range(lshape[0])]

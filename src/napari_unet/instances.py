@@ -80,6 +80,19 @@ def instances_from_probabilities(prob: np.ndarray, *, target: str = "two_class",
     return components(foreground, min_size=min_size)
 
 
+def labels_from_probabilities(prob: np.ndarray, *, mode: str, target: str = "two_class",
+                              threshold: float = 0.5, method: str = "auto",
+                              min_size: int = 10) -> np.ndarray:
+    """Labels of a model's ``(C, H, W)`` probabilities: class indices for a semantic model
+    (foreground above ``threshold`` for two classes), instances for an instances model."""
+    if mode == "semantic":
+        if prob.shape[0] == 2:
+            return (prob[1] > threshold).astype(np.int32)
+        return np.argmax(prob, axis=0).astype(np.int32)
+    return instances_from_probabilities(prob, target=target, method=method,
+                                        threshold=threshold, min_size=min_size)
+
+
 def separated_objects(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Where objects of a segmentation touch: ``(lines, ids)``.
 

@@ -23,6 +23,7 @@ from .checkpoint import Checkpoint, load_checkpoint
 from .config import PredictConfig
 from .data import as_channels_last, normalize
 from .errors import InputError
+from .instances import labels_from_probabilities
 from .tiling import TilePlan, plan_tiles
 
 
@@ -130,21 +131,6 @@ def infer_plane(net, image: np.ndarray, plan: TilePlan, out, *, batch_size: int,
             yield done
 
 
-def labels_from_probabilities(prob: np.ndarray, ckpt: Checkpoint,
-                              config: PredictConfig) -> np.ndarray:
-    """Class indices (semantic) or instance labels from ``(C, H, W)`` probabilities."""
-    from .instances import instances_from_probabilities
-
-    threshold = ckpt.threshold if config.threshold is None else config.threshold
-    if ckpt.mode == "semantic":
-        if prob.shape[0] == 2:
-            return (prob[1] > threshold).astype(np.int32)
-        return np.argmax(prob, axis=0).astype(np.int32)
-    return instances_from_probabilities(prob, target=ckpt.target,
-                                        method=config.instance_method,
-                                        threshold=threshold, min_size=config.min_size)
-
-
 def predict(model, image, config: PredictConfig | None = None, *, out_probabilities=None,
             labels: bool = True, name: str = "image"
             ) -> Generator[PredictEvent, None, PredictResult]:
@@ -201,7 +187,10 @@ def predict(model, image, config: PredictConfig | None = None, *, out_probabilit
                                 device=device, tta=config.tta):
             yield PredictEvent(k * len(plan) + done, total, k, n)
         if labels:
-            lab = labels_from_probabilities(np.asarray(out), ckpt, config)
+            lab = labels_from_probabilities(
+                np.asarray(out), mode=ckpt.mode, target=ckpt.target,
+                threshold=ckpt.threshold if config.threshold is None else config.threshold,
+                method=config.instance_method, min_size=config.min_size)
             if stack:
                 label_out[k] = lab
             else:

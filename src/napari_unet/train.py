@@ -144,23 +144,13 @@ def _sizes(mc: ModelConfig, patch: int) -> tuple[int, int]:
 THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
-def labels_at(prob: np.ndarray, config: TrainConfig, threshold: float) -> np.ndarray:
-    """Predicted labels of a validation image for one foreground threshold."""
-    from .instances import instances_from_probabilities
-
-    if config.mode == "semantic":
-        if prob.shape[0] == 2:
-            return (prob[1] > threshold).astype(np.int64)
-        return np.argmax(prob, 0)
-    return instances_from_probabilities(prob, target=config.target, threshold=threshold)
-
-
 def validate(net, prep: _Prepared, idx: Sequence[int], config: TrainConfig, device) -> dict:
     """Validation metrics of ``net`` on the images ``idx``.
 
     For two-class models the foreground threshold is calibrated: weighted losses shift the
     probabilities, so the threshold with the best validation score is kept with the model.
     """
+    from .instances import labels_from_probabilities
     from .metrics import average_precision, dice
     from .predict import infer_plane
     from .tiling import plan_tiles
@@ -180,7 +170,9 @@ def validate(net, prep: _Prepared, idx: Sequence[int], config: TrainConfig, devi
     for th in THRESHOLDS if calibrate else (0.5,):
         dices, aps = [], []
         for i, prob in zip(idx, probs):
-            truth, pred = prep.truths[i], labels_at(prob, config, th)
+            truth = prep.truths[i]
+            pred = labels_from_probabilities(prob, mode=config.mode, target=config.target,
+                                             threshold=th)
             if config.mode == "semantic":
                 dices.append(np.mean([dice(truth == c, pred == c)
                                       for c in range(1, prep.n_classes)]))

@@ -18,7 +18,7 @@ from qtpy.QtWidgets import (
 
 from ..errors import InputError
 from ..instances import separated_objects
-from ..targets import border_weights, class_weights, instance_targets, relabel_if_binary
+from ..targets import instance_targets, relabel_if_binary
 from ._forms import LayerCombo
 from .predict import put_layer
 
@@ -99,8 +99,7 @@ class SeparationWidget(QWidget):
             show_error(str(err))
             return
         w0, sigma = float(self.w0.value()), float(self.sigma.value())
-        cls, _ = instance_targets(lab, w0=0.0, sigma=sigma)
-        weights = class_weights(cls, 2) + np.where(cls != 1, border_weights(lab, w0, sigma), 0)
+        cls, weights = instance_targets(lab, w0=w0, sigma=sigma)
         lines = ((lab != 0) & (cls == 0)).astype(np.uint8)
         put_layer(self.viewer, f"{layer.name} weight map", weights, "image", layer,
                   colormap="magma")
