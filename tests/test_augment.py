@@ -38,3 +38,19 @@ def test_deformation_is_applied():
     out = aug(lab[..., None].astype(float), lab, lab * 0.0, lab * 0.0,
               np.random.default_rng(3))[1]
     assert (out != lab).sum() > 20
+
+
+def test_zoom_scales_objects_within_its_range_and_keeps_them_aligned():
+    lab = discs((96, 96), [(48, 48)], 12)
+    image = lab.astype(np.float64)[..., None]
+    aug = Augmenter(elastic=False, flips=False, rotations=False, intensity=0.0, zoom=0.5)
+    ratios = []
+    for seed in range(20):
+        im2, lab2, _, _ = aug(image, lab, lab * 0.0, lab * 0.0, np.random.default_rng(seed))
+        ratios.append(lab2.sum() / lab.sum())
+        assert (np.abs(im2[..., 0] - lab2) > 0.5).mean() < 0.02
+    ratios = np.array(ratios)
+    assert ratios.min() > 1 / 1.5**2 - 0.05 and ratios.max() < 1.5**2 + 0.05
+    assert ratios.min() < 0.8 and ratios.max() > 1.25  # both ways
+    off = Augmenter(elastic=False, flips=False, rotations=False, intensity=0.0)
+    assert (off(image, lab, lab * 0.0, lab * 0.0, np.random.default_rng(0))[1] == lab).all()

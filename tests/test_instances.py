@@ -35,3 +35,27 @@ def test_small_objects_are_removed():
     prob = np.stack([~fg, fg]).astype(np.float32)
     out = instances_from_probabilities(prob, min_size=10)
     assert out.max() == 1 and out[2, 2] == 0 and out[12, 12] == 1
+
+
+@pytest.mark.parametrize("overlap", [3, 6])
+@pytest.mark.parametrize("target,method", [("two_class", "components"),
+                                           ("two_class", "watershed"),
+                                           ("three_class", "watershed"),
+                                           ("three_class", "components")])
+def test_soft_noisy_probabilities_of_overlapping_discs_give_two(target, method, overlap):
+    """Probabilities as a network gives them (blurred, noisy), not the ideal one-hot maps."""
+    from scipy import ndimage as ndi
+
+    from napari_unet.metrics import separated_pairs
+
+    rng = np.random.default_rng(overlap)
+    lab = discs((64, 100), [(32, 20), (32, 20 + 28 - overlap), (40, 84)], 14)
+    cls, _ = instance_targets(lab, target=target)
+    n = 2 if target == "two_class" else 3
+    prob = np.stack([ndi.gaussian_filter(c, 1.0) for c in one_hot(cls, n)])
+    prob = np.clip(prob + rng.normal(0, 0.05, prob.shape), 1e-3, None)
+    prob /= prob.sum(axis=0, keepdims=True)
+    pred = instances_from_probabilities(prob, target=target, method=method)
+    assert separated_pairs(lab, pred) == (1, 1)
+    assert pred.max() == 3
+    assert average_precision(lab, pred, (0.75,))[0.75] == 1.0

@@ -9,6 +9,8 @@ from napari_unet.metrics import (
     iou,
     matched_counts,
     pixel_error,
+    separated_pairs,
+    touching_pairs,
 )
 
 
@@ -41,3 +43,18 @@ def test_adapted_rand_error():
     truth = discs((40, 40), [(10, 10), (28, 28)], 7)
     assert adapted_rand_error(truth, truth) == pytest.approx(0.0)
     assert adapted_rand_error(truth, (truth > 0).astype(int)) > 0.3
+
+
+def test_touching_pairs_and_their_separation():
+    # 1 and 2 overlap, 2 and 3 meet only diagonally, 4 is alone
+    truth = discs((60, 80), [(15, 15), (15, 33), (0, 0), (45, 60)], 10)
+    truth[truth == 3] = 0
+    truth[16, 44] = 3  # diagonal to (15, 43), the rightmost pixel of 2
+    truth[17, 45] = 3
+    assert touching_pairs(truth).tolist() == [[1, 2], [2, 3]]
+    assert separated_pairs(truth, truth) == (2, 2)
+    merged = np.where(truth == 2, 1, truth)
+    assert separated_pairs(truth, merged) == (1, 2)  # 1-2 merged, 2-3 still apart
+    missed = np.where(truth == 3, 0, truth)
+    assert separated_pairs(truth, missed) == (1, 2)  # a missed object separates nothing
+    assert separated_pairs(np.zeros((5, 5), int), np.zeros((5, 5), int)) == (0, 0)

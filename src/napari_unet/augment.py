@@ -2,7 +2,7 @@
 
 The paper's elastic deformation: random displacement vectors on a coarse 3x3 grid, drawn
 from a Gaussian with 10 pixels standard deviation, interpolated bicubically to a smooth
-per-pixel displacement field. Then random flips, 90 degree rotations and small intensity
+per-pixel displacement field, optionally combined with a random zoom. Then random flips, 90 degree rotations and small intensity
 changes of the image. Targets are resampled by nearest neighbour (no new label values),
 weights and images by linear interpolation.
 """
@@ -40,7 +40,9 @@ def warp(array: np.ndarray, coords: np.ndarray, order: int, cval: float | None =
 
 @dataclass(frozen=True)
 class Augmenter:
-    """Random elastic deformation, flips, rotations and intensity changes.
+    """Random elastic deformation, zoom, flips, rotations and intensity changes.
+
+    ``zoom`` > 0 magnifies or shrinks by a factor up to ``1 + zoom`` (0: off, the paper).
 
     Call it with ``(image, target, weights, valid, rng)``; all arrays share their first two
     dimensions and are transformed by the same random geometry.
@@ -52,13 +54,21 @@ class Augmenter:
     flips: bool = True
     rotations: bool = True
     intensity: float = 0.1
+    zoom: float = 0.0
 
     def __call__(self, image, target, weights, valid, rng: np.random.Generator):
-        if self.elastic:
+        if self.elastic or self.zoom > 0:
             h, w = target.shape[:2]
-            field = displacement_field((h, w), rng, grid=self.grid, sigma=self.sigma)
-            yy, xx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-            coords = np.stack([yy + field[0], xx + field[1]])
+            yy, xx = np.meshgrid(np.arange(h, dtype=float), np.arange(w, dtype=float),
+                                 indexing="ij")
+            if self.zoom > 0:  # log-uniform in [1 / (1 + zoom), 1 + zoom], about the centre
+                f = np.exp(rng.uniform(-1, 1) * np.log1p(self.zoom))
+                yy = (yy - (h - 1) / 2) / f + (h - 1) / 2
+                xx = (xx - (w - 1) / 2) / f + (w - 1) / 2
+            if self.elastic:
+                field = displacement_field((h, w), rng, grid=self.grid, sigma=self.sigma)
+                yy, xx = yy + field[0], xx + field[1]
+            coords = np.stack([yy, xx])
             image = warp(image, coords, order=1)
             target = warp(target, coords, order=0)
             weights = warp(weights, coords, order=1)

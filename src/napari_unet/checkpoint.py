@@ -205,11 +205,16 @@ def read_header(path: str | os.PathLike) -> tuple[dict, dict]:
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Open a model file safely (see the module docstring)."""
+    """Open a model file safely (see the module docstring).
+
+    ``path`` may also name a model shipped with the package ('nuclei').
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    path = Path(path)
+    from .pretrained import resolve_model
+
+    path = resolve_model(path)
     _, meta = read_header(path)
     try:
         config = ModelConfig.from_dict(meta.get("model"))

@@ -23,7 +23,8 @@ def _add_train(sub) -> None:
     p.add_argument("images")
     p.add_argument("labels")
     p.add_argument("--out", required=True, help="model file to write (.safetensors)")
-    p.add_argument("--from", dest="init_from", help="model file to fine-tune")
+    p.add_argument("--from", dest="init_from",
+                   help="model to fine-tune: a model file, or 'nuclei' (shipped)")
     p.add_argument("--mode", choices=["instances", "semantic"], default="instances")
     p.add_argument("--target", choices=["two_class", "three_class"], default="two_class",
                    help="instances: paper's two classes or background/interior/boundary")
@@ -43,6 +44,8 @@ def _add_train(sub) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--dice-weight", type=float, default=0.5)
     p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--zoom", type=float, default=0.0,
+                   help="random zoom augmentation by up to a factor 1+ZOOM either way")
     p.add_argument("--no-class-balance", action="store_true",
                    help="leave out the weight map's class-frequency term w_c")
     p.add_argument("--freeze-encoder", action="store_true")
@@ -106,7 +109,7 @@ def cmd_train(args) -> int:
         steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
         patch_size=args.patch_size, learning_rate=args.lr, w0=args.w0, sigma=args.sigma,
         dice_weight=args.dice_weight, val_fraction=args.val_fraction,
-        augment=not args.no_augment, class_balance=not args.no_class_balance,
+        augment=not args.no_augment, zoom=args.zoom, class_balance=not args.no_class_balance,
         freeze_encoder=args.freeze_encoder, seed=args.seed,
         device=args.device)
     mc = ModelConfig(base_channels=args.base_channels, depth=args.depth, padding=args.padding,

@@ -184,6 +184,8 @@ class TrainConfig(_DictMixin):
         Share of the training images held out for validation (0: none).
     augment : bool
         Elastic deformation, flips, 90 degree rotations and intensity changes.
+    zoom : float
+        With ``augment``: random zoom by a factor up to ``1 + zoom`` either way (0: off).
     foreground_bias : float
         Probability that a patch is centred on a labelled object.
     freeze_encoder : bool
@@ -208,6 +210,7 @@ class TrainConfig(_DictMixin):
     dice_weight: float = 0.5
     val_fraction: float = 0.1
     augment: bool = True
+    zoom: float = 0.0
     foreground_bias: float = 0.5
     freeze_encoder: bool = False
     seed: int = 0
@@ -223,6 +226,8 @@ class TrainConfig(_DictMixin):
         _check_positive("steps_per_epoch", self.steps_per_epoch, allow_none=True)
         for name in ("batch_size", "patch_size", "learning_rate", "sigma"):
             _check_positive(name, getattr(self, name))
+        if not 0 <= self.zoom <= 2:
+            raise InputError(f"zoom must be between 0 and 2, not {self.zoom}.")
         if self.w0 < 0 or self.dice_weight < 0:
             raise InputError("w0 and dice_weight must not be negative.")
         if not 0 <= self.val_fraction < 1:

@@ -49,13 +49,14 @@ def iou_matrix(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
     return m[np.ix_(t_ids[t_ids > 0], p_ids[p_ids > 0])]
 
 
-def matched_counts(truth: np.ndarray, pred: np.ndarray, threshold: float) -> tuple[int, int, int]:
+def matched_counts(truth: np.ndarray, pred: np.ndarray, threshold: float,
+                   ious: np.ndarray | None = None) -> tuple[int, int, int]:
     """(TP, FP, FN) after one-to-one matching of objects with IoU above ``threshold``.
 
     For thresholds of 0.5 and above a match is unique; below, the matching maximises the
-    summed IoU (Hungarian algorithm).
+    summed IoU (Hungarian algorithm). ``ious`` may pass :func:`iou_matrix` when it is known.
     """
-    m = iou_matrix(truth, pred)
+    m = iou_matrix(truth, pred) if ious is None else ious
     n_true, n_pred = m.shape
     if n_true == 0 or n_pred == 0:
         return 0, n_pred, n_true
@@ -73,8 +74,43 @@ def average_precision(truth: np.ndarray, pred: np.ndarray,
                       thresholds=(0.5,)) -> dict[float, float]:
     """``TP / (TP + FP + FN)`` at each IoU threshold (the DSB 2018 / StarDist definition)."""
     out = {}
+    ious = iou_matrix(truth, pred)
     for th in thresholds:
-        tp, fp, fn = matched_counts(truth, pred, th)
+        tp, fp, fn = matched_counts(truth, pred, th, ious)
         denom = tp + fp + fn
         out[float(th)] = 1.0 if denom == 0 else tp / denom
     return out
+
+
+def touching_pairs(labels: np.ndarray) -> np.ndarray:
+    """The pairs ``(a, b)``, ``a < b``, of objects that touch (8-connected neighbours)."""
+    lab = np.asarray(labels).astype(np.int64)
+    found = []
+    for a, b in ((lab[:, :-1], lab[:, 1:]), (lab[:-1, :], lab[1:, :]),
+                 (lab[:-1, :-1], lab[1:, 1:]), (lab[:-1, 1:], lab[1:, :-1])):
+        meet = (a != 0) & (b != 0) & (a != b)
+        if meet.any():
+            found.append(np.stack([np.minimum(a[meet], b[meet]),
+                                   np.maximum(a[meet], b[meet])], axis=1))
+    if not found:
+        return np.zeros((0, 2), np.int64)
+    return np.unique(np.concatenate(found), axis=0)
+
+
+def separated_pairs(truth: np.ndarray, pred: np.ndarray) -> tuple[int, int]:
+    """(separated, total) touching ground-truth pairs.
+
+    Each ground-truth object is assigned the predicted label covering most of its pixels
+    (background counts as a label); a touching pair is separated when both objects were
+    assigned an object, and two different ones.
+    """
+    pairs = touching_pairs(truth)
+    if len(pairs) == 0:
+        return 0, 0
+    t = np.asarray(truth).ravel().astype(np.int64)
+    p = np.asarray(pred).ravel().astype(np.int64)
+    nt, np_ = int(t.max()) + 1, int(p.max(initial=0)) + 1
+    overlap = np.bincount(t * np_ + p, minlength=nt * np_).reshape(nt, np_)
+    dominant = overlap.argmax(axis=1)
+    a, b = dominant[pairs[:, 0]], dominant[pairs[:, 1]]
+    return int(((a != 0) & (b != 0) & (a != b)).sum()), len(pairs)

@@ -142,6 +142,8 @@ def _sizes(mc: ModelConfig, patch: int) -> tuple[int, int]:
 
 #: Foreground thresholds tried on the validation images of a two-class model.
 THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+#: IoU thresholds whose mean average precision scores an instances model in validation.
+VAL_IOUS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
 
 
 def validate(net, prep: _Prepared, idx: Sequence[int], config: TrainConfig, device) -> dict:
@@ -149,6 +151,9 @@ def validate(net, prep: _Prepared, idx: Sequence[int], config: TrainConfig, devi
 
     For two-class models the foreground threshold is calibrated: weighted losses shift the
     probabilities, so the threshold with the best validation score is kept with the model.
+    The score is the mean Dice over classes for semantic models and, for instances models,
+    the average precision averaged over IoU 0.5 to 0.9: with the few validation images of a
+    small training set, AP at IoU 0.5 alone often ties between epochs.
     """
     from .instances import labels_from_probabilities
     from .metrics import average_precision, dice
@@ -168,7 +173,7 @@ def validate(net, prep: _Prepared, idx: Sequence[int], config: TrainConfig, devi
     calibrate = prep.n_classes == 2
     best = None
     for th in THRESHOLDS if calibrate else (0.5,):
-        dices, aps = [], []
+        dices, aps, maps = [], [], []
         for i, prob in zip(idx, probs):
             truth = prep.truths[i]
             pred = labels_from_probabilities(prob, mode=config.mode, target=config.target,
@@ -178,11 +183,14 @@ def validate(net, prep: _Prepared, idx: Sequence[int], config: TrainConfig, devi
                                       for c in range(1, prep.n_classes)]))
             else:
                 dices.append(dice(truth > 0, pred > 0))
-                aps.append(average_precision(truth, pred, (0.5,))[0.5])
+                ap = average_precision(truth, pred, VAL_IOUS)
+                aps.append(ap[0.5])
+                maps.append(np.mean(list(ap.values())))
         out = {"dice": float(np.mean(dices))}
         if aps:
             out["ap50"] = float(np.mean(aps))
-        out["score"] = out.get("ap50", out["dice"])
+            out["map"] = float(np.mean(maps))
+        out["score"] = out.get("map", out["dice"])
         out["threshold"] = th
         if best is None or out["score"] > best["score"]:
             best = out
@@ -262,7 +270,7 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
         [prep.images[i] for i in train_idx], [prep.targets[i] for i in train_idx],
         [prep.weights[i] for i in train_idx], in_size=in_size, out_size=out_size,
         foreground_bias=config.foreground_bias,
-        augment=Augmenter() if config.augment else None, rng=rng)
+        augment=Augmenter(zoom=config.zoom) if config.augment else None, rng=rng)
     pixels = sum(prep.targets[i].size for i in train_idx)
     steps_per_epoch = config.steps_per_epoch or int(
         np.clip(math.ceil(pixels / (config.batch_size * out_size**2)), 50, 500))
@@ -337,7 +345,7 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
             progress = (entry["elapsed"] / budget) if budget else step / total_steps
             yield TrainEvent("epoch", epoch, step, min(progress, 1.0), entry["loss"],
                              val=val, elapsed=entry["elapsed"])
-            if best_score is None or val["score"] > best_score:
+            if best_score is None or val["score"] >= best_score:  # ties: the later model
                 best_score, best_epoch = val["score"], epoch
                 task["threshold"] = val.get("threshold", 0.5)
                 best = snapshot({"best_epoch": epoch, "steps": step, "validation": val})

@@ -164,3 +164,14 @@ def test_separation_view_shows_weights_and_borders(cells_viewer):
     widget.show_splits()
     assert cells_viewer.layers["cells labels split lines"].data.any()
     assert "touch another one" in widget.status.text()
+
+
+def test_the_shipped_nuclei_model_is_offered_for_fine_tuning_and_prediction(cells_viewer):
+    train_w, predict_w = dock(cells_viewer, "Train"), dock(cells_viewer, "Predict")
+    choices = [train_w.start_from.itemText(i) for i in range(train_w.start_from.count())]
+    assert "nuclei (shipped)" in choices
+    train_w.start_from.setCurrentText("nuclei (shipped)")
+    _, _, init = train_w.configs()
+    assert load_checkpoint(init).config.in_channels == 1
+    predict_w.model.setCurrentText("nuclei (shipped)")
+    assert load_checkpoint(predict_w.model_path()).mode == "instances"

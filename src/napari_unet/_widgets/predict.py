@@ -19,6 +19,7 @@ from ..checkpoint import load_checkpoint, recent_models
 from ..config import PredictConfig
 from ..data import image_for_model
 from ..errors import InputError, NapariUNetError
+from ..pretrained import shipped_choices
 from ._forms import LayerCombo, PathPicker, combo, describe, device_names, spin
 from ._runner import RunControls
 
@@ -117,7 +118,7 @@ class PredictWidget(QWidget):
     def refresh_models(self) -> None:
         current = self.model.currentText()
         self.model.clear()
-        self.model.addItems([*map(str, recent_models()), FROM_FILE])
+        self.model.addItems([*map(str, recent_models()), *shipped_choices(), FROM_FILE])
         if current:
             self.model.setCurrentText(current)
 

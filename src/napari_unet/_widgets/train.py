@@ -20,6 +20,7 @@ from ..checkpoint import default_model_path, recent_models
 from ..config import MODEL_PRESETS, ModelConfig, TrainConfig
 from ..data import training_planes
 from ..errors import InputError, NapariUNetError
+from ..pretrained import shipped_choices
 from ._forms import LayerCombo, PathPicker, combo, describe, device_names, spin
 from ._plot import LossPlot
 from ._runner import RunControls
@@ -109,7 +110,8 @@ class TrainWidget(QWidget):
     def refresh_models(self) -> None:
         current = self.start_from.currentText()
         self.start_from.clear()
-        self.start_from.addItems([NEW_MODEL, *map(str, recent_models()), FROM_FILE])
+        self.start_from.addItems([NEW_MODEL, *shipped_choices(), *map(str, recent_models()),
+                                  FROM_FILE])
         self.start_from.setCurrentText(current if current else NEW_MODEL)
 
     def _add_pair(self) -> None:

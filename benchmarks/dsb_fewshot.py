@@ -1,0 +1,202 @@
+"""DSB 2018 nuclei from 30 labelled images: instance quality of touching nuclei.
+
+Trains on the 30 images of ``fewshot30.txt`` within a time budget per model, predicts the 48
+images of ``val/`` and reports, as JSON on stdout, for every way of turning probabilities into
+objects:
+
+* ``ap50``: average precision at IoU 0.5, TP / (TP + FP + FN) with one-to-one matching,
+  per image, averaged over the 48 images (``ap50_pooled``: with the counts pooled over
+  them instead);
+* ``map``: the mean of that over IoU 0.5:0.05:0.95 (``map_pooled`` likewise);
+* ``touching_separated``: the share of touching ground-truth pairs that end up in two
+  different predicted objects (see ``napari_unet.metrics.separated_pairs``).
+
+Models compared (each trained from scratch on the same 30 images, same budget, same seed):
+
+* ``two_class``: the paper's model (separating background lines, border weight map) with
+  (a) connected components, and (c) a seeded watershed on the foreground's distance map;
+* ``three_class``: background / interior / boundary with (b) seeded watershed, and connected
+  components of the interior;
+* ``fine_tuned``: the shipped pretrained nuclei model fine-tuned on the same 30 images with
+  the same budget (and the pretrained model as it is, without fine-tuning).
+
+Baseline measured in the same run: the ground truth with every touching pair merged
+(connected components of the true foreground), which only separation of touching cells
+beats.
+
+    python benchmarks/dsb_fewshot.py --time-budget 420 --out benchmarks/out/dsb_fewshot.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import DATA, command, machine  # noqa: E402
+
+from napari_unet.checkpoint import load_checkpoint  # noqa: E402
+from napari_unet.config import ModelConfig, PredictConfig, TrainConfig  # noqa: E402
+from napari_unet.instances import instances_from_probabilities  # noqa: E402
+from napari_unet.io import read_image  # noqa: E402
+from napari_unet.metrics import matched_counts, separated_pairs  # noqa: E402
+from napari_unet.predict import predict  # noqa: E402
+from napari_unet.pretrained import resolve_model  # noqa: E402
+from napari_unet.progress import run  # noqa: E402
+from napari_unet.train import train  # noqa: E402
+
+ROOT = DATA / "dsb2018_fluo"
+IOUS = tuple(np.round(np.arange(0.5, 0.96, 0.05), 2))
+
+
+def load(split: str, ids=None):
+    """Images and instance labels of ``split`` ('train' or 'val'), optionally only ``ids``."""
+    folder = ROOT / split
+    if ids is None:
+        ids = sorted(p.stem for p in (folder / "images").glob("*.png"))
+    return ([read_image(folder / "images" / f"{i}.png") for i in ids],
+            [read_image(folder / "labels" / f"{i}.tif") for i in ids], list(ids))
+
+
+def fewshot_ids() -> list[str]:
+    return (ROOT / "fewshot30.txt").read_text().split()
+
+
+def score(truths, preds) -> dict:
+    """AP (pooled and per image), mean AP over IoU 0.5:0.95 and touching pairs separated."""
+    counts = np.zeros((len(IOUS), 3), np.int64)
+    per_image, sep, pairs = [], 0, 0
+    for t, p in zip(truths, preds):
+        c = np.array([matched_counts(t, p, th) for th in IOUS])
+        counts += c
+        per_image.append(c[:, 0] / np.maximum(c.sum(axis=1), 1))
+        s, n = separated_pairs(t, p)
+        sep, pairs = sep + s, pairs + n
+    ap = counts[:, 0] / np.maximum(counts.sum(axis=1), 1)
+    per_image = np.array(per_image)
+    return {"ap50": round(float(per_image[:, 0].mean()), 4),
+            "map": round(float(per_image.mean()), 4),
+            "ap50_pooled": round(float(ap[0]), 4), "map_pooled": round(float(ap.mean()), 4),
+            "touching_separated": round(sep / max(pairs, 1), 4), "touching_pairs": pairs,
+            "tp_fp_fn_at_0.5": counts[0].tolist()}
+
+
+def probabilities(checkpoint, images, device: str) -> tuple[list[np.ndarray], float]:
+    t0 = time.perf_counter()
+    probs = [run(predict(checkpoint, x, PredictConfig(device=device), labels=False)
+                 ).probabilities for x in images]
+    return probs, time.perf_counter() - t0
+
+
+def evaluate(checkpoint, images, truths, device: str, min_size: int) -> dict:
+    """Scores of one model with each instance method that suits its target."""
+    probs, seconds = probabilities(checkpoint, images, device)
+    target, th = checkpoint.target, checkpoint.threshold
+    methods = ("watershed", "components")
+    out = {"predict_seconds": round(seconds, 1), "threshold": th}
+    for method in methods:
+        preds = [instances_from_probabilities(p, target=target, method=method, threshold=th,
+                                              min_size=min_size) for p in probs]
+        out[method] = score(truths, preds)
+    return out
+
+
+def fit(images, labels, names, args, *, target: str, init_from=None, out: Path) -> tuple:
+    lr = args.lr if init_from is None else args.fine_tune_lr
+    cfg = TrainConfig(mode="instances", target=target, epochs=None,
+                      time_budget=args.time_budget, batch_size=args.batch_size,
+                      patch_size=args.patch_size, learning_rate=lr, seed=args.seed,
+                      zoom=args.zoom,
+                      device=args.device)
+    mc = ModelConfig(base_channels=args.base_channels, depth=4, padding="same", norm="batch",
+                     dropout=0.0)
+    t0 = time.perf_counter()
+    result = run(train(images, labels, cfg, model_config=mc, init_from=init_from, out=out,
+                       names=names),
+                 lambda e: e.kind == "epoch" and print(
+                     f"[{target}{' fine-tune' if init_from else ''}] epoch {e.epoch} "
+                     f"{e.elapsed:.0f}s loss {e.loss:.4f} {e.val}", file=sys.stderr))
+    info = {"seconds": round(time.perf_counter() - t0, 1), "steps": result.steps,
+            "epochs": len(result.history), "best_epoch": result.best_epoch, "lr": lr,
+            "best_validation": result.history[result.best_epoch - 1] if result.best_epoch
+            else None, "model": result.checkpoint.config.to_dict()}
+    return result.checkpoint, info
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--time-budget", type=float, default=420, help="seconds per model")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--base-channels", type=int, default=16,
+                    help="width of the models trained from scratch (the pretrained model's "
+                         "own width is kept when fine-tuning)")
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--patch-size", type=int, default=256)
+    ap.add_argument("--lr", type=float, default=1e-3, help="learning rate from scratch")
+    ap.add_argument("--fine-tune-lr", type=float, default=3e-4)
+    ap.add_argument("--zoom", type=float, default=0.0, help="zoom augmentation (0: off)")
+    ap.add_argument("--min-size", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    ap.add_argument("--targets", default="two_class,three_class",
+                    help="models to train from scratch (comma-separated; '' for none)")
+    ap.add_argument("--pretrained", default="nuclei",
+                    help="model to fine-tune: a shipped name or a file ('' to skip)")
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--models", type=Path, default=Path("benchmarks/out/dsb_models"))
+    args = ap.parse_args()
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    t_start = time.perf_counter()
+    x, y, names = load("train", fewshot_ids())
+    vx, vy, _ = load("val")
+    from scipy import ndimage as ndi
+
+    merged = [ndi.label(t > 0)[0] for t in vy]
+    report = {
+        "benchmark": "dsb_fewshot",
+        "command": command(),
+        "machine": machine(),
+        "data": {"train": "fewshot30.txt (30 images of train/)", "test": f"val/ ({len(vx)})"},
+        "settings": {"time_budget_s_per_model": args.time_budget,
+                     "batch_size": args.batch_size, "patch_size": args.patch_size,
+                     "lr": args.lr, "fine_tune_lr": args.fine_tune_lr, "zoom": args.zoom,
+                     "min_size": args.min_size, "seed": args.seed},
+        "baseline_truth_touching_merged": score(vy, merged),
+        "models": {},
+    }
+    args.models.mkdir(parents=True, exist_ok=True)
+    for target in filter(None, args.targets.split(",")):
+        ckpt, info = fit(x, y, names, args, target=target,
+                         out=args.models / f"scratch_{target}.safetensors")
+        report["models"][f"scratch_{target}"] = {"train": info, "device": ckpt.training.get(
+            "device"), **evaluate(ckpt, vx, vy, args.device, args.min_size)}
+    if args.pretrained:
+        path = resolve_model(args.pretrained)
+        base = load_checkpoint(path)
+        report["models"]["pretrained_as_is"] = {
+            "file": str(path), "trained": base.training.get("recipe"),
+            **evaluate(base, vx, vy, args.device, args.min_size)}
+        ckpt, info = fit(x, y, names, args, target=base.target, init_from=base,
+                         out=args.models / "fine_tuned.safetensors")
+        report["models"]["fine_tuned"] = {"from": str(path), "train": info,
+                                          **evaluate(ckpt, vx, vy, args.device, args.min_size)}
+    report["total_seconds"] = round(time.perf_counter() - t_start, 1)
+    report["aims"] = {"ap50_scratch": 0.85, "ap50_fine_tuned": 0.88, "touching_separated": 0.85}
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
