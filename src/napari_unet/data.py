@@ -45,21 +45,22 @@ def as_channels_last(image, name: str = "image", channels: int | None = None) ->
     return arr
 
 
-def percentiles(image: np.ndarray, low: float = NORM_LOW, high: float = NORM_HIGH):
+def percentiles(image: np.ndarray, low: float = NORM_LOW, high: float = NORM_HIGH,
+                name: str = "the image"):
     """Per-channel low/high percentiles of a ``(H, W, C)`` image (subsampled if large)."""
     step = max(1, int(np.sqrt(image.shape[0] * image.shape[1] / _MAX_SAMPLE)))
     sample = np.asarray(image[::step, ::step], dtype=np.float32)
     if not np.all(np.isfinite(sample)):
-        raise InputError("the image contains NaN or infinite values.")
+        raise InputError(f"{name} contains NaN or infinite values; replace them first.")
     flat = sample.reshape(-1, sample.shape[-1])
     lo, hi = np.percentile(flat, [low, high], axis=0)
     return lo.astype(np.float32), hi.astype(np.float32)
 
 
-def normalize(image: np.ndarray, lo=None, hi=None) -> np.ndarray:
+def normalize(image: np.ndarray, lo=None, hi=None, name: str = "the image") -> np.ndarray:
     """Map each channel's 1st..99.8th percentile to 0..1 (float32, ``(H, W, C)``)."""
     if lo is None or hi is None:
-        lo, hi = percentiles(image)
+        lo, hi = percentiles(image, name=name)
     scale = np.where(hi - lo > 1e-6, hi - lo, 1.0).astype(np.float32)
     out = np.asarray(image, dtype=np.float32) - lo
     out /= scale
@@ -70,6 +71,13 @@ def check_pair(image: np.ndarray, labels: np.ndarray, name: str) -> None:
     """Refuse an image/labels pair that cannot be trained on."""
     if labels.ndim != 2:
         raise InputError(f"labels of {name} have shape {tuple(labels.shape)}; expected (H, W).")
+    if (image.ndim == 3 and tuple(image.shape[1:]) == tuple(labels.shape)
+            and image.shape[0] != labels.shape[0]):
+        raise InputError(
+            f"{name} has shape {tuple(image.shape)}: a stack of {image.shape[0]} planes (or "
+            "channels first) where one 2D image was expected; give each plane as an image "
+            "of its own, or channels last (H, W, C)."
+        )
     if tuple(image.shape[:2]) != tuple(labels.shape):
         raise InputError(
             f"{name}: image shape {tuple(image.shape[:2])} and labels shape "

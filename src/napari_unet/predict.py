@@ -181,7 +181,7 @@ def predict(model, image, config: PredictConfig | None = None, *, out_probabilit
     yield PredictEvent(0, total, 0, n, f"predicting on {describe_device(device)}")
     for k in range(n):
         plane = as_channels_last(image[k] if stack else image, name, channels)
-        norm = normalize(plane)
+        norm = normalize(plane, name=name)
         out = out_probabilities[k] if stack else out_probabilities
         for done in infer_plane(net, norm, plan, out, batch_size=config.batch_size,
                                 device=device, tta=config.tta):

@@ -105,11 +105,26 @@ def prepare(images: Sequence, labels: Sequence, config: TrainConfig,
     channels = {a.shape[-1] for a in imgs}
     if len(channels) > 1:
         raise InputError(f"the training images have different channel counts {sorted(channels)}.")
+    what = f"the labels of {names[0]}" if names and len(set(names)) == 1 else "the labels"
     if not any(lab.any() for lab in labs):
-        raise InputError("the labels contain no object: paint or load some labels first.")
+        raise InputError(f"{what} contain no object: paint or load some labels first.")
+    if config.mode == "instances" and all(lab.all() for lab in labs):
+        raise InputError(f"{what} have no background (0) pixel: label what is not an object "
+                         "as 0, or the network has nothing to tell objects from.")
+    norm = []
+    for i, arr in enumerate(imgs):
+        name = names[i] if names else f"image {i + 1}"
+        norm.append(normalize(arr, name=name))
+        if float(np.ptp(arr)) == 0:
+            raise InputError(f"{name} is constant (every pixel is {arr.flat[0]}): there is "
+                             "nothing to learn from.")
     if config.mode == "semantic":
         classes = [semantic_classes(lab) for lab in labs]
         found = int(max(c.max() for c in classes)) + 1
+        present = np.unique(np.concatenate([np.unique(c) for c in classes]))
+        if present.size < 2:
+            raise InputError(f"{what} hold a single class ({present[0]}); at least two are "
+                             "needed, e.g. background 0 and objects 1.")
         if found > 256:
             raise InputError(f"the labels hold {found} classes; for objects numbered 1..N "
                              "use the instances mode.")
@@ -124,7 +139,6 @@ def prepare(images: Sequence, labels: Sequence, config: TrainConfig,
         truths = [relabel_if_binary(lab) for lab in labs]
         pairs = [instance_targets(t, target=config.target, w0=config.w0, sigma=config.sigma,
                                   balance=config.class_balance) for t in truths]
-    norm = [normalize(a) for a in imgs]
     return _Prepared(norm, [p[0] for p in pairs], [p[1] for p in pairs], truths, k,
                      channels.pop())
 

@@ -77,23 +77,48 @@ def test_gui_keeps_ticking_while_training(cells_viewer, qtbot):
     assert gaps.max() < 0.25, f"the GUI stalled for {gaps.max():.3f} s"
 
 
-@pytest.mark.parametrize("case", ["shape mismatch", "empty labels"])
+BAD_TRAINING_LAYERS = {  # case: (image data or None for the cells image, labels, message)
+    "shape mismatch": (None, np.ones((50, 60), np.int32), "do not match"),
+    "empty labels": (None, np.zeros((96, 96), np.int32), "no labelled pixel"),
+    "no background": (None, np.ones((96, 96), np.int32), "no background"),
+    "NaN image": (np.full((96, 96), np.nan, np.float32), None, "NaN"),
+    "constant image": (np.full((96, 96), 3, np.uint8), None, "constant"),
+    "3D labels for a 2D image": (None, np.ones((3, 96, 96), np.int32), "do not match"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_TRAINING_LAYERS))
 def test_bad_choice_notifies_and_changes_no_layer(cells_viewer, qtbot, notes, case):
-    if case == "shape mismatch":
-        cells_viewer.add_labels(np.ones((50, 60), np.int32), name="wrong")
-        expected = "do not match"
-    else:
-        cells_viewer.add_labels(np.zeros((96, 96), np.int32), name="wrong")
-        expected = "no labelled pixel"
+    image, labels, expected = BAD_TRAINING_LAYERS[case]
+    if image is not None:
+        cells_viewer.add_image(image, name="wrong image")
+    if labels is not None:
+        cells_viewer.add_labels(labels, name="wrong")
     snapshot = {layer.name: np.array(layer.data) for layer in cells_viewer.layers}
     widget = dock(cells_viewer, "Train")
-    widget.labels.setCurrentText("wrong")
+    set_quick(widget)
+    widget.image.setCurrentText("wrong image" if image is not None else "cells")
+    widget.labels.setCurrentText("wrong" if labels is not None else "cells labels")
     widget.controls.start_btn.click()
-    assert widget.controls.run is None and widget.controls.start_btn.isEnabled()
+    wait_done(qtbot, widget)
+    assert widget.controls.start_btn.isEnabled()
     assert any(expected in n for n in notes), notes
+    assert not any("Traceback" in n for n in notes)
     assert set(snapshot) == {layer.name for layer in cells_viewer.layers}
     for layer in cells_viewer.layers:
         np.testing.assert_array_equal(layer.data, snapshot[layer.name])
+
+
+def test_deleting_the_layers_while_training_loses_nothing(cells_viewer, qtbot, notes,
+                                                           models_home):
+    widget = dock(cells_viewer, "Train")
+    set_quick(widget)
+    widget.controls.start_btn.click()
+    cells_viewer.layers.remove("cells labels")  # the training works on its own copy
+    cells_viewer.layers.remove("cells")
+    wait_done(qtbot, widget)
+    assert "Finished" in widget.status.text(), (widget.status.text(), notes)
+    assert len(list(models_home.glob("*.safetensors"))) == 1
 
 
 @pytest.fixture
@@ -137,6 +162,24 @@ def test_prediction_of_a_stack(make_napari_viewer, qtbot, model_file):
     widget.controls.start_btn.click()
     wait_done(qtbot, widget)
     assert viewer.layers["stack segmentation"].data.shape == (3, 64, 80)
+
+
+@pytest.mark.parametrize("case", ["RGB image for a grey model", "NaN image"])
+def test_bad_image_for_prediction_notifies(cells_viewer, qtbot, notes, model_file, case):
+    if case == "NaN image":
+        cells_viewer.add_image(np.full((40, 40), np.nan, np.float32), name="wrong")
+        expected = "NaN"
+    else:
+        cells_viewer.add_image(np.zeros((40, 40, 3), np.uint8), name="wrong", rgb=True)
+        expected = "channel"
+    widget = dock(cells_viewer, "Predict")
+    widget.image.setCurrentText("wrong")
+    widget.model.setCurrentText("model file…")
+    widget.model_file.edit.setText(str(model_file))
+    widget.controls.start_btn.click()
+    wait_done(qtbot, widget)
+    assert any(expected in n and "wrong" in n for n in notes), notes
+    assert "wrong segmentation" not in cells_viewer.layers
 
 
 def test_predict_with_a_bad_model_file_notifies(cells_viewer, notes, tmp_path):

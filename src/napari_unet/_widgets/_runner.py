@@ -3,7 +3,9 @@
 Every yielded event reaches ``on_event`` on the GUI thread. Cancel sets a flag that the
 worker checks before asking the generator for its next event; it then closes the generator
 in the worker thread (so its clean-up, such as saving the best model, never blocks the GUI)
-and ``on_done`` is called with ``None``.
+and ``on_done`` is called with ``None``. A problem with the input (``NapariUNetError``) is
+caught in the worker and shown as one notification sentence, without a traceback; anything
+else is a bug and goes to napari's error reporting.
 """
 
 from __future__ import annotations
@@ -19,6 +21,13 @@ from qtpy.QtWidgets import QHBoxLayout, QPushButton, QWidget
 from ..errors import NapariUNetError
 
 
+class _Refused:
+    """What a run returns when the engine refused its input."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
 def _drive(gen: Generator, cancel: threading.Event):
     try:
         while not cancel.is_set():
@@ -26,6 +35,8 @@ def _drive(gen: Generator, cancel: threading.Event):
                 event = next(gen)
             except StopIteration as stop:
                 return stop.value
+            except NapariUNetError as err:
+                return _Refused(str(err))
             yield event
         return None
     finally:
@@ -36,12 +47,12 @@ class EngineRun:
     """One run of an engine generator; ``cancel()`` stops it at its next event."""
 
     def __init__(self, gen: Generator, *, on_event: Callable, on_done: Callable,
-                 on_finished: Callable | None = None) -> None:
+                 on_finished: Callable | None = None,
+                 on_refused: Callable[[str], None] | None = None) -> None:
         self._cancel = threading.Event()
         self.worker = create_worker(_drive, gen, self._cancel, _start_thread=False)
         self.worker.yielded.connect(on_event)
-        self.worker.returned.connect(on_done)
-        self.worker.errored.connect(self._error)
+        self.worker.returned.connect(lambda value: self._returned(value, on_done, on_refused))
         if on_finished is not None:
             self.worker.finished.connect(on_finished)
 
@@ -53,11 +64,13 @@ class EngineRun:
         self._cancel.set()
 
     @staticmethod
-    def _error(err: Exception) -> None:
-        if isinstance(err, NapariUNetError):
-            show_error(str(err))
-        else:  # a bug: say so plainly, the traceback goes to the log
-            show_error(f"napari-unet stopped on an unexpected error: {err!r}")
+    def _returned(value, on_done: Callable, on_refused: Callable | None) -> None:
+        if isinstance(value, _Refused):
+            show_error(value.message)
+            if on_refused is not None:
+                on_refused(value.message)
+        else:
+            on_done(value)
 
 
 class RunControls(QWidget):
@@ -83,11 +96,12 @@ class RunControls(QWidget):
         self.on_finished: Callable | None = None
 
     def launch(self, gen: Generator, *, desc: str, total: int, on_event: Callable,
-               on_done: Callable, on_finished: Callable | None = None) -> None:
+               on_done: Callable, on_finished: Callable | None = None,
+               on_refused: Callable[[str], None] | None = None) -> None:
         self.pbar = progress(total=total, desc=desc)
         self.on_finished = on_finished
         self.run = EngineRun(gen, on_event=on_event, on_done=on_done,
-                             on_finished=self._finished).start()
+                             on_finished=self._finished, on_refused=on_refused).start()
         self.start_btn.setEnabled(False)
         self.cancel_btn.setEnabled(True)
 

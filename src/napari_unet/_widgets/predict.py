@@ -152,7 +152,9 @@ class PredictWidget(QWidget):
         self.status.setText(f"Predicting '{layer.name}'…")
         self.controls.launch(gen, desc=f"Predicting {layer.name}", total=0,
                              on_event=lambda e: self.controls.progress(e.done, e.total),
-                             on_done=lambda r, layer=layer: self._on_done(r, layer))
+                             on_done=lambda r, layer=layer: self._on_done(r, layer),
+                             on_refused=lambda message: self.status.setText(
+                                 f"No layer was changed: {message}"))
 
     def _on_done(self, result, layer) -> None:
         if result is None:

@@ -176,7 +176,8 @@ class TrainWidget(QWidget):
         self.controls.launch(
             train(images, labels, cfg, model_config=mc, init_from=init, out=out, names=names),
             desc="Training U-Net", total=1000, on_event=self._on_event,
-            on_done=lambda r, out=out: self._on_done(r, out), on_finished=self.refresh_models)
+            on_done=lambda r, out=out: self._on_done(r, out), on_finished=self.refresh_models,
+            on_refused=lambda message: self.status.setText(f"Not trained: {message}"))
 
     def _on_event(self, event) -> None:
         self.controls.progress(int(1000 * event.progress))

@@ -1,0 +1,210 @@
+"""The bad-input table (docs/reliability.md), through the Python API and the CLI.
+
+Every refused case must raise ``NapariUNetError`` with one sentence naming the image (or
+file) and the problem; on the CLI it must print that one line, exit with status 2 and write
+nothing. The accepted cases (other data types, tiny images, views, Dask) must just work.
+"""
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from conftest import discs, tiny_config
+
+from napari_unet.checkpoint import Checkpoint, save_checkpoint
+from napari_unet.cli import main
+from napari_unet.config import ModelConfig, TrainConfig
+from napari_unet.errors import NapariUNetError
+from napari_unet.model import UNet
+from napari_unet.predict import predict
+from napari_unet.progress import run
+from napari_unet.train import train
+
+H = W = 48
+GOOD_LABELS = discs((H, W), [(14, 14), (14, 30), (34, 24)], 8).astype(np.uint16)
+
+
+def good_image(dtype=np.uint8):
+    rng = np.random.default_rng(0)
+    img = (GOOD_LABELS > 0) * 150 + rng.integers(0, 40, (H, W))
+    return img.astype(dtype)
+
+
+def with_nan():
+    img = good_image(np.float32)
+    img[3, 3] = np.nan
+    return img
+
+
+def with_inf():
+    img = good_image(np.float64)
+    img[5, 7] = np.inf
+    return img
+
+
+# (case, image, labels, words the message must contain)
+TRAIN_REFUSED = [
+    ("shape mismatch", good_image(), GOOD_LABELS[:40], "differ"),
+    ("labels without objects", good_image(), np.zeros((H, W), np.uint16), "no object"),
+    ("a single class", good_image(), np.ones((H, W), np.uint16), "background"),
+    ("NaN in the image", with_nan(), GOOD_LABELS, "NaN"),
+    ("inf in the image", with_inf(), GOOD_LABELS, "infinite"),
+    ("constant image", np.full((H, W), 7, np.uint8), GOOD_LABELS, "constant"),
+    ("negative labels", good_image(), GOOD_LABELS.astype(np.int32) - 1, "negative"),
+    ("non-integer labels", good_image(), GOOD_LABELS * 0.5, "whole numbers"),
+    ("3D stack given as one image", np.stack([good_image()] * 3), GOOD_LABELS, "stack of 3"),
+    ("3D labels for a 2D image", good_image(), np.stack([GOOD_LABELS] * 3), "shape"),
+]
+
+TRAIN_ACCEPTED = [
+    ("uint16", good_image(np.uint16) * 200, GOOD_LABELS),
+    ("int32", good_image(np.int32) - 100, GOOD_LABELS.astype(np.int32)),
+    ("float64", good_image(np.float64) / 255, GOOD_LABELS),
+    ("bool", GOOD_LABELS > 0, GOOD_LABELS),
+    ("RGB", np.stack([good_image()] * 3, axis=-1), GOOD_LABELS),
+    ("RGBA", np.dstack([good_image()] * 3 + [np.full((H, W), 255, np.uint8)]), GOOD_LABELS),
+    ("5 channels", np.stack([good_image()] * 5, axis=-1), GOOD_LABELS),
+    ("smaller than a patch", good_image()[:20, :24], GOOD_LABELS[:20, :24]),
+    ("non-contiguous view", np.asfortranarray(good_image())[:, ::-1],
+     GOOD_LABELS[:, ::-1]),
+    ("0/255 mask", good_image(), (GOOD_LABELS > 0).astype(np.uint8) * 255),
+]
+
+
+def quick():
+    return TrainConfig(epochs=1, steps_per_epoch=2, batch_size=2, patch_size=32,
+                       val_fraction=0)
+
+
+@pytest.mark.parametrize("case,image,labels,words", TRAIN_REFUSED, ids=[c[0] for c in
+                                                                        TRAIN_REFUSED])
+def test_training_refuses_with_one_sentence_naming_the_image(case, image, labels, words):
+    with pytest.raises(NapariUNetError) as err:
+        run(train([image], [labels], quick(), model_config=tiny_config(),
+                  names=["nuclei.tif"]))
+    message = str(err.value)
+    assert "nuclei.tif" in message and words in message, message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("case,image,labels", TRAIN_ACCEPTED, ids=[c[0] for c in
+                                                                   TRAIN_ACCEPTED])
+def test_training_accepts(case, image, labels):
+    result = run(train([image], [labels], quick(),
+                       model_config=tiny_config(padding="same")))
+    assert result.steps == 2
+
+
+def test_training_refuses_a_model_of_another_channel_count(tmp_path):
+    path = model_file(tmp_path, channels=3)
+    with pytest.raises(NapariUNetError, match="3 channel"):
+        run(train([good_image()], [GOOD_LABELS], quick(), init_from=path))
+
+
+# ---- prediction ---------------------------------------------------------------------------
+def model_file(tmp_path, channels=1):
+    torch.manual_seed(0)
+    net = UNet(ModelConfig(in_channels=channels, depth=2, base_channels=4, dropout=0.0))
+    ck = Checkpoint(net.config, net.state_dict(), task={"mode": "instances"})
+    return save_checkpoint(tmp_path / f"m{channels}.safetensors", ck)
+
+
+PREDICT_REFUSED = [
+    ("NaN", 1, with_nan(), "NaN"),
+    ("inf", 1, with_inf(), "infinite"),
+    ("RGB for a grey model", 1, np.stack([good_image()] * 3, axis=-1), "RGB"),
+    ("grey for an RGB model", 3, good_image(), "channel"),
+    ("2 channels for an RGB model", 3, np.stack([good_image()] * 2, axis=-1), "channel"),
+    ("4D stack for a grey model", 1, np.zeros((2, 3, H, W), np.uint8), "shape"),
+    ("text", 1, np.array([["a", "b"], ["c", "d"]]), "data type"),
+]
+
+
+@pytest.mark.parametrize("case,channels,image,words", PREDICT_REFUSED,
+                         ids=[c[0] for c in PREDICT_REFUSED])
+def test_prediction_refuses_with_one_sentence_naming_the_image(tmp_path, case, channels,
+                                                              image, words):
+    with pytest.raises(NapariUNetError) as err:
+        run(predict(model_file(tmp_path, channels), image, name="nuclei.tif"))
+    message = str(err.value)
+    assert "nuclei.tif" in message and words in message, message
+
+
+PREDICT_ACCEPTED = [
+    ("uint16", 1, good_image(np.uint16), (H, W)),
+    ("int32", 1, good_image(np.int32), (H, W)),
+    ("float64", 1, good_image(np.float64), (H, W)),
+    ("bool", 1, GOOD_LABELS > 0, (H, W)),
+    ("constant", 1, np.zeros((H, W), np.uint8), (H, W)),
+    ("smaller than one tile", 1, good_image()[:7, :9], (7, 9)),
+    ("non-contiguous view", 1, good_image()[::-1, ::2], (H, W // 2)),
+    ("stack", 1, np.stack([good_image()] * 2), (2, H, W)),
+    ("RGBA for an RGB model", 3, np.dstack([good_image()] * 4), (H, W)),
+    ("RGB stack", 3, np.stack([np.dstack([good_image()] * 3)] * 2), (2, H, W)),
+]
+
+
+@pytest.mark.parametrize("case,channels,image,shape", PREDICT_ACCEPTED,
+                         ids=[c[0] for c in PREDICT_ACCEPTED])
+def test_prediction_accepts(tmp_path, case, channels, image, shape):
+    labels = run(predict(model_file(tmp_path, channels), image)).labels
+    assert labels.shape == shape
+
+
+def test_prediction_reads_dask_arrays(tmp_path):
+    da = pytest.importorskip("dask.array")
+    image = da.from_array(good_image(), chunks=(16, 16))
+    labels = run(predict(model_file(tmp_path), image)).labels
+    assert labels.shape == (H, W)
+
+
+# ---- the same through the CLI -------------------------------------------------------------
+def one_line_exit_2(capsys, argv, written):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("napari-unet: error:") and "\n" not in err, err
+    assert "Traceback" not in err
+    assert not written.exists()
+    return err
+
+
+@pytest.mark.parametrize("case,image,labels,words", [
+    c for c in TRAIN_REFUSED if c[0] not in ("non-integer labels",)],  # TIFF keeps floats too
+    ids=[c[0] for c in TRAIN_REFUSED if c[0] != "non-integer labels"])
+def test_cli_train_refuses_with_one_line(tmp_path, capsys, case, image, labels, words):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    tifffile.imwrite(tmp_path / "images" / "nuclei.tif", image)
+    tifffile.imwrite(tmp_path / "labels" / "nuclei.tif", labels)
+    out = tmp_path / "model.safetensors"
+    err = one_line_exit_2(capsys, ["-q", "train", str(tmp_path / "images"),
+                                   str(tmp_path / "labels"), "--out", str(out),
+                                   "--epochs", "1", "--steps-per-epoch", "1"], out)
+    assert "nuclei.tif" in err and words in err, err
+
+
+@pytest.mark.parametrize("case,channels,image,words",
+                         [c for c in PREDICT_REFUSED if c[0] != "text"],
+                         ids=[c[0] for c in PREDICT_REFUSED if c[0] != "text"])
+def test_cli_predict_refuses_with_one_line(tmp_path, capsys, case, channels, image, words):
+    tifffile.imwrite(tmp_path / "nuclei.tif", image)
+    out = tmp_path / "out"
+    err = one_line_exit_2(capsys, ["-q", "predict", str(model_file(tmp_path, channels)),
+                                   str(tmp_path / "nuclei.tif"), "--out", str(out)], out)
+    assert "nuclei.tif" in err and words in err, err
+
+
+@pytest.mark.parametrize("content,words", [
+    (None, "not found"),
+    (b"", "nuclei.safetensors"),
+    (b"PK\x03\x04 a zip, not a model", "nuclei.safetensors"),
+])
+def test_cli_refuses_missing_and_foreign_model_files(tmp_path, capsys, content, words):
+    model = tmp_path / "nuclei.safetensors"
+    if content is not None:
+        model.write_bytes(content)
+    tifffile.imwrite(tmp_path / "a.tif", good_image())
+    out = tmp_path / "out"
+    err = one_line_exit_2(capsys, ["-q", "predict", str(model), str(tmp_path / "a.tif"),
+                                   "--out", str(out)], out)
+    assert words in err or "does not exist" in err, err
