@@ -3,8 +3,8 @@
 The paper's elastic deformation: random displacement vectors on a coarse 3x3 grid, drawn
 from a Gaussian with 10 pixels standard deviation, interpolated bicubically to a smooth
 per-pixel displacement field, optionally combined with a random zoom. Then random flips,
-90 degree rotations and small intensity changes of the image. Targets are resampled by nearest neighbour (no new label values),
-weights and images by linear interpolation.
+90 degree rotations and small intensity changes of the image. Targets are resampled by
+nearest neighbour (no new label values), weights and images by linear interpolation.
 """
 
 from __future__ import annotations
