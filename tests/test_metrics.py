@@ -1,6 +1,8 @@
 import numpy as np
 import pytest
 from conftest import discs
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from napari_unet.metrics import (
     adapted_rand_error,
@@ -58,3 +60,28 @@ def test_touching_pairs_and_their_separation():
     missed = np.where(truth == 3, 0, truth)
     assert separated_pairs(truth, missed) == (1, 2)  # a missed object separates nothing
     assert separated_pairs(np.zeros((5, 5), int), np.zeros((5, 5), int)) == (0, 0)
+
+
+def _random_labels(seed, shape=(24, 28), n=6):
+    rng = np.random.default_rng(seed)
+    centres = [tuple(rng.integers(0, s) for s in shape) for _ in range(n)]
+    return discs(shape, centres, int(rng.integers(2, 7)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), other=st.integers(0, 10_000))
+def test_metric_properties(seed, other):
+    t, p = _random_labels(seed), _random_labels(other)
+    ious = (0.5, 0.75, 0.9)
+    assert average_precision(t, t, ious) == {k: 1.0 for k in ious}
+    # one-to-one matching above IoU 0.5 is symmetric, and AP falls as the IoU rises
+    assert average_precision(t, p, ious) == average_precision(p, t, ious)
+    ap = average_precision(t, p, ious)
+    assert ap[0.5] >= ap[0.75] >= ap[0.9]
+    # renumbering the objects changes nothing
+    perm = np.concatenate([[0], np.random.default_rng(seed).permutation(int(p.max())) + 1])
+    assert average_precision(t, perm[p], ious) == ap
+    sep, total = separated_pairs(t, t)
+    assert sep == total == len(touching_pairs(t))
+    assert separated_pairs(t, (t > 0).astype(int))[0] == 0  # merged: nothing separated
+    assert 0 <= dice(t > 0, p > 0) <= 1 and dice(t > 0, p > 0) == dice(p > 0, t > 0)

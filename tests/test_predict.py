@@ -61,3 +61,49 @@ def test_rgb_image_for_a_grey_model_is_refused(tmp_path):
     model = make_model(tmp_path)
     with pytest.raises(InputError, match="RGB"):
         next(predict(model, np.zeros((64, 64, 3), np.uint8)))
+
+
+class _OutOfMemoryAbove(torch.nn.Module):
+    """A network that runs out of device memory for batches of more than ``limit`` tiles."""
+
+    def __init__(self, net, limit):
+        super().__init__()
+        self.net, self.limit, self.config = net, limit, net.config
+
+    def forward(self, x):
+        if x.shape[0] > self.limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.net(x)
+
+
+def test_out_of_memory_halves_the_batch_and_says_so(rng):
+    from napari_unet.predict import infer_plane
+    from napari_unet.tiling import plan_tiles
+
+    torch.manual_seed(0)
+    net = UNet(tiny_config()).eval()
+    image = rng.normal(size=(150, 170, 1)).astype(np.float32)
+    plan = plan_tiles(image.shape[:2], net.config, 40)
+    cpu = torch.device("cpu")
+    expected = np.zeros((2, 150, 170), np.float32)
+    list(infer_plane(net, image, plan, expected, batch_size=8, device=cpu))
+    out, notes = np.zeros_like(expected), []
+    done = list(infer_plane(_OutOfMemoryAbove(net, 2), image, plan, out, batch_size=8,
+                            device=cpu, notes=notes))
+    assert done[-1] == len(plan)
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+    assert notes == ["out of memory on CPU: continuing with batches of 4 tile(s)",
+                     "out of memory on CPU: continuing with batches of 2 tile(s)"]
+    with pytest.raises(InputError, match="ran out of memory for a single tile"):
+        list(infer_plane(_OutOfMemoryAbove(net, 0), image, plan, out, batch_size=2,
+                         device=cpu))
+
+
+def test_a_missing_gpu_falls_back_to_the_cpu_with_a_warning(monkeypatch):
+    from napari_unet.device import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.warns(RuntimeWarning, match="using the CPU instead"):
+        assert resolve_device("cuda").type == "cpu"
+    with pytest.raises(InputError, match="unknown device"):
+        resolve_device("tpu")

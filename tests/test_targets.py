@@ -9,6 +9,8 @@ from napari_unet.targets import (
     border_weights,
     class_weights,
     instance_targets,
+    relabel_if_binary,
+    semantic_classes,
     semantic_targets,
     touching_border,
 )
@@ -118,3 +120,19 @@ def test_class_balance_can_be_switched_off():
     assert (w == 1).all()
     _, w = instance_targets(discs((40, 60), [(20, 20), (20, 36)], 10), w0=0.0, balance=False)
     assert (w == 1).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), value=st.sampled_from([1, 255, True]))
+def test_label_conversions(seed, value):
+    lab = random_instances(np.random.default_rng(seed), shape=(30, 34), n=5)
+    mask = np.where(lab > 0, value, 0).astype(type(value) if value is not True else bool)
+    objects = relabel_if_binary(mask)
+    assert ((objects > 0) == (lab > 0)).all()  # the same foreground, split into components
+    n_components = ndi.label(lab > 0)[1]
+    assert len(np.unique(objects)) - 1 == n_components
+    np.testing.assert_array_equal(relabel_if_binary(lab), lab)  # instances stay as they are
+    if value == 255:
+        np.testing.assert_array_equal(semantic_classes(mask), (lab > 0).astype(int))
+    cls, _ = instance_targets(lab)
+    assert set(np.unique(cls)) <= {0, 1} and not (cls.astype(bool) & (lab == 0)).any()

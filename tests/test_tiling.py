@@ -113,3 +113,22 @@ def test_test_time_augmentation_keeps_tiling_exact(padding, rng):
         pass
     np.testing.assert_allclose(out, whole_image_reference(net, image, tta=True), atol=2e-5)
     assert not np.allclose(out, whole_image_reference(net, image, tta=False), atol=1e-3)
+
+
+_NETS = {}
+
+
+@settings(max_examples=25, deadline=None)
+@given(h=st.integers(1, 120), w=st.integers(1, 120), tile=st.integers(1, 150),
+       padding=st.sampled_from(["valid", "same"]), seed=st.integers(0, 1000))
+def test_any_shape_and_tile_size_give_a_seamless_result(h, w, tile, padding, seed):
+    if padding not in _NETS:
+        torch.manual_seed(0)
+        _NETS[padding] = UNet(tiny_config(padding=padding, depth=2)).eval()
+    net = _NETS[padding]
+    image = np.random.default_rng(seed).normal(size=(h, w, 1)).astype(np.float32)
+    out = np.full((2, h, w), np.nan, np.float32)
+    plan = plan_tiles((h, w), net.config, tile)
+    for _ in infer_plane(net, image, plan, out, batch_size=2, device=torch.device("cpu")):
+        pass
+    np.testing.assert_allclose(out, whole_image_reference(net, image), atol=2e-5)

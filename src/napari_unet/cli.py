@@ -168,6 +168,8 @@ def cmd_predict(args) -> int:
                                  unit="tile", desc=name))
             bars[0].n = event.done
             bars[0].refresh()
+            if event.message and event.done:
+                bars[0].write(f"{name}: {event.message}")
 
         result = run(predict(model, image, cfg, name=f.name), show)
         for bar in bars:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 
 from .errors import InputError
 
@@ -12,8 +13,9 @@ log = logging.getLogger(__name__)
 def resolve_device(name: str = "auto"):
     """``'auto'`` picks CUDA, then Apple MPS, then the CPU; others are checked.
 
-    Returns a ``torch.device``. Asking for a device that is not there is an
-    :class:`InputError` with a sentence saying so.
+    Returns a ``torch.device``. Asking for a GPU that is not there (a machine without one,
+    a driver gone, a laptop undocked) falls back to the CPU with a warning; an unknown
+    device name is an :class:`InputError`.
     """
     import torch
 
@@ -28,9 +30,13 @@ def resolve_device(name: str = "auto"):
         else:
             name = "cpu"
     elif name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("CUDA was asked for, but no CUDA GPU is available to PyTorch.")
+        warnings.warn("CUDA was asked for, but no CUDA GPU is available to PyTorch: "
+                      "using the CPU instead.", RuntimeWarning, stacklevel=2)
+        name = "cpu"
     elif name == "mps" and not has_mps:
-        raise InputError("Apple MPS was asked for, but it is not available to PyTorch.")
+        warnings.warn("Apple MPS was asked for, but it is not available to PyTorch: "
+                      "using the CPU instead.", RuntimeWarning, stacklevel=2)
+        name = "cpu"
     elif not (name == "cpu" or name.startswith("cuda") or name == "mps"):
         raise InputError(f"unknown device {name!r}; use auto, cpu, cuda or mps.")
     device = torch.device(name)

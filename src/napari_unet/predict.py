@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Generator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +48,7 @@ class PredictResult:
     seconds: float
     mode: str
     target: str
+    notes: list[str] = field(default_factory=list)
 
 
 def as_checkpoint(model) -> Checkpoint:
@@ -108,26 +109,54 @@ def forward(net, x, tta: bool = False):
     return total / 8
 
 
+def _out_of_memory(err: BaseException) -> bool:
+    import torch
+
+    oom = getattr(torch.cuda, "OutOfMemoryError", ())
+    return isinstance(err, oom) or "out of memory" in str(err).lower()
+
+
 def infer_plane(net, image: np.ndarray, plan: TilePlan, out, *, batch_size: int,
-                device, tta: bool = False) -> Iterator[int]:
+                device, tta: bool = False, notes: list[str] | None = None) -> Iterator[int]:
     """Run ``net`` over the tiles of one normalised ``(H, W, C)`` image.
 
     Writes softmax probabilities into ``out`` (``(C, H, W)`` array-like) and yields the
-    number of tiles done after each batch.
+    number of tiles done after each batch. When the device runs out of memory, the batch
+    is halved and retried (saying so in ``notes``); with one tile per batch it gives up
+    with a sentence that says what to change.
     """
     import torch
 
     tiles = list(plan)
     done = 0
     with torch.inference_mode():
-        for i in range(0, len(tiles), batch_size):
+        i = 0
+        while i < len(tiles):
             chunk = tiles[i : i + batch_size]
             batch = np.stack([np.moveaxis(plan.read(image, t), -1, 0) for t in chunk])
-            x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(device)
-            prob = forward(net, x, tta).cpu().numpy()
+            try:
+                x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(device)
+                prob = forward(net, x, tta).cpu().numpy()
+            except (RuntimeError, MemoryError) as err:
+                if not _out_of_memory(err):
+                    raise
+                del err
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                if batch_size == 1:
+                    raise InputError(
+                        f"the {device.type.upper()} device ran out of memory for a single tile "
+                        f"of {plan.input_shape[0]} px; choose a smaller tile size or the CPU."
+                    ) from None
+                batch_size = max(1, batch_size // 2)
+                if notes is not None:
+                    notes.append(f"out of memory on {device.type.upper()}: continuing with "
+                                 f"batches of {batch_size} tile(s)")
+                continue
             for t, p in zip(chunk, prob):
                 out[(slice(None), *t.out)] = p[(slice(None), *t.crop)]
             done += len(chunk)
+            i += len(chunk)
             yield done
 
 
@@ -179,13 +208,17 @@ def predict(model, image, config: PredictConfig | None = None, *, out_probabilit
         dtype = np.int32 if ckpt.mode == "semantic" else np.uint32
         label_out = np.zeros((n, *spatial) if stack else spatial, dtype)
     yield PredictEvent(0, total, 0, n, f"predicting on {describe_device(device)}")
+    notes: list[str] = []
     for k in range(n):
         plane = as_channels_last(image[k] if stack else image, name, channels)
         norm = normalize(plane, name=name)
         out = out_probabilities[k] if stack else out_probabilities
+        seen = len(notes)
         for done in infer_plane(net, norm, plan, out, batch_size=config.batch_size,
-                                device=device, tta=config.tta):
-            yield PredictEvent(k * len(plan) + done, total, k, n)
+                                device=device, tta=config.tta, notes=notes):
+            message = notes[-1] if len(notes) > seen else ""
+            seen = len(notes)
+            yield PredictEvent(k * len(plan) + done, total, k, n, message)
         if labels:
             lab = labels_from_probabilities(
                 np.asarray(out), mode=ckpt.mode, target=ckpt.target,
@@ -200,5 +233,5 @@ def predict(model, image, config: PredictConfig | None = None, *, out_probabilit
         label_out = label_out.astype(np.uint16 if top < 2**16 else np.uint32)
     return PredictResult(labels=label_out, probabilities=out_probabilities,
                          device=describe_device(device), seconds=time.perf_counter() - start,
-                         mode=ckpt.mode, target=ckpt.target)
+                         mode=ckpt.mode, target=ckpt.target, notes=notes)
 

@@ -151,10 +151,15 @@ class PredictWidget(QWidget):
             return
         self.status.setText(f"Predicting '{layer.name}'…")
         self.controls.launch(gen, desc=f"Predicting {layer.name}", total=0,
-                             on_event=lambda e: self.controls.progress(e.done, e.total),
+                             on_event=self._on_event,
                              on_done=lambda r, layer=layer: self._on_done(r, layer),
                              on_refused=lambda message: self.status.setText(
                                  f"No layer was changed: {message}"))
+
+    def _on_event(self, event) -> None:
+        self.controls.progress(event.done, event.total)
+        if event.message:
+            self.status.setText(event.message)
 
     def _on_done(self, result, layer) -> None:
         if result is None:
