@@ -54,6 +54,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out/nuclei.safetensors"))
     args = ap.parse_args()
 
+    commit = git_commit()  # the code that trains, before anything else is committed
     x, y, names = load("train")
     cfg = TrainConfig(mode="instances", target=args.target, epochs=None,
                       time_budget=args.time_budget, batch_size=args.batch_size,
@@ -85,7 +86,7 @@ def main() -> None:
                  "licence": "CC0"},
         "licence": "CC0",
         "recipe": {"script": "benchmarks/train_nuclei_model.py", "command": command(),
-                   "commit": git_commit(), "seconds": round(seconds, 1),
+                   "commit": commit, "seconds": round(seconds, 1),
                    "steps": result.steps, "best_epoch": result.best_epoch,
                    "hardware": machine(),
                    "note": ("trained on the CPU (no GPU was available): a smaller model "
