@@ -31,6 +31,15 @@ from napari_unet.progress import run  # noqa: E402
 from napari_unet.train import train  # noqa: E402
 
 
+DESCRIPTIONS = {
+    "two_class": "U-Net for fluorescence nuclei (instances): the paper's two-class target, "
+                 "whose background lines and border weight map separate touching nuclei; "
+                 "objects are its connected components.",
+    "three_class": "U-Net for fluorescence nuclei (instances): background / interior / "
+                   "boundary target; objects by seeded watershed.",
+}
+
+
 def git_commit() -> str | None:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -76,9 +85,7 @@ def main() -> None:
                            for k, v in ckpt.state_dict.items()}
     ckpt.training.update({
         "name": "nuclei",
-        "description": "U-Net for fluorescence nuclei (instances; touching nuclei separated "
-                       "by a " + args.target.replace("_", "-") + " target and seeded "
-                       "watershed).",
+        "description": DESCRIPTIONS[args.target],
         "data": {"name": "Data Science Bowl 2018 stage1_train, fluorescence subset "
                          "(BBBC038), community-fixed annotations",
                  "images": f"dsb2018_fluo/train ({len(x)} images)",
