@@ -28,3 +28,15 @@ def machine() -> dict:
 
 def command() -> str:
     return " ".join(["python", *sys.argv])
+
+
+def emit(report: dict, out=None) -> None:
+    """Print the report as JSON and, if ``out`` is given, write it there too."""
+    import json
+
+    text = json.dumps(report, indent=2)
+    print(text)
+    if out:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)

@@ -30,7 +30,6 @@ beats.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -38,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import DATA, command, machine  # noqa: E402
+from _common import DATA, command, emit, machine  # noqa: E402
 
 from napari_unet.checkpoint import load_checkpoint  # noqa: E402
 from napari_unet.config import ModelConfig, PredictConfig, TrainConfig  # noqa: E402
@@ -191,11 +190,7 @@ def main() -> None:
                                           **evaluate(ckpt, vx, vy, args.device, args.min_size)}
     report["total_seconds"] = round(time.perf_counter() - t_start, 1)
     report["aims"] = {"ap50_scratch": 0.85, "ap50_fine_tuned": 0.88, "touching_separated": 0.85}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ called cell) and 'otsu' (a smoothed Otsu threshold).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import DATA, command, machine  # noqa: E402
+from _common import DATA, command, emit, machine  # noqa: E402
 
 from napari_unet.config import ModelConfig, PredictConfig, TrainConfig  # noqa: E402
 from napari_unet.io import read_image  # noqa: E402
@@ -136,11 +135,7 @@ def main() -> None:
         "baseline_all_interior": mean(allfg),
         "aims": {"pixel_error_cpu_15min": 0.07, "pixel_error_gpu": 0.06},
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ from napari_unet.config import ModelConfig, TrainConfig  # noqa: E402
 from napari_unet.progress import run  # noqa: E402
 from napari_unet.train import train  # noqa: E402
 
-
 DESCRIPTIONS = {
     "two_class": "U-Net for fluorescence nuclei (instances): the paper's two-class target, "
                  "whose background lines and border weight map separate touching nuclei; "

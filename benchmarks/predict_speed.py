@@ -1,0 +1,135 @@
+"""Prediction speed: model-only vs end-to-end ``predict`` vs MONAI's sliding window.
+
+One model (by default the shipped ``nuclei`` model) and one large image: a mosaic of real
+DSB 2018 ``val/`` nuclei images (``--size`` square). In one run, for each tile size:
+
+1. model only: the network alone on exactly the tiles ``predict`` uses, already cut,
+   normalised and batched in memory (forward + softmax), in megapixels of image per second;
+2. end to end: ``napari_unet.predict.predict`` from the raw uint8 image to probabilities
+   (normalisation, mirrored tiles, batching, writing), and to instance labels;
+3. the peer: MONAI's ``sliding_window_inference`` with the same weights at overlap 0.25
+   (Gaussian-free 'constant' blending, zero padding at the image border).
+
+Reports ratios and the agreement (Dice of the foreground) of the outputs, as JSON.
+
+    python benchmarks/predict_speed.py --size 2048 --out benchmarks/out/predict_speed.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import DATA, command, emit, machine  # noqa: E402
+
+from napari_unet.checkpoint import load_checkpoint  # noqa: E402
+from napari_unet.config import PredictConfig  # noqa: E402
+from napari_unet.data import normalize  # noqa: E402
+from napari_unet.device import describe_device, resolve_device  # noqa: E402
+from napari_unet.io import read_image  # noqa: E402
+from napari_unet.metrics import dice  # noqa: E402
+from napari_unet.predict import predict  # noqa: E402
+from napari_unet.progress import run  # noqa: E402
+from napari_unet.tiling import plan_tiles  # noqa: E402
+
+
+def mosaic(size: int) -> np.ndarray:
+    """A ``size`` x ``size`` uint8 mosaic of DSB ``val/`` images (256 px crops, cycled)."""
+    files = sorted((DATA / "dsb2018_fluo" / "val" / "images").glob("*.png"))
+    crops = []
+    for f in files:
+        img = read_image(f)
+        img = img if img.ndim == 2 else img[..., 0]
+        crops.append(img[:256, :256])
+    n = -(-size // 256)
+    rows = [np.hstack([crops[(r * n + c) % len(crops)] for c in range(n)]) for r in range(n)]
+    return np.vstack(rows)[:size, :size].copy()
+
+
+def timed(fn, repeats: int) -> tuple[float, object]:
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="nuclei")
+    ap.add_argument("--size", type=int, default=2048)
+    ap.add_argument("--tiles", default="512,1024", help="tile sizes (comma-separated)")
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--repeats", type=int, default=2, help="best of N timings")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    ckpt = load_checkpoint(args.model)
+    device = resolve_device(args.device)
+    net = ckpt.build(device)
+    image = mosaic(args.size)
+    mp = image.size / 1e6
+    norm = normalize(image[..., None])
+    report = {"benchmark": "predict_speed", "command": command(), "machine": machine(),
+              "device": describe_device(device), "model": args.model,
+              "model_config": ckpt.config.to_dict(), "image": [args.size, args.size],
+              "megapixels": mp, "batch_size": args.batch_size, "runs": []}
+    for tile in (int(t) for t in args.tiles.split(",")):
+        plan = plan_tiles(image.shape, ckpt.config, tile)
+        tiles = list(plan)
+        batches = [torch.from_numpy(np.ascontiguousarray(np.stack(
+            [np.moveaxis(plan.read(norm, t), -1, 0) for t in tiles[i:i + args.batch_size]]),
+            dtype=np.float32)).to(device) for i in range(0, len(tiles), args.batch_size)]
+
+        def model_only():
+            with torch.inference_mode():
+                for x in batches:
+                    net(x).float().softmax(1).cpu()
+
+        cfg = PredictConfig(tile_size=tile, batch_size=args.batch_size, device=args.device)
+        t_model, _ = timed(model_only, args.repeats)
+        t_e2e, res = timed(lambda: run(predict(ckpt, image, cfg, labels=False)), args.repeats)
+        t_labels, _ = timed(lambda: run(predict(ckpt, image, cfg)), 1)
+        x = torch.from_numpy(np.moveaxis(norm, -1, 0)[None].copy()).to(device)
+
+        def monai():
+            with torch.inference_mode():
+                return sliding_window_inference(x, (tile, tile), args.batch_size, net,
+                                                overlap=0.25, mode="constant"
+                                                ).float().softmax(1)[0].cpu().numpy()
+
+        t_monai, peer = timed(monai, args.repeats)
+        th = ckpt.threshold
+        ours = np.asarray(res.probabilities)[1] > th
+        report["runs"].append({
+            "tile": tile, "tiles": len(tiles), "input_tile": list(plan.input_shape),
+            "kept_per_tile": list(plan.stride),
+            "model_only_mp_s": round(mp / t_model, 3),
+            "predict_mp_s": round(mp / t_e2e, 3),
+            "predict_with_labels_mp_s": round(mp / t_labels, 3),
+            "monai_mp_s": round(mp / t_monai, 3),
+            "predict_over_model_only": round(t_model / t_e2e, 3),
+            "predict_over_monai": round(t_monai / t_e2e, 3),
+            "dice_foreground_predict_vs_monai": round(dice(ours, peer[1] > th), 5),
+            "seconds": {"model_only": round(t_model, 2), "predict": round(t_e2e, 2),
+                        "predict_with_labels": round(t_labels, 2),
+                        "monai": round(t_monai, 2)},
+        })
+        print(json.dumps(report["runs"][-1]), file=sys.stderr, flush=True)
+    report["aims"] = {"cpu_predict_over_model_only": 0.85, "cpu_faster_than_monai": True}
+    emit(report, args.out)
+
+
+if __name__ == "__main__":
+    main()
