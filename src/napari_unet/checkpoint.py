@@ -64,7 +64,9 @@ class Checkpoint:
                 f"({str(err).splitlines()[0]})."
             ) from None
         if device is not None:
-            net = net.to(device)
+            from .device import memory_format
+
+            net = net.to(device, memory_format=memory_format(device))
         return net.eval()
 
     def metadata(self) -> dict[str, Any]:

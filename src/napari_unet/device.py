@@ -53,3 +53,11 @@ def describe_device(device) -> str:
     if device.type == "mps":
         return "Apple MPS"
     return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def memory_format(device):
+    """``torch.channels_last`` where it is faster (CPU: 2x for prediction, 1.3x for training
+    with oneDNN, measured; CUDA: tensor cores), else ``torch.contiguous_format``."""
+    import torch
+
+    return torch.channels_last if device.type in ("cpu", "cuda") else torch.contiguous_format

@@ -127,6 +127,8 @@ def infer_plane(net, image: np.ndarray, plan: TilePlan, out, *, batch_size: int,
     """
     import torch
 
+    from .device import memory_format
+
     tiles = list(plan)
     done = 0
     with torch.inference_mode():
@@ -135,7 +137,8 @@ def infer_plane(net, image: np.ndarray, plan: TilePlan, out, *, batch_size: int,
             chunk = tiles[i : i + batch_size]
             batch = np.stack([np.moveaxis(plan.read(image, t), -1, 0) for t in chunk])
             try:
-                x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(device)
+                x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(
+                    device, memory_format=memory_format(device))
                 prob = forward(net, x, tta).cpu().numpy()
             except (RuntimeError, MemoryError) as err:
                 if not _out_of_memory(err):

@@ -235,7 +235,7 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
     import torch
 
     from .augment import Augmenter
-    from .device import describe_device, resolve_device
+    from .device import describe_device, memory_format, resolve_device
     from .losses import unet_loss
     from .model import UNet
 
@@ -271,7 +271,7 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
     net = UNet(mc)
     if base is not None:
         net.load_state_dict(base.state_dict)
-    net = net.to(device).train()
+    net = net.to(device, memory_format=memory_format(device)).train()
     if config.freeze_encoder and base is not None:
         for module in net.encoder:
             for p in module.parameters():
@@ -301,7 +301,8 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
     }
 
     def snapshot(extra: dict) -> Checkpoint:
-        state = {k: v.detach().to("cpu").clone() for k, v in net.state_dict().items()}
+        state = {k: v.detach().to("cpu").contiguous().clone()
+                 for k, v in net.state_dict().items()}
         return Checkpoint(config=mc, state_dict=state, task=task,
                           normalization={"kind": "percentile", "low": NORM_LOW,
                                          "high": NORM_HIGH},
@@ -335,6 +336,7 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
                     group["lr"] = lr
                 x, t, w = batches.get()
                 x, t, w = (torch.from_numpy(a).to(device) for a in (x, t, w))
+                x = x.contiguous(memory_format=memory_format(device))
                 loss = unet_loss(net(x), t, w, config.dice_weight)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
