@@ -30,7 +30,23 @@ def test_round_trip_gives_identical_outputs(model_file):
     assert ck.training == {"steps": 5}
     x = torch.randn(2, 3, 60, 60)
     with torch.no_grad():
-        np.testing.assert_array_equal(ck.build()(x).numpy(), net.eval()(x).numpy())
+        np.testing.assert_array_equal(ck.build(fuse=False)(x).numpy(), net.eval()(x).numpy())
+
+
+def test_batch_norms_folded_for_inference_give_the_same_outputs(model_file):
+    path, net = model_file
+    for m in net.modules():  # non-trivial running statistics and affine parameters
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    ck = Checkpoint(config=net.config, state_dict=net.state_dict())
+    fused = ck.build()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    x = torch.randn(2, 3, 60, 60)
+    with torch.no_grad():
+        np.testing.assert_allclose(fused(x).numpy(), net.eval()(x).numpy(), atol=1e-5)
 
 
 def test_save_replaces_atomically_and_leaves_no_temporary(model_file):

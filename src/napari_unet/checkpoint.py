@@ -51,9 +51,10 @@ class Checkpoint:
         t = self.task.get("threshold", 0.5)
         return float(t) if isinstance(t, (int, float)) and 0 < t < 1 else 0.5
 
-    def build(self, device=None):
-        """The :class:`~napari_unet.model.UNet` with these weights, in eval mode."""
-        from .model import UNet
+    def build(self, device=None, *, fuse: bool = True):
+        """The :class:`~napari_unet.model.UNet` with these weights, in eval mode, for
+        inference (batch norms folded into the convolutions unless ``fuse=False``)."""
+        from .model import UNet, fuse_batch_norm
 
         net = UNet(self.config)
         try:
@@ -63,6 +64,9 @@ class Checkpoint:
                 "the model file's weights do not fit its own architecture description "
                 f"({str(err).splitlines()[0]})."
             ) from None
+        net.eval()
+        if fuse:
+            fuse_batch_norm(net)
         if device is not None:
             from .device import memory_format
 

@@ -44,6 +44,24 @@ class TwoConv(nn.Sequential):
         )
 
 
+def fuse_batch_norm(net: nn.Module) -> nn.Module:
+    """Fold every eval-mode BatchNorm into the convolution before it, in place.
+
+    For inference only: the outputs agree to float rounding, and the normalisation costs
+    nothing any more (it was about a sixth of a prediction's time on the CPU).
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    for module in net.modules():
+        if isinstance(module, TwoConv):
+            for i in (0, 3):
+                conv, bn = module[i], module[i + 1]
+                if isinstance(bn, nn.BatchNorm2d):
+                    module[i] = fuse_conv_bn_eval(conv.eval(), bn.eval())
+                    module[i + 1] = nn.Identity()
+    return net
+
+
 class Down(nn.Sequential):
     """2x2 max pooling, then :class:`TwoConv` doubling the channels."""
 
