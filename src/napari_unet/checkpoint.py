@@ -71,7 +71,7 @@ class Checkpoint:
             from .device import memory_format
 
             net = net.to(device, memory_format=memory_format(device))
-        return net.eval()
+        return net
 
     def metadata(self) -> dict[str, Any]:
         from . import __version__

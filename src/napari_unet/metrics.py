@@ -34,12 +34,19 @@ def adapted_rand_error(truth_labels: np.ndarray, pred_labels: np.ndarray) -> flo
     return float(are(np.asarray(truth_labels), np.asarray(pred_labels))[0])
 
 
-def iou_matrix(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    """IoU of every ground-truth object (rows) with every predicted object (columns)."""
+def _overlaps(truth: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                                             np.ndarray]:
+    """Pixel counts of every (truth label, predicted label) pair, background included,
+    and the raveled labels."""
     t = np.asarray(truth).ravel().astype(np.int64)
     p = np.asarray(pred).ravel().astype(np.int64)
     nt, np_ = int(t.max(initial=0)) + 1, int(p.max(initial=0)) + 1
-    overlap = np.bincount(t * np_ + p, minlength=nt * np_).reshape(nt, np_)
+    return np.bincount(t * np_ + p, minlength=nt * np_).reshape(nt, np_), t, p
+
+
+def iou_matrix(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """IoU of every ground-truth object (rows) with every predicted object (columns)."""
+    overlap, t, p = _overlaps(truth, pred)
     area_t = overlap.sum(1, keepdims=True)
     area_p = overlap.sum(0, keepdims=True)
     union = area_t + area_p - overlap
@@ -107,10 +114,6 @@ def separated_pairs(truth: np.ndarray, pred: np.ndarray) -> tuple[int, int]:
     pairs = touching_pairs(truth)
     if len(pairs) == 0:
         return 0, 0
-    t = np.asarray(truth).ravel().astype(np.int64)
-    p = np.asarray(pred).ravel().astype(np.int64)
-    nt, np_ = int(t.max()) + 1, int(p.max(initial=0)) + 1
-    overlap = np.bincount(t * np_ + p, minlength=nt * np_).reshape(nt, np_)
-    dominant = overlap.argmax(axis=1)
+    dominant = _overlaps(truth, pred)[0].argmax(axis=1)
     a, b = dominant[pairs[:, 0]], dominant[pairs[:, 1]]
     return int(((a != 0) & (b != 0) & (a != b)).sum()), len(pairs)

@@ -94,9 +94,10 @@ def prepare(images: Sequence, labels: Sequence, config: TrainConfig,
         raise InputError(f"{len(images)} images but {len(labels)} label images were given.")
     if len(images) == 0:
         raise InputError("no training images were given.")
+    named = bool(names)
+    names = list(names) if named else [f"image {i + 1}" for i in range(len(images))]
     imgs, labs = [], []
-    for i, (im, lab) in enumerate(zip(images, labels)):
-        name = names[i] if names else f"image {i + 1}"
+    for im, lab, name in zip(images, labels, names):
         arr = as_channels_last(np.asarray(im), name)
         lab = np.asarray(lab)
         check_pair(arr, lab, name)
@@ -105,16 +106,15 @@ def prepare(images: Sequence, labels: Sequence, config: TrainConfig,
     channels = {a.shape[-1] for a in imgs}
     if len(channels) > 1:
         raise InputError(f"the training images have different channel counts {sorted(channels)}.")
-    what = f"the labels of {names[0]}" if names and len(set(names)) == 1 else "the labels"
+    what = f"the labels of {names[0]}" if named and len(set(names)) == 1 else "the labels"
     if not any(lab.any() for lab in labs):
         raise InputError(f"{what} contain no object: paint or load some labels first.")
     if config.mode == "instances" and all(lab.all() for lab in labs):
         raise InputError(f"{what} have no background (0) pixel: label what is not an object "
                          "as 0, or the network has nothing to tell objects from.")
     norm = []
-    for i, arr in enumerate(imgs):
-        name = names[i] if names else f"image {i + 1}"
-        norm.append(normalize(arr, name=name))
+    for arr, name in zip(imgs, names):
+        norm.append(normalize(arr, name=name))  # refuses NaN and infinite values first
         if float(np.ptp(arr)) == 0:
             raise InputError(f"{name} is constant (every pixel is {arr.flat[0]}): there is "
                              "nothing to learn from.")

@@ -9,11 +9,15 @@ from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QHBoxLayout,
+    QLabel,
     QLineEdit,
     QPushButton,
     QSpinBox,
     QWidget,
 )
+
+#: The model choice that means "the file in the path field below".
+FROM_FILE = "model file…"
 
 
 class LayerCombo(QComboBox):
@@ -89,10 +93,6 @@ class PathPicker(QWidget):
         return Path(self.text()).expanduser() if self.text() else None
 
 
-def device_names() -> list[str]:
-    return ["auto", "cpu", "cuda", "mps"]
-
-
 def describe(name: str) -> str:
     """The device a choice resolves to, in words, or why it cannot be used."""
     from ..device import describe_device, resolve_device
@@ -102,3 +102,11 @@ def describe(name: str) -> str:
         return describe_device(resolve_device(name))
     except NapariUNetError as err:
         return str(err)
+
+
+def device_choice() -> tuple[QComboBox, QLabel]:
+    """A device combo box, and a label saying what the choice resolves to."""
+    box = combo(["auto", "cpu", "cuda", "mps"])
+    label = QLabel(describe("auto"))
+    box.currentTextChanged.connect(lambda name: label.setText(describe(name)))
+    return box, label

@@ -20,10 +20,8 @@ from ..config import PredictConfig
 from ..data import image_for_model
 from ..errors import InputError, NapariUNetError
 from ..pretrained import shipped_choices
-from ._forms import LayerCombo, PathPicker, combo, describe, device_names, spin
+from ._forms import FROM_FILE, LayerCombo, PathPicker, combo, device_choice, spin
 from ._runner import RunControls
-
-FROM_FILE = "model file…"
 
 
 def output_name(image_name: str) -> str:
@@ -84,9 +82,7 @@ class PredictWidget(QWidget):
         self.min_size = spin(10, 0, 100000, tip="smaller objects are removed (pixels)")
         self.probabilities = QCheckBox("also add the probability map")
         self.tta = QCheckBox("average over rotations and flips (8x slower)")
-        self.device = combo(device_names())
-        self.device_label = QLabel(describe("auto"))
-        self.device.currentTextChanged.connect(lambda d: self.device_label.setText(describe(d)))
+        self.device, self.device_label = device_choice()
         self.controls = RunControls("Predict", self.start)
         self.status = QLabel("")
         self.status.setWordWrap(True)

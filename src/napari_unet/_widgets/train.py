@@ -21,11 +21,11 @@ from ..config import MODEL_PRESETS, ModelConfig, TrainConfig
 from ..data import training_planes
 from ..errors import InputError, NapariUNetError
 from ..pretrained import shipped_choices
-from ._forms import LayerCombo, PathPicker, combo, describe, device_names, spin
+from ._forms import FROM_FILE, LayerCombo, PathPicker, combo, device_choice, spin
 from ._plot import LossPlot
 from ._runner import RunControls
 
-NEW_MODEL, FROM_FILE = "new model", "model file…"
+NEW_MODEL = "new model"
 
 
 class TrainWidget(QWidget):
@@ -66,9 +66,7 @@ class TrainWidget(QWidget):
         self.start_from.setToolTip("Fine-tune: start from a model trained before")
         self.init_file = PathPicker(save=False, placeholder="model to fine-tune")
         self.freeze = QCheckBox("freeze the encoder")
-        self.device = combo(device_names())
-        self.device_label = QLabel(describe("auto"))
-        self.device.currentTextChanged.connect(lambda d: self.device_label.setText(describe(d)))
+        self.device, self.device_label = device_choice()
         self.out = PathPicker(save=True, placeholder="automatic, in ~/napari-unet/models")
         self.controls = RunControls("Start", self.start)
         self.status = QLabel("Choose an image and a labels layer, then Start.")
