@@ -85,3 +85,13 @@ def test_metric_properties(seed, other):
     assert sep == total == len(touching_pairs(t))
     assert separated_pairs(t, (t > 0).astype(int))[0] == 0  # merged: nothing separated
     assert 0 <= dice(t > 0, p > 0) <= 1 and dice(t > 0, p > 0) == dice(p > 0, t > 0)
+
+
+def test_same_partition_ignores_ids_but_not_splits_merges_or_background():
+    from napari_unet.metrics import same_partition
+
+    a = np.array([[1, 1, 0, 2]])
+    assert same_partition(a, np.array([[5, 5, 0, 3]]))
+    assert not same_partition(a, np.array([[5, 6, 0, 3]]))  # split
+    assert not same_partition(a, np.array([[5, 5, 0, 5]]))  # merged
+    assert not same_partition(a, np.array([[5, 5, 5, 3]]))  # background differs

@@ -131,3 +131,35 @@ def test_batch_prefetcher_hands_over_batches_and_errors():
     with pytest.raises(ValueError, match="broken batch"):
         pre.get()
     pre.close()
+
+
+def test_patches_from_worker_processes_and_bf16_steps(cells, tmp_path):
+    """The GPU paths that a CPU can run: patches made in a spawned worker process, and
+    training steps under bf16 autocast."""
+    images, labels = cells
+    result = run(train(images, labels, quick(loader_workers=1, precision="bf16"),
+                       model_config=tiny_config(norm="batch"), out=tmp_path / "m.safetensors"))
+    assert result.steps == 10
+    training = load_checkpoint(result.path).metadata()["training"]
+    assert training["precision"] == "bf16" and training["config"]["loader_workers"] == 1
+    assert all(np.isfinite(h["loss"]) for h in result.history)
+
+
+def test_process_batches_are_seeded_per_worker(cells):
+    from napari_unet.data import PatchSampler
+    from napari_unet.loader import ProcessBatches
+
+    images, labels = cells
+    targets = [(lab > 0).astype(np.int64) for lab in labels]
+    weights = [np.ones(lab.shape, np.float32) for lab in labels]
+    sampler = PatchSampler([img[..., None].astype(np.float32) for img in images], targets,
+                           weights, in_size=32, out_size=32, foreground_bias=0.5,
+                           augment=None, rng=np.random.default_rng(0))
+    batches = ProcessBatches(sampler, 2, workers=2, seed=5)
+    try:
+        got = [batches.get()[0].numpy() for _ in range(4)]
+    finally:
+        batches.close()
+    assert got[0].shape == (2, 1, 32, 32)
+    # the two workers draw different patches
+    assert not np.array_equal(got[0], got[1])

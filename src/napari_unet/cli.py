@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -56,13 +57,27 @@ def _add_train(sub) -> None:
 def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="segment images with a trained model",
                        description="Predict every INPUT (files, folders or globs) and write "
-                       "DIR/<stem>.tif.")
+                       "DIR/<stem>.tif. A zarr or OME-Zarr INPUT is read lazily and its labels "
+                       "are written block by block to DIR/<stem>.zarr (or to --out itself "
+                       "when it ends in .zarr), in this process or on a Dask cluster "
+                       "(--scheduler).")
     p.add_argument("model")
     p.add_argument("inputs", nargs="+", metavar="INPUT")
-    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="folder for the results, or OUT.zarr for a single zarr input")
+    p.add_argument("--scheduler", metavar="local|ADDRESS",
+                   help="predict zarr inputs on Dask: 'local' starts a LocalCluster, "
+                   "otherwise the address of a running scheduler (tcp://host:8786)")
+    p.add_argument("--workers", type=int, default=2,
+                   help="worker processes of --scheduler local (default 2)")
+    p.add_argument("--chunk", type=int, default=1024,
+                   help="block side of zarr outputs (a multiple of 2**depth; default 1024)")
     p.add_argument("--tile-size", type=int, default=512)
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=0,
+                   help="tiles per forward pass (default 0: from the free device memory)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="auto: bf16 on a CUDA GPU that has it, fp32 elsewhere")
     p.add_argument("--probabilities", action="store_true",
                    help="also write <stem>_prob.tif (float32, classes first)")
     p.add_argument("--threshold", type=float,
@@ -115,9 +130,12 @@ def cmd_train(args) -> int:
     mc = ModelConfig(base_channels=args.base_channels, depth=args.depth, padding=args.padding,
                      norm=args.norm, dropout=0.0)
     bar = None
+    rank = int(os.environ.get("RANK", "0"))  # under torchrun, rank 0 reports
 
     def show(event) -> None:
         nonlocal bar
+        if rank:
+            return
         if bar is None:  # only once the input has been accepted
             bar = tqdm(total=1000, disable=args.quiet,
                        bar_format="{l_bar}{bar}| {elapsed}<{remaining}{postfix}")
@@ -135,6 +153,8 @@ def cmd_train(args) -> int:
                        out=args.out, names=[a.name for a, _ in pairs]), show)
     if bar is not None:
         bar.close()
+    if rank:
+        return 0
     print(f"saved {result.path} (best validation score {result.best_score}, "
           f"epoch {result.best_epoch}, {result.steps} steps, {result.seconds:.0f} s on "
           f"{result.device})")
@@ -147,18 +167,24 @@ def cmd_predict(args) -> int:
 
     from .checkpoint import load_checkpoint
     from .config import PredictConfig
-    from .io import collect, read_image, write_tiff
+    from .io import collect, is_zarr, read_image, write_tiff
     from .predict import predict
     from .progress import run
 
     model = load_checkpoint(args.model)
-    files = [f for spec in args.inputs for f in collect(spec)]
+    zarrs = [spec for spec in args.inputs if is_zarr(spec)]
+    if args.scheduler and len(zarrs) < len(args.inputs):
+        raise NapariUNetError("--scheduler predicts zarr inputs; convert the other inputs to "
+                              "zarr or leave --scheduler out.")
+    if str(args.out).lower().endswith(".zarr") and (len(zarrs) != 1 or len(args.inputs) != 1):
+        raise NapariUNetError("--out ending in .zarr takes exactly one zarr input.")
+    files = [f for spec in args.inputs if not is_zarr(spec) for f in collect(spec)]
     cfg = PredictConfig(tile_size=args.tile_size, batch_size=args.batch_size,
-                        device=args.device, threshold=args.threshold,
+                        device=args.device, precision=args.precision, threshold=args.threshold,
                         instance_method=args.instance_method, min_size=args.min_size,
                         tta=args.tta)
     out = Path(args.out)
-    for f in tqdm(files, disable=args.quiet or len(files) == 1, unit="image"):
+    for f in tqdm(files, disable=args.quiet or len(files) <= 1, unit="image"):
         image = read_image(f)
         bars = []
 
@@ -178,8 +204,79 @@ def cmd_predict(args) -> int:
         write_tiff(out / f"{stem}.tif", result.labels)
         if args.probabilities:
             write_tiff(out / f"{stem}_prob.tif", np.asarray(result.probabilities, np.float32))
-    print(f"wrote {len(files)} result(s) to {out}")
+    for spec in zarrs:
+        _predict_zarr(args, model, cfg, Path(spec))
+    print(f"wrote {len(files) + len(zarrs)} result(s) to {out}")
     return 0
+
+
+def _client(args):
+    from distributed import Client, LocalCluster
+
+    if args.scheduler == "local":
+        cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None, silence_logs=logging.ERROR)
+        return Client(cluster), cluster
+    return Client(args.scheduler), None
+
+
+def _predict_zarr(args, model, cfg, spec: Path) -> None:
+    """A zarr input: labels (and probabilities) written block by block into zarr stores,
+    first under temporary names that are renamed when everything is written."""
+    import os
+    import shutil
+
+    from tqdm import tqdm
+
+    from .io import open_zarr
+    from .predict import predict, zarr_outputs
+    from .progress import run
+
+    image = open_zarr(spec)
+    target = (Path(args.out) if str(args.out).lower().endswith(".zarr")
+              else Path(args.out) / f"{spec.name.removesuffix('.zarr')}.zarr")
+    prob_target = target.with_name(target.name.removesuffix(".zarr") + "_prob.zarr")
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp_prob = prob_target.with_name(f".{prob_target.name}.{os.getpid()}.tmp")
+    labels, prob = zarr_outputs(model, image, tmp, tmp_prob if args.probabilities else None,
+                                chunk=args.chunk, name=spec.name)
+    bar = tqdm(disable=args.quiet, unit="tile", desc=spec.name, leave=False)
+
+    def show(event) -> None:
+        bar.total = event.total
+        bar.n = event.done
+        bar.refresh()
+        if event.message:
+            bar.write(f"{spec.name}: {event.message}")
+
+    client = cluster = None
+    try:
+        if args.scheduler:
+            from .distributed import predict_distributed
+
+            client, cluster = _client(args)
+            threads = (max(1, (os.cpu_count() or 1) // args.workers)
+                       if args.scheduler == "local" else None)
+            run(predict_distributed(args.model, image, labels, client=client, config=cfg,
+                                    out_probabilities=prob, threads=threads, name=spec.name),
+                show)
+        else:
+            run(predict(model, image, cfg, out_labels=labels, out_probabilities=prob,
+                        name=spec.name), show)
+        for done, final in ((tmp, target), (tmp_prob, prob_target)):
+            if done.exists():
+                if final.exists():
+                    shutil.rmtree(final)
+                os.replace(done, final)
+    finally:
+        bar.close()
+        for leftover in (tmp, tmp_prob):
+            if leftover.exists():
+                shutil.rmtree(leftover)
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
 
 
 def cmd_sample(args) -> int:

@@ -194,6 +194,12 @@ class TrainConfig(_DictMixin):
         Random seed (patches, augmentation, initial weights, validation split).
     device : str
         'auto', 'cpu', 'cuda' or 'mps'.
+    precision : {'auto', 'fp32', 'bf16', 'fp16'}
+        Mixed precision of the training steps: 'auto' is bf16 autocast on a CUDA GPU that
+        has it, fp32 elsewhere; 'fp16' uses a gradient scaler.
+    loader_workers : int or None
+        Processes that make the augmented patches (None: up to 6 on a GPU, none on a CPU,
+        where a thread prepares the next batch).
     """
 
     mode: Mode = "instances"
@@ -215,9 +221,14 @@ class TrainConfig(_DictMixin):
     freeze_encoder: bool = False
     seed: int = 0
     device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    loader_workers: int | None = None
 
     def __post_init__(self) -> None:
         _check_choice("mode", self.mode, ("instances", "semantic"))
+        _check_choice("precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
+        if self.loader_workers is not None and self.loader_workers < 0:
+            raise InputError(f"loader_workers must be 0 or more, not {self.loader_workers}.")
         _check_choice("target", self.target, ("two_class", "three_class"))
         if self.epochs is None and self.time_budget is None:
             raise InputError("Give either a number of epochs or a time budget.")
@@ -245,9 +256,13 @@ class PredictConfig(_DictMixin):
     tile_size : int
         Side of the input tile fed to the network (rounded to a size the network accepts).
     batch_size : int
-        Tiles per forward pass.
+        Tiles per forward pass; 0 chooses from the free device memory.
     device : str
         'auto', 'cpu', 'cuda' or 'mps'.
+    precision : {'auto', 'fp32', 'bf16', 'fp16'}
+        Arithmetic of the network: 'auto' is bf16 autocast on a CUDA GPU that has it
+        (probabilities agree with fp32 to Dice >= 0.99, see benchmarks/predict_speed.py),
+        fp32 elsewhere.
     threshold : float or None
         Foreground probability threshold of two-class models (None: the threshold the
         training calibrated on its validation images, stored in the model file).
@@ -261,8 +276,9 @@ class PredictConfig(_DictMixin):
     """
 
     tile_size: int = 512
-    batch_size: int = 4
+    batch_size: int = 0
     device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     threshold: float | None = None
     instance_method: Literal["auto", "components", "watershed"] = "auto"
     min_size: int = 10
@@ -270,7 +286,9 @@ class PredictConfig(_DictMixin):
 
     def __post_init__(self) -> None:
         _check_positive("tile_size", self.tile_size)
-        _check_positive("batch_size", self.batch_size)
+        if self.batch_size < 0:
+            raise InputError(f"batch_size must be 0 (automatic) or more, not {self.batch_size}.")
+        _check_choice("precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
         _check_choice("instance_method", self.instance_method, ("auto", "components", "watershed"))
         if self.threshold is not None and not 0 < self.threshold < 1:
             raise InputError(f"threshold must be between 0 and 1, not {self.threshold}.")

@@ -67,6 +67,16 @@ def normalize(image: np.ndarray, lo=None, hi=None, name: str = "the image") -> n
     return out
 
 
+def normalize_channels_first(batch: np.ndarray, lo, hi) -> np.ndarray:
+    """:func:`normalize` with given ``lo``/``hi`` for a ``(N, C, H, W)`` batch of tiles."""
+    lo = np.asarray(lo, np.float32).reshape(1, -1, 1, 1)
+    hi = np.asarray(hi, np.float32).reshape(1, -1, 1, 1)
+    scale = np.where(hi - lo > 1e-6, hi - lo, 1.0).astype(np.float32)
+    out = np.asarray(batch, dtype=np.float32) - lo
+    out /= scale
+    return out
+
+
 def check_pair(image: np.ndarray, labels: np.ndarray, name: str) -> None:
     """Refuse an image/labels pair that cannot be trained on."""
     if labels.ndim != 2:
@@ -183,11 +193,14 @@ def image_for_model(image, *, rgb: bool, channels: int):
     """
     if rgb or channels == 1:
         return image
-    if image.ndim == 3 and image.shape[0] == channels and image.shape[-1] != channels:
-        return np.moveaxis(np.asarray(image), 0, -1)
-    if image.ndim == 4 and image.shape[1] == channels and image.shape[-1] != channels:
-        return np.moveaxis(np.asarray(image), 1, -1)
-    return image
+    axis = {3: 0, 4: 1}.get(image.ndim)
+    if axis is None or image.shape[axis] != channels or image.shape[-1] == channels:
+        return image
+    if not isinstance(image, np.ndarray):  # lazy data stays lazy
+        import dask.array as da
+
+        return da.moveaxis(da.asarray(image), axis, -1)
+    return np.moveaxis(image, axis, -1)
 
 
 class BatchPrefetcher:

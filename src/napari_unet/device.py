@@ -40,6 +40,8 @@ def resolve_device(name: str = "auto"):
     elif not (name == "cpu" or name.startswith("cuda") or name == "mps"):
         raise InputError(f"unknown device {name!r}; use auto, cpu, cuda or mps.")
     device = torch.device(name)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # tiles and patches have fixed sizes: autotune
     log.info("napari-unet uses %s", describe_device(device))
     return device
 
@@ -61,3 +63,55 @@ def memory_format(device):
     import torch
 
     return torch.channels_last if device.type in ("cpu", "cuda") else torch.contiguous_format
+
+
+def resolve_precision(device, name: str = "auto") -> str:
+    """'auto' is bf16 autocast on a CUDA GPU that supports it, fp32 elsewhere (on the CPU
+    bf16 is slower than fp32 without AMX and fp16 convolutions are not worth it)."""
+    import torch
+
+    if name != "auto":
+        return name
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp32"
+
+
+def tile_bytes(model_config, input_shape, precision: str = "fp32") -> int:
+    """Rough peak activation memory of one tile in inference: about eight feature maps of
+    the first level's width at full resolution (the skip, the convolutions and the
+    up-sampled concatenation), the deeper levels adding a third."""
+    h, w = input_shape
+    itemsize = 4 if precision == "fp32" else 2
+    return int(8 * model_config.base_channels * h * w * itemsize * 4 / 3)
+
+
+def auto_batch_size(model_config, input_shape, device, precision: str = "fp32") -> int:
+    """Tiles per batch from the free memory: half of the free GPU memory on CUDA (at most
+    64 tiles); on other devices 4 tiles (more buys nothing on a CPU), fewer when the
+    available memory is short."""
+    import torch
+
+    per_tile = max(tile_bytes(model_config, input_shape, precision), 1)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(min(max(free // 2 // per_tile, 1), 64))
+    try:
+        import psutil
+
+        free = psutil.virtual_memory().available
+    except ImportError:  # pragma: no cover - psutil comes with napari and distributed
+        return 4
+    return int(min(max(free // 4 // per_tile, 1), 4))
+
+
+def autocast(device, precision: str):
+    """The autocast context of a precision policy ('fp32', 'bf16', 'fp16')."""
+    import contextlib
+
+    import torch
+
+    if precision == "fp32" or device.type not in ("cuda", "cpu"):
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)

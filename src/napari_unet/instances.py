@@ -29,14 +29,30 @@ def _finish(labels: np.ndarray, min_size: int) -> np.ndarray:
     return out.astype(dtype)
 
 
+def grow_labels(labels: np.ndarray, grow: int) -> np.ndarray:
+    """Grow objects into the background by ``grow`` px (4-neighbour steps).
+
+    For ``grow`` <= 2 this reaches the same pixels as a Euclidean growth by ``grow``. A
+    background pixel next to several objects takes the first of its neighbours above, below,
+    left and right, a rule that does not depend on the ids, so labelling block by block gives
+    the same objects as labelling the whole image.
+    """
+    out = np.asarray(labels).copy()
+    for _ in range(grow):
+        padded = np.pad(out, 1)
+        h, w = out.shape
+        take = np.zeros_like(out)
+        for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+            nb = padded[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+            take = np.where(take == 0, nb, take)
+        out = np.where(out == 0, take, out)
+    return out
+
+
 def components(foreground: np.ndarray, *, grow: int = 1, min_size: int = 10) -> np.ndarray:
     """Connected components (4-connected) of a boolean foreground, grown by ``grow`` px."""
-    from skimage.segmentation import expand_labels
-
     labels, _ = ndi.label(foreground, structure=_CROSS)
-    if grow > 0:
-        labels = expand_labels(labels, grow)
-    return _finish(labels, min_size)
+    return _finish(grow_labels(labels, grow), min_size)
 
 
 def watershed_two_class(foreground: np.ndarray, *, min_distance: int = 3,

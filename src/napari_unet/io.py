@@ -83,3 +83,64 @@ def write_tiff(path: str | os.PathLike, array: np.ndarray) -> Path:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def is_zarr(path: str | os.PathLike) -> bool:
+    """A zarr (or OME-Zarr) directory: named ``*.zarr`` or holding zarr metadata."""
+    p = Path(path)
+    return p.is_dir() and (p.suffix.lower() == ".zarr" or any(
+        (p / f).exists() for f in ("zarr.json", ".zarray", ".zgroup")))
+
+
+def open_zarr(path: str | os.PathLike):
+    """A zarr array or OME-Zarr image as a lazy channels-last Dask array.
+
+    An OME-Zarr group gives its full-resolution level; leading axes of length one (time,
+    z) are dropped and a channel axis is moved last, so the result is ``(H, W)`` or
+    ``(H, W, C)`` (or a stack ``(N, H, W[, C])``). Nothing is read but the metadata.
+    """
+    import dask.array as da
+    import zarr
+
+    path = Path(path)
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception as err:  # a broken store is the file's problem, said in one line
+        raise InputError(f"{path.name} could not be opened as zarr ({type(err).__name__}).") \
+            from None
+    axes = None
+    if isinstance(node, zarr.Group):
+        attrs = dict(node.attrs)
+        multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
+        if not multiscales:
+            raise InputError(f"{path.name} is a zarr group without OME-Zarr 'multiscales' "
+                             "metadata; give the path of the image array inside it.")
+        node = node[multiscales[0]["datasets"][0]["path"]]
+        axes = [a["name"] if isinstance(a, dict) else a
+                for a in multiscales[0].get("axes", [])] or None
+    array = da.from_zarr(node)
+    if axes and len(axes) == array.ndim:
+        for k in range(array.ndim - 1, -1, -1):
+            if axes[k] in ("t", "z") and array.shape[k] == 1:
+                array = array[(slice(None),) * k + (0,)]
+                axes.pop(k)
+        if "c" in axes:
+            if array.shape[axes.index("c")] == 1:
+                array = array[(slice(None),) * axes.index("c") + (0,)]
+            else:
+                array = da.moveaxis(array, axes.index("c"), -1)
+    return array
+
+
+def create_zarr(path: str | os.PathLike, shape, dtype, chunks):
+    """A new zarr array at ``path`` (replacing one left there)."""
+    import shutil
+
+    import zarr
+
+    path = Path(path)
+    if path.exists():
+        shutil.rmtree(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return zarr.create_array(store=str(path), shape=tuple(shape), dtype=dtype,
+                             chunks=tuple(chunks))

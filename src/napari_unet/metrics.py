@@ -117,3 +117,12 @@ def separated_pairs(truth: np.ndarray, pred: np.ndarray) -> tuple[int, int]:
     dominant = _overlaps(truth, pred)[0].argmax(axis=1)
     a, b = dominant[pairs[:, 0]], dominant[pairs[:, 1]]
     return int(((a != 0) & (b != 0) & (a != b)).sum()), len(pairs)
+
+
+def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    """True when two label images hold the same objects and background (ids may differ)."""
+    a, b = np.asarray(a).astype(np.uint64), np.asarray(b).astype(np.uint64)
+    if a.shape != b.shape or not np.array_equal(a == 0, b == 0):
+        return False
+    pairs = np.unique((a << np.uint64(32)) | b)
+    return len(pairs) == len(np.unique(a)) == len(np.unique(b))

@@ -21,10 +21,10 @@ import numpy as np
 
 from .checkpoint import Checkpoint, load_checkpoint
 from .config import PredictConfig
-from .data import as_channels_last, normalize
+from .data import as_channels_last, normalize_channels_first, percentiles
 from .errors import InputError
 from .instances import labels_from_probabilities
-from .tiling import TilePlan, plan_tiles
+from .tiling import TilePlan, plan_tiles, read_window
 
 
 @dataclass(frozen=True)
@@ -116,55 +116,171 @@ def _out_of_memory(err: BaseException) -> bool:
     return isinstance(err, oom) or "out of memory" in str(err).lower()
 
 
-def infer_plane(net, image: np.ndarray, plan: TilePlan, out, *, batch_size: int,
-                device, tta: bool = False, notes: list[str] | None = None) -> Iterator[int]:
-    """Run ``net`` over the tiles of one normalised ``(H, W, C)`` image.
+def infer_plane(net, image, plan: TilePlan, out, *, batch_size: int, device,
+                tta: bool = False, notes: list[str] | None = None, lo=None, hi=None,
+                origin: tuple[int, int] = (0, 0), precision: str = "fp32") -> Iterator[int]:
+    """Run ``net`` over the tiles of one channels-last ``(H, W, C)`` image.
 
-    Writes softmax probabilities into ``out`` (``(C, H, W)`` array-like) and yields the
-    number of tiles done after each batch. When the device runs out of memory, the batch
-    is halved and retried (saying so in ``notes``); with one tile per batch it gives up
-    with a sentence that says what to change.
+    ``image`` is normalised already, or raw with the normalisation's ``lo``/``hi``, applied
+    tile by tile (so a lazy image is never read whole). ``plan`` covers a region starting at
+    ``origin`` of ``image``; windows beyond the image are mirrored. Writes softmax
+    probabilities into ``out`` (``(C, h, w)`` array-like for the region) and yields the number
+    of tiles done after each batch. The next batch is read and prepared in a thread while the
+    device computes. When the device runs out of memory, the batch is halved and retried
+    (saying so in ``notes``); with one tile per batch it gives up with a sentence that says
+    what to change.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     import torch
 
-    from .device import memory_format
+    from .device import autocast, memory_format
 
     tiles = list(plan)
+    oy, ox = origin
+    pin = device.type == "cuda"
+
+    def prepare(i: int, size: int):
+        chunk = tiles[i : i + size]
+        batch = np.stack([np.moveaxis(read_window(image, t.top + oy, t.left + ox,
+                                                  *plan.input_shape), -1, 0) for t in chunk])
+        batch = np.asarray(batch, dtype=np.float32)
+        if lo is not None:
+            batch = normalize_channels_first(batch, lo, hi)
+        x = torch.from_numpy(np.ascontiguousarray(batch))
+        return chunk, (x.pin_memory() if pin else x)
+
     done = 0
-    with torch.inference_mode():
-        i = 0
-        while i < len(tiles):
-            chunk = tiles[i : i + batch_size]
-            batch = np.stack([np.moveaxis(plan.read(image, t), -1, 0) for t in chunk])
-            try:
-                x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(
-                    device, memory_format=memory_format(device))
-                prob = forward(net, x, tta).cpu().numpy()
-            except (RuntimeError, MemoryError) as err:
-                if not _out_of_memory(err):
-                    raise
-                del err
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
-                if batch_size == 1:
-                    raise InputError(
-                        f"the {device.type.upper()} device ran out of memory for a single tile "
-                        f"of {plan.input_shape[0]} px; choose a smaller tile size or the CPU."
-                    ) from None
-                batch_size = max(1, batch_size // 2)
-                if notes is not None:
-                    notes.append(f"out of memory on {device.type.upper()}: continuing with "
-                                 f"batches of {batch_size} tile(s)")
-                continue
-            for t, p in zip(chunk, prob):
-                out[(slice(None), *t.out)] = p[(slice(None), *t.crop)]
-            done += len(chunk)
-            i += len(chunk)
-            yield done
+    pool = ThreadPoolExecutor(1, thread_name_prefix="napari-unet-tiles")
+    try:
+        with torch.inference_mode():
+            i = 0
+            ahead = pool.submit(prepare, 0, batch_size)
+            while i < len(tiles):
+                chunk, x = ahead.result()
+                nxt = i + len(chunk)
+                ahead = pool.submit(prepare, nxt, batch_size) if nxt < len(tiles) else None
+                try:
+                    x = x.to(device, memory_format=memory_format(device), non_blocking=pin)
+                    with autocast(device, precision):
+                        prob = forward(net, x, tta).cpu().numpy()
+                except (RuntimeError, MemoryError) as err:
+                    if not _out_of_memory(err):
+                        raise
+                    del err
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+                    if batch_size == 1:
+                        raise InputError(
+                            f"the {device.type.upper()} device ran out of memory for a single "
+                            f"tile of {plan.input_shape[0]} px; choose a smaller tile size or "
+                            "the CPU.") from None
+                    batch_size = max(1, batch_size // 2)
+                    if notes is not None:
+                        notes.append(f"out of memory on {device.type.upper()}: continuing "
+                                     f"with batches of {batch_size} tile(s)")
+                    if ahead is not None:
+                        ahead.result()
+                    ahead = pool.submit(prepare, i, batch_size)
+                    continue
+                for t, p in zip(chunk, prob):
+                    out[(slice(None), *t.out)] = p[(slice(None), *t.crop)]
+                done += len(chunk)
+                i = nxt
+                yield done
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _Plane:
+    """Plane ``k`` of a stacked array-like, read and written in place (zarr has no views)."""
+
+    def __init__(self, array, k: int):
+        self.array, self.k = array, k
+        self.shape, self.dtype = tuple(array.shape[1:]), array.dtype
+        self.ndim = len(self.shape)
+        self.chunks = getattr(array, "chunks", None) and tuple(array.chunks[1:])
+
+    def _key(self, key):
+        return (self.k, *(key if isinstance(key, tuple) else (key,)))
+
+    def __getitem__(self, key):
+        return self.array[self._key(key)]
+
+    def __setitem__(self, key, value):
+        self.array[self._key(key)] = value
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self.array[self.k], dtype=dtype)
+
+
+class _WithChannel:
+    """A lazy 2D image seen as ``(H, W, 1)``; only the windows asked for are read."""
+
+    def __init__(self, array):
+        self.array, self.dtype = array, array.dtype
+        self.shape, self.ndim = (*array.shape, 1), 3
+
+    def __getitem__(self, key):
+        return np.asarray(self.array[key[:2] if isinstance(key, tuple) else key])[..., None]
+
+
+def plane(array, k: int):
+    """Plane ``k`` of a stack: a view for numpy, a read/write proxy for zarr and the like."""
+    return array[k] if isinstance(array, np.ndarray) else _Plane(array, k)
+
+
+def _lazy_channels_last(image, name: str, channels: int):
+    if image.ndim == 2 and not isinstance(image, np.ndarray):
+        image = _WithChannel(image)
+    return as_channels_last(image, name, channels)
+
+
+def zarr_outputs(ckpt: Checkpoint, image, labels_path, prob_path=None, *, chunk: int = 1024,
+                 name: str = "image"):
+    """New zarr arrays for the labels (and probabilities) of ``image``, in blocks of
+    ``chunk`` px rounded to the network's pooling grid; ``(labels, probabilities)``."""
+    from .io import create_zarr
+
+    stack, n = split_planes(image, ckpt.config.in_channels, name)
+    spatial = tuple(image.shape[1:3] if stack else image.shape[:2])
+    align = 2**ckpt.config.depth
+    side = max(chunk // align, 1) * align
+    lead = (n,) if stack else ()
+    labels = create_zarr(labels_path, (*lead, *spatial),
+                         "int32" if ckpt.mode == "semantic" else "uint32",
+                         (1,) * stack + (side, side))
+    prob = None
+    if prob_path is not None:
+        c = ckpt.config.n_classes
+        prob = create_zarr(prob_path, (*lead, c, *spatial), "float32",
+                           (1,) * stack + (c, side, side))
+    return labels, prob
+
+
+def _stream_labels(ckpt, prob, out, config: PredictConfig, notes: list[str]) -> None:
+    """Labels of one plane's probabilities block by block (images larger than memory)."""
+    from .blockwise import Foreground, blocks, label_components, local_map, semantic_labels
+
+    chunks = getattr(out, "chunks", None)
+    block = tuple(chunks[-2:]) if chunks else 2048
+    threshold = ckpt.threshold if config.threshold is None else config.threshold
+    if ckpt.mode == "semantic":
+        local_map(semantic_labels, blocks(out.shape, block), probabilities=prob, out=out,
+                  threshold=threshold)
+        return
+    three = ckpt.target == "three_class"
+    if config.instance_method == "watershed" or (three and config.instance_method == "auto"):
+        note = ("labels written block by block are connected components; the watershed "
+                "needs the whole image in memory")
+        if note not in notes:
+            notes.append(note)
+    label_components(Foreground(prob, three_class=three, threshold=threshold), out,
+                     block=block, grow=2 if three else 1, min_size=config.min_size)
 
 
 def predict(model, image, config: PredictConfig | None = None, *, out_probabilities=None,
-            labels: bool = True, name: str = "image"
+            out_labels=None, labels: bool = True, name: str = "image"
             ) -> Generator[PredictEvent, None, PredictResult]:
     """Predict an image or a stack; see the module docstring.
 
@@ -176,16 +292,23 @@ def predict(model, image, config: PredictConfig | None = None, *, out_probabilit
         ``(H, W)``, ``(H, W, C)``, ``(N, H, W)`` or ``(N, H, W, C)``; numpy, memmap, zarr
         or Dask (read tile by tile).
     config : PredictConfig
-        Tile and batch size, device, thresholds.
+        Tile and batch size, device, precision, thresholds.
     out_probabilities : array-like, optional
         Where to write the float32 probabilities (``(C, H, W)`` or ``(N, C, H, W)``);
-        a numpy array is allocated if not given.
+        a numpy array is allocated if not given (a temporary zarr on disk with
+        ``out_labels``).
+    out_labels : array-like, optional
+        Integer ``(H, W)`` / ``(N, H, W)`` array (memmap, zarr) to write the labels into,
+        block by block: memory then grows with the tile batch and the block, not with the
+        image. Without it labels are computed in memory.
     labels : bool
-        Also compute labels (instances or classes) in memory.
+        Also compute labels (instances or classes).
     name : str
         How the image is called in error messages.
     """
-    from .device import describe_device, resolve_device
+    import tempfile
+
+    from .device import auto_batch_size, describe_device, resolve_device, resolve_precision
 
     config = config or PredictConfig()
     ckpt = as_checkpoint(model)
@@ -196,45 +319,69 @@ def predict(model, image, config: PredictConfig | None = None, *, out_probabilit
     spatial = tuple(image.shape[1:3] if stack else image.shape[:2])
     n_classes = ckpt.config.n_classes
     prob_shape = (n, n_classes, *spatial) if stack else (n_classes, *spatial)
-    if out_probabilities is None:
-        out_probabilities = np.zeros(prob_shape, np.float32)
-    elif tuple(out_probabilities.shape) != prob_shape:
+    label_shape = (n, *spatial) if stack else spatial
+    if out_labels is not None and tuple(out_labels.shape) != label_shape:
+        raise InputError(f"the labels output has shape {tuple(out_labels.shape)}; "
+                         f"expected {label_shape}.")
+    if out_probabilities is not None and tuple(out_probabilities.shape) != prob_shape:
         raise InputError(f"the output array has shape {tuple(out_probabilities.shape)}; "
                          f"expected {prob_shape}.")
     device = resolve_device(config.device)
+    precision = resolve_precision(device, config.precision)
     net = ckpt.build(device)
     plan = plan_tiles(spatial, ckpt.config, config.tile_size)
+    batch_size = config.batch_size or auto_batch_size(ckpt.config, plan.input_shape, device,
+                                                      precision)
+    scratch = None
+    if out_probabilities is None and out_labels is not None:
+        import zarr
+
+        scratch = tempfile.TemporaryDirectory(prefix="napari-unet-")
+        out_probabilities = zarr.create_array(  # uncompressed: written and read once
+            store=scratch.name, shape=prob_shape, dtype="float32", compressors=None,
+            chunks=(1,) * stack + (n_classes, *plan.stride))
+    elif out_probabilities is None:
+        out_probabilities = np.zeros(prob_shape, np.float32)
     total = len(plan) * n
     start = time.perf_counter()
-    label_out = None
-    if labels:
-        dtype = np.int32 if ckpt.mode == "semantic" else np.uint32
-        label_out = np.zeros((n, *spatial) if stack else spatial, dtype)
-    yield PredictEvent(0, total, 0, n, f"predicting on {describe_device(device)}")
+    label_out = out_labels
+    if labels and out_labels is None:
+        label_out = np.zeros(label_shape, np.int32 if ckpt.mode == "semantic" else np.uint32)
+    yield PredictEvent(0, total, 0, n, f"predicting on {describe_device(device)} "
+                       f"({precision}, {batch_size} tile(s) of {plan.input_shape[0]} px a batch)")
     notes: list[str] = []
-    for k in range(n):
-        plane = as_channels_last(image[k] if stack else image, name, channels)
-        norm = normalize(plane, name=name)
-        out = out_probabilities[k] if stack else out_probabilities
-        seen = len(notes)
-        for done in infer_plane(net, norm, plan, out, batch_size=config.batch_size,
-                                device=device, tta=config.tta, notes=notes):
-            message = notes[-1] if len(notes) > seen else ""
+    try:
+        for k in range(n):
+            raw = _lazy_channels_last(image[k] if stack else image, name, channels)
+            lo, hi = percentiles(raw, name=name)
+            out = plane(out_probabilities, k) if stack else out_probabilities
             seen = len(notes)
-            yield PredictEvent(k * len(plan) + done, total, k, n, message)
-        if labels:
-            lab = labels_from_probabilities(
-                np.asarray(out), mode=ckpt.mode, target=ckpt.target,
-                threshold=ckpt.threshold if config.threshold is None else config.threshold,
-                method=config.instance_method, min_size=config.min_size)
-            if stack:
-                label_out[k] = lab
-            else:
-                label_out = lab
-    if label_out is not None and ckpt.mode != "semantic":
+            for done in infer_plane(net, raw, plan, out, batch_size=batch_size, device=device,
+                                    tta=config.tta, notes=notes, lo=lo, hi=hi,
+                                    precision=precision):
+                message = notes[-1] if len(notes) > seen else ""
+                seen = len(notes)
+                yield PredictEvent(k * len(plan) + done, total, k, n, message)
+            if out_labels is not None:
+                yield PredictEvent((k + 1) * len(plan), total, k, n, "labelling")
+                _stream_labels(ckpt, out, plane(out_labels, k) if stack else out_labels,
+                               config, notes)
+            elif labels:
+                lab = labels_from_probabilities(
+                    np.asarray(out), mode=ckpt.mode, target=ckpt.target,
+                    threshold=ckpt.threshold if config.threshold is None else config.threshold,
+                    method=config.instance_method, min_size=config.min_size)
+                if stack:
+                    label_out[k] = lab
+                else:
+                    label_out = lab
+    finally:
+        if scratch is not None:
+            out_probabilities = None
+            scratch.cleanup()
+    if out_labels is None and label_out is not None and ckpt.mode != "semantic":
         top = int(label_out.max(initial=0))
         label_out = label_out.astype(np.uint16 if top < 2**16 else np.uint32)
     return PredictResult(labels=label_out, probabilities=out_probabilities,
                          device=describe_device(device), seconds=time.perf_counter() - start,
                          mode=ckpt.mode, target=ckpt.target, notes=notes)
-

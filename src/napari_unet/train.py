@@ -234,8 +234,10 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
     """
     import torch
 
+    from . import ddp
     from .augment import Augmenter
-    from .device import describe_device, memory_format, resolve_device
+    from .device import autocast, describe_device, memory_format, resolve_device, resolve_precision
+    from .loader import ProcessBatches, as_tensor, default_workers
     from .losses import unet_loss
     from .model import UNet
 
@@ -267,7 +269,8 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
     order = rng.permutation(n)
     val_idx, train_idx = sorted(order[:n_val].tolist()), sorted(order[n_val:].tolist())
 
-    device = resolve_device(config.device)
+    procs, device_name = ddp.join(config.device)
+    device = resolve_device(device_name)
     net = UNet(mc)
     if base is not None:
         net.load_state_dict(base.state_dict)
@@ -278,6 +281,11 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
                 p.requires_grad_(False)
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=config.learning_rate)
+    step_net = ddp.wrap(net, procs, device)
+    precision = resolve_precision(device, config.precision)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    if procs.active:  # every process draws its own patches
+        rng = np.random.default_rng([config.seed, procs.rank])
 
     in_size, out_size = _sizes(mc, config.patch_size)
     sampler = PatchSampler(
@@ -298,6 +306,7 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
         "fine_tuned_from": (None if base is None else
                             str(init_from) if isinstance(init_from, (str, Path)) else "model"),
         "device": describe_device(device), "patch": [in_size, out_size],
+        "processes": procs.world, "precision": precision,
     }
 
     def snapshot(extra: dict) -> Checkpoint:
@@ -319,14 +328,20 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
     step = epoch = 0
     val_seconds = 0.0
     stopped = "completed"
-    batches = BatchPrefetcher(sampler, config.batch_size)
+    workers = (default_workers(device) if config.loader_workers is None
+               else config.loader_workers)
+    batches = (ProcessBatches(sampler, config.batch_size, workers=workers,
+                              seed=config.seed * 1000 + procs.rank,
+                              pin_memory=device.type == "cuda")
+               if workers else BatchPrefetcher(sampler, config.batch_size))
     try:
         while True:
             epoch += 1
             losses = []
             t_epoch = time.perf_counter()
             for _ in range(steps_per_epoch):
-                elapsed = time.perf_counter() - start
+                # rank 0's clock, so that every process uses the same rate and stops together
+                elapsed = ddp.share(time.perf_counter() - start, procs, device)
                 progress = (elapsed / budget) if budget else step / total_steps
                 if budget and elapsed + val_seconds >= budget:
                     break
@@ -335,15 +350,19 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
                 for group in opt.param_groups:
                     group["lr"] = lr
                 x, t, w = batches.get()
-                x, t, w = (torch.from_numpy(a).to(device) for a in (x, t, w))
+                x, t, w = (as_tensor(a, device) for a in (x, t, w))
                 x = x.contiguous(memory_format=memory_format(device))
-                loss = unet_loss(net(x), t, w, config.dice_weight)
+                with autocast(device, precision):
+                    logits = step_net(x)
+                loss = unet_loss(logits.float(), t, w, config.dice_weight)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
                 step += 1
                 losses.append(float(loss.detach()))
-                rate = len(losses) * config.batch_size / (time.perf_counter() - t_epoch)
+                rate = (len(losses) * config.batch_size * procs.world
+                        / (time.perf_counter() - t_epoch))
                 yield TrainEvent("step", epoch, step, min(progress, 1.0), losses[-1], lr,
                                  elapsed=time.perf_counter() - start, patches_per_s=rate)
             if not losses:
@@ -351,9 +370,9 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
                 stopped = "time budget"
                 break
             t_val = time.perf_counter()
-            val = (validate(net, prep, val_idx, config, device) if val_idx
+            val = (validate(net, prep, val_idx, config, device) if val_idx and procs.main
                    else {"score": -float(np.mean(losses))})
-            val_seconds = time.perf_counter() - t_val
+            val_seconds = ddp.share(time.perf_counter() - t_val, procs, device)
             entry = {"epoch": epoch, "step": step, "loss": float(np.mean(losses)),
                      "elapsed": time.perf_counter() - start, **val}
             history.append(entry)
@@ -365,12 +384,13 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
                 best_score, best_epoch = val["score"], epoch
                 task["threshold"] = val.get("threshold", 0.5)
                 best = snapshot({"best_epoch": epoch, "steps": step, "validation": val})
-                if out is not None:
+                if out is not None and procs.main:
                     saved_path = save_checkpoint(out, best)
                     yield TrainEvent("saved", epoch, step, min(progress, 1.0),
                                      path=str(saved_path), val=val,
                                      message=f"saved the best model so far to {saved_path}")
-            if done or (budget and time.perf_counter() - start + val_seconds >= budget):
+            now = ddp.share(time.perf_counter() - start, procs, device)
+            if done or (budget and now + val_seconds >= budget):
                 stopped = "epochs" if done else "time budget"
                 break
     except GeneratorExit:
@@ -380,8 +400,9 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
         batches.close()
         if best is None:
             best = snapshot({"steps": step, "validation": None, "note": "not validated"})
-            if out is not None:
+            if out is not None and procs.main:
                 saved_path = save_checkpoint(out, best)
+        ddp.leave(procs)
     return TrainResult(checkpoint=best, path=saved_path, best_score=best_score,
                        best_epoch=best_epoch, history=history,
                        device=describe_device(device), seconds=time.perf_counter() - start,

@@ -134,11 +134,15 @@ def model_file(tmp_path):
     return path
 
 
+def predict_dock(viewer, model_file, *, probabilities=False):
+    """The Predict widget docked, set to ``model_file``."""
+    widget = predict_dock(viewer, model_file)
+    widget.probabilities.setChecked(probabilities)
+    return widget
+
+
 def test_prediction_adds_labels_of_the_right_shape_and_scale(cells_viewer, qtbot, model_file):
-    widget = dock(cells_viewer, "Predict")
-    widget.model.setCurrentText("model file…")
-    widget.model_file.edit.setText(str(model_file))
-    widget.probabilities.setChecked(True)
+    widget = predict_dock(cells_viewer, model_file, probabilities=True)
     widget.controls.start_btn.click()
     wait_done(qtbot, widget)
     out = cells_viewer.layers["cells segmentation"]
@@ -156,12 +160,37 @@ def test_prediction_adds_labels_of_the_right_shape_and_scale(cells_viewer, qtbot
 def test_prediction_of_a_stack(make_napari_viewer, qtbot, model_file):
     viewer = make_napari_viewer()
     viewer.add_image(np.random.default_rng(0).random((3, 64, 80)), name="stack")
-    widget = dock(viewer, "Predict")
-    widget.model.setCurrentText("model file…")
-    widget.model_file.edit.setText(str(model_file))
+    widget = predict_dock(viewer, model_file)
     widget.controls.start_btn.click()
     wait_done(qtbot, widget)
     assert viewer.layers["stack segmentation"].data.shape == (3, 64, 80)
+
+
+def test_a_lazy_multiscale_layer_is_predicted_to_disk(make_napari_viewer, qtbot, model_file,
+                                                     models_home):
+    import dask.array as da
+    import zarr
+
+    from napari_unet.metrics import same_partition
+    from napari_unet.predict import predict
+    from napari_unet.synthetic import touching_cells
+
+    image, _ = touching_cells((300, 260), n_cells=30, radius=9, seed=4)
+    store = zarr.create_array(store=models_home.parent / "in.zarr", shape=image.shape,
+                              chunks=(128, 128), dtype=image.dtype)
+    store[:] = image
+    full = da.from_zarr(store)
+    viewer = make_napari_viewer()
+    viewer.add_image([full, full[::2, ::2]], name="big", multiscale=True)
+    widget = predict_dock(viewer, model_file, probabilities=True)
+    widget.controls.start_btn.click()
+    wait_done(qtbot, widget)
+    out = viewer.layers["big segmentation"].data
+    assert isinstance(out, zarr.Array) and out.shape == image.shape  # on disk, not in memory
+    assert len(list((models_home.parent / "predictions").glob("big-*.zarr"))) == 2
+    expected = run(predict(model_file, image)).labels
+    assert same_partition(expected, out[:])
+    assert viewer.layers["big probabilities"].data.shape == image.shape
 
 
 @pytest.mark.parametrize("case", ["RGB image for a grey model", "NaN image"])
@@ -172,10 +201,8 @@ def test_bad_image_for_prediction_notifies(cells_viewer, qtbot, notes, model_fil
     else:
         cells_viewer.add_image(np.zeros((40, 40, 3), np.uint8), name="wrong", rgb=True)
         expected = "channel"
-    widget = dock(cells_viewer, "Predict")
+    widget = predict_dock(cells_viewer, model_file)
     widget.image.setCurrentText("wrong")
-    widget.model.setCurrentText("model file…")
-    widget.model_file.edit.setText(str(model_file))
     widget.controls.start_btn.click()
     wait_done(qtbot, widget)
     assert any(expected in n and "wrong" in n for n in notes), notes
@@ -185,9 +212,7 @@ def test_bad_image_for_prediction_notifies(cells_viewer, qtbot, notes, model_fil
 def test_predict_with_a_bad_model_file_notifies(cells_viewer, notes, tmp_path):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a model at all")
-    widget = dock(cells_viewer, "Predict")
-    widget.model.setCurrentText("model file…")
-    widget.model_file.edit.setText(str(bad))
+    widget = predict_dock(cells_viewer, bad)
     widget.controls.start_btn.click()
     assert widget.controls.run is None and any("bad.safetensors" in n for n in notes), notes
     assert "cells segmentation" not in cells_viewer.layers

@@ -48,16 +48,33 @@ def put_layer(viewer, name: str, data, kind: str, source, **kwargs) -> None:
     add(data, name=name, scale=scale, translate=translate, **kwargs)
 
 
+def lazy_outputs(ckpt, data, name: str, probabilities: bool) -> dict:
+    """zarr arrays on disk (in ~/napari-unet/predictions) for the labels and probabilities
+    of a lazy layer, so that it is predicted without being loaded whole."""
+    from ..checkpoint import default_model_path
+    from ..predict import zarr_outputs
+
+    stem = default_model_path(name)
+    folder = stem.parent.parent / "predictions"
+    base = folder / stem.name.removesuffix(".safetensors")
+    labels, prob = zarr_outputs(ckpt, data, base.with_suffix(".zarr"),
+                                base.with_name(base.name + "_prob.zarr") if probabilities
+                                else None, name=f"layer '{name}'")
+    return {"out_labels": labels, "out_probabilities": prob}
+
+
 def shown_probabilities(result) -> np.ndarray:
     """Foreground probability (2D per plane) for instance and two-class models; all
     classes (a leading class axis) for multi-class semantic models."""
-    prob = np.asarray(result.probabilities)
+    prob = result.probabilities
+    if not isinstance(prob, np.ndarray):  # a zarr on disk: shown lazily
+        import dask.array as da
+
+        prob = da.from_array(prob, chunks=prob.chunks)
     axis = prob.ndim - 3
-    n_classes = prob.shape[axis]
-    if result.mode == "semantic" and n_classes > 2:
+    if result.mode == "semantic" and prob.shape[axis] > 2:
         return prob
-    background = np.take(prob, 0, axis=axis)
-    return 1.0 - background
+    return 1.0 - prob[(slice(None),) * axis + (0,)]
 
 
 class PredictWidget(QWidget):
@@ -73,7 +90,8 @@ class PredictWidget(QWidget):
         refresh.setToolTip("Look for newly trained models")
         refresh.clicked.connect(self.refresh_models)
         self.tile = spin(512, 64, 8192, step=64, tip="input tile side in pixels")
-        self.batch = spin(4, 1, 256, tip="tiles per forward pass")
+        self.batch = spin(0, 0, 256, tip="tiles per forward pass (auto: from the free memory)")
+        self.batch.setSpecialValueText("auto")
         self.own_threshold = QCheckBox("use the model's calibrated threshold")
         self.own_threshold.setChecked(True)
         self.threshold = spin(0.5, 0.01, 0.99, decimals=2, step=0.05)
@@ -133,14 +151,18 @@ class PredictWidget(QWidget):
             if layer is None:
                 raise InputError("choose an image layer to segment.")
             ckpt = load_checkpoint(self.model_path())
-            data = image_for_model(layer.data, rgb=layer.rgb, channels=ckpt.config.in_channels)
+            source = layer.data[0] if layer.multiscale else layer.data  # full resolution
+            data = image_for_model(source, rgb=layer.rgb, channels=ckpt.config.in_channels)
             cfg = PredictConfig(
                 tile_size=int(self.tile.value()), batch_size=int(self.batch.value()),
                 device=self.device.currentText(),
                 threshold=None if self.own_threshold.isChecked() else self.threshold.value(),
                 instance_method=self.method.currentText(), min_size=int(self.min_size.value()),
                 tta=self.tta.isChecked())
-            gen = predict(ckpt, data, cfg, name=f"layer '{layer.name}'")
+            outputs = {}
+            if not isinstance(data, np.ndarray):  # lazy (Dask, zarr, multiscale): to disk
+                outputs = lazy_outputs(ckpt, data, layer.name, self.probabilities.isChecked())
+            gen = predict(ckpt, data, cfg, name=f"layer '{layer.name}'", **outputs)
             next(gen)  # checks the image against the model here, before any thread starts
         except NapariUNetError as err:
             show_error(str(err))
@@ -166,7 +188,8 @@ class PredictWidget(QWidget):
             put_layer(self.viewer, f"{layer.name} probabilities",
                       shown_probabilities(result), "image", layer,
                       colormap="magma", blending="additive", visible=False)
-        n = int(result.labels.max()) if result.mode != "semantic" else None
+        lazy = not isinstance(result.labels, np.ndarray)
+        n = int(result.labels.max()) if result.mode != "semantic" and not lazy else None
         text = (f"Done in {result.seconds:.1f} s on {result.device}"
                 + (f": {n} objects." if n is not None else "."))
         self.status.setText(text)

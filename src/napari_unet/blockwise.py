@@ -1,0 +1,166 @@
+"""Instance labels of images larger than memory, block by block.
+
+The foreground is labelled one block at a time (4-connected components), each block's ids
+are offset by the objects of the blocks before it, and objects that meet across a block face
+are merged (union-find over the pairs seen on the faces, every object mapped to the smallest
+id of its group). The growth into the separating lines, the size filter and the sequential
+ids follow, each pass reading at most a block plus a ``grow``-pixel halo. The result is the
+same partition as :func:`napari_unet.instances.components` on the whole image.
+
+Every pass is a map over blocks with a function of this module, so it runs in this process
+(:func:`local_map`) or on a Dask cluster (:func:`napari_unet.distributed.dask_map`); the
+blocks are written in place and never share a chunk when they follow the output's chunks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from .errors import InputError
+from .instances import _CROSS, grow_labels
+
+Block = tuple[slice, slice]
+
+
+def blocks(shape: Sequence[int], block: Sequence[int] | int) -> list[Block]:
+    """The blocks of a 2D ``shape``, in raster order (the last ones may be smaller)."""
+    bh, bw = (block, block) if isinstance(block, int) else block
+    h, w = shape
+    return [(slice(y, min(y + bh, h)), slice(x, min(x + bw, w)))
+            for y in range(0, h, bh) for x in range(0, w, bw)]
+
+
+def local_map(func: Callable, items: Sequence, **kwargs) -> list:
+    """Run ``func(item, **kwargs)`` for every item in this process."""
+    return [func(item, **kwargs) for item in items]
+
+
+@dataclass(frozen=True)
+class Foreground:
+    """The object pixels of a block, read from class probabilities ``(C, H, W)``.
+
+    Two-class models: the foreground probability above ``threshold``; three-class models:
+    the pixels whose most likely class is the object interior.
+    """
+
+    probabilities: object
+    three_class: bool = False
+    threshold: float = 0.5
+
+    def __call__(self, sl: Block) -> np.ndarray:
+        if self.three_class:
+            return np.argmax(np.asarray(self.probabilities[(slice(None), *sl)]), axis=0) == 1
+        return np.asarray(self.probabilities[(1, *sl)]) > self.threshold
+
+
+def semantic_labels(sl: Block, *, probabilities, out, threshold: float = 0.5) -> None:
+    """Class labels of one block: the class of highest probability, or for two classes the
+    foreground above ``threshold``."""
+    prob = np.asarray(probabilities[(slice(None), *sl)])
+    out[sl] = (prob[1] > threshold) if prob.shape[0] == 2 else np.argmax(prob, axis=0)
+
+
+def _label(sl: Block, *, foreground, out) -> int:
+    lab, n = ndi.label(foreground(sl), structure=_CROSS)
+    out[sl] = lab
+    return int(n)
+
+
+def _offset(item: tuple[Block, int], *, out) -> None:
+    sl, offset = item
+    if offset:
+        lab = np.asarray(out[sl])
+        out[sl] = np.where(lab > 0, lab.astype(np.int64) + offset, 0)
+
+
+def _face_pairs(sl: Block, *, out) -> np.ndarray:
+    ys, xs = sl
+    found = []
+    if ys.start > 0:
+        a, b = np.asarray(out[ys.start - 1, xs]), np.asarray(out[ys.start, xs])
+        found.append(np.stack([a, b], 1)[(a > 0) & (b > 0)])
+    if xs.start > 0:
+        a, b = np.asarray(out[ys, xs.start - 1]), np.asarray(out[ys, xs.start])
+        found.append(np.stack([a, b], 1)[(a > 0) & (b > 0)])
+    if not found:
+        return np.zeros((0, 2), np.int64)
+    return np.unique(np.concatenate(found).astype(np.int64), axis=0)
+
+
+def _grow(sl: Block, *, foreground, out, lut, grow, shape) -> tuple[np.ndarray, np.ndarray]:
+    window = tuple(slice(max(s.start - grow, 0), min(s.stop + grow, n))
+                   for s, n in zip(sl, shape))
+    raw = np.where(foreground(window), lut[np.asarray(out[window])], 0)
+    grown = grow_labels(raw, grow)
+    core = grown[tuple(slice(s.start - w.start, s.stop - w.start) for s, w in zip(sl, window))]
+    out[sl] = core
+    return np.unique(core, return_counts=True)
+
+
+def _final(sl: Block, *, out, lut) -> None:
+    out[sl] = lut[np.asarray(out[sl])]
+
+
+def merge_lut(n: int, pairs: np.ndarray) -> np.ndarray:
+    """Map ids ``0..n`` to the smallest id of the group each is joined to by ``pairs``."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    pairs = pairs.reshape(-1, 2)
+    graph = coo_matrix((np.ones(len(pairs), np.int8), (pairs[:, 0], pairs[:, 1])),
+                       shape=(n + 1, n + 1))
+    _, group = connected_components(graph, directed=False)
+    roots = np.full(group.max() + 1, n + 1, np.int64)
+    np.minimum.at(roots, group, np.arange(n + 1))
+    return roots[group]
+
+
+def label_components(foreground: Callable[[Block], np.ndarray], out, *, block=2048,
+                     grow: int = 1, min_size: int = 10, mapper: Callable = local_map) -> int:
+    """Label the components of ``foreground`` into ``out`` (an integer array-like).
+
+    Parameters
+    ----------
+    foreground : callable
+        ``foreground(block) -> bool array`` for a pair of slices (e.g. :class:`Foreground`).
+    out : array-like
+        ``(H, W)`` integer output (numpy, memmap, zarr); also holds the intermediate ids.
+    block : int or (int, int)
+        Block size; use the output's chunks when tasks run in parallel.
+    grow, min_size :
+        As in :func:`napari_unet.instances.components`.
+    mapper : callable
+        ``mapper(func, items, **kwargs) -> list``: where the passes run.
+
+    Returns
+    -------
+    int
+        The number of objects (ids are ``1..n``).
+    """
+    shape = tuple(out.shape)
+    if not np.issubdtype(np.dtype(out.dtype), np.integer):
+        raise InputError(f"the labels output has data type {out.dtype}; expected integers.")
+    parts = blocks(shape, block)
+    counts = mapper(_label, parts, foreground=foreground, out=out)
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    n = int(np.sum(counts))
+    if n > np.iinfo(np.dtype(out.dtype)).max:
+        raise InputError(f"{n} objects do not fit into a labels output of type {out.dtype}; "
+                         "use uint32.")
+    mapper(_offset, list(zip(parts, offsets.tolist())), out=out)
+    pairs = mapper(_face_pairs, parts, out=out)
+    lut = merge_lut(n, np.concatenate(pairs) if pairs else np.zeros((0, 2), np.int64))
+    sizes = np.zeros(n + 1, np.int64)
+    for ids, cnt in mapper(_grow, parts, foreground=foreground, out=out, lut=lut,
+                           grow=grow, shape=shape):
+        np.add.at(sizes, ids, cnt)
+    sizes[0] = 0
+    keep = np.flatnonzero(sizes >= max(min_size, 1))
+    final = np.zeros(n + 1, np.int64)
+    final[keep] = np.arange(1, len(keep) + 1)
+    mapper(_final, parts, out=out, lut=final)
+    return len(keep)

@@ -1,0 +1,252 @@
+"""Prediction of images larger than one machine on a Dask cluster.
+
+``predict_distributed(model_file, image, out_labels, client=client)`` runs one task per
+block of the labels output (its zarr chunks): the task reads the block plus the network's
+context from the image (mirrored beyond the image border), runs the overlap-tile pass and
+writes the block's class probabilities into a zarr array; no two tasks write the same chunk.
+The model travels as its file path and is loaded once per worker process; on a machine with
+GPUs each worker takes one (by its index). The instance labels are then made block by block
+with :mod:`napari_unet.blockwise` on the same cluster (per-block ids offset, objects merged
+across block faces), so an object cut by a block border gets one id.
+
+The probabilities equal those of single-process :func:`napari_unet.predict.predict` to
+float tolerance: every block starts on the network's pooling grid and is normalised with
+the same percentiles, computed once for the whole image.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+import time
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .blockwise import Foreground, blocks, label_components
+from .config import PredictConfig
+from .errors import InputError
+from .predict import PredictEvent, PredictResult, split_planes
+
+
+class SyncDask:
+    """A Dask array read window by window with the synchronous scheduler, so that a task
+    running on a Dask worker never submits tasks of its own."""
+
+    def __init__(self, array):
+        self.array, self.shape, self.dtype = array, tuple(array.shape), array.dtype
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key):
+        return np.asarray(self.array[key].compute(scheduler="synchronous"))
+
+
+def channels_last_view(image, channels: int, name: str = "image"):
+    """A lazy ``(H, W, C)`` view of a 2D image array-like (numpy, zarr, Dask)."""
+    import dask.array as da
+
+    from .data import as_channels_last
+
+    if image.ndim == 3 and image.shape[-1] != channels and image.shape[0] == channels:
+        image = da.moveaxis(da.asarray(image), 0, -1)  # OME-Zarr stores channels first
+    stack, _ = split_planes(image, channels, name)
+    if stack:
+        raise InputError(f"{name} has shape {tuple(image.shape)}; distributed prediction "
+                         "takes one 2D image (H, W) or (H, W, C) at a time.")
+    if image.ndim == 2:
+        image = da.asarray(image)[..., None]
+    if isinstance(image, da.Array):
+        image = SyncDask(image)
+    return as_channels_last(image, name, channels)
+
+
+@functools.lru_cache(maxsize=2)
+def _worker_model(path: str, mtime: float, device_name: str):
+    """The checkpoint and its network, loaded once per worker process and model file."""
+    from .checkpoint import load_checkpoint
+    from .device import resolve_device
+
+    device = resolve_device(device_name)
+    ckpt = load_checkpoint(path)
+    return ckpt, ckpt.build(device), device
+
+
+def models_loaded() -> int:
+    """How many times this process loaded a model for distributed prediction."""
+    return _worker_model.cache_info().misses
+
+
+def _device_for_this_worker(name: str) -> str:
+    """One GPU per worker: worker k of the cluster takes GPU ``k mod n``."""
+    import torch
+
+    if name not in ("auto", "cuda") or not torch.cuda.is_available():
+        return name
+    try:
+        from distributed import get_worker
+
+        index = int(str(get_worker().name).rsplit("-", 1)[-1])
+    except (ImportError, ValueError):
+        index = 0
+    return f"cuda:{index % torch.cuda.device_count()}"
+
+
+@dataclass(frozen=True)
+class _BlockJob:
+    model: str
+    mtime: float
+    out: object
+    lo: np.ndarray
+    hi: np.ndarray
+    config: PredictConfig
+    threads: int | None = None
+
+    def __call__(self, sl, image) -> int:
+        from .device import resolve_precision
+        from .predict import infer_plane
+        from .tiling import plan_tiles
+
+        if self.threads:
+            import torch
+
+            torch.set_num_threads(self.threads)  # Dask starts workers with one thread
+        ckpt, net, device = _worker_model(self.model, self.mtime,
+                                          _device_for_this_worker(self.config.device))
+        shape = tuple(s.stop - s.start for s in sl)
+        plan = plan_tiles(shape, ckpt.config, self.config.tile_size)
+        buf = np.zeros((ckpt.config.n_classes, *shape), np.float32)
+        batch = self.config.batch_size or 4
+        for _ in infer_plane(net, image, plan, buf, batch_size=batch, device=device,
+                             tta=self.config.tta, lo=self.lo, hi=self.hi,
+                             origin=(sl[0].start, sl[1].start),
+                             precision=resolve_precision(device, self.config.precision)):
+            pass
+        self.out[(slice(None), *sl)] = buf
+        return int(np.prod(shape))
+
+
+def _run_block(sl, *, job: _BlockJob, image) -> int:
+    return job(sl, image)
+
+
+def dask_map(client):
+    """A mapper for :func:`napari_unet.blockwise.label_components` that runs on ``client``;
+    numpy arguments are sent to every worker once."""
+
+    def mapper(func, items, **kwargs):
+        sent = {k: client.scatter(v, broadcast=True) if isinstance(v, np.ndarray) else v
+                for k, v in kwargs.items()}
+        return client.gather(client.map(func, list(items), pure=False, **sent))
+
+    return mapper
+
+
+def _chunks_2d(array) -> tuple[int, int]:
+    chunks = getattr(array, "chunks", None)
+    if not chunks:
+        raise InputError("the labels output must be a chunked array (zarr); its chunks are "
+                         "the blocks of the distributed prediction.")
+    return int(chunks[-2]), int(chunks[-1])
+
+
+def predict_distributed(model, image, out_labels, *, client, config: PredictConfig | None = None,
+                        out_probabilities=None, threads: int | None = None,
+                        name: str = "image") -> Generator[PredictEvent, None, PredictResult]:
+    """Predict a large 2D image on a Dask cluster into ``out_labels``; see the module text.
+
+    Parameters
+    ----------
+    model : str or Path
+        The model file (each worker loads it once), or a shipped model's name.
+    image : array-like
+        ``(H, W)``, ``(H, W, C)`` or OME-Zarr-style ``(C, H, W)``: a zarr array, a Dask
+        array or a numpy array (sent to the workers once).
+    out_labels : zarr array
+        ``(H, W)`` integer output; its chunks are the tasks' blocks and must be multiples
+        of ``2**depth`` of the network.
+    client : distributed.Client
+        Where the work runs.
+    out_probabilities : zarr array, optional
+        ``(C, H, W)`` float32 probabilities, chunked like the labels; a temporary zarr
+        beside the labels when not given.
+    threads : int, optional
+        Torch threads of each worker on a CPU (Dask starts workers with
+        ``OMP_NUM_THREADS=1``).
+    """
+    import zarr
+
+    from .checkpoint import load_checkpoint
+    from .data import percentiles
+    from .pretrained import resolve_model
+
+    config = config or PredictConfig()
+    path = resolve_model(model)
+    ckpt = load_checkpoint(path)
+    view = channels_last_view(image, ckpt.config.in_channels, name)
+    spatial = tuple(view.shape[:2])
+    if tuple(out_labels.shape) != spatial:
+        raise InputError(f"the labels output has shape {tuple(out_labels.shape)}; expected "
+                         f"{spatial}.")
+    block = _chunks_2d(out_labels)
+    align = 2**ckpt.config.depth
+    if block[0] % align or block[1] % align:
+        raise InputError(f"the labels output's chunks {block} must be multiples of {align} "
+                         "(the network's pooling grid).")
+    n_classes = ckpt.config.n_classes
+    scratch = None
+    if out_probabilities is None:
+        store = getattr(getattr(out_labels, "store", None), "root", None)
+        scratch = tempfile.TemporaryDirectory(prefix="napari-unet-prob-",
+                                              dir=Path(store).parent if store else None)
+        out_probabilities = zarr.create_array(store=scratch.name, dtype="float32",
+                                              shape=(n_classes, *spatial),
+                                              chunks=(n_classes, *block))
+    if tuple(out_probabilities.shape) != (n_classes, *spatial):
+        raise InputError(f"the probabilities output has shape "
+                         f"{tuple(out_probabilities.shape)}; expected {(n_classes, *spatial)}.")
+    start = time.perf_counter()
+    lo, hi = percentiles(view, name=name)
+    if isinstance(view, np.ndarray):
+        view = client.scatter(view, broadcast=True)
+    job = _BlockJob(str(path), os.path.getmtime(path), out_probabilities, lo, hi, config,
+                    threads)
+    parts = blocks(spatial, block)
+    n_workers = len(client.scheduler_info(n_workers=-1)["workers"])
+    yield PredictEvent(0, len(parts), 0, 1, f"predicting {len(parts)} blocks on {n_workers} "
+                       "Dask worker(s)")
+    from distributed import as_completed
+
+    futures = client.map(_run_block, parts, job=job, image=view, pure=False)
+    try:
+        for done, future in enumerate(as_completed(futures), start=1):
+            future.result()
+            yield PredictEvent(done, len(parts), 0, 1)
+        yield PredictEvent(len(parts), len(parts), 0, 1, "labelling")
+        threshold = ckpt.threshold if config.threshold is None else config.threshold
+        notes: list[str] = []
+        if ckpt.mode == "semantic":
+            from .blockwise import semantic_labels
+
+            dask_map(client)(semantic_labels, parts, probabilities=out_probabilities,
+                             out=out_labels, threshold=threshold)
+        else:
+            three = ckpt.target == "three_class"
+            if config.instance_method == "watershed" or (three and
+                                                         config.instance_method == "auto"):
+                notes.append("labels made block by block are connected components; the "
+                             "watershed needs the whole image in memory")
+            label_components(Foreground(out_probabilities, three, threshold), out_labels,
+                             block=block, grow=2 if three else 1, min_size=config.min_size,
+                             mapper=dask_map(client))
+    finally:
+        client.cancel(futures)
+        if scratch is not None:
+            out_probabilities = None
+            scratch.cleanup()
+    return PredictResult(labels=out_labels, probabilities=out_probabilities,
+                         device=f"Dask ({n_workers} worker(s))",
+                         seconds=time.perf_counter() - start, mode=ckpt.mode,
+                         target=ckpt.target, notes=notes)

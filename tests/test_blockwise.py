@@ -1,0 +1,89 @@
+import numpy as np
+import pytest
+import zarr
+from conftest import tiny_config
+from scipy import ndimage as ndi
+
+from napari_unet.blockwise import label_components, merge_lut
+from napari_unet.checkpoint import Checkpoint, save_checkpoint
+from napari_unet.config import PredictConfig
+from napari_unet.errors import InputError
+from napari_unet.instances import components
+from napari_unet.metrics import same_partition
+from napari_unet.model import UNet
+from napari_unet.predict import predict
+from napari_unet.progress import run
+
+
+@pytest.mark.parametrize("seed,grow,block", [(0, 1, (64, 96)), (1, 2, (50, 50)),
+                                             (2, 1, (300, 17)), (3, 0, (31, 64))])
+def test_blockwise_components_equal_whole_image(seed, grow, block):
+    rng = np.random.default_rng(seed)
+    fg = ndi.gaussian_filter(rng.random((300, 517)), 3) > 0.5
+    whole = components(fg, grow=grow, min_size=10)
+    out = np.zeros(fg.shape, np.uint32)
+    n = label_components(lambda sl: fg[sl], out, block=block, grow=grow, min_size=10)
+    assert n == whole.max() > 20
+    assert same_partition(whole, out)
+    assert set(np.unique(out)) == set(range(n + 1))
+
+
+def test_merge_lut_maps_groups_to_their_smallest_id():
+    lut = merge_lut(6, np.array([[5, 2], [2, 4], [1, 6]]))
+    assert lut.tolist() == [0, 1, 2, 3, 2, 2, 1]
+    assert np.array_equal(lut[lut], lut)
+
+
+def test_too_many_objects_for_the_output_type_are_refused():
+    fg = np.zeros((40, 40), bool)
+    fg[::2, ::2] = True  # 400 one-pixel objects
+    with pytest.raises(InputError, match="uint32"):
+        label_components(lambda sl: fg[sl], np.zeros(fg.shape, np.uint8), min_size=1)
+
+
+def _model(tmp_path, **kw):
+    import torch
+
+    torch.manual_seed(3)
+    net = UNet(tiny_config(**kw))
+    ck = Checkpoint(net.config, net.state_dict(), task={"mode": "instances",
+                                                        "target": "two_class"})
+    return save_checkpoint(tmp_path / "m.safetensors", ck)
+
+
+def test_predict_into_a_zarr_labels_file_matches_in_memory(tmp_path, rng):
+    model = _model(tmp_path)
+    image = ndi.gaussian_filter(rng.normal(size=(300, 260)), 2).astype(np.float32)
+    lazy = zarr.create_array(store=tmp_path / "in.zarr", shape=image.shape, chunks=(64, 64),
+                             dtype="float32")
+    lazy[:] = image
+    cfg = PredictConfig(tile_size=64, min_size=3)
+    whole = run(predict(model, image, cfg))
+    labels = zarr.create_array(store=tmp_path / "out.zarr", shape=image.shape,
+                               chunks=(96, 80), dtype="uint32")
+    prob = zarr.create_array(store=tmp_path / "p.zarr", shape=(2, *image.shape),
+                             chunks=(2, 64, 64), dtype="float32")
+    result = run(predict(model, lazy, cfg, out_labels=labels, out_probabilities=prob))
+    assert result.labels is labels
+    np.testing.assert_allclose(prob[:], whole.probabilities, atol=1e-5)
+    assert whole.labels.max() > 5
+    assert same_partition(whole.labels, labels[:])
+
+
+def test_stack_streamed_without_a_probabilities_output(tmp_path, rng):
+    model = _model(tmp_path)
+    stack = ndi.gaussian_filter(rng.normal(size=(2, 120, 140)), (0, 2, 2)).astype(np.float32)
+    whole = run(predict(model, stack, PredictConfig(tile_size=64)))
+    labels = zarr.create_array(store=tmp_path / "o.zarr", shape=stack.shape,
+                               chunks=(1, 64, 64), dtype="uint32")
+    result = run(predict(model, stack, PredictConfig(tile_size=64), out_labels=labels))
+    assert result.probabilities is None  # the temporary store is gone
+    for k in range(2):
+        assert same_partition(whole.labels[k], labels[k])
+
+
+def test_labels_output_of_the_wrong_shape_is_refused(tmp_path):
+    model = _model(tmp_path)
+    with pytest.raises(InputError, match="labels output has shape"):
+        next(predict(model, np.zeros((40, 40), np.float32),
+                     out_labels=np.zeros((40, 41), np.uint32)))

@@ -1,0 +1,80 @@
+"""Dask-distributed prediction: a LocalCluster of two worker processes."""
+
+import numpy as np
+import pytest
+import zarr
+from conftest import tiny_config
+from scipy import ndimage as ndi
+
+from napari_unet.checkpoint import Checkpoint, save_checkpoint
+from napari_unet.config import PredictConfig
+from napari_unet.errors import InputError
+from napari_unet.metrics import same_partition
+from napari_unet.model import UNet
+from napari_unet.predict import predict
+from napari_unet.progress import run
+
+distributed = pytest.importorskip("distributed")
+from napari_unet.distributed import models_loaded, predict_distributed  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as c:
+            yield c
+
+
+def _model(path, **kw):
+    import torch
+
+    torch.manual_seed(3)
+    net = UNet(tiny_config(**kw))
+    ck = Checkpoint(net.config, net.state_dict(), task={"mode": "instances",
+                                                        "target": "two_class"})
+    return save_checkpoint(path, ck)
+
+
+def test_two_workers_equal_single_process_predict(tmp_path, client):
+    model = _model(tmp_path / "m.safetensors", padding="same", norm="batch")
+    rng = np.random.default_rng(7)
+    image = (ndi.gaussian_filter(rng.normal(size=(2048, 2048)), 4) * 2000 + 100
+             ).astype(np.uint16)
+    lazy = zarr.create_array(store=tmp_path / "big.zarr", shape=image.shape,
+                             chunks=(512, 512), dtype="uint16")
+    lazy[:] = image
+    labels = zarr.create_array(store=tmp_path / "labels.zarr", shape=image.shape,
+                               chunks=(512, 512), dtype="uint32")
+    prob = zarr.create_array(store=tmp_path / "prob.zarr", shape=(2, *image.shape),
+                             chunks=(2, 512, 512), dtype="float32")
+    cfg = PredictConfig(tile_size=256, min_size=20)
+    first = run(predict(model, image, cfg, labels=False))
+    # an untrained network: threshold so that 30 % of the image is object
+    cfg = PredictConfig(tile_size=256, min_size=20,
+                        threshold=float(np.quantile(first.probabilities[1], 0.7)))
+    single = run(predict(model, image, cfg))
+    events = []
+    result = run(predict_distributed(model, lazy, labels, client=client, config=cfg,
+                                     out_probabilities=prob), events.append)
+
+    np.testing.assert_allclose(prob[:], single.probabilities, atol=1e-4)
+    got = labels[:]
+    assert single.labels.max() > 50
+    assert same_partition(single.labels, got)
+    # objects that straddle a chunk border are one object
+    cut = np.intersect1d(got[511], got[512])
+    assert len(cut[cut > 0]) >= 10
+    assert events[-1].message == "labelling" and events[-2].done == 16
+    assert "2 worker" in result.device
+    # the model file was loaded once per worker, not once per task
+    assert sorted(client.run(models_loaded).values()) == [1, 1]
+
+
+def test_chunks_off_the_pooling_grid_are_refused(tmp_path, client):
+    model = _model(tmp_path / "m.safetensors", depth=3)
+    image = np.zeros((100, 100), np.float32)
+    labels = zarr.create_array(store=tmp_path / "l.zarr", shape=image.shape,
+                               chunks=(50, 50), dtype="uint32")
+    with pytest.raises(InputError, match="multiples of 8"):
+        next(predict_distributed(model, image, labels, client=client))
