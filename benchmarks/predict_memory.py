@@ -7,8 +7,8 @@ loading torch and the model (before any image is touched):
 
 * ``stream``: ``predict(..., out_labels=<zarr on disk>)`` — tiles read from the memmap,
   probabilities in a temporary zarr, labels block by block (the large-image path);
-* ``memory`` (baseline, at ``--baseline-size``): the in-memory path, everything as numpy,
-  and ``stream`` at the same size, so the two are compared in the same run.
+* ``memory`` (baseline, at ``--baseline-sizes``): the in-memory path, everything as numpy,
+  and ``stream`` at the same sizes, so the two are compared in the same run.
 
 Aim (issue 5): the input, the output and at most 1.5 GB more for a 16384 x 16384 image.
 
@@ -95,7 +95,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="nuclei")
     ap.add_argument("--size", type=int, default=16384)
-    ap.add_argument("--baseline-size", type=int, default=4096)
+    ap.add_argument("--baseline-sizes", default="4096,8192",
+                    help="sizes at which both paths are measured (comma-separated)")
     ap.add_argument("--tile-size", type=int, default=1024)
     ap.add_argument("--batch-size", type=int, default=1)
     ap.add_argument("--out", type=Path)
@@ -108,8 +109,8 @@ def main() -> None:
     runs = []
     with tempfile.TemporaryDirectory(prefix="predict-memory-") as tmp:
         tmp = Path(tmp)
-        for size, modes in ((args.baseline_size, ("memory", "stream")),
-                            (args.size, ("stream",))):
+        plan = [(int(n), ("memory", "stream")) for n in args.baseline_sizes.split(",")]
+        for size, modes in (*plan, (args.size, ("stream",))):
             npy = tmp / f"mosaic_{size}.npy"
             np.save(npy, mosaic(size))
             for mode in modes:

@@ -31,7 +31,13 @@ from _common import DATA, command, emit, machine  # noqa: E402
 from napari_unet.checkpoint import load_checkpoint  # noqa: E402
 from napari_unet.config import PredictConfig  # noqa: E402
 from napari_unet.data import normalize  # noqa: E402
-from napari_unet.device import describe_device, resolve_device  # noqa: E402
+from napari_unet.device import (  # noqa: E402
+    autocast,
+    describe_device,
+    memory_format,
+    resolve_device,
+    resolve_precision,
+)
 from napari_unet.io import read_image  # noqa: E402
 from napari_unet.metrics import dice  # noqa: E402
 from napari_unet.predict import predict  # noqa: E402
@@ -52,6 +58,21 @@ def mosaic(size: int) -> np.ndarray:
     return np.vstack(rows)[:size, :size].copy()
 
 
+def untrained(name: str):
+    """'random64': the paper's width (64 base channels, depth 4) with 'same' padding and
+    batch norm, untrained — speed does not depend on the weights."""
+    import torch
+
+    from napari_unet.checkpoint import Checkpoint
+    from napari_unet.model import UNet
+
+    torch.manual_seed(0)
+    net = UNet(base_channels=int(name.removeprefix("random")), depth=4, padding="same",
+               norm="batch", dropout=0.0)
+    return Checkpoint(net.config, net.state_dict(), task={"mode": "instances",
+                                                          "target": "two_class"})
+
+
 def timed(fn, repeats: int) -> tuple[float, object]:
     best, out = float("inf"), None
     for _ in range(repeats):
@@ -63,11 +84,14 @@ def timed(fn, repeats: int) -> tuple[float, object]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="nuclei")
+    ap.add_argument("--model", default="nuclei",
+                    help="a model file, 'nuclei', or 'random64' (untrained, the paper's width)")
     ap.add_argument("--size", type=int, default=2048)
     ap.add_argument("--tiles", default="512,1024", help="tile sizes (comma-separated)")
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                    help="of all three paths (auto: bf16 on CUDA, fp32 elsewhere)")
     ap.add_argument("--repeats", type=int, default=2, help="best of N timings")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
@@ -75,36 +99,41 @@ def main() -> None:
     import torch
     from monai.inferers import sliding_window_inference
 
-    ckpt = load_checkpoint(args.model)
+    ckpt = untrained(args.model) if args.model.startswith("random") else load_checkpoint(
+        args.model)
     device = resolve_device(args.device)
     net = ckpt.build(device)
+    precision = resolve_precision(device, args.precision)
     image = mosaic(args.size)
     mp = image.size / 1e6
     norm = normalize(image[..., None])
     report = {"benchmark": "predict_speed", "command": command(), "machine": machine(),
               "device": describe_device(device), "model": args.model,
               "model_config": ckpt.config.to_dict(), "image": [args.size, args.size],
-              "megapixels": mp, "batch_size": args.batch_size, "runs": []}
+              "megapixels": mp, "batch_size": args.batch_size, "precision": precision,
+              "runs": []}
     for tile in (int(t) for t in args.tiles.split(",")):
         plan = plan_tiles(image.shape, ckpt.config, tile)
         tiles = list(plan)
         batches = [torch.from_numpy(np.ascontiguousarray(np.stack(
             [np.moveaxis(plan.read(norm, t), -1, 0) for t in tiles[i:i + args.batch_size]]),
-            dtype=np.float32)).to(device) for i in range(0, len(tiles), args.batch_size)]
+            dtype=np.float32)).to(device, memory_format=memory_format(device))
+            for i in range(0, len(tiles), args.batch_size)]
 
         def model_only():
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast(device, precision):
                 for x in batches:
                     net(x).float().softmax(1).cpu()
 
-        cfg = PredictConfig(tile_size=tile, batch_size=args.batch_size, device=args.device)
+        cfg = PredictConfig(tile_size=tile, batch_size=args.batch_size, device=args.device,
+                            precision=precision)
         t_model, _ = timed(model_only, args.repeats)
         t_e2e, res = timed(lambda: run(predict(ckpt, image, cfg, labels=False)), args.repeats)
         t_labels, _ = timed(lambda: run(predict(ckpt, image, cfg)), 1)
         x = torch.from_numpy(np.moveaxis(norm, -1, 0)[None].copy()).to(device)
 
         def monai():
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast(device, precision):
                 return sliding_window_inference(x, (tile, tile), args.batch_size, net,
                                                 overlap=0.25, mode="constant"
                                                 ).float().softmax(1)[0].cpu().numpy()
@@ -112,6 +141,11 @@ def main() -> None:
         t_monai, peer = timed(monai, args.repeats)
         th = ckpt.threshold
         ours = np.asarray(res.probabilities)[1] > th
+        agreement = {}
+        if precision != "fp32":  # the reduced precision against fp32, same tiles
+            full = run(predict(ckpt, image, cfg.replace(precision="fp32"), labels=False))
+            agreement["dice_foreground_vs_fp32"] = round(
+                dice(ours, np.asarray(full.probabilities)[1] > th), 5)
         report["runs"].append({
             "tile": tile, "tiles": len(tiles), "input_tile": list(plan.input_shape),
             "kept_per_tile": list(plan.stride),
@@ -122,6 +156,7 @@ def main() -> None:
             "predict_over_model_only": round(t_model / t_e2e, 3),
             "predict_over_monai": round(t_monai / t_e2e, 3),
             "dice_foreground_predict_vs_monai": round(dice(ours, peer[1] > th), 5),
+            **agreement,
             "seconds": {"model_only": round(t_model, 2), "predict": round(t_e2e, 2),
                         "predict_with_labels": round(t_labels, 2),
                         "monai": round(t_monai, 2)},

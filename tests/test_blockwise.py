@@ -2,6 +2,8 @@ import numpy as np
 import pytest
 import zarr
 from conftest import tiny_config
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import ndimage as ndi
 
 from napari_unet.blockwise import label_components, merge_lut
@@ -87,3 +89,18 @@ def test_labels_output_of_the_wrong_shape_is_refused(tmp_path):
     with pytest.raises(InputError, match="labels output has shape"):
         next(predict(model, np.zeros((40, 40), np.float32),
                      out_labels=np.zeros((40, 41), np.uint32)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), h=st.integers(1, 70), w=st.integers(1, 70),
+       bh=st.integers(1, 40), bw=st.integers(1, 40), grow=st.integers(0, 2),
+       min_size=st.integers(0, 6), density=st.floats(0.2, 0.8))
+def test_blockwise_labelling_is_the_whole_image_labelling_for_any_blocks(
+        seed, h, w, bh, bw, grow, min_size, density):
+    fg = np.random.default_rng(seed).random((h, w)) < density
+    whole = components(fg, grow=grow, min_size=min_size)
+    out = np.zeros(fg.shape, np.uint32)
+    n = label_components(lambda sl: fg[sl], out, block=(bh, bw), grow=grow,
+                         min_size=min_size)
+    assert n == int(whole.max())
+    assert same_partition(whole, out)

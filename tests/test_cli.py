@@ -17,6 +17,17 @@ def test_sample_train_predict_end_to_end(tmp_path, capsys):
                  "--depth", "2", "--patch-size", "64", "--seed", "1"]) == 0
     ck = load_checkpoint(model)
     assert ck.config.base_channels == 4 and ck.training["config"]["seed"] == 1
+    # the training report beside the model: a real PNG and the numbers
+    import json
+
+    import imageio.v3 as iio
+
+    png = tmp_path / "model.report.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert iio.imread(png).shape[0] > 500  # curves and validation images
+    numbers = json.loads((tmp_path / "model.report.json").read_text())
+    assert [h["epoch"] for h in numbers["history"]] == [1, 2]
+    assert f"training report: {png}" in capsys.readouterr().out
     out = tmp_path / "pred"
     assert main(["-q", "predict", str(model), str(data / "images" / "cells_00.tif"),
                  str(data / "images" / "cells_01.tif"), "--out", str(out),

@@ -3,4 +3,9 @@
 Importing the package imports neither torch nor Qt; the engine lives in the sub-modules.
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("napari-unet")  # set from the git tag when installed
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0"

@@ -213,7 +213,8 @@ def read_header(path: str | os.PathLike) -> tuple[dict, dict]:
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Open a model file safely (see the module docstring).
 
-    ``path`` may also name a model shipped with the package ('nuclei').
+    ``path`` may also name a model shipped with the package ('nuclei'), or a bioimage.io
+    package exported by napari-unet (``.zip``, its folder or its ``rdf.yaml``).
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -221,6 +222,10 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     from .pretrained import resolve_model
 
     path = resolve_model(path)
+    if path.suffix.lower() in (".zip", ".yaml") or (path / "rdf.yaml").is_file():
+        from .modelzoo import import_package
+
+        return import_package(path)
     _, meta = read_header(path)
     try:
         config = ModelConfig.from_dict(meta.get("model"))

@@ -1,4 +1,5 @@
-"""The command line: ``napari-unet train|predict|sample|info``; the engine the widgets drive.
+"""The command line: ``napari-unet train|predict|sample|info|export``; the engine the
+widgets drive.
 
 A problem with the input ends with one line naming the file and the problem on stderr and
 exit status 2; nothing is half-written (results and models are written atomically).
@@ -100,6 +101,20 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--count", type=int, default=6)
     i = sub.add_parser("info", help="show what a model file holds")
     i.add_argument("model")
+    e = sub.add_parser("export", help="write a model as a bioimage.io model package (.zip)",
+                       description="Write MODEL (a model file, a shipped model's name or a "
+                       "bioimage.io package) as a BioImage Model Zoo package for deepImageJ, "
+                       "ilastik, bioimageio.core and napari; MODEL.zip opens in napari-unet "
+                       "again.")
+    e.add_argument("model")
+    e.add_argument("--out", required=True, help="package to write (.zip)")
+    e.add_argument("--name", help="model name (default: the file name)")
+    e.add_argument("--author", action="append", dest="authors",
+                   help="an author's name (repeat for several; default: your login)")
+    e.add_argument("--test-image", help="image file for the test input and the cover "
+                   "(default: synthetic touching cells)")
+    e.add_argument("--no-torchscript", action="store_true",
+                   help="state-dict weights only")
     return ap
 
 
@@ -158,6 +173,8 @@ def cmd_train(args) -> int:
     print(f"saved {result.path} (best validation score {result.best_score}, "
           f"epoch {result.best_epoch}, {result.steps} steps, {result.seconds:.0f} s on "
           f"{result.device})")
+    if result.report is not None:
+        print(f"training report: {result.report}")
     return 0
 
 
@@ -302,11 +319,26 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .checkpoint import load_checkpoint
+    from .io import read_image
+    from .modelzoo import export_package
+
+    ckpt = load_checkpoint(args.model)
+    image = read_image(args.test_image) if args.test_image else None
+    if image is not None and ckpt.config.in_channels == 1 and image.ndim == 3:
+        image = image[..., 0]  # a grey image saved as RGB(A)
+    out = export_package(ckpt, args.out, name=args.name, authors=args.authors, image=image,
+                         torchscript=not args.no_torchscript)
+    print(f"wrote {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     commands = {"train": cmd_train, "predict": cmd_predict, "sample": cmd_sample,
-                "info": cmd_info}
+                "info": cmd_info, "export": cmd_export}
     try:
         return commands[args.command](args)
     except NapariUNetError as err:

@@ -105,7 +105,7 @@ class _BlockJob:
     threads: int | None = None
 
     def __call__(self, sl, image) -> int:
-        from .device import resolve_precision
+        from .device import auto_batch_size, resolve_precision
         from .predict import infer_plane
         from .tiling import plan_tiles
 
@@ -118,11 +118,12 @@ class _BlockJob:
         shape = tuple(s.stop - s.start for s in sl)
         plan = plan_tiles(shape, ckpt.config, self.config.tile_size)
         buf = np.zeros((ckpt.config.n_classes, *shape), np.float32)
-        batch = self.config.batch_size or 4
+        precision = resolve_precision(device, self.config.precision)
+        batch = self.config.batch_size or auto_batch_size(ckpt.config, plan.input_shape,
+                                                          device, precision)
         for _ in infer_plane(net, image, plan, buf, batch_size=batch, device=device,
                              tta=self.config.tta, lo=self.lo, hi=self.hi,
-                             origin=(sl[0].start, sl[1].start),
-                             precision=resolve_precision(device, self.config.precision)):
+                             origin=(sl[0].start, sl[1].start), precision=precision):
             pass
         self.out[(slice(None), *sl)] = buf
         return int(np.prod(shape))
@@ -202,7 +203,7 @@ def predict_distributed(model, image, out_labels, *, client, config: PredictConf
         scratch = tempfile.TemporaryDirectory(prefix="napari-unet-prob-",
                                               dir=Path(store).parent if store else None)
         out_probabilities = zarr.create_array(store=scratch.name, dtype="float32",
-                                              shape=(n_classes, *spatial),
+                                              shape=(n_classes, *spatial), compressors=None,
                                               chunks=(n_classes, *block))
     if tuple(out_probabilities.shape) != (n_classes, *spatial):
         raise InputError(f"the probabilities output has shape "

@@ -75,6 +75,7 @@ class TrainResult:
     seconds: float = 0.0
     steps: int = 0
     stopped: str = "completed"
+    report: Path | None = None  # the report PNG beside the saved model
 
 
 @dataclass
@@ -403,7 +404,30 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
             if out is not None and procs.main:
                 saved_path = save_checkpoint(out, best)
         ddp.leave(procs)
-    return TrainResult(checkpoint=best, path=saved_path, best_score=best_score,
-                       best_epoch=best_epoch, history=history,
-                       device=describe_device(device), seconds=time.perf_counter() - start,
-                       steps=step, stopped=stopped)
+    result = TrainResult(checkpoint=best, path=saved_path, best_score=best_score,
+                         best_epoch=best_epoch, history=history,
+                         device=describe_device(device), seconds=time.perf_counter() - start,
+                         steps=step, stopped=stopped)
+    if saved_path is not None:
+        result.report = _report(result, prep, val_idx, device)
+    return result
+
+
+def _report(result: TrainResult, prep: _Prepared, val_idx: Sequence[int], device) -> Path | None:
+    """Write the training report beside the model; a failure here never costs the model."""
+    from .config import PredictConfig
+    from .predict import predict
+    from .progress import run
+    from .report import write_report
+
+    try:
+        cfg = PredictConfig(device=device.type)
+        examples = []
+        for i in list(val_idx)[:3]:
+            image = prep.images[i][..., 0] if prep.channels == 1 else prep.images[i]
+            labels = run(predict(result.checkpoint, image, cfg)).labels
+            examples.append((image, prep.truths[i], labels))
+        return write_report(result.path, result, examples)[0]
+    except Exception as err:  # noqa: BLE001 - reported, and the model is saved already
+        log.warning("the training report could not be written: %s", err)
+        return None

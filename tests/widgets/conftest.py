@@ -37,3 +37,19 @@ def cells_viewer(make_napari_viewer):
 def dock(viewer, name):
     _, widget = viewer.window.add_plugin_dock_widget("napari-unet", name)
     return widget
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    """A tiny model trained for two steps ('same' padding)."""
+    from napari_unet.config import ModelConfig, TrainConfig
+    from napari_unet.progress import run
+    from napari_unet.train import train
+
+    image, labels = touching_cells((96, 96), n_cells=10, radius=8, seed=1)
+    path = tmp_path / "m.safetensors"
+    run(train([image], [labels], TrainConfig(epochs=1, steps_per_epoch=2, patch_size=64,
+                                              val_fraction=0),
+              model_config=ModelConfig(base_channels=4, depth=2, dropout=0,
+                                       padding="same"), out=path))
+    return path

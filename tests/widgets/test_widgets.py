@@ -6,9 +6,7 @@ from conftest import dock
 from qtpy.QtCore import QTimer
 
 from napari_unet.checkpoint import load_checkpoint
-from napari_unet.config import TrainConfig
 from napari_unet.progress import run
-from napari_unet.train import train
 
 
 def set_quick(widget, amount=1, unit="epochs", size="tiny"):
@@ -121,22 +119,10 @@ def test_deleting_the_layers_while_training_loses_nothing(cells_viewer, qtbot, n
     assert len(list(models_home.glob("*.safetensors"))) == 1
 
 
-@pytest.fixture
-def model_file(tmp_path):
-    from napari_unet.config import ModelConfig
-    from napari_unet.synthetic import touching_cells
-
-    image, labels = touching_cells((96, 96), n_cells=10, radius=8, seed=1)
-    path = tmp_path / "m.safetensors"
-    run(train([image], [labels], TrainConfig(epochs=1, steps_per_epoch=2, patch_size=64,
-                                              val_fraction=0),
-              model_config=ModelConfig(base_channels=4, depth=2, dropout=0), out=path))
-    return path
-
-
 def predict_dock(viewer, model_file, *, probabilities=False):
     """The Predict widget docked, set to ``model_file``."""
-    widget = predict_dock(viewer, model_file)
+    widget = dock(viewer, "Predict")
+    widget.use_model_file(model_file)
     widget.probabilities.setChecked(probabilities)
     return widget
 

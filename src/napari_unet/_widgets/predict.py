@@ -102,6 +102,10 @@ class PredictWidget(QWidget):
         self.tta = QCheckBox("average over rotations and flips (8x slower)")
         self.device, self.device_label = device_choice()
         self.controls = RunControls("Predict", self.start)
+        self.export_btn = QPushButton("Export model to bioimage.io…")
+        self.export_btn.setToolTip("Write the chosen model as a BioImage Model Zoo package "
+                                   "(.zip) for deepImageJ, ilastik and other tools")
+        self.export_btn.clicked.connect(self._ask_export)
         self.status = QLabel("")
         self.status.setWordWrap(True)
 
@@ -125,6 +129,7 @@ class PredictWidget(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.controls)
+        layout.addWidget(self.export_btn)
         layout.addWidget(self.status)
         layout.addStretch()
         self.refresh_models()
@@ -135,6 +140,38 @@ class PredictWidget(QWidget):
         self.model.addItems([*map(str, recent_models()), *shipped_choices(), FROM_FILE])
         if current:
             self.model.setCurrentText(current)
+
+    def use_model_file(self, path) -> None:
+        """Choose the model file ``path`` (a dropped model file lands here)."""
+        self.model.setCurrentText(FROM_FILE)
+        self.model_file.edit.setText(str(path))
+
+    def _ask_export(self) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        path, _ = QFileDialog.getSaveFileName(self, "Export to bioimage.io", "",
+                                              "bioimage.io package (*.zip)")
+        if path:
+            self.export_to(path if path.endswith(".zip") else f"{path}.zip")
+
+    def export_to(self, path) -> None:
+        """Export the chosen model as a bioimage.io package, in a worker thread."""
+        from ..modelzoo import exporting
+
+        try:
+            gen = exporting(self.model_path(), path)
+        except NapariUNetError as err:
+            show_error(str(err))
+            return
+        self.controls.launch(gen, desc="Exporting", total=0,
+                             on_event=self.status.setText,
+                             on_done=lambda out: self._exported(out),
+                             on_refused=lambda m: self.status.setText(f"Not exported: {m}"))
+
+    def _exported(self, out) -> None:
+        text = f"Exported to {out}" if out else "Export cancelled."
+        self.status.setText(text)
+        show_info(text)
 
     def model_path(self) -> str:
         choice = self.model.currentText()

@@ -197,5 +197,7 @@ class TrainWidget(QWidget):
             quality = (f"best validation score {result.best_score:.3f}" if "dice" in last
                        else "no validation image (train on two or more to get one)")
             text = f"Finished ({result.stopped}) on {result.device}: {quality}; saved in {out}"
+            if result.report is not None:
+                text += f" (report: {result.report.name})"
         self.status.setText(text)
         show_info(text)

@@ -1,0 +1,94 @@
+"""A training report people can look at: ``<model>.report.png`` and ``<model>.report.json``.
+
+The PNG shows the training loss and the validation scores per epoch (the best epoch marked)
+and up to three validation images with the ground truth (green) and the saved model's
+prediction (magenta) outlined; the JSON holds the same numbers. Written beside the model by
+every training that saves one (CLI, widget, Python API). Drawn with matplotlib's Agg canvas,
+so it works in any thread and without a display.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def report_paths(model_path: str | Path) -> tuple[Path, Path]:
+    """``(png, json)`` beside a model file."""
+    model_path = Path(model_path)
+    stem = model_path.name.removesuffix(".safetensors")
+    return (model_path.with_name(f"{stem}.report.png"),
+            model_path.with_name(f"{stem}.report.json"))
+
+
+def _outline(labels: np.ndarray) -> np.ndarray:
+    from skimage.segmentation import find_boundaries
+
+    return find_boundaries(labels, mode="inner")
+
+
+def write_report(model_path, result, examples=()) -> tuple[Path, Path]:
+    """Write the report of a :class:`~napari_unet.train.TrainResult`.
+
+    ``examples``: ``(image, truth, prediction)`` triples of validation images (channels
+    last), their true labels and the saved model's labels.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    png, js = report_paths(model_path)
+    history = result.history
+    numbers = {
+        "model": Path(model_path).name,
+        "best_epoch": result.best_epoch,
+        "best_score": result.best_score,
+        "device": result.device,
+        "seconds": result.seconds,
+        "steps": result.steps,
+        "stopped": result.stopped,
+        "history": history,
+    }
+    js.write_text(json.dumps(numbers, indent=2, default=float))
+
+    examples = list(examples)[:3]
+    fig = Figure(figsize=(12, 7.5 if examples else 3.6), dpi=100)
+    FigureCanvasAgg(fig)
+    grid = fig.add_gridspec(2 if examples else 1, 3, height_ratios=[1, 1.4][: 2 if examples
+                                                                              else 1])
+    epochs = [h["epoch"] for h in history]
+    ax = fig.add_subplot(grid[0, 0])
+    ax.plot(epochs, [h["loss"] for h in history], "o-", color="tab:blue", ms=3)
+    ax.set(title="training loss", xlabel="epoch")
+    ax = fig.add_subplot(grid[0, 1])
+    keys = [k for k in ("dice", "ap50", "map") if history and k in history[0]]
+    for key in keys or (["score"] if history else []):  # no validation image: -loss
+        ax.plot(epochs, [h[key] for h in history], "o-", ms=3, label=key)
+    if result.best_epoch:
+        ax.axvline(result.best_epoch, color="grey", ls="--", lw=1, label="saved")
+    chosen = "map" if "map" in keys else "dice"
+    ax.set(title=f"validation (the model kept has the best {chosen})", xlabel="epoch")
+    if history:
+        ax.legend(fontsize=8)
+    ax = fig.add_subplot(grid[0, 2])
+    ax.axis("off")
+    best = f"{result.best_score:.4f}" if result.best_score is not None else "not validated"
+    ax.text(0, 1, f"{Path(model_path).name}\n\nbest validation score {best}\n"
+            f"epoch {result.best_epoch} of {len(history)}, {result.steps} steps\n"
+            f"{result.seconds:.0f} s on {result.device}\nended: {result.stopped}",
+            va="top", fontsize=9, family="monospace")
+    for k, (image, truth, pred) in enumerate(examples):
+        ax = fig.add_subplot(grid[1, k])
+        grey = image if image.ndim == 2 else (image[..., 0] if image.shape[-1] != 3
+                                              else image.mean(-1))
+        lo, hi = np.percentile(grey, [1, 99.8])
+        rgb = np.stack([np.clip((grey - lo) / max(hi - lo, 1e-6), 0, 1)] * 3, -1)
+        rgb[_outline(truth)] = (0.1, 0.9, 0.1)
+        rgb[_outline(pred)] = (1.0, 0.0, 1.0)
+        ax.imshow(rgb, interpolation="nearest")
+        ax.set_title(f"validation image {k + 1}: truth green, prediction magenta", fontsize=8)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(png)
+    return png, js

@@ -1,0 +1,94 @@
+"""bioimage.io export and import, checked with the bioimage.io libraries themselves."""
+
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_config
+
+from napari_unet.checkpoint import load_checkpoint
+from napari_unet.cli import main
+from napari_unet.config import TrainConfig
+from napari_unet.errors import ModelFileError
+from napari_unet.predict import predict
+from napari_unet.progress import run
+from napari_unet.synthetic import touching_cells
+from napari_unet.train import train
+
+pytest.importorskip("bioimageio.core")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A freshly trained tiny model ('same' padding, batch norm)."""
+    path = tmp_path_factory.mktemp("zoo") / "tiny.safetensors"
+    pairs = [touching_cells((96, 96), n_cells=10, radius=8, seed=s) for s in range(2)]
+    run(train([p[0] for p in pairs], [p[1] for p in pairs],
+              TrainConfig(epochs=1, steps_per_epoch=3, batch_size=2, patch_size=48,
+                          val_fraction=0.5),
+              model_config=tiny_config(padding="same", norm="batch"), out=path))
+    return path
+
+
+def test_export_validates_passes_the_model_test_and_reimports_identically(trained, tmp_path):
+    from bioimageio.core import test_model
+    from bioimageio.spec import load_description
+
+    package = tmp_path / "tiny.zip"
+    assert main(["export", str(trained), "--out", str(package), "--author", "A. Biologist"]) == 0
+    descr = load_description(package)
+    assert descr.validation_summary.status == "valid-format", descr.validation_summary
+    assert {"pytorch_state_dict", "torchscript"} <= set(descr.weights.model_fields_set)
+    summary = test_model(package)
+    assert summary.status == "passed", [(d.name, [e.msg for e in d.errors])
+                                        for d in summary.details if d.errors]
+    with zipfile.ZipFile(package) as z:
+        names = set(z.namelist())
+    assert {"rdf.yaml", "README.md", "cover.png", "test_input.npy"} <= names
+
+    image, _ = touching_cells((150, 130), n_cells=12, radius=10, seed=5)
+    before = run(predict(trained, image))
+    again = run(predict(package, image))  # the package opens wherever a model file does
+    np.testing.assert_array_equal(before.probabilities, again.probabilities)
+    np.testing.assert_array_equal(before.labels, again.labels)
+    assert load_checkpoint(package).threshold == load_checkpoint(trained).threshold
+
+
+def test_valid_padding_model_exports_with_the_output_size_reference(tmp_path):
+    from bioimageio.core import test_model
+
+    from napari_unet.checkpoint import Checkpoint
+    from napari_unet.model import UNet
+    from napari_unet.modelzoo import export_package
+
+    torch.manual_seed(0)
+    net = UNet(tiny_config(padding="valid", in_channels=3, n_classes=3))
+    ckpt = Checkpoint(net.config, net.state_dict(), task={"mode": "semantic"})
+    package = export_package(ckpt, tmp_path / "valid.zip", authors=["X"], torchscript=False)
+    assert test_model(package).status == "passed"
+
+
+def test_a_package_with_code_in_its_weights_is_refused(trained, tmp_path):
+    import os
+
+    from napari_unet.modelzoo import export_package
+
+    package = export_package(trained, tmp_path / "ok.zip", authors=["X"], torchscript=False)
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(package) as src, zipfile.ZipFile(bad, "w") as dst:
+        for item in src.namelist():
+            data = src.read(item)
+            if item == "weights.pt":
+                buf = tmp_path / "w.pt"
+                torch.save({"x": Evil()}, buf)
+                data = buf.read_bytes()
+            dst.writestr(item, data)
+    with pytest.raises(ModelFileError, match="not a plain PyTorch state dict"):
+        load_checkpoint(bad)
+    assert not (tmp_path / "pwned").exists()

@@ -1,0 +1,80 @@
+"""napari integration beyond the dock widgets: dropping a model file, exporting to
+bioimage.io from the Predict widget, saving labels with their pixel size."""
+
+import numpy as np
+import pytest
+from conftest import dock
+
+from napari_unet.checkpoint import load_checkpoint
+from napari_unet.synthetic import touching_cells
+
+
+def test_dropping_a_model_file_opens_it_in_the_predict_widget(make_napari_viewer, model_file):
+    viewer = make_napari_viewer()
+    viewer.open(str(model_file), plugin="napari-unet")
+    assert len(viewer.layers) == 0
+    from napari_unet._widgets.predict import PredictWidget
+
+    docked = [w for w in viewer.window.dock_widgets.values() if isinstance(w, PredictWidget)]
+    assert len(docked) == 1 and docked[0].model_path() == str(model_file)
+
+
+def test_a_broken_model_file_is_refused_when_dropped(make_napari_viewer, tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 40)
+    viewer = make_napari_viewer()
+    with pytest.raises(Exception, match="bad.safetensors"):
+        viewer.open(str(bad), plugin="napari-unet")
+    assert len(viewer.layers) == 0
+
+
+def test_export_button_writes_a_package_that_opens_again(make_napari_viewer, qtbot, model_file,
+                                                          tmp_path):
+    pytest.importorskip("bioimageio.spec")
+    viewer = make_napari_viewer()
+    widget = dock(viewer, "Predict")
+    widget.use_model_file(model_file)
+    widget.export_to(tmp_path / "shared.zip")
+    qtbot.waitUntil(lambda: widget.controls.run is None, timeout=120_000)
+    assert "Exported to" in widget.status.text(), widget.status.text()
+    again = load_checkpoint(tmp_path / "shared.zip")
+    before = load_checkpoint(model_file)
+    for key, value in before.state_dict.items():
+        assert np.array_equal(value.numpy(), again.state_dict[key].numpy())
+
+
+@pytest.mark.parametrize("name", ["seg.ome.zarr", "seg.ome.tif"])
+def test_labels_are_saved_with_their_pixel_size(make_napari_viewer, tmp_path, name):
+    import tifffile
+
+    from napari_unet.io import open_zarr
+
+    viewer = make_napari_viewer()
+    labels = touching_cells((80, 60), n_cells=5, radius=6, seed=2)[1]
+    layer = viewer.add_labels(labels, name="seg", scale=(2.0, 0.5))
+    path = tmp_path / name
+    viewer.layers.save(str(path), selected=False, plugin="napari-unet")
+    if name.endswith(".zarr"):
+        import zarr
+
+        assert np.array_equal(open_zarr(path).compute(), labels)
+        ms = zarr.open_group(str(path)).attrs["multiscales"][0]
+        assert ms["datasets"][0]["coordinateTransformations"][0]["scale"] == [2.0, 0.5]
+    else:
+        with tifffile.TiffFile(path) as tif:
+            assert np.array_equal(tif.asarray(), labels)
+            assert 'PhysicalSizeX="0.5"' in tif.ome_metadata
+    assert layer.scale.tolist() == [2.0, 0.5]
+
+
+def test_segment_menu_entry_opens_predict_for_the_selected_image(make_napari_viewer):
+    from napari_unet._widgets.menu import segment_selected
+    from napari_unet._widgets.predict import PredictWidget
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((20, 20)), name="first")
+    viewer.add_image(np.zeros((20, 20)), name="second")
+    viewer.layers.selection.active = viewer.layers["first"]
+    segment_selected(viewer)
+    docked = [w for w in viewer.window.dock_widgets.values() if isinstance(w, PredictWidget)]
+    assert len(docked) == 1 and docked[0].image.currentText() == "first"
