@@ -132,3 +132,25 @@ def test_any_shape_and_tile_size_give_a_seamless_result(h, w, tile, padding, see
     for _ in infer_plane(net, image, plan, out, batch_size=2, device=torch.device("cpu")):
         pass
     np.testing.assert_allclose(out, whole_image_reference(net, image), atol=2e-5)
+
+
+def test_reduced_halo_is_rounded_capped_and_still_covers_the_image():
+    cfg = ModelConfig(depth=3, base_channels=4, padding="same", norm="none", dropout=0.0)
+    exact = plan_tiles((300, 270), cfg, 128)
+    small = plan_tiles((300, 270), cfg, 128, halo=13)
+    assert small.geometry.halo == 16 and small.geometry.crop == 16  # rounded to 2**depth
+    assert plan_tiles((300, 270), cfg, 128, halo=10_000).geometry.halo == exact.geometry.halo
+    assert small.stride[0] > exact.stride[0]
+    seen = np.zeros((300, 270), int)
+    for t in small:
+        seen[t.out] += 1
+    assert (seen == 1).all()
+    valid = ModelConfig(depth=2, base_channels=4, padding="valid", norm="none", dropout=0.0)
+    assert plan_tiles((100, 100), valid, 128, halo=8).geometry == plan_tiles(
+        (100, 100), valid, 128).geometry  # 'valid' networks need their whole context
+
+
+def test_balanced_tiles_keep_the_tile_count_and_shrink_the_tiles():
+    cfg = ModelConfig(depth=4, base_channels=4, padding="same", norm="none", dropout=0.0)
+    plan = plan_tiles((2048, 2048), cfg, 1024)
+    assert len(plan) == 9 and plan.input_shape == (912, 912)

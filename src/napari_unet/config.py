@@ -273,6 +273,11 @@ class PredictConfig(_DictMixin):
         Objects smaller than this many pixels are removed.
     tta : bool
         Test-time augmentation: average over the 8 rotations and flips (8x slower).
+    halo : int or None
+        Context pixels each tile carries beyond what it keeps, for 'same' padding models.
+        None: the network's whole receptive field (112 px at depth 4), so the tiled result
+        equals one pass over the whole image. Smaller is faster and approximate (48 px
+        agreed with the exact result to Dice 0.999 on DSB nuclei, benchmarks/RESULTS.md).
     """
 
     tile_size: int = 512
@@ -283,6 +288,7 @@ class PredictConfig(_DictMixin):
     instance_method: Literal["auto", "components", "watershed"] = "auto"
     min_size: int = 10
     tta: bool = False
+    halo: int | None = None
 
     def __post_init__(self) -> None:
         _check_positive("tile_size", self.tile_size)
@@ -290,5 +296,7 @@ class PredictConfig(_DictMixin):
             raise InputError(f"batch_size must be 0 (automatic) or more, not {self.batch_size}.")
         _check_choice("precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
         _check_choice("instance_method", self.instance_method, ("auto", "components", "watershed"))
+        if self.halo is not None and self.halo < 0:
+            raise InputError(f"halo must be 0 or more pixels, not {self.halo}.")
         if self.threshold is not None and not 0 < self.threshold < 1:
             raise InputError(f"threshold must be between 0 and 1, not {self.threshold}.")

@@ -116,7 +116,7 @@ class _BlockJob:
         ckpt, net, device = _worker_model(self.model, self.mtime,
                                           _device_for_this_worker(self.config.device))
         shape = tuple(s.stop - s.start for s in sl)
-        plan = plan_tiles(shape, ckpt.config, self.config.tile_size)
+        plan = plan_tiles(shape, ckpt.config, self.config.tile_size, self.config.halo)
         buf = np.zeros((ckpt.config.n_classes, *shape), np.float32)
         precision = resolve_precision(device, self.config.precision)
         batch = self.config.batch_size or auto_batch_size(ckpt.config, plan.input_shape,

@@ -329,7 +329,7 @@ def predict(model, image, config: PredictConfig | None = None, *, out_probabilit
     device = resolve_device(config.device)
     precision = resolve_precision(device, config.precision)
     net = ckpt.build(device)
-    plan = plan_tiles(spatial, ckpt.config, config.tile_size)
+    plan = plan_tiles(spatial, ckpt.config, config.tile_size, config.halo)
     batch_size = config.batch_size or auto_batch_size(ckpt.config, plan.input_shape, device,
                                                       precision)
     scratch = None
