@@ -39,7 +39,7 @@ def test_export_validates_passes_the_model_test_and_reimports_identically(traine
     assert main(["export", str(trained), "--out", str(package), "--author", "A. Biologist"]) == 0
     descr = load_description(package)
     assert descr.validation_summary.status == "valid-format", descr.validation_summary
-    assert {"pytorch_state_dict", "torchscript"} <= set(descr.weights.model_fields_set)
+    assert {"pytorch_state_dict", "torchscript", "onnx"} <= set(descr.weights.model_fields_set)
     summary = test_model(package)
     assert summary.status == "passed", [(d.name, [e.msg for e in d.errors])
                                         for d in summary.details if d.errors]

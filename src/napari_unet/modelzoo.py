@@ -3,7 +3,8 @@
 :func:`export_package` writes a bioimage.io model package (a ``.zip`` with ``rdf.yaml``,
 format 0.5) that Fiji/deepImageJ, ilastik, bioimageio.core and other napari plugins open:
 PyTorch state-dict weights (the architecture is ``napari_unet.model.UNet`` with the model's
-options) and TorchScript weights, a test input and its expected output, a cover image, a
+options), TorchScript weights and ONNX weights (where the network exports cleanly and ONNX
+Runtime reproduces it), a test input and its expected output, a cover image, a
 README with the training record and validation scores, and the citations (the U-Net paper
 and the training data named in the model's metadata). The model's own metadata travels in
 ``config.napari_unet``, so :func:`import_package` rebuilds the exact model.
@@ -114,13 +115,44 @@ Scores on the validation images held out by the training:
     return path
 
 
+def _onnx(net, x: np.ndarray, path: Path) -> bool:
+    """Export ``net`` to ONNX (opset 17, batch and image sizes dynamic) and keep it only if
+    ONNX Runtime reproduces the network on ``x``; False where it does not export cleanly
+    or the ``onnx``/``onnxruntime`` packages are missing."""
+    import warnings
+
+    import torch
+
+    try:
+        import onnxruntime
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            axes = {0: "batch", 2: "y", 3: "x"}
+            torch.onnx.export(net, (torch.from_numpy(x),), str(path), dynamo=False,
+                              opset_version=ONNX_OPSET, input_names=["input"],
+                              output_names=["output"],
+                              dynamic_axes={"input": axes, "output": axes})
+        got = onnxruntime.InferenceSession(str(path)).run(None, {"input": x})[0]
+        with torch.inference_mode():
+            want = net(torch.from_numpy(x)).numpy()
+        return bool(np.allclose(got, want, atol=1e-4, rtol=1e-4))
+    except Exception:  # noqa: BLE001 - any failure means: no ONNX weights, said in the README
+        return False
+
+
+ONNX_OPSET = 17
+
+
 def export_package(model, out, *, name: str | None = None, authors=None,
-                   image: np.ndarray | None = None, torchscript: bool = True) -> Path:
+                   image: np.ndarray | None = None, torchscript: bool = True,
+                   onnx: bool = True) -> Path:
     """Write ``model`` (a model file, a shipped name or a :class:`Checkpoint`) as a
     bioimage.io model package ``out`` (``.zip``); returns its path.
 
     ``authors``: names (default: the login name); ``image``: the test input (default: a
-    synthetic image of touching cells).
+    synthetic image of touching cells); ``onnx``: add ONNX weights where the network exports
+    cleanly (checked with ONNX Runtime; needs the ``onnx`` and ``onnxruntime`` packages).
     """
     _require_spec()
     import torch
@@ -136,6 +168,7 @@ def export_package(model, out, *, name: str | None = None, authors=None,
         FileDescr,
         Identifier,
         InputTensorDescr,
+        OnnxWeightsDescr,
         LicenseId,
         ModelDescr,
         OutputTensorDescr,
@@ -201,6 +234,10 @@ def export_package(model, out, *, name: str | None = None, authors=None,
                 source=tmp / "weights_torchscript.pt",
                 pytorch_version=Version(torch.__version__.split("+")[0]),
                 parent="pytorch_state_dict")
+        if onnx and _onnx(net, norm, tmp / "weights.onnx"):
+            weights["onnx"] = OnnxWeightsDescr(source=tmp / "weights.onnx",
+                                               opset_version=ONNX_OPSET,
+                                               parent="pytorch_state_dict")
         channels = [f"channel{i}" for i in range(ckpt.config.in_channels)]
         space_in = [SpaceInputAxis(id=AxisId(a), size=ParameterizedSize(min=smallest, step=step))
                     for a in ("y", "x")]
