@@ -106,7 +106,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
 
-    from napari_unet.device import describe_device, resolve_device
+    from napari_unet.device import describe_device, resolve_device, resolve_precision
 
     images, labels = load(range(25))
     config = TrainConfig(mode="semantic", time_budget=args.time_budget,
@@ -139,7 +139,7 @@ def main() -> None:
                   "norm": "batch"},
         "batch_size": args.batch_size,
         "patch": config.patch_size,
-        "precision": config.precision,
+        "precision": resolve_precision(device, config.precision),
         "data_only_patches_per_s": round(data_rate, 2),
         "model_only_patches_per_s": round(model_rate, 2),
         "end_to_end_patches_per_s": end_to_end and round(end_to_end, 2),

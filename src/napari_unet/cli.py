@@ -52,6 +52,8 @@ def _add_train(sub) -> None:
                    help="leave out the weight map's class-frequency term w_c")
     p.add_argument("--freeze-encoder", action="store_true")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="auto: bf16 where the GPU or CPU computes it natively, else fp32")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -144,7 +146,7 @@ def cmd_train(args) -> int:
         dice_weight=args.dice_weight, val_fraction=args.val_fraction,
         augment=not args.no_augment, zoom=args.zoom, class_balance=not args.no_class_balance,
         freeze_encoder=args.freeze_encoder, seed=args.seed,
-        device=args.device)
+        device=args.device, precision=args.precision)
     mc = ModelConfig(base_channels=args.base_channels, depth=args.depth, padding=args.padding,
                      norm=args.norm, dropout=0.0)
     bar = None

@@ -68,13 +68,14 @@ def normalize(image: np.ndarray, lo=None, hi=None, name: str = "the image") -> n
 
 
 def normalize_channels_first(batch: np.ndarray, lo, hi) -> np.ndarray:
-    """:func:`normalize` with given ``lo``/``hi`` for a ``(N, C, H, W)`` batch of tiles."""
+    """:func:`normalize` with given ``lo``/``hi`` for a float32 ``(N, C, H, W)`` batch of
+    tiles, in place."""
     lo = np.asarray(lo, np.float32).reshape(1, -1, 1, 1)
     hi = np.asarray(hi, np.float32).reshape(1, -1, 1, 1)
     scale = np.where(hi - lo > 1e-6, hi - lo, 1.0).astype(np.float32)
-    out = np.asarray(batch, dtype=np.float32) - lo
-    out /= scale
-    return out
+    batch -= lo
+    batch /= scale
+    return batch
 
 
 def check_pair(image: np.ndarray, labels: np.ndarray, name: str) -> None:

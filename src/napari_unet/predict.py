@@ -142,11 +142,12 @@ def infer_plane(net, image, plan: TilePlan, out, *, batch_size: int, device,
 
     def prepare(i: int, size: int):
         chunk = tiles[i : i + size]
-        batch = np.stack([np.moveaxis(read_window(image, t.top + oy, t.left + ox,
-                                                  *plan.input_shape), -1, 0) for t in chunk])
-        batch = np.asarray(batch, dtype=np.float32)
+        batch = np.empty((len(chunk), image.shape[-1], *plan.input_shape), np.float32)
+        for k, t in enumerate(chunk):  # one copy per tile, cast on the way
+            batch[k] = np.moveaxis(read_window(image, t.top + oy, t.left + ox,
+                                               *plan.input_shape), -1, 0)
         if lo is not None:
-            batch = normalize_channels_first(batch, lo, hi)
+            normalize_channels_first(batch, lo, hi)
         x = torch.from_numpy(np.ascontiguousarray(batch))
         return chunk, (x.pin_memory() if pin else x)
 

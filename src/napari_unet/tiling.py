@@ -40,6 +40,9 @@ def read_window(image, top: int, left: int, height: int, width: int) -> np.ndarr
     Works on anything indexable by slices (numpy, memmap, zarr, Dask); reads only the
     bounding box of the needed rows and columns.
     """
+    h, w = image.shape[:2]
+    if 0 <= top and top + height <= h and 0 <= left and left + width <= w:
+        return np.asarray(image[top : top + height, left : left + width])  # inside: a slice
     rows = mirror_index(np.arange(top, top + height), image.shape[0])
     cols = mirror_index(np.arange(left, left + width), image.shape[1])
     r0, r1 = int(rows.min()), int(rows.max()) + 1
