@@ -107,3 +107,31 @@ def test_a_missing_gpu_falls_back_to_the_cpu_with_a_warning(monkeypatch):
         assert resolve_device("cuda").type == "cpu"
     with pytest.raises(InputError, match="unknown device"):
         resolve_device("tpu")
+
+
+def test_precision_policy(monkeypatch):
+    import torch
+
+    from napari_unet import device as dev
+
+    cpu = torch.device("cpu")
+    assert dev.resolve_precision(cpu, "fp32") == "fp32"
+    assert dev.resolve_precision(cpu, "bf16") == "bf16"
+    monkeypatch.setattr(dev, "cpu_has_bf16", lambda: True)
+    assert dev.resolve_precision(cpu, "auto") == "bf16"
+    monkeypatch.setattr(dev, "cpu_has_bf16", lambda: False)
+    assert dev.resolve_precision(cpu, "auto") == "fp32"
+    assert dev.resolve_precision(torch.device("mps"), "auto") == "fp32"
+
+
+def test_bf16_prediction_agrees_with_fp32(tmp_path, rng):
+    from scipy import ndimage as ndi
+
+    from napari_unet.metrics import dice
+
+    model = make_model(tmp_path)
+    image = ndi.gaussian_filter(rng.normal(size=(120, 100)), 2).astype(np.float32)
+    full = run(predict(model, image, PredictConfig(tile_size=64, precision="fp32")))
+    half = run(predict(model, image, PredictConfig(tile_size=64, precision="bf16")))
+    np.testing.assert_allclose(half.probabilities, full.probabilities, atol=0.05)
+    assert dice(full.probabilities[1] > 0.5, half.probabilities[1] > 0.5) > 0.97
