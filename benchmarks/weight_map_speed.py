@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import DATA, command, emit, machine  # noqa: E402
+from predict_speed import timed  # noqa: E402
 
 from napari_unet.io import read_image  # noqa: E402
 from napari_unet.synthetic import touching_cells  # noqa: E402
@@ -61,15 +61,6 @@ def dsb_mosaic(size: int) -> np.ndarray:
     return out
 
 
-def timed(fn, repeats=3):
-    best, value = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        value = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, value
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=1024)
@@ -81,8 +72,8 @@ def main() -> None:
         cases["DSB 2018 training labels (mosaic)"] = dsb_mosaic(args.size)
     runs = []
     for name, labels in cases.items():
-        t_targets, _ = timed(lambda: instance_targets(labels))
-        t_local, local = timed(lambda: border_weights(labels, 10.0, 5.0))
+        t_targets, _ = timed(lambda: instance_targets(labels), 3)
+        t_local, local = timed(lambda: border_weights(labels, 10.0, 5.0), 3)
         t_whole, whole = timed(lambda: whole_image_border(labels, 10.0, 5.0), 1)
         runs.append({"labels": name, "objects": int(len(np.unique(labels)) - 1),
                      "instance_targets_s": round(t_targets, 3),

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .blockwise import Foreground, blocks, label_components
+from .blockwise import blocks
 from .config import PredictConfig
 from .errors import InputError
-from .predict import PredictEvent, PredictResult, split_planes
+from .predict import PredictEvent, PredictResult, split_planes, stream_labels
 
 
 class SyncDask:
@@ -104,7 +104,7 @@ class _BlockJob:
     config: PredictConfig
     threads: int | None = None
 
-    def __call__(self, sl, image) -> int:
+    def __call__(self, sl, image) -> None:
         from .device import auto_batch_size, resolve_precision
         from .predict import infer_plane
         from .tiling import plan_tiles
@@ -126,16 +126,15 @@ class _BlockJob:
                              origin=(sl[0].start, sl[1].start), precision=precision):
             pass
         self.out[(slice(None), *sl)] = buf
-        return int(np.prod(shape))
 
 
-def _run_block(sl, *, job: _BlockJob, image) -> int:
-    return job(sl, image)
+def _run_block(sl, *, job: _BlockJob, image) -> None:
+    job(sl, image)
 
 
 def dask_map(client):
-    """A mapper for :func:`napari_unet.blockwise.label_components` that runs on ``client``;
-    numpy arguments are sent to every worker once."""
+    """A mapper for the block passes of :func:`napari_unet.predict.stream_labels` that runs
+    on ``client``; numpy arguments are sent to every worker once."""
 
     def mapper(func, items, **kwargs):
         sent = {k: client.scatter(v, broadcast=True) if isinstance(v, np.ndarray) else v
@@ -226,22 +225,9 @@ def predict_distributed(model, image, out_labels, *, client, config: PredictConf
             future.result()
             yield PredictEvent(done, len(parts), 0, 1)
         yield PredictEvent(len(parts), len(parts), 0, 1, "labelling")
-        threshold = ckpt.threshold if config.threshold is None else config.threshold
         notes: list[str] = []
-        if ckpt.mode == "semantic":
-            from .blockwise import semantic_labels
-
-            dask_map(client)(semantic_labels, parts, probabilities=out_probabilities,
-                             out=out_labels, threshold=threshold)
-        else:
-            three = ckpt.target == "three_class"
-            if config.instance_method == "watershed" or (three and
-                                                         config.instance_method == "auto"):
-                notes.append("labels made block by block are connected components; the "
-                             "watershed needs the whole image in memory")
-            label_components(Foreground(out_probabilities, three, threshold), out_labels,
-                             block=block, grow=2 if three else 1, min_size=config.min_size,
-                             mapper=dask_map(client))
+        stream_labels(ckpt, out_probabilities, out_labels, config, notes,
+                      mapper=dask_map(client))
     finally:
         client.cancel(futures)
         if scratch is not None:

@@ -319,6 +319,7 @@ def import_package(source, out=None) -> Checkpoint:
     The state-dict weights are read with ``torch.load(weights_only=True)``, which refuses
     anything but tensors and plain containers (no code runs).
     """
+    import io
     import zipfile
 
     import torch
@@ -332,10 +333,8 @@ def import_package(source, out=None) -> Checkpoint:
             with zipfile.ZipFile(source) as z:
                 rdf = yaml.safe_load(z.read("rdf.yaml"))
                 weights = rdf["weights"]["pytorch_state_dict"]["source"]
-                with z.open(weights) as f, tempfile.TemporaryFile() as buf:
-                    buf.write(f.read())
-                    buf.seek(0)
-                    state = torch.load(buf, map_location="cpu", weights_only=True)
+                state = torch.load(io.BytesIO(z.read(weights)), map_location="cpu",
+                                   weights_only=True)
         else:
             folder = source if source.is_dir() else source.parent
             rdf_path = source if source.is_file() else folder / "rdf.yaml"

@@ -148,7 +148,7 @@ def infer_plane(net, image, plan: TilePlan, out, *, batch_size: int, device,
                                                *plan.input_shape), -1, 0)
         if lo is not None:
             normalize_channels_first(batch, lo, hi)
-        x = torch.from_numpy(np.ascontiguousarray(batch))
+        x = torch.from_numpy(batch)
         return chunk, (x.pin_memory() if pin else x)
 
     done = 0
@@ -259,16 +259,19 @@ def zarr_outputs(ckpt: Checkpoint, image, labels_path, prob_path=None, *, chunk:
     return labels, prob
 
 
-def _stream_labels(ckpt, prob, out, config: PredictConfig, notes: list[str]) -> None:
-    """Labels of one plane's probabilities block by block (images larger than memory)."""
+def stream_labels(ckpt, prob, out, config: PredictConfig, notes: list[str], *,
+                  mapper=None) -> None:
+    """Labels of one plane's probabilities block by block (images larger than memory), in
+    blocks of ``out``'s chunks; ``mapper`` runs the block passes (default: this process)."""
     from .blockwise import Foreground, blocks, label_components, local_map, semantic_labels
 
+    mapper = mapper or local_map
     chunks = getattr(out, "chunks", None)
     block = tuple(chunks[-2:]) if chunks else 2048
     threshold = ckpt.threshold if config.threshold is None else config.threshold
     if ckpt.mode == "semantic":
-        local_map(semantic_labels, blocks(out.shape, block), probabilities=prob, out=out,
-                  threshold=threshold)
+        mapper(semantic_labels, blocks(out.shape, block), probabilities=prob, out=out,
+               threshold=threshold)
         return
     three = ckpt.target == "three_class"
     if config.instance_method == "watershed" or (three and config.instance_method == "auto"):
@@ -277,7 +280,8 @@ def _stream_labels(ckpt, prob, out, config: PredictConfig, notes: list[str]) -> 
         if note not in notes:
             notes.append(note)
     label_components(Foreground(prob, three_class=three, threshold=threshold), out,
-                     block=block, grow=2 if three else 1, min_size=config.min_size)
+                     block=block, grow=2 if three else 1, min_size=config.min_size,
+                     mapper=mapper)
 
 
 def predict(model, image, config: PredictConfig | None = None, *, out_probabilities=None,
@@ -365,7 +369,7 @@ def predict(model, image, config: PredictConfig | None = None, *, out_probabilit
                 yield PredictEvent(k * len(plan) + done, total, k, n, message)
             if out_labels is not None:
                 yield PredictEvent((k + 1) * len(plan), total, k, n, "labelling")
-                _stream_labels(ckpt, out, plane(out_labels, k) if stack else out_labels,
+                stream_labels(ckpt, out, plane(out_labels, k) if stack else out_labels,
                                config, notes)
             elif labels:
                 lab = labels_from_probabilities(
