@@ -61,8 +61,12 @@ def main() -> None:
     ap.add_argument("--patch-size", type=int, default=256)
     ap.add_argument("--mode", default="semantic", choices=["semantic", "instances"])
     ap.add_argument("--w0", type=float, default=10.0)
-    ap.add_argument("--dice-weight", type=float, default=0.5)
-    ap.add_argument("--no-class-balance", action="store_true")
+    ap.add_argument("--dice-weight", type=float, default=0.0,
+                    help="soft Dice term (default off: plain cross-entropy is the loss whose "
+                         "minimum is the pixel error's)")
+    ap.add_argument("--class-balance", action=argparse.BooleanOptionalAction, default=False,
+                    help="the weight map's class-frequency term w_c (default off, see "
+                         "benchmarks/RESULTS.md)")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     ap.add_argument("--seed", type=int, default=0)
@@ -82,7 +86,7 @@ def main() -> None:
     cfg = TrainConfig(mode=args.mode, target="two_class", epochs=None,
                       time_budget=args.time_budget, batch_size=args.batch_size,
                       patch_size=args.patch_size, w0=args.w0, dice_weight=args.dice_weight,
-                      class_balance=not args.no_class_balance, learning_rate=args.lr,
+                      class_balance=args.class_balance, learning_rate=args.lr,
                       val_fraction=0.1, seed=args.seed, device=args.device)
     mc = ModelConfig(base_channels=args.base_channels, depth=args.depth, padding=args.padding,
                      norm="batch", dropout=0.0)
@@ -122,7 +126,7 @@ def main() -> None:
                   "epochs": len(result.history), "best_epoch": result.best_epoch,
                   "model": mc.to_dict(), "batch_size": args.batch_size,
                   "patch_size": args.patch_size, "w0": args.w0, "mode": args.mode,
-                  "class_balance": not args.no_class_balance, "lr": args.lr,
+                  "class_balance": args.class_balance, "lr": args.lr,
                   "dice_weight": args.dice_weight,
                   "history": result.history},
         "test": {"slices": "25-29", "predict_seconds": round(pred_s, 2)},

@@ -23,10 +23,10 @@ def test_image_and_labels_stay_aligned_and_labels_keep_their_values():
         im2, lab2, w2, v2 = aug(image, lab, weights, valid, rng)
         assert set(np.unique(lab2)) <= set(np.unique(lab))
         assert lab2.shape == lab.shape and im2.shape == image.shape
-        # linear interpolation of the image agrees with the nearest-neighbour labels
-        # everywhere except along object edges
-        agree = np.isclose(im2[..., 0], lab2 * 10.0, atol=0.5)
-        assert agree.mean() > 0.93
+        # the interpolated image, rounded to the nearest label value, agrees with the
+        # nearest-neighbour labels everywhere except along object edges
+        agree = np.round(im2[..., 0] / 10.0) == lab2
+        assert agree.mean() > 0.97
         # and exactly where the image is locally constant
         interior = np.isclose(im2[..., 0] / 10.0, np.round(im2[..., 0] / 10.0), atol=1e-6)
         assert (np.round(im2[..., 0][interior] / 10.0) == lab2[interior]).all()
@@ -54,3 +54,22 @@ def test_zoom_scales_objects_within_its_range_and_keeps_them_aligned():
     assert ratios.min() < 0.8 and ratios.max() > 1.25  # both ways
     off = Augmenter(elastic=False, flips=False, rotations=False, intensity=0.0)
     assert (off(image, lab, lab * 0.0, lab * 0.0, np.random.default_rng(0))[1] == lab).all()
+
+
+def test_deformed_images_stay_sharp():
+    """Cubic interpolation of the image: linear interpolation would blur white noise's
+    fine detail to about half (Laplacian 0.53-0.57 of the input's here), which teaches the
+    network blurred membranes."""
+    from scipy import ndimage as ndi
+
+    image = np.random.default_rng(0).random((128, 128, 1))
+    lab = np.zeros((128, 128), int)
+    aug = Augmenter(flips=False, rotations=False, intensity=0.0)
+
+    def detail(x):
+        return ndi.laplace(x[..., 0])[16:-16, 16:-16].std()
+
+    for seed in range(5):
+        out = aug(image, lab, lab * 0.0, lab * 0.0, np.random.default_rng(seed))[0]
+        assert out.shape == image.shape
+        assert detail(out) > 0.7 * detail(image)

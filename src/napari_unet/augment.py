@@ -4,7 +4,10 @@ The paper's elastic deformation: random displacement vectors on a coarse 3x3 gri
 from a Gaussian with 10 pixels standard deviation, interpolated bicubically to a smooth
 per-pixel displacement field, optionally combined with a random zoom. Then random flips,
 90 degree rotations and small intensity changes of the image. Targets are resampled by
-nearest neighbour (no new label values), weights and images by linear interpolation.
+nearest neighbour (no new label values), weights by linear interpolation and images by cubic
+spline interpolation: linear interpolation blurs the image wherever it shifts it by a
+fraction of a pixel, so a network trained on such patches learns blurred structures and
+misplaces thin ones (ISBI membranes) on sharp test images by a pixel.
 """
 
 from __future__ import annotations
@@ -28,10 +31,11 @@ def displacement_field(shape: tuple[int, int], rng: np.random.Generator, *, grid
 
 
 def warp(array: np.ndarray, coords: np.ndarray, order: int, cval: float | None = None):
-    """Resample a ``(H, W)`` or ``(H, W, C)`` array at ``coords`` (``(2, H, W)``)."""
+    """Resample a ``(H, W)`` or ``(H, W, C)`` array at ``coords`` (``(2, H, W)``) by spline
+    interpolation of ``order`` (0 nearest, 1 linear, 3 cubic)."""
     mode = "reflect" if cval is None else "constant"
     kw = {"order": order, "mode": mode, "cval": 0.0 if cval is None else cval,
-          "prefilter": False}
+          "prefilter": order > 1}
     if array.ndim == 2:
         return ndi.map_coordinates(array, coords, **kw)
     return np.stack([ndi.map_coordinates(array[..., c], coords, **kw)
@@ -69,7 +73,7 @@ class Augmenter:
                 field = displacement_field((h, w), rng, grid=self.grid, sigma=self.sigma)
                 yy, xx = yy + field[0], xx + field[1]
             coords = np.stack([yy, xx])
-            image = warp(image, coords, order=1)
+            image = warp(image, coords, order=3)
             target = warp(target, coords, order=0)
             weights = warp(weights, coords, order=1)
             valid = warp(valid, coords, order=0, cval=0.0)

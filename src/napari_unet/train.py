@@ -156,7 +156,7 @@ def _sizes(mc: ModelConfig, patch: int) -> tuple[int, int]:
 
 
 #: Foreground thresholds tried on the validation images of a two-class model.
-THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))  # 0.05 ... 0.95
 #: IoU thresholds whose mean average precision scores an instances model in validation.
 VAL_IOUS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
 
