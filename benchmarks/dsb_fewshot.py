@@ -14,7 +14,8 @@ objects:
 Models compared (each trained from scratch on the same 30 images, same budget, same seed):
 
 * ``two_class``: the paper's model (separating background lines, border weight map) with
-  (a) connected components, and (c) a seeded watershed on the foreground's distance map;
+  (a) connected components, and (c) a seeded watershed (seeds above the calibrated
+  threshold, flooded down the foreground probability);
 * ``three_class``: background / interior / boundary with (b) seeded watershed, and connected
   components of the interior;
 * ``fine_tuned``: the shipped pretrained nuclei model fine-tuned on the same 30 images with

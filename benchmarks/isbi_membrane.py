@@ -54,6 +54,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--time-budget", type=float, default=900)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                    help="of the training steps (auto: bf16 on GPUs and CPUs that have it)")
     ap.add_argument("--base-channels", type=int, default=16)
     ap.add_argument("--depth", type=int, default=4)
     ap.add_argument("--padding", default="same", choices=["valid", "same"])
@@ -68,6 +70,9 @@ def main() -> None:
                     help="the weight map's class-frequency term w_c (default off, see "
                          "benchmarks/RESULTS.md)")
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--val-fraction", type=float, default=0.1,
+                    help="share of slices 00-24 held out for model selection and threshold "
+                         "calibration (0: train on all 25, keep the last model, threshold 0.5)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path)
@@ -87,7 +92,8 @@ def main() -> None:
                       time_budget=args.time_budget, batch_size=args.batch_size,
                       patch_size=args.patch_size, w0=args.w0, dice_weight=args.dice_weight,
                       class_balance=args.class_balance, learning_rate=args.lr,
-                      val_fraction=0.1, seed=args.seed, device=args.device)
+                      val_fraction=args.val_fraction, seed=args.seed, device=args.device,
+                      precision=args.precision)
     mc = ModelConfig(base_channels=args.base_channels, depth=args.depth, padding=args.padding,
                      norm="batch", dropout=0.0)
     t0 = time.perf_counter()
@@ -127,6 +133,7 @@ def main() -> None:
                   "model": mc.to_dict(), "batch_size": args.batch_size,
                   "patch_size": args.patch_size, "w0": args.w0, "mode": args.mode,
                   "class_balance": args.class_balance, "lr": args.lr,
+                  "val_fraction": args.val_fraction, "precision": args.precision,
                   "dice_weight": args.dice_weight,
                   "history": result.history},
         "test": {"slices": "25-29", "predict_seconds": round(pred_s, 2)},

@@ -59,3 +59,21 @@ def test_soft_noisy_probabilities_of_overlapping_discs_give_two(target, method, 
     assert separated_pairs(lab, pred) == (1, 1)
     assert pred.max() == 3
     assert average_precision(lab, pred, (0.75,))[0.75] == 1.0
+
+
+def test_two_class_watershed_gives_back_the_extent_a_high_threshold_takes():
+    """Seeds above a high threshold keep a touching pair apart; flooding down to 0.5 gives
+    the objects their whole extent, and a faint object below the threshold is kept."""
+    from scipy import ndimage as ndi
+
+    lab = discs((64, 100), [(32, 20), (32, 44), (32, 80)], 12)
+    cls, _ = instance_targets(lab, target="two_class")
+    fg = ndi.gaussian_filter(cls.astype(np.float32), 2.0)
+    fg[lab == 3] = np.minimum(fg[lab == 3], 0.7)  # faint: never above 0.9
+    prob = np.stack([1 - fg, fg])
+    comps = instances_from_probabilities(prob, method="components", threshold=0.9)
+    shed = instances_from_probabilities(prob, method="watershed", threshold=0.9)
+    assert comps.max() == 2  # the faint object is lost, the other two shrink
+    assert average_precision(lab, comps, (0.75,))[0.75] < 0.5
+    assert shed.max() == 3
+    assert average_precision(lab, shed, (0.75,))[0.75] == 1.0

@@ -3,9 +3,10 @@
 * ``components`` (the paper): connected components of the foreground, whose separating
   background lines keep touching objects apart; each object is then grown back by the width
   of that line (1 px) into the background.
-* ``watershed`` (seeded): for a two-class model, seeds are the maxima of the foreground's
-  distance transform; for a three-class model (background / interior / boundary), seeds are
-  the connected interiors, flooded over the boundary probability within the object mask.
+* ``watershed`` (seeded): for a two-class model, seeds are the components above the
+  (calibrated, high) threshold, flooded down the foreground probability to 0.5; for a
+  three-class model (background / interior / boundary), seeds are the connected interiors,
+  flooded over the boundary probability within the object mask.
 """
 
 from __future__ import annotations
@@ -55,19 +56,24 @@ def components(foreground: np.ndarray, *, grow: int = 1, min_size: int = 10) -> 
     return _finish(grow_labels(labels, grow), min_size)
 
 
-def watershed_two_class(foreground: np.ndarray, *, min_distance: int = 3,
+def watershed_two_class(foreground_prob: np.ndarray, *, threshold: float = 0.5,
                         min_size: int = 10) -> np.ndarray:
-    """Seeded watershed on the distance transform of a boolean foreground."""
-    from skimage.feature import peak_local_max
+    """Seeded watershed on a two-class model's foreground probability.
+
+    Seeds are the connected components above ``threshold`` (the calibrated one, high enough
+    that touching objects fall apart); each is flooded down the probability into the
+    foreground above 0.5 (or above ``threshold`` if that is lower), which gives objects
+    back the extent the high threshold took from them and splits merged foreground where
+    the probability dips between seeds. Foreground without a seed is kept as its own
+    objects.
+    """
     from skimage.segmentation import watershed
 
-    dist = ndi.distance_transform_edt(foreground)
-    smooth = ndi.gaussian_filter(dist, 1.0)
-    cc, _ = ndi.label(foreground, structure=_CROSS)
-    peaks = peak_local_max(smooth, min_distance=min_distance, labels=cc, exclude_border=False)
-    markers = np.zeros(foreground.shape, np.int32)
-    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
-    labels = watershed(-smooth, markers, mask=foreground)
+    mask = foreground_prob > min(threshold, 0.5)
+    seeds, n = ndi.label(foreground_prob > threshold, structure=_CROSS)
+    labels = watershed(-foreground_prob, seeds, mask=mask)
+    rest, _ = ndi.label(mask & (labels == 0), structure=_CROSS)
+    labels = np.where(rest > 0, rest + n, labels)
     return _finish(labels, min_size)
 
 
@@ -90,10 +96,9 @@ def instances_from_probabilities(prob: np.ndarray, *, target: str = "two_class",
         if method == "components":
             return components(np.argmax(prob, axis=0) == 1, grow=2, min_size=min_size)
         return watershed_three_class(prob, min_size=min_size)
-    foreground = prob[1] > threshold
     if method == "watershed":
-        return watershed_two_class(foreground, min_size=min_size)
-    return components(foreground, min_size=min_size)
+        return watershed_two_class(prob[1], threshold=threshold, min_size=min_size)
+    return components(prob[1] > threshold, min_size=min_size)
 
 
 def labels_from_probabilities(prob: np.ndarray, *, mode: str, target: str = "two_class",
