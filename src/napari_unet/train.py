@@ -158,8 +158,8 @@ def _sizes(mc: ModelConfig, patch: int) -> tuple[int, int]:
 #: Foreground thresholds tried on the validation images of a two-class model: a fine grid
 #: for semantic models, whose Dice varies smoothly with it; a coarse one for instances
 #: models, whose score on a few validation images jumps with every object split or merged,
-#: so that a fine grid lets that noise pick extremes (DSB, 30 images: 0.95 was picked and
-#: scored AP@0.5 0.715 on val/ where 0.9 had given 0.728).
+#: so that a fine grid lets that noise pick extremes (DSB, 30 images: 0.95 was picked, and
+#: the model scored AP@0.5 0.715 on val/ against 0.728 at 0.9 in the run before).
 THRESHOLDS = {"semantic": tuple(round(0.05 * k, 2) for k in range(1, 20)),  # 0.05 ... 0.95
               "instances": (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)}
 #: IoU thresholds whose mean average precision scores an instances model in validation.
