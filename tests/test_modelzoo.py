@@ -69,10 +69,14 @@ def test_valid_padding_model_exports_with_the_output_size_reference(tmp_path):
     assert test_model(package).status == "passed"
 
 
-def test_a_package_with_code_in_its_weights_is_refused(trained, tmp_path):
+def test_a_package_is_opened_without_unpickling_its_weights(trained, tmp_path):
+    """The import reads the attached safetensors model file: a crafted pickle in the
+    package's PyTorch weights is never opened, and a package without that file is refused."""
     import os
 
-    from napari_unet.modelzoo import export_package
+    import yaml
+
+    from napari_unet.modelzoo import MODEL_FILE, export_package
 
     package = export_package(trained, tmp_path / "ok.zip", authors=["X"], torchscript=False)
 
@@ -80,15 +84,28 @@ def test_a_package_with_code_in_its_weights_is_refused(trained, tmp_path):
         def __reduce__(self):
             return (os.system, ("touch " + str(tmp_path / "pwned"),))
 
-    bad = tmp_path / "bad.zip"
-    with zipfile.ZipFile(package) as src, zipfile.ZipFile(bad, "w") as dst:
-        for item in src.namelist():
-            data = src.read(item)
-            if item == "weights.pt":
-                buf = tmp_path / "w.pt"
-                torch.save({"x": Evil()}, buf)
-                data = buf.read_bytes()
-            dst.writestr(item, data)
-    with pytest.raises(ModelFileError, match="not a plain PyTorch state dict"):
-        load_checkpoint(bad)
+    def rewrite(dest, *, drop=()):
+        with zipfile.ZipFile(package) as src, zipfile.ZipFile(dest, "w") as dst:
+            for item in src.namelist():
+                if item in drop:
+                    continue
+                data = src.read(item)
+                if item == "rdf.yaml" and drop:  # as an older export: no attachment
+                    rdf = yaml.safe_load(data)
+                    rdf.pop("attachments", None)
+                    data = yaml.safe_dump(rdf)
+                if item == "weights.pt":
+                    buf = tmp_path / "w.pt"
+                    torch.save({"x": Evil()}, buf)
+                    data = buf.read_bytes()
+                dst.writestr(item, data)
+        return dest
+
+    bad = rewrite(tmp_path / "bad.zip")
+    image, _ = touching_cells((96, 96), n_cells=8, radius=10, seed=1)
+    np.testing.assert_array_equal(run(predict(bad, image)).probabilities,
+                                  run(predict(trained, image)).probabilities)
+    assert not (tmp_path / "pwned").exists()
+    with pytest.raises(ModelFileError, match="pickles that napari-unet does not open"):
+        load_checkpoint(rewrite(tmp_path / "bare.zip", drop={MODEL_FILE}))
     assert not (tmp_path / "pwned").exists()

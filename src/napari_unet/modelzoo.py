@@ -6,8 +6,10 @@ PyTorch state-dict weights (the architecture is ``napari_unet.model.UNet`` with 
 options), TorchScript weights and ONNX weights (where the network exports cleanly and ONNX
 Runtime reproduces it), a test input and its expected output, a cover image, a
 README with the training record and validation scores, and the citations (the U-Net paper
-and the training data named in the model's metadata). The model's own metadata travels in
-``config.napari_unet``, so :func:`import_package` rebuilds the exact model.
+and the training data named in the model's metadata). The napari-unet model file itself
+(safetensors + JSON) travels as an attachment, and :func:`import_package` opens that, never
+the PyTorch weights (a ``.pt`` file is a pickle); the model's metadata is also copied to
+``config.napari_unet`` for other readers.
 
 Preprocessing is the percentile scaling napari-unet trains with (1st to 99.8th percentile
 of each channel to 0..1) and postprocessing the softmax over classes, so a consumer's output
@@ -142,6 +144,8 @@ def _onnx(net, x: np.ndarray, path: Path) -> bool:
 
 
 ONNX_OPSET = 17
+#: The napari-unet model file inside an exported package (an attachment).
+MODEL_FILE = "model.safetensors"
 
 
 def export_package(model, out, *, name: str | None = None, authors=None,
@@ -220,6 +224,7 @@ def export_package(model, out, *, name: str | None = None, authors=None,
         tifffile.imwrite(tmp / "sample_input.tif", x[0].astype(np.float32))
         tifffile.imwrite(tmp / "sample_output.tif", prob[0].astype(np.float32))
         torch.save(ckpt.state_dict, tmp / "weights.pt")
+        save_checkpoint(tmp / MODEL_FILE, ckpt)
         weights = {"pytorch_state_dict": PytorchStateDictWeightsDescr(
             source=tmp / "weights.pt",
             architecture=ArchitectureFromLibraryDescr(
@@ -278,6 +283,7 @@ def export_package(model, out, *, name: str | None = None, authors=None,
                 sample_tensor=FileDescr(source=tmp / "sample_output.tif"),
                 postprocessing=[SoftmaxDescr()])],
             weights=WeightsDescr(**weights),
+            attachments=[FileDescr(source=tmp / MODEL_FILE)],
             config={"napari_unet": ckpt.metadata()},
         )
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -316,52 +322,52 @@ def import_package(source, out=None) -> Checkpoint:
     """A :class:`Checkpoint` from a bioimage.io package exported by napari-unet (a ``.zip``,
     a folder or an ``rdf.yaml``); saved as a napari-unet model file to ``out`` if given.
 
-    The state-dict weights are read with ``torch.load(weights_only=True)``, which refuses
-    anything but tensors and plain containers (no code runs).
+    The model is read from the package's napari-unet model file (safetensors + JSON); its
+    PyTorch, TorchScript and ONNX weights are for other programs and are never opened here,
+    so nothing in a package is unpickled.
     """
-    import io
     import zipfile
 
-    import torch
     import yaml
-
-    from .config import ModelConfig
 
     source = Path(source)
     try:
-        if source.suffix == ".zip":
-            with zipfile.ZipFile(source) as z:
-                rdf = yaml.safe_load(z.read("rdf.yaml"))
-                weights = rdf["weights"]["pytorch_state_dict"]["source"]
-                state = torch.load(io.BytesIO(z.read(weights)), map_location="cpu",
-                                   weights_only=True)
-        else:
-            folder = source if source.is_dir() else source.parent
-            rdf_path = source if source.is_file() else folder / "rdf.yaml"
-            rdf = yaml.safe_load(rdf_path.read_text())
-            weights = rdf["weights"]["pytorch_state_dict"]["source"]
-            state = torch.load(folder / weights, map_location="cpu", weights_only=True)
-    except (OSError, KeyError, zipfile.BadZipFile, yaml.YAMLError) as err:
+        with tempfile.TemporaryDirectory(prefix="napari-unet-import-") as tmp:
+            if source.suffix == ".zip":
+                with zipfile.ZipFile(source) as z:
+                    rdf = yaml.safe_load(z.read("rdf.yaml"))
+                    model_path = Path(tmp) / MODEL_FILE
+                    model_path.write_bytes(z.read(_model_file(rdf, source)))
+            else:
+                folder = source if source.is_dir() else source.parent
+                rdf_path = source if source.is_file() else folder / "rdf.yaml"
+                rdf = yaml.safe_load(rdf_path.read_text())
+                model_path = folder / _model_file(rdf, source)
+            ckpt = load_checkpoint(model_path)
+    except (OSError, KeyError, AttributeError, zipfile.BadZipFile, yaml.YAMLError) as err:
         raise ModelFileError(f"{source.name} is not a readable bioimage.io model package "
-                             f"with PyTorch state-dict weights ({type(err).__name__}).") from None
-    except Exception as err:  # weights_only refused something: not a plain state dict
-        raise ModelFileError(f"{source.name}: the weights are not a plain PyTorch state dict "
                              f"({type(err).__name__}).") from None
-    meta = (rdf.get("config") or {}).get("napari_unet")
-    if meta is None:
-        arch = rdf["weights"]["pytorch_state_dict"].get("architecture", {})
-        if arch.get("import_from") != "napari_unet.model":
-            raise ModelFileError(f"{source.name} holds a model napari-unet cannot build "
-                                 f"({arch.get('import_from', '?')}.{arch.get('callable', '?')}"
-                                 "); napari-unet opens U-Nets exported by napari-unet.")
-        meta = {"model": arch.get("kwargs", {}), "task": {}, "normalization": {}}
-    ckpt = Checkpoint(config=ModelConfig.from_dict(meta["model"]), state_dict=state,
-                      task=meta.get("task", {}), normalization=meta.get("normalization", {}),
-                      training={**meta.get("training", {}),
-                                "imported_from": json.dumps(rdf.get("name", source.name))})
+    ckpt.training = {**ckpt.training,
+                     "imported_from": json.dumps(rdf.get("name", source.name))}
     if out is not None:
         save_checkpoint(out, ckpt)
     return ckpt
+
+
+def _model_file(rdf: dict, source: Path) -> str:
+    """The name of the napari-unet model file a package's ``rdf.yaml`` attaches."""
+    for item in rdf.get("attachments") or []:
+        name = Path(str(item.get("source", "") if isinstance(item, dict) else item)).name
+        if name.endswith(".safetensors"):
+            return name
+    arch = (rdf.get("weights") or {}).get("pytorch_state_dict", {}).get("architecture", {})
+    if arch.get("import_from") != "napari_unet.model":
+        raise ModelFileError(f"{source.name} holds a model napari-unet cannot build "
+                             f"({arch.get('import_from', '?')}.{arch.get('callable', '?')}"
+                             "); napari-unet opens U-Nets exported by napari-unet.")
+    raise ModelFileError(f"{source.name} has no napari-unet model file (safetensors), only "
+                         "PyTorch weights, which are pickles that napari-unet does not open; "
+                         "export the model again with this napari-unet.")
 
 
 def exporting(model, out, **options):

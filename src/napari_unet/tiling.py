@@ -43,8 +43,8 @@ def read_window(image, top: int, left: int, height: int, width: int) -> np.ndarr
     h, w = image.shape[:2]
     if 0 <= top and top + height <= h and 0 <= left and left + width <= w:
         return np.asarray(image[top : top + height, left : left + width])  # inside: a slice
-    rows = mirror_index(np.arange(top, top + height), image.shape[0])
-    cols = mirror_index(np.arange(left, left + width), image.shape[1])
+    rows = mirror_index(np.arange(top, top + height), h)
+    cols = mirror_index(np.arange(left, left + width), w)
     r0, r1 = int(rows.min()), int(rows.max()) + 1
     c0, c1 = int(cols.min()), int(cols.max()) + 1
     block = np.asarray(image[r0:r1, c0:c1])
