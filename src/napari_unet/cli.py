@@ -28,8 +28,10 @@ def _add_train(sub) -> None:
     p.add_argument("--from", dest="init_from",
                    help="model to fine-tune: a model file, or 'nuclei' (shipped)")
     p.add_argument("--mode", choices=["instances", "semantic"], default="instances")
-    p.add_argument("--target", choices=["two_class", "three_class"], default="two_class",
-                   help="instances: paper's two classes or background/interior/boundary")
+    p.add_argument("--target", choices=["two_class", "three_class", "distance"],
+                   default="two_class",
+                   help="instances: paper's two classes, background/interior/boundary, or "
+                        "the paper's two classes plus a regressed distance map (watershed)")
     dur = p.add_mutually_exclusive_group()
     dur.add_argument("--epochs", type=int)
     dur.add_argument("--time-budget", type=float, help="seconds")

@@ -16,7 +16,7 @@ from .errors import InputError
 Padding = Literal["valid", "same"]
 Norm = Literal["none", "batch", "group"]
 Mode = Literal["instances", "semantic"]
-Target = Literal["two_class", "three_class"]
+Target = Literal["two_class", "three_class", "distance"]
 
 #: Model size presets offered by the widgets (base channels, depth).
 MODEL_PRESETS: dict[str, dict[str, int]] = {
@@ -81,6 +81,10 @@ class ModelConfig(_DictMixin):
         Normalisation after every convolution.
     dropout : float
         Dropout probability at the end of the contracting path.
+    distance : bool
+        One more output channel after the classes: each object's distance to its border,
+        divided by the object's largest one (0..1 by a sigmoid), regressed for the
+        'distance' instance target.
     """
 
     in_channels: int = 1
@@ -90,6 +94,12 @@ class ModelConfig(_DictMixin):
     padding: Padding = "valid"
     norm: Norm = "none"
     dropout: float = 0.5
+    distance: bool = False
+
+    @property
+    def out_channels(self) -> int:
+        """Output channels: the classes, then the distance channel if there is one."""
+        return self.n_classes + int(self.distance)
 
     def __post_init__(self) -> None:
         for name in ("in_channels", "base_channels", "depth"):
@@ -159,8 +169,9 @@ class TrainConfig(_DictMixin):
     mode : {'instances', 'semantic'}
         'instances': labels are objects 1..N, touching ones are separated by the paper's
         border weight map; 'semantic': labels are classes 0..K.
-    target : {'two_class', 'three_class'}
-        For instances: the paper's foreground/background map, or background/interior/boundary.
+    target : {'two_class', 'three_class', 'distance'}
+        For instances: the paper's foreground/background map, background/interior/boundary,
+        or the paper's map plus a regressed distance map that seeds a watershed.
     epochs : int or None
         Number of epochs; ignored when ``time_budget`` is set.
     time_budget : float or None
@@ -229,7 +240,7 @@ class TrainConfig(_DictMixin):
         _check_choice("precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
         if self.loader_workers is not None and self.loader_workers < 0:
             raise InputError(f"loader_workers must be 0 or more, not {self.loader_workers}.")
-        _check_choice("target", self.target, ("two_class", "three_class"))
+        _check_choice("target", self.target, ("two_class", "three_class", "distance"))
         if self.epochs is None and self.time_budget is None:
             raise InputError("Give either a number of epochs or a time budget.")
         _check_positive("epochs", self.epochs, allow_none=True)
@@ -268,7 +279,8 @@ class PredictConfig(_DictMixin):
         training calibrated on its validation images, stored in the model file).
     instance_method : {'auto', 'components', 'watershed'}
         How objects are separated: 'components' (the paper), 'watershed' (seeded),
-        'auto' (components for two-class models, watershed for three-class ones).
+        'auto' (components for two-class models, watershed for three-class and distance
+        ones).
     min_size : int
         Objects smaller than this many pixels are removed.
     tta : bool

@@ -117,7 +117,7 @@ class _BlockJob:
                                           _device_for_this_worker(self.config.device))
         shape = tuple(s.stop - s.start for s in sl)
         plan = plan_tiles(shape, ckpt.config, self.config.tile_size, self.config.halo)
-        buf = np.zeros((ckpt.config.n_classes, *shape), np.float32)
+        buf = np.zeros((ckpt.config.out_channels, *shape), np.float32)
         precision = resolve_precision(device, self.config.precision)
         batch = self.config.batch_size or auto_batch_size(ckpt.config, plan.input_shape,
                                                           device, precision)
@@ -195,18 +195,18 @@ def predict_distributed(model, image, out_labels, *, client, config: PredictConf
     if block[0] % align or block[1] % align:
         raise InputError(f"the labels output's chunks {block} must be multiples of {align} "
                          "(the network's pooling grid).")
-    n_classes = ckpt.config.n_classes
+    channels = ckpt.config.out_channels
     scratch = None
     if out_probabilities is None:
         store = getattr(getattr(out_labels, "store", None), "root", None)
         scratch = tempfile.TemporaryDirectory(prefix="napari-unet-prob-",
                                               dir=Path(store).parent if store else None)
         out_probabilities = zarr.create_array(store=scratch.name, dtype="float32",
-                                              shape=(n_classes, *spatial), compressors=None,
-                                              chunks=(n_classes, *block))
-    if tuple(out_probabilities.shape) != (n_classes, *spatial):
+                                              shape=(channels, *spatial), compressors=None,
+                                              chunks=(channels, *block))
+    if tuple(out_probabilities.shape) != (channels, *spatial):
         raise InputError(f"the probabilities output has shape "
-                         f"{tuple(out_probabilities.shape)}; expected {(n_classes, *spatial)}.")
+                         f"{tuple(out_probabilities.shape)}; expected {(channels, *spatial)}.")
     start = time.perf_counter()
     lo, hi = percentiles(view, name=name)
     if isinstance(view, np.ndarray):

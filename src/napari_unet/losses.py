@@ -1,4 +1,5 @@
-"""Loss functions: the paper's pixel-weighted cross-entropy and a soft Dice term."""
+"""Loss functions: the paper's pixel-weighted cross-entropy, a soft Dice term and, for the
+'distance' target, the regression of the normalised distance map."""
 
 from __future__ import annotations
 
@@ -26,10 +27,29 @@ def soft_dice(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
     return 1.0 - ((2 * inter + eps) / (total + eps)).mean()
 
 
+def distance_loss(logit: torch.Tensor, distance: torch.Tensor,
+                  mask: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of the sigmoid of ``logit`` against the 0..1 ``distance`` map,
+    averaged over the pixels where ``mask`` is set."""
+    bce = F.binary_cross_entropy_with_logits(logit.float(), distance.float(), reduction="none")
+    m = mask.float()
+    return (bce * m).sum() / m.sum().clamp_min(1)
+
+
 def unet_loss(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor,
-              dice_weight: float = 0.0) -> torch.Tensor:
-    """Weighted cross-entropy, plus ``dice_weight`` times the soft Dice loss."""
+              dice_weight: float = 0.0, distance: bool = False) -> torch.Tensor:
+    """Weighted cross-entropy, plus ``dice_weight`` times the soft Dice loss; with
+    ``distance``, ``target`` is packed (:func:`napari_unet.targets.pack_distance`) and the
+    last channel of ``logits`` regresses the distance map."""
+    if distance:
+        from .targets import unpack_distance
+
+        target, dist = unpack_distance(target)
+        reg = distance_loss(logits[:, -1], dist, weights > 0)
+        logits = logits[:, :-1]
     loss = weighted_cross_entropy(logits, target, weights)
     if dice_weight > 0:
         loss = loss + dice_weight * soft_dice(logits, target, weights > 0)
+    if distance:
+        loss = loss + reg
     return loss

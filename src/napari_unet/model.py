@@ -122,7 +122,7 @@ class UNet(nn.Module):
             UpCat(chans[i + 1], chans[i], padding=pad, norm=config.norm)
             for i in reversed(range(config.depth))
         )
-        self.head = nn.Conv2d(chans[0], config.n_classes, 1)
+        self.head = nn.Conv2d(chans[0], config.out_channels, 1)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -147,3 +147,13 @@ class UNet(nn.Module):
         for up in self.ups:
             x = up(x, skips.pop())
         return self.head(x)
+
+
+def activate(logits: torch.Tensor, config: ModelConfig) -> torch.Tensor:
+    """Network outputs to probabilities: softmax over the classes and, for a model with a
+    distance channel, a sigmoid on that channel (the normalised distance, 0..1)."""
+    logits = logits.float()
+    if not config.distance:
+        return logits.softmax(1)
+    k = config.n_classes
+    return torch.cat([logits[:, :k].softmax(1), logits[:, k:].sigmoid()], 1)

@@ -88,7 +88,7 @@ def split_planes(image, channels: int, name: str = "image") -> tuple[bool, int]:
 
 
 def forward(net, x, tta: bool = False):
-    """Softmax probabilities of a batch; with ``tta``, averaged over the 8 rotations and
+    """Probabilities of a batch (:func:`napari_unet.model.activate`); with ``tta``, averaged over the 8 rotations and
     flips of the input (the paper averages rotated versions for ISBI 2012).
 
     Every max pooling of an accepted tile sees an even size, so a flipped or rotated tile is
@@ -96,14 +96,16 @@ def forward(net, x, tta: bool = False):
     """
     import torch
 
+    from .model import activate
+
     if not tta:
-        return net(x).float().softmax(1)
+        return activate(net(x), net.config)
     total = None
     for k in range(4):
         for flip in (False, True):
             y = torch.rot90(x, k, (2, 3))
             y = y.flip(3) if flip else y
-            p = net(y).float().softmax(1)
+            p = activate(net(y), net.config)
             p = torch.rot90(p.flip(3) if flip else p, -k, (2, 3))
             total = p if total is None else total + p
     return total / 8
@@ -253,7 +255,7 @@ def zarr_outputs(ckpt: Checkpoint, image, labels_path, prob_path=None, *, chunk:
                          (1,) * stack + (side, side))
     prob = None
     if prob_path is not None:
-        c = ckpt.config.n_classes
+        c = ckpt.config.out_channels
         prob = create_zarr(prob_path, (*lead, c, *spatial), "float32",
                            (1,) * stack + (c, side, side))
     return labels, prob
@@ -274,7 +276,9 @@ def stream_labels(ckpt, prob, out, config: PredictConfig, notes: list[str], *,
                threshold=threshold)
         return
     three = ckpt.target == "three_class"
-    if config.instance_method == "watershed" or (three and config.instance_method == "auto"):
+    watershed_first = three or ckpt.target == "distance"
+    if config.instance_method == "watershed" or (watershed_first
+                                                 and config.instance_method == "auto"):
         note = ("labels written block by block are connected components; the watershed "
                 "needs the whole image in memory")
         if note not in notes:
@@ -322,8 +326,8 @@ def predict(model, image, config: PredictConfig | None = None, *, out_probabilit
         image = np.asarray(image)
     stack, n = split_planes(image, channels, name)
     spatial = tuple(image.shape[1:3] if stack else image.shape[:2])
-    n_classes = ckpt.config.n_classes
-    prob_shape = (n, n_classes, *spatial) if stack else (n_classes, *spatial)
+    channels_out = ckpt.config.out_channels
+    prob_shape = (n, channels_out, *spatial) if stack else (channels_out, *spatial)
     label_shape = (n, *spatial) if stack else spatial
     if out_labels is not None and tuple(out_labels.shape) != label_shape:
         raise InputError(f"the labels output has shape {tuple(out_labels.shape)}; "
@@ -344,7 +348,7 @@ def predict(model, image, config: PredictConfig | None = None, *, out_probabilit
         scratch = tempfile.TemporaryDirectory(prefix="napari-unet-")
         out_probabilities = zarr.create_array(  # uncompressed: written and read once
             store=scratch.name, shape=prob_shape, dtype="float32", compressors=None,
-            chunks=(1,) * stack + (n_classes, *plan.stride))
+            chunks=(1,) * stack + (channels_out, *plan.stride))
     elif out_probabilities is None:
         out_probabilities = np.zeros(prob_shape, np.float32)
     total = len(plan) * n

@@ -4,7 +4,12 @@ Instance labels (0 = background, 1..N = objects) become
 
 * ``two_class`` (the paper): background 0 / foreground 1, where the pixels at which two
   objects touch are set to background, so every object is ringed by a background line;
-* ``three_class``: background 0 / interior 1 / boundary 2.
+* ``three_class``: background 0 / interior 1 / boundary 2;
+* ``distance``: the two-class map plus, for every object pixel, its distance to the
+  object's border divided by the largest such distance in the object (0 outside objects,
+  1 at each object's centre), which the network regresses. The two are packed into one
+  integer map, ``class + 2 * round(distance * DISTANCE_LEVELS)``, so that patches of it are
+  cut, deformed (nearest neighbour) and batched like any class map; the loss unpacks it.
 
 The weight map is the paper's equation (2),
 ``w(x) = w_c(x) + w0 * exp(-(d1(x) + d2(x))**2 / (2 * sigma**2))``, with ``w_c`` balancing
@@ -26,6 +31,8 @@ from .errors import InputError
 
 _CUTOFF = math.sqrt(2 * math.log(1e6))  # in units of sigma
 _MAX_CLASS_WEIGHT = 10.0
+#: Quantisation of the packed distance target (steps of 0.001).
+DISTANCE_LEVELS = 1000
 
 
 def relabel_if_binary(labels: np.ndarray) -> np.ndarray:
@@ -78,6 +85,41 @@ def nearest_two_distances(labels: np.ndarray, cutoff: float) -> tuple[np.ndarray
     return d1, d2
 
 
+def normalized_distance(labels: np.ndarray) -> np.ndarray:
+    """Each object pixel's Euclidean distance to the nearest pixel outside its object
+    (background or another object), divided by the object's largest one; 0 elsewhere.
+
+    The image's edge is not an object border (prediction mirrors the image there).
+    """
+    lab = np.asarray(labels)
+    out = np.zeros(lab.shape, np.float32)
+    for idx, box in enumerate(ndi.find_objects(lab), start=1):
+        if box is None:
+            continue
+        win = tuple(slice(max(s.start - 1, 0), min(s.stop + 1, n))
+                    for s, n in zip(box, lab.shape))
+        inside = lab[win] == idx
+        # the image's edge is no border: prediction mirrors the image there, and the
+        # distance to the nearest outside pixel is the same in the mirrored image
+        d = (ndi.distance_transform_edt(inside) if not inside.all()
+             else ndi.distance_transform_edt(np.pad(inside, 1))[1:-1, 1:-1])
+        top = d.max()
+        if top > 0:
+            out[win] = np.where(inside, d / top, out[win])
+    return out
+
+
+def pack_distance(cls: np.ndarray, distance: np.ndarray) -> np.ndarray:
+    """One integer map holding a two-class map and a 0..1 distance map."""
+    q = np.rint(np.clip(distance, 0, 1) * DISTANCE_LEVELS).astype(np.int64)
+    return cls.astype(np.int64) + 2 * q
+
+
+def unpack_distance(packed):
+    """``(classes, distance)`` of :func:`pack_distance`'s map (numpy or torch)."""
+    return packed % 2, (packed // 2) / DISTANCE_LEVELS
+
+
 def border_weights(labels: np.ndarray, w0: float, sigma: float) -> np.ndarray:
     """The border term ``w0 * exp(-(d1 + d2)**2 / (2 sigma**2))`` for every pixel."""
     if w0 == 0:
@@ -110,7 +152,7 @@ def instance_targets(labels: np.ndarray, *, target: str = "two_class", w0: float
     """Class map and weight map for instance labels (see the module docstring)."""
     lab = relabel_if_binary(np.asarray(labels))
     objects = lab != 0
-    if target == "two_class":
+    if target in ("two_class", "distance"):
         cls = (objects & ~touching_border(lab)).astype(np.int64)
         n_classes = 2
     elif target == "three_class":
@@ -123,6 +165,8 @@ def instance_targets(labels: np.ndarray, *, target: str = "two_class", w0: float
         raise InputError(f"unknown instance target {target!r}.")
     weights = class_weights(cls, n_classes, balance)
     weights += np.where(cls != 1, border_weights(lab, w0, sigma), 0.0).astype(np.float32)
+    if target == "distance":
+        cls = pack_distance(cls, normalized_distance(lab))
     return cls, weights
 
 

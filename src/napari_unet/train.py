@@ -185,7 +185,7 @@ def validate(net, prep: _Prepared, idx: Sequence[int], config: TrainConfig, devi
     for i in idx:
         img = prep.images[i]
         plan = plan_tiles(img.shape[:2], net.config, 512)
-        prob = np.zeros((prep.n_classes, *img.shape[:2]), np.float32)
+        prob = np.zeros((net.config.out_channels, *img.shape[:2]), np.float32)
         for _ in infer_plane(net, img, plan, prob, batch_size=4, device=device):
             pass
         probs.append(prob)
@@ -266,7 +266,8 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
                              f"labels need {prep.n_classes}.")
     else:
         mc = (model_config or ModelConfig(base_channels=32, norm="batch", dropout=0.0)).replace(
-            in_channels=prep.channels, n_classes=prep.n_classes)
+            in_channels=prep.channels, n_classes=prep.n_classes,
+            distance=config.mode == "instances" and config.target == "distance")
 
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
@@ -360,7 +361,7 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
                 x = x.contiguous(memory_format=memory_format(device))
                 with autocast(device, precision):
                     logits = step_net(x)
-                loss = unet_loss(logits.float(), t, w, config.dice_weight)
+                loss = unet_loss(logits.float(), t, w, config.dice_weight, mc.distance)
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(opt)

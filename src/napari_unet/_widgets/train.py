@@ -49,8 +49,11 @@ class TrainWidget(QWidget):
 
         self.mode = combo(["instances", "semantic"], "instances: objects 1..N, touching ones "
                           "are separated; semantic: class per pixel")
-        self.target = combo(["two_class", "three_class"], "two_class: the paper's border "
-                            "weight map; three_class: background / interior / boundary")
+        self.target = combo(["two_class", "three_class", "distance"],
+                            "two_class: the paper's border weight map; three_class: "
+                            "background / interior / boundary; distance: the paper's map "
+                            "plus each cell's distance to its border, which seeds a "
+                            "watershed that splits touching cells")
         self.size = combo(list(MODEL_PRESETS), "network size (base channels, depth)")
         self.size.setCurrentText("small")
         self.padding = combo(["valid", "same"], "valid: the paper's unpadded convolutions")
