@@ -4,11 +4,17 @@ from conftest import discs
 
 from napari_unet.instances import instances_from_probabilities
 from napari_unet.metrics import average_precision
-from napari_unet.targets import instance_targets
+from napari_unet.targets import instance_targets, normalized_distance
 
 
 def one_hot(cls, n):
     return np.stack([(cls == k).astype(np.float32) for k in range(n)])
+
+
+def distance_prob(lab):
+    """What an ideal 'distance' model gives: the paper's two classes, then the distance."""
+    cls, _ = instance_targets(lab, target="two_class")
+    return np.concatenate([one_hot(cls, 2), normalized_distance(lab)[None]])
 
 
 @pytest.mark.parametrize("overlap", [2, 4, 6])
@@ -20,6 +26,27 @@ def test_two_touching_discs_come_out_as_two(overlap):
         pred = instances_from_probabilities(one_hot(cls, n), target=target, method=method)
         assert pred.max() == 2, (target, method)
         assert average_precision(lab, pred, (0.5,))[0.5] == 1.0, (target, method)
+    pred = instances_from_probabilities(distance_prob(lab), target="distance")
+    assert pred.max() == 2
+    assert average_precision(lab, pred, (0.5,))[0.5] == 1.0
+
+
+def test_distance_watershed_splits_merged_foreground_and_keeps_unseeded_objects():
+    """The foreground of two overlapping discs without any separating line: the distance
+    map alone splits it; a faint blob whose distance never reaches the seed level stays."""
+    from napari_unet.metrics import separated_pairs
+
+    lab = discs((60, 110), [(30, 25), (30, 45)], 12)
+    lab[5:9, 95:99] = 3
+    prob = distance_prob(lab)
+    prob[1] = (lab > 0).astype(np.float32)  # no background line where they touch
+    prob[0] = 1 - prob[1]
+    prob[2][lab == 3] = 0.3
+    pred = instances_from_probabilities(prob, target="distance")
+    assert separated_pairs(lab, pred) == (1, 1)
+    assert pred.max() == 3 and pred[7, 97] != 0
+    assert instances_from_probabilities(prob, target="distance",
+                                        method="components").max() == 2  # merged
 
 
 def test_merged_foreground_is_one_object_without_the_line():
@@ -56,6 +83,22 @@ def test_soft_noisy_probabilities_of_overlapping_discs_give_two(target, method, 
     prob = np.clip(prob + rng.normal(0, 0.05, prob.shape), 1e-3, None)
     prob /= prob.sum(axis=0, keepdims=True)
     pred = instances_from_probabilities(prob, target=target, method=method)
+    assert separated_pairs(lab, pred) == (1, 1)
+    assert pred.max() == 3
+
+
+@pytest.mark.parametrize("overlap", [3, 6])
+def test_soft_noisy_distance_maps_of_overlapping_discs_give_two(overlap):
+    from scipy import ndimage as ndi
+
+    from napari_unet.metrics import separated_pairs
+
+    rng = np.random.default_rng(overlap)
+    lab = discs((64, 100), [(32, 20), (32, 20 + 28 - overlap), (40, 84)], 14)
+    prob = np.stack([ndi.gaussian_filter(c, 1.0) for c in distance_prob(lab)])
+    prob = np.clip(prob + rng.normal(0, 0.05, prob.shape), 1e-3, 1.0)
+    prob[:2] /= prob[:2].sum(axis=0, keepdims=True)
+    pred = instances_from_probabilities(prob, target="distance")
     assert separated_pairs(lab, pred) == (1, 1)
     assert pred.max() == 3
     assert average_precision(lab, pred, (0.75,))[0.75] == 1.0

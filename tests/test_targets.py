@@ -83,6 +83,26 @@ def test_three_class_target():
     assert (cls[lab == 0] == 0).all()
 
 
+def test_distance_target_packs_classes_and_normalised_distance():
+    from napari_unet.targets import normalized_distance, unpack_distance
+
+    lab = discs((40, 70), [(20, 20), (20, 36)], 10)  # two touching discs
+    lab[30:40, 60:70] = 3  # cut by the image's corner
+    dist = normalized_distance(lab)
+    assert (dist[lab == 0] == 0).all() and (dist[lab > 0] > 0).all()
+    for k in (1, 2, 3):
+        assert dist[lab == k].max() == pytest.approx(1.0)
+    line = touching_border(lab)
+    assert dist[line].max() < 0.3  # low where the two discs meet
+    assert dist[39, 69] == pytest.approx(1.0)  # the image's edge is not a border
+    packed, w = instance_targets(lab, target="distance")
+    cls, back = unpack_distance(packed)
+    two, w2 = instance_targets(lab, target="two_class")
+    np.testing.assert_array_equal(cls, two)  # the paper's map and weights, unchanged
+    np.testing.assert_array_equal(w, w2)
+    np.testing.assert_allclose(back, dist, atol=1e-3)
+
+
 def test_binary_masks_become_objects():
     mask = (discs((30, 30), [(8, 8), (20, 20)], 5) > 0).astype(np.uint8) * 255
     cls, _ = instance_targets(mask)

@@ -33,6 +33,40 @@ def test_loss_falls(cells):
     assert np.mean(losses[-2:]) < 0.7 * np.mean(losses[:2])
 
 
+def test_distance_target_trains_a_distance_channel_and_predicts_objects(cells, tmp_path):
+    from napari_unet.losses import unet_loss
+    from napari_unet.predict import predict
+    from napari_unet.targets import instance_targets, pack_distance
+
+    images, labels = cells
+    result = run(train(images, labels, quick(target="distance"),
+                       model_config=tiny_config(norm="batch", base_channels=8),
+                       out=tmp_path / "d.safetensors"))
+    ckpt = load_checkpoint(tmp_path / "d.safetensors")
+    assert ckpt.target == "distance" and ckpt.config.distance
+    assert ckpt.config.n_classes == 2 and ckpt.config.out_channels == 3
+    assert ckpt.state_dict["head.weight"].shape[0] == 3
+    out = run(predict(ckpt, images[0]))
+    assert out.probabilities.shape == (3, 96, 96)
+    np.testing.assert_allclose(out.probabilities[:2].sum(0), 1.0, atol=1e-4)
+    assert 0 <= out.probabilities[2].min() and out.probabilities[2].max() <= 1
+    assert out.labels.shape == (96, 96) and result.checkpoint.target == "distance"
+
+    # the loss reaches the distance channel: perfect logits there cost less
+    import torch
+
+    packed, w = instance_targets(labels[0], target="distance")
+    cls, dist = packed % 2, (packed // 2) / 1000
+    logit = torch.log(torch.tensor(np.clip(dist, 1e-4, 1 - 1e-4)) /
+                      torch.tensor(np.clip(1 - dist, 1e-4, 1)))
+    cls_logits = torch.tensor(np.stack([1 - cls, cls]) * 8.0)
+    good = torch.cat([cls_logits, logit[None]])[None].float()
+    bad = torch.cat([cls_logits, torch.zeros(1, 96, 96, dtype=torch.float64)])[None].float()
+    t = torch.tensor(pack_distance(cls, dist))[None]
+    wt = torch.tensor(w)[None]
+    assert unet_loss(good, t, wt, distance=True) < unet_loss(bad, t, wt, distance=True) - 0.05
+
+
 def test_events_result_and_saved_best_model(cells, tmp_path):
     images, labels = cells
     out = tmp_path / "model.safetensors"

@@ -193,6 +193,10 @@ def export_package(model, out, *, name: str | None = None, authors=None,
     from .model import UNet
 
     ckpt = model if isinstance(model, Checkpoint) else load_checkpoint(model)
+    if ckpt.config.distance:
+        raise InputError("a 'distance' model cannot be exported to bioimage.io yet: the "
+                         "format's postprocessing is one softmax over all output channels, "
+                         "and this model's last channel is a distance map, not a class.")
     out = Path(out)
     import re
 

@@ -88,8 +88,9 @@ def split_planes(image, channels: int, name: str = "image") -> tuple[bool, int]:
 
 
 def forward(net, x, tta: bool = False):
-    """Probabilities of a batch (:func:`napari_unet.model.activate`); with ``tta``, averaged over the 8 rotations and
-    flips of the input (the paper averages rotated versions for ISBI 2012).
+    """Probabilities of a batch (:func:`napari_unet.model.activate`); with ``tta``,
+    averaged over the 8 rotations and flips of the input (the paper averages rotated
+    versions for ISBI 2012).
 
     Every max pooling of an accepted tile sees an even size, so a flipped or rotated tile is
     pooled on the same pixel pairs and the tiling stays exact.
