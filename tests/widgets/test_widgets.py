@@ -127,6 +127,27 @@ def predict_dock(viewer, model_file, *, probabilities=False):
     return widget
 
 
+def test_a_distance_model_also_shows_its_distance_map(cells_viewer, qtbot, tmp_path):
+    from napari_unet.config import ModelConfig, TrainConfig
+    from napari_unet.synthetic import touching_cells
+    from napari_unet.train import train
+
+    image, labels = touching_cells((96, 96), n_cells=10, radius=8, seed=1)
+    path = tmp_path / "d.safetensors"
+    run(train([image], [labels], TrainConfig(target="distance", epochs=1, steps_per_epoch=2,
+                                             patch_size=64, val_fraction=0),
+              model_config=ModelConfig(base_channels=4, depth=2, dropout=0, padding="same"),
+              out=path))
+    widget = predict_dock(cells_viewer, path, probabilities=True)
+    widget.controls.start_btn.click()
+    wait_done(qtbot, widget)
+    assert cells_viewer.layers["cells segmentation"].data.shape == (96, 96)
+    assert cells_viewer.layers["cells probabilities"].data.shape == (96, 96)
+    dist = cells_viewer.layers["cells distance"].data
+    assert dist.shape == (96, 96) and 0 <= dist.min() and dist.max() <= 1
+    np.testing.assert_allclose(cells_viewer.layers["cells distance"].scale, (2.0, 0.5))
+
+
 def test_prediction_adds_labels_of_the_right_shape_and_scale(cells_viewer, qtbot, model_file):
     widget = predict_dock(cells_viewer, model_file, probabilities=True)
     widget.controls.start_btn.click()
@@ -137,6 +158,7 @@ def test_prediction_adds_labels_of_the_right_shape_and_scale(cells_viewer, qtbot
     np.testing.assert_allclose(out.translate, (10, 20))
     prob = cells_viewer.layers["cells probabilities"].data
     assert prob.shape == (96, 96) and 0 <= prob.min() and prob.max() <= 1
+    assert "cells distance" not in cells_viewer.layers  # a two-class model has none
     n_layers = len(cells_viewer.layers)
     widget.controls.start_btn.click()  # a re-run updates the same layers
     wait_done(qtbot, widget)

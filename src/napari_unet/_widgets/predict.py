@@ -77,6 +77,18 @@ def shown_probabilities(result) -> np.ndarray:
     return 1.0 - prob[(slice(None),) * axis + (0,)]
 
 
+def shown_distance(result):
+    """The distance map of a 'distance' model (2D per plane), None for other models."""
+    if result.target != "distance" or result.mode != "instances":
+        return None
+    prob = result.probabilities
+    if not isinstance(prob, np.ndarray):
+        import dask.array as da
+
+        prob = da.from_array(prob, chunks=prob.chunks)
+    return prob[(slice(None),) * (prob.ndim - 3) + (-1,)]
+
+
 class PredictWidget(QWidget):
     """Segment an image layer with a trained model."""
 
@@ -98,7 +110,8 @@ class PredictWidget(QWidget):
         self.method = combo(["auto", "components", "watershed"],
                             "how touching objects are separated")
         self.min_size = spin(10, 0, 100000, tip="smaller objects are removed (pixels)")
-        self.probabilities = QCheckBox("also add the probability map")
+        self.probabilities = QCheckBox("also add the probability map (and a distance "
+                                       "model's distance map)")
         self.tta = QCheckBox("average over rotations and flips (8x slower)")
         self.device, self.device_label = device_choice()
         self.controls = RunControls("Predict", self.start)
@@ -225,6 +238,10 @@ class PredictWidget(QWidget):
             put_layer(self.viewer, f"{layer.name} probabilities",
                       shown_probabilities(result), "image", layer,
                       colormap="magma", blending="additive", visible=False)
+            distance = shown_distance(result)
+            if distance is not None:
+                put_layer(self.viewer, f"{layer.name} distance", distance, "image", layer,
+                          colormap="viridis", blending="additive", visible=False)
         lazy = not isinstance(result.labels, np.ndarray)
         n = int(result.labels.max()) if result.mode != "semantic" and not lazy else None
         text = (f"Done in {result.seconds:.1f} s on {result.device}"
