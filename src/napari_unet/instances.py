@@ -59,6 +59,13 @@ def components(foreground: np.ndarray, *, grow: int = 1, min_size: int = 10) -> 
     return _finish(grow_labels(labels, grow), min_size)
 
 
+def _keep_unseeded(labels: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
+    """A watershed's ``labels`` (``n`` seeds) plus the parts of ``mask`` no seed reached,
+    each as an object of its own."""
+    rest, _ = ndi.label(mask & (labels == 0), structure=_CROSS)
+    return np.where(rest > 0, rest + n, labels)
+
+
 def watershed_two_class(foreground_prob: np.ndarray, *, threshold: float = 0.5,
                         min_size: int = 10) -> np.ndarray:
     """Seeded watershed on a two-class model's foreground probability.
@@ -75,9 +82,7 @@ def watershed_two_class(foreground_prob: np.ndarray, *, threshold: float = 0.5,
     mask = foreground_prob > min(threshold, 0.5)
     seeds, n = ndi.label(foreground_prob > threshold, structure=_CROSS)
     labels = watershed(-foreground_prob, seeds, mask=mask)
-    rest, _ = ndi.label(mask & (labels == 0), structure=_CROSS)
-    labels = np.where(rest > 0, rest + n, labels)
-    return _finish(labels, min_size)
+    return _finish(_keep_unseeded(labels, mask, n), min_size)
 
 
 #: Seeds of a 'distance' model: where the normalised distance exceeds this, an object's
@@ -100,9 +105,7 @@ def watershed_distance(prob: np.ndarray, *, threshold: float = 0.5,
     dist = ndi.gaussian_filter(np.asarray(prob[-1], np.float32), 1.0)
     seeds, n = ndi.label(mask & (dist > SEED_DISTANCE), structure=_CROSS)
     labels = watershed(-dist, seeds, mask=mask)
-    rest, _ = ndi.label(mask & (labels == 0), structure=_CROSS)
-    labels = np.where(rest > 0, rest + n, labels)
-    return _finish(labels, min_size)
+    return _finish(_keep_unseeded(labels, mask, n), min_size)
 
 
 def watershed_three_class(prob: np.ndarray, *, min_size: int = 10) -> np.ndarray:

@@ -46,15 +46,14 @@ def unet_loss(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor,
     """Weighted cross-entropy, plus ``dice_weight`` times the soft Dice loss; with
     ``distance``, ``target`` is packed (:func:`napari_unet.targets.pack_distance`) and the
     last channel of ``logits`` regresses the distance map."""
+    loss = 0.0
     if distance:
         from .targets import unpack_distance
 
         target, dist = unpack_distance(target)
-        reg = distance_loss(logits[:, -1], dist, weights)
+        loss = distance_loss(logits[:, -1], dist, weights)
         logits = logits[:, :-1]
-    loss = weighted_cross_entropy(logits, target, weights)
+    loss = loss + weighted_cross_entropy(logits, target, weights)
     if dice_weight > 0:
         loss = loss + dice_weight * soft_dice(logits, target, weights > 0)
-    if distance:
-        loss = loss + reg
     return loss

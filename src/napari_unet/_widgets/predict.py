@@ -63,14 +63,20 @@ def lazy_outputs(ckpt, data, name: str, probabilities: bool) -> dict:
     return {"out_labels": labels, "out_probabilities": prob}
 
 
+def _shown_lazily(prob):
+    """Probabilities as napari shows them: a numpy array as it is, a zarr on disk as a
+    Dask array (read lazily)."""
+    if isinstance(prob, np.ndarray):
+        return prob
+    import dask.array as da
+
+    return da.from_array(prob, chunks=prob.chunks)
+
+
 def shown_probabilities(result) -> np.ndarray:
     """Foreground probability (2D per plane) for instance and two-class models; all
     classes (a leading class axis) for multi-class semantic models."""
-    prob = result.probabilities
-    if not isinstance(prob, np.ndarray):  # a zarr on disk: shown lazily
-        import dask.array as da
-
-        prob = da.from_array(prob, chunks=prob.chunks)
+    prob = _shown_lazily(result.probabilities)
     axis = prob.ndim - 3
     if result.mode == "semantic" and prob.shape[axis] > 2:
         return prob
@@ -81,11 +87,7 @@ def shown_distance(result):
     """The distance map of a 'distance' model (2D per plane), None for other models."""
     if result.target != "distance" or result.mode != "instances":
         return None
-    prob = result.probabilities
-    if not isinstance(prob, np.ndarray):
-        import dask.array as da
-
-        prob = da.from_array(prob, chunks=prob.chunks)
+    prob = _shown_lazily(result.probabilities)
     return prob[(slice(None),) * (prob.ndim - 3) + (-1,)]
 
 
