@@ -18,7 +18,8 @@ Models compared (each trained from scratch on the same 30 images, same budget, s
 
 * ``two_class``: the paper's model (separating background lines, border weight map) with
   (a) connected components, and (c) a seeded watershed (seeds above the calibrated
-  threshold, flooded down the foreground probability);
+  threshold, flooded down the foreground probability, neighbours whose shared boundary is
+  still foreground merged again; also reported without that merging);
 * ``three_class``: background / interior / boundary with (b) seeded watershed, and connected
   components of the interior;
 * ``distance``: the paper's two classes plus a regressed normalised distance map (each
@@ -50,7 +51,7 @@ from _common import DATA, command, emit, machine  # noqa: E402
 
 from napari_unet.checkpoint import load_checkpoint  # noqa: E402
 from napari_unet.config import ModelConfig, PredictConfig, TrainConfig  # noqa: E402
-from napari_unet.instances import instances_from_probabilities  # noqa: E402
+from napari_unet.instances import instances_from_probabilities, watershed_two_class  # noqa: E402
 from napari_unet.io import read_image  # noqa: E402
 from napari_unet.metrics import matched_counts, separated_pairs  # noqa: E402
 from napari_unet.predict import predict  # noqa: E402
@@ -124,6 +125,9 @@ def evaluate(checkpoint, images, truths, device: str, min_size: int) -> dict:
         preds = [instances_from_probabilities(p, target=target, method=method, threshold=th,
                                               min_size=min_size) for p in probs]
         out[method] = score(truths, preds)
+    if target == "two_class":  # the watershed without merging split objects again
+        out["watershed_unmerged"] = score(truths, [watershed_two_class(
+            p[1], threshold=th, min_size=min_size, merge=None) for p in probs])
     fg = [(p[1] > 0.5) if target != "three_class" else (p[:3].argmax(0) != 0) for p in probs]
     out["foreground_split_by_truth"] = score(truths, [split_by_truth(f, t)
                                                      for f, t in zip(fg, truths)])

@@ -59,7 +59,7 @@ def test_predict_into_a_zarr_labels_file_matches_in_memory(tmp_path, rng):
     lazy = zarr.create_array(store=tmp_path / "in.zarr", shape=image.shape, chunks=(64, 64),
                              dtype="float32")
     lazy[:] = image
-    cfg = PredictConfig(tile_size=64, min_size=3)
+    cfg = PredictConfig(tile_size=64, min_size=3, instance_method="components")  # streamed
     whole = run(predict(model, image, cfg))
     labels = zarr.create_array(store=tmp_path / "out.zarr", shape=image.shape,
                                chunks=(96, 80), dtype="uint32")
@@ -75,7 +75,8 @@ def test_predict_into_a_zarr_labels_file_matches_in_memory(tmp_path, rng):
 def test_stack_streamed_without_a_probabilities_output(tmp_path, rng):
     model = _model(tmp_path)
     stack = ndi.gaussian_filter(rng.normal(size=(2, 120, 140)), (0, 2, 2)).astype(np.float32)
-    whole = run(predict(model, stack, PredictConfig(tile_size=64)))
+    whole = run(predict(model, stack, PredictConfig(tile_size=64,
+                                                    instance_method="components")))
     labels = zarr.create_array(store=tmp_path / "o.zarr", shape=stack.shape,
                                chunks=(1, 64, 64), dtype="uint32")
     result = run(predict(model, stack, PredictConfig(tile_size=64), out_labels=labels))

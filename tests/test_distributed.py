@@ -51,7 +51,7 @@ def test_two_workers_equal_single_process_predict(tmp_path, client):
     cfg = PredictConfig(tile_size=256, min_size=20)
     first = run(predict(model, image, cfg, labels=False))
     # an untrained network: threshold so that 30 % of the image is object
-    cfg = PredictConfig(tile_size=256, min_size=20,
+    cfg = PredictConfig(tile_size=256, min_size=20, instance_method="components",
                         threshold=float(np.quantile(first.probabilities[1], 0.7)))
     single = run(predict(model, image, cfg))
     events = []

@@ -4,7 +4,8 @@
   background lines keep touching objects apart; each object is then grown back by the width
   of that line (1 px) into the background.
 * ``watershed`` (seeded): for a two-class model, seeds are the components above the
-  (calibrated, high) threshold, flooded down the foreground probability to 0.5; for a
+  (calibrated, high) threshold, flooded down the foreground probability to 0.5, and
+  neighbours whose shared boundary is still clearly foreground are merged again; for a
   three-class model (background / interior / boundary), seeds are the connected interiors,
   flooded over the boundary probability within the object mask; for a 'distance' model,
   seeds are the cores of objects where the regressed normalised distance (smoothed)
@@ -66,8 +67,56 @@ def _keep_unseeded(labels: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
     return np.where(rest > 0, rest + n, labels)
 
 
+#: Two neighbouring objects of a two-class watershed whose shared boundary has a mean
+#: foreground probability above this are one object that the high seed threshold split
+#: (a model trained with the paper's weight map puts background between touching cells).
+#: Chosen on a development set of DSB 2018 images outside the benchmark's training and test
+#: images (benchmarks/RESULTS.md): it removes more split single nuclei than it re-merges
+#: touching pairs.
+MERGE_LEVEL = 0.7
+
+
+def merge_split_objects(labels: np.ndarray, foreground_prob: np.ndarray,
+                        level: float = MERGE_LEVEL) -> np.ndarray:
+    """Merge neighbouring objects whose shared boundary is foreground.
+
+    For every pair of 4-neighbouring pixels of two different objects, the lower of their
+    two probabilities is the boundary's value there; pairs of objects whose boundary
+    averages above ``level`` become one object (transitively).
+    """
+    labels = np.asarray(labels)
+    n = int(labels.max())
+    if n < 2:
+        return labels
+    prob = np.asarray(foreground_prob, np.float32)
+    keys, values = [], []
+    for a, b, pa, pb in ((labels[:, :-1], labels[:, 1:], prob[:, :-1], prob[:, 1:]),
+                         (labels[:-1], labels[1:], prob[:-1], prob[1:])):
+        m = (a != b) & (a > 0) & (b > 0)
+        lo, hi = np.minimum(a[m], b[m]).astype(np.int64), np.maximum(a[m], b[m])
+        keys.append(lo * (n + 1) + hi)
+        values.append(np.minimum(pa[m], pb[m]))
+    keys, values = np.concatenate(keys), np.concatenate(values)
+    if not keys.size:
+        return labels
+    pairs, inverse = np.unique(keys, return_inverse=True)
+    mean = np.bincount(inverse, values) / np.bincount(inverse)
+    parent = np.arange(n + 1)
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for key in pairs[mean > level]:
+        a, b = root(int(key // (n + 1))), root(int(key % (n + 1)))
+        parent[max(a, b)] = min(a, b)
+    return np.array([root(i) for i in range(n + 1)])[labels]
+
+
 def watershed_two_class(foreground_prob: np.ndarray, *, threshold: float = 0.5,
-                        min_size: int = 10) -> np.ndarray:
+                        min_size: int = 10, merge: float | None = MERGE_LEVEL) -> np.ndarray:
     """Seeded watershed on a two-class model's foreground probability.
 
     Seeds are the connected components above ``threshold`` (the calibrated one, high enough
@@ -75,14 +124,17 @@ def watershed_two_class(foreground_prob: np.ndarray, *, threshold: float = 0.5,
     foreground above 0.5 (or above ``threshold`` if that is lower), which gives objects
     back the extent the high threshold took from them and splits merged foreground where
     the probability dips between seeds. Foreground without a seed is kept as its own
-    objects.
+    objects. Neighbours whose shared boundary averages a probability above ``merge`` are
+    merged again (:func:`merge_split_objects`; None: no merging).
     """
     from skimage.segmentation import watershed
 
     mask = foreground_prob > min(threshold, 0.5)
     seeds, n = ndi.label(foreground_prob > threshold, structure=_CROSS)
-    labels = watershed(-foreground_prob, seeds, mask=mask)
-    return _finish(_keep_unseeded(labels, mask, n), min_size)
+    labels = _keep_unseeded(watershed(-foreground_prob, seeds, mask=mask), mask, n)
+    if merge is not None:
+        labels = merge_split_objects(labels, foreground_prob, merge)
+    return _finish(labels, min_size)
 
 
 #: Seeds of a 'distance' model: where the normalised distance exceeds this, an object's
@@ -122,16 +174,20 @@ def watershed_three_class(prob: np.ndarray, *, min_size: int = 10) -> np.ndarray
 def instances_from_probabilities(prob: np.ndarray, *, target: str = "two_class",
                                  method: str = "auto", threshold: float = 0.5,
                                  min_size: int = 10) -> np.ndarray:
-    """Instance labels from ``(C, H, W)`` class probabilities of an instances model."""
+    """Instance labels from ``(C, H, W)`` class probabilities of an instances model.
+
+    ``method`` 'auto' is the seeded watershed of each target (for two-class models it beat
+    the paper's connected components on a development set of DSB 2018 nuclei, see
+    benchmarks/RESULTS.md); 'components' gives connected components."""
     if target == "three_class":
         if method == "components":
             return components(np.argmax(prob, axis=0) == 1, grow=2, min_size=min_size)
         return watershed_three_class(prob, min_size=min_size)
     if target == "distance" and method != "components":
         return watershed_distance(prob, threshold=threshold, min_size=min_size)
-    if method == "watershed":
-        return watershed_two_class(prob[1], threshold=threshold, min_size=min_size)
-    return components(prob[1] > threshold, min_size=min_size)
+    if method == "components":
+        return components(prob[1] > threshold, min_size=min_size)
+    return watershed_two_class(prob[1], threshold=threshold, min_size=min_size)
 
 
 def labels_from_probabilities(prob: np.ndarray, *, mode: str, target: str = "two_class",

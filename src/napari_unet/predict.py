@@ -277,9 +277,7 @@ def stream_labels(ckpt, prob, out, config: PredictConfig, notes: list[str], *,
                threshold=threshold)
         return
     three = ckpt.target == "three_class"
-    watershed_first = three or ckpt.target == "distance"
-    if config.instance_method == "watershed" or (watershed_first
-                                                 and config.instance_method == "auto"):
+    if config.instance_method != "components":
         note = ("labels written block by block are connected components; the watershed "
                 "needs the whole image in memory")
         if note not in notes:

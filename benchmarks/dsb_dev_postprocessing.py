@@ -1,0 +1,96 @@
+"""DSB 2018: choose post-processing defaults on a development set, not on the test images.
+
+``dsb_fewshot.py`` trains on the 30 images of ``fewshot30.txt`` and scores ``val/``. Settings
+of the post-processing that the training cannot calibrate on its three validation images
+(the merge level of the two-class watershed, the minimum object size) are chosen here
+instead, on 60 other images of ``train/`` (drawn with a fixed seed from the 337 that are not
+in ``fewshot30.txt``), with the models that ``dsb_fewshot.py`` trained from scratch. Neither
+those models nor their calibration saw these images; the shipped ``nuclei`` model did (it
+was trained on all of ``train/``), so it is not used here.
+
+For every model, every combination of instance method, foreground threshold (two-class:
+the calibrated one and 0.8 / 0.9 / 0.95), merge level of the two-class watershed (none, 0.6,
+0.7, 0.8) and minimum object size (10, 25 px) is scored as in ``dsb_fewshot.py`` (AP@0.5 per
+image, averaged; touching pairs separated), and reported as JSON, best first.
+
+    python benchmarks/dsb_fewshot.py --out benchmarks/out/dsb_fewshot.json   # the models
+    python benchmarks/dsb_dev_postprocessing.py --out benchmarks/out/dsb_dev.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import command, emit, machine  # noqa: E402
+from dsb_fewshot import ROOT, fewshot_ids, load, probabilities, score  # noqa: E402
+
+from napari_unet.checkpoint import load_checkpoint  # noqa: E402
+from napari_unet.instances import (  # noqa: E402
+    instances_from_probabilities,
+    watershed_two_class,
+)
+
+
+def dev_ids(n: int = 60, seed: int = 0) -> list[str]:
+    """``n`` images of ``train/`` outside ``fewshot30.txt``, drawn with ``seed``."""
+    every = sorted(p.stem for p in (ROOT / "train" / "images").glob("*.png"))
+    rest = sorted(set(every) - set(fewshot_ids()))
+    return sorted(np.random.default_rng(seed).choice(rest, n, replace=False).tolist())
+
+
+def variants(target: str, calibrated: float):
+    """(name, function of the probabilities) for every setting tried on ``target``."""
+    for min_size in (10, 25):
+        if target != "two_class":
+            for method in ("watershed", "components"):
+                yield ({"method": method, "min_size": min_size},
+                       lambda p, m=method, s=min_size: instances_from_probabilities(
+                           p, target=target, method=m, threshold=calibrated, min_size=s))
+            continue
+        for th in sorted({calibrated, 0.8, 0.9, 0.95}):
+            yield ({"method": "components", "threshold": th, "min_size": min_size},
+                   lambda p, t=th, s=min_size: instances_from_probabilities(
+                       p, method="components", threshold=t, min_size=s))
+            for merge in (None, 0.6, 0.7, 0.8):
+                yield ({"method": "watershed", "threshold": th, "merge": merge,
+                        "min_size": min_size},
+                       lambda p, t=th, m=merge, s=min_size: watershed_two_class(
+                           p[1], threshold=t, merge=m, min_size=s))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", type=Path, default=Path("benchmarks/out/dsb_models"))
+    ap.add_argument("--names", default="scratch_two_class,scratch_three_class,scratch_distance")
+    ap.add_argument("--count", type=int, default=60, help="development images")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+
+    t0 = time.perf_counter()
+    ids = dev_ids(args.count)
+    images, truths, _ = load("train", ids)
+    report = {"benchmark": "dsb_dev_postprocessing", "command": command(),
+              "machine": machine(), "dev_images": ids, "models": {}}
+    for name in filter(None, args.names.split(",")):
+        ckpt = load_checkpoint(args.models / f"{name}.safetensors")
+        probs, _ = probabilities(ckpt, images, args.device)
+        rows = []
+        for setting, fn in variants(ckpt.target, ckpt.threshold):
+            rows.append({**setting, **score(truths, [fn(p) for p in probs])})
+            print(name, rows[-1], file=sys.stderr)
+        rows.sort(key=lambda r: -r["ap50"])
+        report["models"][name] = {"target": ckpt.target, "calibrated_threshold":
+                                  ckpt.threshold, "settings": rows}
+    report["total_seconds"] = round(time.perf_counter() - t0, 1)
+    emit(report, args.out)
+
+
+if __name__ == "__main__":
+    main()
