@@ -197,3 +197,18 @@ def test_process_batches_are_seeded_per_worker(cells):
     assert got[0].shape == (2, 1, 32, 32)
     # the two workers draw different patches
     assert not np.array_equal(got[0], got[1])
+
+
+def test_a_single_epochs_spike_in_validation_is_not_the_model_kept(cells, monkeypatch):
+    """A few validation images score single epochs noisily: the kept model is the one whose
+    score, averaged with the epochs before it, is best, not an early epoch's lucky spike."""
+    import napari_unet.train as train_module
+
+    scores = iter([0.3, 0.9, 0.4, 0.7, 0.8, 0.8])
+    monkeypatch.setattr(train_module, "validate",
+                        lambda *a, **k: {"score": next(scores), "threshold": 0.5})
+    images, labels = cells
+    result = run(train(images, labels, quick(epochs=6, steps_per_epoch=1),
+                       model_config=tiny_config()))
+    assert result.best_epoch == 6  # not epoch 2 (0.9 alone)
+    assert result.best_score == pytest.approx((0.7 + 0.8 + 0.8) / 3)
