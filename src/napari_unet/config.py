@@ -280,8 +280,8 @@ class PredictConfig(_DictMixin):
     instance_method : {'auto', 'components', 'watershed'}
         How objects are separated: 'components' (the paper), 'watershed' (seeded; for
         two-class models, split objects whose shared boundary is foreground are merged
-        again), 'auto' (the watershed: better than components on DSB 2018 nuclei for
-        every target, see benchmarks/RESULTS.md).
+        again), 'auto' (the watershed, chosen on a development set of DSB 2018 nuclei,
+        see benchmarks/RESULTS.md).
     min_size : int
         Objects smaller than this many pixels are removed.
     tta : bool
