@@ -142,7 +142,8 @@ def fit(images, labels, names, args, *, target: str, init_from=None, out: Path) 
     cfg = TrainConfig(mode="instances", target=target, epochs=None,
                       time_budget=args.time_budget, batch_size=args.batch_size,
                       patch_size=args.patch_size, learning_rate=lr, seed=args.seed,
-                      zoom=args.zoom,
+                      zoom=args.zoom, w0=args.w0, sigma=args.sigma,
+                      class_balance=not args.no_class_balance, val_fraction=args.val_fraction,
                       device=args.device)
     mc = ModelConfig(base_channels=args.base_channels, depth=4, padding="same", norm="batch",
                      dropout=0.0)
@@ -174,6 +175,14 @@ def main() -> None:
     ap.add_argument("--min-size", type=int, default=25,
                     help="objects smaller than this (px) are removed; 25 was chosen on the "
                     "development set (dsb_dev_postprocessing.py), the engine's default is 10")
+    ap.add_argument("--w0", type=float, default=10.0,
+                    help="border weight amplitude of the loss (the paper: 10)")
+    ap.add_argument("--sigma", type=float, default=5.0,
+                    help="border weight width in pixels (the paper: 5)")
+    ap.add_argument("--no-class-balance", action="store_true",
+                    help="leave out the weight map's class-frequency term w_c")
+    ap.add_argument("--val-fraction", type=float, default=0.1,
+                    help="share of the 30 images the training holds out for model selection")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     ap.add_argument("--targets", default="two_class,three_class,distance",
@@ -202,7 +211,10 @@ def main() -> None:
         "settings": {"time_budget_s_per_model": args.time_budget,
                      "batch_size": args.batch_size, "patch_size": args.patch_size,
                      "lr": args.lr, "fine_tune_lr": args.fine_tune_lr, "zoom": args.zoom,
-                     "min_size": args.min_size, "seed": args.seed},
+                     "min_size": args.min_size, "seed": args.seed,
+                     "w0": args.w0, "sigma": args.sigma,
+                     "class_balance": not args.no_class_balance,
+                     "val_fraction": args.val_fraction},
         "baseline_truth_touching_merged": score(vy, merged),
         "models": {},
     }
