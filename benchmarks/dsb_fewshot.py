@@ -175,13 +175,13 @@ def main() -> None:
     ap.add_argument("--min-size", type=int, default=25,
                     help="objects smaller than this (px) are removed; 25 was chosen on the "
                     "development set (dsb_dev_postprocessing.py), the engine's default is 10")
-    ap.add_argument("--w0", type=float, default=10.0,
+    ap.add_argument("--w0", type=float, default=TrainConfig.w0,
                     help="border weight amplitude of the loss (the paper: 10)")
-    ap.add_argument("--sigma", type=float, default=5.0,
+    ap.add_argument("--sigma", type=float, default=TrainConfig.sigma,
                     help="border weight width in pixels (the paper: 5)")
     ap.add_argument("--no-class-balance", action="store_true",
                     help="leave out the weight map's class-frequency term w_c")
-    ap.add_argument("--val-fraction", type=float, default=0.1,
+    ap.add_argument("--val-fraction", type=float, default=TrainConfig.val_fraction,
                     help="share of the 30 images the training holds out for model selection")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
