@@ -1,5 +1,6 @@
 import numpy as np
 from conftest import discs
+from scipy import ndimage as ndi
 
 from napari_unet.augment import Augmenter, displacement_field
 
@@ -73,3 +74,26 @@ def test_deformed_images_stay_sharp():
         out = aug(image, lab, lab * 0.0, lab * 0.0, np.random.default_rng(seed))[0]
         assert out.shape == image.shape
         assert detail(out) > 0.7 * detail(image)
+
+
+def test_displacement_field_is_the_bicubic_interpolation_of_the_coarse_grid():
+    """The separable fast path against plain ``map_coordinates`` over the full grid."""
+    for shape, grid in [((64, 64), 3), ((37, 100), 3), ((90, 64), 5), ((1, 7), 3)]:
+        field = displacement_field(shape, np.random.default_rng(7), grid=grid, sigma=4.0)
+        coarse = np.random.default_rng(7).normal(0.0, 4.0, size=(2, grid, grid))
+        yy, xx = np.meshgrid(np.linspace(0, grid - 1, shape[0]),
+                             np.linspace(0, grid - 1, shape[1]), indexing="ij")
+        brute = np.stack([ndi.map_coordinates(c, [yy, xx], order=3, mode="nearest")
+                          for c in coarse])
+        assert field.shape == (2, *shape)
+        np.testing.assert_allclose(field, brute, atol=1e-9)
+
+
+def test_varying_weights_are_warped_with_the_labels():
+    lab = discs((64, 64), [(20, 20), (40, 44)], 9)
+    weights = 1.0 + 5.0 * lab.astype(np.float32)  # the weights encode the labels
+    aug = Augmenter(intensity=0.0)
+    for seed in range(5):
+        _, lab2, w2, _ = aug(lab[..., None].astype(float), lab, weights,
+                             np.ones(lab.shape, np.float32), np.random.default_rng(seed))
+        assert (np.round((w2 - 1.0) / 5.0) == lab2).mean() > 0.97

@@ -13,6 +13,7 @@ misplaces thin ones (ISBI membranes) on sharp test images by a pixel.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -20,14 +21,28 @@ from scipy import ndimage as ndi
 
 def displacement_field(shape: tuple[int, int], rng: np.random.Generator, *, grid: int = 3,
                        sigma: float = 10.0) -> np.ndarray:
-    """A smooth ``(2, H, W)`` displacement field from a ``grid`` x ``grid`` random grid."""
+    """A smooth ``(2, H, W)`` displacement field from a ``grid`` x ``grid`` random grid.
+
+    The coarse vectors are interpolated by a bicubic spline. A tensor-product spline is
+    separable, so the field is ``Ay @ coarse @ Ax.T`` with fixed ``(H, grid)`` and
+    ``(W, grid)`` interpolation matrices: the same values as ``ndi.map_coordinates(coarse,
+    ..., order=3)`` over the full grid, at a fraction of the cost (5.8 ms down to 0.1 ms for a
+    256 px patch, measured; on 2 cores it was a quarter of a training step's augmentation).
+    """
     coarse = rng.normal(0.0, sigma, size=(2, grid, grid))
-    ys = np.linspace(0, grid - 1, shape[0])
-    xs = np.linspace(0, grid - 1, shape[1])
-    yy, xx = np.meshgrid(ys, xs, indexing="ij")
-    return np.stack([
-        ndi.map_coordinates(c, [yy, xx], order=3, mode="nearest") for c in coarse
-    ])
+    ay, ax = _spline_matrix(shape[0], grid), _spline_matrix(shape[1], grid)
+    return np.einsum("yi,cij,xj->cyx", ay, coarse, ax, optimize=True)
+
+
+@lru_cache(maxsize=32)
+def _spline_matrix(n: int, grid: int) -> np.ndarray:
+    """``(n, grid)``: column ``i`` is the cubic spline through the unit vector ``e_i``,
+    sampled at ``n`` points spread evenly from the first grid node to the last."""
+    pos = np.linspace(0, grid - 1, n)[None, :]
+    m = np.stack([ndi.map_coordinates(np.eye(grid)[i], pos, order=3, mode="nearest")
+                  for i in range(grid)], axis=1)
+    m.flags.writeable = False
+    return m
 
 
 def warp(array: np.ndarray, coords: np.ndarray, order: int, cval: float | None = None):
@@ -75,7 +90,8 @@ class Augmenter:
             coords = np.stack([yy, xx])
             image = warp(image, coords, order=3)
             target = warp(target, coords, order=0)
-            weights = warp(weights, coords, order=1)
+            if weights.size and weights.min() != weights.max():  # a constant stays one
+                weights = warp(weights, coords, order=1)
             valid = warp(valid, coords, order=0, cval=0.0)
         arrays = [image, target, weights, valid]
         if self.flips:
