@@ -26,6 +26,7 @@ from isbi_membrane import load  # noqa: E402
 
 from napari_unet.checkpoint import load_checkpoint  # noqa: E402
 from napari_unet.config import PredictConfig  # noqa: E402
+from napari_unet.metrics import pixel_error  # noqa: E402
 from napari_unet.predict import predict  # noqa: E402
 from napari_unet.progress import run  # noqa: E402
 
@@ -37,7 +38,7 @@ def breakdown(interior: np.ndarray, pred: np.ndarray) -> dict:
     false_mem, false_int = interior & ~pred, pred & ~interior
     to_membrane = ndi.distance_transform_edt(interior)  # of interior pixels
     to_interior = ndi.distance_transform_edt(~interior)  # of membrane pixels
-    return {"pixel_error": float((false_mem | false_int).mean()),
+    return {"pixel_error": pixel_error(interior, pred),
             "false_membrane": float(false_mem.mean()),
             "false_interior": float(false_int.mean()),
             f"wrong_over_{FAR}px_from_edge": float(((false_mem & (to_membrane > FAR))
@@ -65,7 +66,7 @@ def main() -> None:
                        "mean": {k: float(np.mean([r[k] for r in rows])) for k in rows[0]},
                        "slices": {25 + i: r for i, r in enumerate(rows)}})
 
-    errors = np.array([[np.mean((p > g) != t) for g in GRID] for t, p in zip(truth, probs[0])])
+    errors = np.array([[pixel_error(t, p > g) for g in GRID] for t, p in zip(truth, probs[0])])
     oracle = {"per_slice_threshold": [GRID[j] for j in errors.argmin(1)],
               "per_slice_pixel_error": float(errors.min(1).mean()),
               "one_threshold": GRID[int(errors.mean(0).argmin())],
@@ -76,7 +77,7 @@ def main() -> None:
     if len(checkpoints) > 1:
         mean_p = [np.mean(ps, axis=0) for ps in zip(*probs)]
         report["averaged_probabilities"] = {
-            str(g): float(np.mean([np.mean((p > g) != t) for t, p in zip(truth, mean_p)]))
+            str(g): float(np.mean([pixel_error(t, p > g) for t, p in zip(truth, mean_p)]))
             for g in (0.45, 0.5, 0.55)}
     emit(report, args.out)
 
