@@ -2,7 +2,8 @@
 
 ``dsb_fewshot.py`` trains on the 30 images of ``fewshot30.txt`` and scores ``val/``. Settings
 of the post-processing that the training cannot calibrate on its three validation images
-(the merge level of the two-class watershed, the minimum object size) are chosen here
+(the merge level of the two-class watershed, the minimum object size, the smoothing and
+spacing of an 'offsets' model's vote peaks) are chosen here
 instead, on 60 other images of ``train/`` (drawn with a fixed seed from the 337 that are not
 in ``fewshot30.txt``), with the models that ``dsb_fewshot.py`` trained from scratch. Neither
 those models nor their calibration saw these images; the shipped ``nuclei`` model did (it
@@ -20,6 +21,7 @@ image, averaged; touching pairs separated), and reported as JSON, best first.
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -33,6 +35,7 @@ from dsb_fewshot import ROOT, fewshot_ids, load, probabilities, score  # noqa: E
 from napari_unet.checkpoint import load_checkpoint  # noqa: E402
 from napari_unet.instances import (  # noqa: E402
     instances_from_probabilities,
+    vote_instances,
     watershed_two_class,
 )
 
@@ -47,6 +50,14 @@ def dev_ids(n: int = 60, seed: int = 0) -> list[str]:
 def variants(target: str, calibrated: float):
     """(name, function of the probabilities) for every setting tried on ``target``."""
     for min_size in (10, 25):
+        if target == "offsets":
+            for th, sigma, dist in itertools.product(sorted({calibrated, 0.5, 0.7, 0.9}),
+                                                     (1.0, 1.5, 2.0), (2, 3, 5)):
+                yield ({"method": "votes", "threshold": th, "vote_sigma": sigma,
+                        "vote_min_distance": dist, "min_size": min_size},
+                       lambda p, t=th, g=sigma, d=dist, s=min_size: vote_instances(
+                           p, threshold=t, sigma=g, min_distance=d, min_size=s))
+            continue
         if target != "two_class":
             for method in ("watershed", "components"):
                 yield ({"method": method, "min_size": min_size},

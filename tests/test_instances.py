@@ -159,3 +159,56 @@ def test_merge_split_objects_is_transitive_and_keeps_background():
     prob[:, 5:7] = 0.1  # the boundary between 2 and 3 is background
     merged = merge_split_objects(lab, prob)
     assert merged[0, 0] == merged[0, 4] != merged[0, 7]
+
+
+def offsets_prob(lab, foreground=None):
+    """What an ideal 'offsets' model gives: the two classes, then the vectors (y, x) to
+    each object's centroid in pixels."""
+    cls, _ = instance_targets(lab, target="two_class")
+    fg = cls if foreground is None else foreground
+    ys, xs = np.mgrid[: lab.shape[0], : lab.shape[1]].astype(np.float32)
+    vec = np.zeros((2, *lab.shape), np.float32)
+    for k in np.unique(lab[lab > 0]):
+        m = lab == k
+        vec[0][m] = ys[m].mean() - ys[m]
+        vec[1][m] = xs[m].mean() - xs[m]
+    return np.concatenate([one_hot(fg, 2), vec])
+
+
+@pytest.mark.parametrize("overlap", [2, 6, 10])
+def test_offsets_split_merged_foreground_by_the_centres_pixels_point_to(overlap):
+    """Overlapping discs with no separating line in the foreground at all: the vectors alone
+    split them; connected components of the same foreground give one object."""
+    from napari_unet.metrics import separated_pairs
+
+    lab = discs((60, 80), [(30, 25), (30, 25 + 24 - overlap)], 12)
+    prob = offsets_prob(lab, foreground=(lab > 0).astype(int))
+    pred = instances_from_probabilities(prob, target="offsets")
+    assert separated_pairs(lab, pred) == (1, 1)
+    assert average_precision(lab, pred, (0.5,))[0.5] == 1.0
+    assert instances_from_probabilities(prob, target="offsets",
+                                        method="components").max() == 1
+
+
+def test_noisy_offsets_still_give_one_object_per_disc():
+    rng = np.random.default_rng(0)
+    lab = discs((90, 120), [(30, 25), (30, 45), (60, 80), (62, 101)], 11)
+    prob = offsets_prob(lab, foreground=(lab > 0).astype(int))
+    prob[2:] += rng.normal(0, 1.5, prob[2:].shape).astype(np.float32) * (lab > 0)
+    pred = instances_from_probabilities(prob, target="offsets")
+    assert pred.max() == 4
+    assert average_precision(lab, pred, (0.5,))[0.5] == 1.0
+
+
+def test_offsets_never_join_separate_foreground_components():
+    """Pixels of a second blob pointing into the first one stay a separate object."""
+    lab = discs((40, 80), [(20, 20), (20, 60)], 8)
+    prob = offsets_prob(lab, foreground=(lab > 0).astype(int))
+    prob[2:][:, lab == 2] = prob[2:][:, lab == 1].mean(1, keepdims=True)  # wrong votes
+    m = lab == 2
+    ys, xs = np.nonzero(m)
+    prob[2][m] = 20 - ys
+    prob[3][m] = 20 - xs  # every pixel of disc 2 votes for disc 1's centre
+    pred = instances_from_probabilities(prob, target="offsets")
+    assert pred.max() == 2
+    assert average_precision(lab, pred, (0.5,))[0.5] == 1.0

@@ -111,17 +111,19 @@ def test_a_package_is_opened_without_unpickling_its_weights(trained, tmp_path):
     assert not (tmp_path / "pwned").exists()
 
 
-def test_a_distance_model_is_refused_with_a_sentence(tmp_path, capsys):
+@pytest.mark.parametrize("target", ["distance", "offsets"])
+def test_a_model_with_regression_channels_is_refused_with_a_sentence(tmp_path, capsys,
+                                                                     target):
     from napari_unet.checkpoint import Checkpoint, save_checkpoint
     from napari_unet.model import UNet
 
-    config = tiny_config(padding="same", norm="batch").replace(distance=True)
+    config = tiny_config(padding="same", norm="batch").replace(**{target: True})
     state = {k: v.clone() for k, v in UNet(config).state_dict().items()}
     path = save_checkpoint(tmp_path / "d.safetensors", Checkpoint(
         config=config, state_dict=state,
-        task={"mode": "instances", "target": "distance", "n_classes": 2, "threshold": 0.5},
+        task={"mode": "instances", "target": target, "n_classes": 2, "threshold": 0.5},
         normalization={"kind": "percentile", "low": 1.0, "high": 99.8}, training={}))
     assert main(["export", str(path), "--out", str(tmp_path / "d.zip")]) == 2
     err = capsys.readouterr().err
-    assert "distance" in err and "Traceback" not in err
+    assert target in err and "Traceback" not in err
     assert not (tmp_path / "d.zip").exists()

@@ -135,3 +135,39 @@ def test_bf16_prediction_agrees_with_fp32(tmp_path, rng):
     half = run(predict(model, image, PredictConfig(tile_size=64, precision="bf16")))
     np.testing.assert_allclose(half.probabilities, full.probabilities, atol=0.05)
     assert dice(full.probabilities[1] > 0.5, half.probabilities[1] > 0.5) > 0.97
+
+
+class _PointAtBrightest(torch.nn.Module):
+    """An 'offsets' network that commutes with rotations and flips by construction: two
+    class logits from the intensity, and from every pixel the vector to the brightest one."""
+
+    def __init__(self):
+        super().__init__()
+        self.config = tiny_config(padding="same").replace(offsets=True)
+
+    def forward(self, x):
+        from napari_unet.targets import OFFSET_SCALE
+
+        n, _, h, w = x.shape
+        flat = x[:, 0].reshape(n, -1).argmax(1)
+        cy, cx = (flat // w).float(), (flat % w).float()
+        ys = torch.arange(h, dtype=torch.float32).view(1, h, 1).expand(n, h, w)
+        xs = torch.arange(w, dtype=torch.float32).view(1, 1, w).expand(n, h, w)
+        vec = torch.stack([cy.view(n, 1, 1) - ys, cx.view(n, 1, 1) - xs], 1)
+        return torch.cat([-x[:, :1], x[:, :1], vec / OFFSET_SCALE], 1)
+
+
+def test_test_time_augmentation_turns_offset_vectors_back():
+    """Averaged over the 8 rotations and flips, vectors of an equivariant network equal
+    those of one pass: each turned or flipped prediction was turned back, positions and
+    vector components alike (a missed sign would point them elsewhere)."""
+    from napari_unet.predict import forward
+
+    x = torch.rand(2, 1, 16, 16)
+    x[0, 0, 3, 11] = 5.0
+    x[1, 0, 12, 2] = 5.0
+    net = _PointAtBrightest()
+    one, avg = forward(net, x), forward(net, x, tta=True)
+    assert one.shape == (2, 4, 16, 16)
+    assert float(one[:, 2:].abs().max()) > 10  # vectors in pixels
+    torch.testing.assert_close(avg, one, atol=1e-4, rtol=1e-5)

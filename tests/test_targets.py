@@ -156,3 +156,47 @@ def test_label_conversions(seed, value):
         np.testing.assert_array_equal(semantic_classes(mask), (lab > 0).astype(int))
     cls, _ = instance_targets(lab)
     assert set(np.unique(cls)) <= {0, 1} and not (cls.astype(bool) & (lab == 0)).any()
+
+
+def test_offsets_target_packs_classes_and_sequential_ids():
+    from napari_unet.targets import unpack_ids
+
+    lab = np.zeros((20, 30), int)
+    lab[2:8, 2:9] = 7
+    lab[2:8, 9:15] = 40  # touches 7
+    lab[12:18, 20:27] = 3
+    packed, w = instance_targets(lab, target="offsets")
+    two, w2 = instance_targets(lab, target="two_class")
+    cls, ids = unpack_ids(packed)
+    np.testing.assert_array_equal(cls, two)
+    np.testing.assert_array_equal(w, w2)
+    assert sorted(np.unique(ids).tolist()) == [0, 1, 2, 3]
+    for k in (7, 40, 3):  # one id per object, the same pixels
+        assert np.unique(ids[lab == k]).size == 1 and np.all(ids[lab != k] != ids[lab == k][0])
+
+
+def test_centre_offsets_point_to_centroids_and_skip_cut_objects():
+    import torch
+
+    from napari_unet.losses import centre_offsets, offset_loss
+    from napari_unet.targets import OFFSET_SCALE
+
+    ids = np.zeros((2, 24, 24), np.int64)
+    ids[0, 3:8, 4:11] = 1      # inside
+    ids[0, 15:24, 10:14] = 2   # reaches the patch edge: no loss
+    ids[1, 5:12, 5:9] = 1      # the same id in another patch is another object
+    counted = np.ones(ids.shape, bool)
+    counted[1, :, 7:10] = False  # ...which reaches pixels beyond the image: no loss
+    ids[1, 14:20, 14:20] = 3
+    off, use = centre_offsets(torch.as_tensor(ids), torch.as_tensor(counted))
+    use = use.numpy()
+    assert use[0][ids[0] == 1].all() and not use[0][ids[0] == 2].any()
+    assert not use[1][ids[1] == 1].any() and use[1][ids[1] == 3].all()
+    assert not use[ids == 0].any()
+    ys, xs = np.nonzero(ids[0] == 1)
+    np.testing.assert_allclose(off[0, 0].numpy()[ys, xs] * OFFSET_SCALE, 5.0 - ys, atol=1e-5)
+    np.testing.assert_allclose(off[0, 1].numpy()[ys, xs] * OFFSET_SCALE, 7.0 - xs, atol=1e-5)
+    # the loss is zero for the right vectors, and grows with a wrong one
+    t, c = torch.as_tensor(ids), torch.as_tensor(counted)
+    assert float(offset_loss(off, t, c)) == 0.0
+    assert float(offset_loss(off + 0.5, t, c)) == pytest.approx(1.0)

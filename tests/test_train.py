@@ -212,3 +212,36 @@ def test_a_single_epochs_spike_in_validation_is_not_the_model_kept(cells, monkey
                        model_config=tiny_config()))
     assert result.best_epoch == 6  # not epoch 2 (0.9 alone)
     assert result.best_score == pytest.approx((0.7 + 0.8 + 0.8) / 3)
+
+
+def test_offsets_target_trains_vector_channels_and_predicts_objects(cells, tmp_path):
+    from napari_unet.losses import unet_loss
+    from napari_unet.predict import predict
+    from napari_unet.targets import instance_targets
+
+    images, labels = cells
+    run(train(images, labels, quick(target="offsets"),
+              model_config=tiny_config(norm="batch", base_channels=8),
+              out=tmp_path / "o.safetensors"))
+    ckpt = load_checkpoint(tmp_path / "o.safetensors")
+    assert ckpt.target == "offsets" and ckpt.config.offsets and not ckpt.config.distance
+    assert ckpt.config.out_channels == 4 and ckpt.state_dict["head.weight"].shape[0] == 4
+    out = run(predict(ckpt, images[0]))
+    assert out.probabilities.shape == (4, 96, 96)
+    np.testing.assert_allclose(out.probabilities[:2].sum(0), 1.0, atol=1e-4)
+    assert out.labels.shape == (96, 96)
+
+    # the loss reaches the vector channels: the right vectors cost less than none
+    import torch
+
+    from napari_unet.losses import centre_offsets
+    from napari_unet.targets import unpack_ids
+
+    packed, w = instance_targets(labels[0], target="offsets")
+    t, wt = torch.tensor(packed)[None], torch.tensor(w)[None]
+    cls, ids = unpack_ids(t)
+    vec, _ = centre_offsets(ids, wt > 0)
+    cls_logits = (torch.stack([1 - cls, cls], 1) * 8.0).float()
+    good = torch.cat([cls_logits, vec], 1)
+    bad = torch.cat([cls_logits, torch.zeros_like(vec)], 1)
+    assert unet_loss(good, t, wt, offsets=True) < unet_loss(bad, t, wt, offsets=True) - 0.1

@@ -28,10 +28,11 @@ def _add_train(sub) -> None:
     p.add_argument("--from", dest="init_from",
                    help="model to fine-tune: a model file, or 'nuclei' (shipped)")
     p.add_argument("--mode", choices=["instances", "semantic"], default="instances")
-    p.add_argument("--target", choices=["two_class", "three_class", "distance"],
+    p.add_argument("--target", choices=["two_class", "three_class", "distance", "offsets"],
                    default="two_class",
-                   help="instances: paper's two classes, background/interior/boundary, or "
-                        "the paper's two classes plus a regressed distance map (watershed)")
+                   help="instances: paper's two classes, background/interior/boundary, "
+                        "the paper's two classes plus a regressed distance map (watershed), "
+                        "or plus each pixel's vector to its cell's centre (centre voting)")
     dur = p.add_mutually_exclusive_group()
     dur.add_argument("--epochs", type=int)
     dur.add_argument("--time-budget", type=float, help="seconds")

@@ -16,7 +16,7 @@ from .errors import InputError
 Padding = Literal["valid", "same"]
 Norm = Literal["none", "batch", "group"]
 Mode = Literal["instances", "semantic"]
-Target = Literal["two_class", "three_class", "distance"]
+Target = Literal["two_class", "three_class", "distance", "offsets"]
 
 #: Model size presets offered by the widgets (base channels, depth).
 MODEL_PRESETS: dict[str, dict[str, int]] = {
@@ -85,6 +85,9 @@ class ModelConfig(_DictMixin):
         One more output channel after the classes: each object's distance to its border,
         divided by the object's largest one (0..1 by a sigmoid), regressed for the
         'distance' instance target.
+    offsets : bool
+        Two more output channels after those: each object pixel's vector to its object's
+        centre (y, x), regressed for the 'offsets' instance target.
     """
 
     in_channels: int = 1
@@ -95,11 +98,13 @@ class ModelConfig(_DictMixin):
     norm: Norm = "none"
     dropout: float = 0.5
     distance: bool = False
+    offsets: bool = False
 
     @property
     def out_channels(self) -> int:
-        """Output channels: the classes, then the distance channel if there is one."""
-        return self.n_classes + int(self.distance)
+        """Output channels: the classes, then the distance channel and the two offset
+        channels if there are."""
+        return self.n_classes + int(self.distance) + 2 * int(self.offsets)
 
     def __post_init__(self) -> None:
         for name in ("in_channels", "base_channels", "depth"):
@@ -169,9 +174,11 @@ class TrainConfig(_DictMixin):
     mode : {'instances', 'semantic'}
         'instances': labels are objects 1..N, touching ones are separated by the paper's
         border weight map; 'semantic': labels are classes 0..K.
-    target : {'two_class', 'three_class', 'distance'}
+    target : {'two_class', 'three_class', 'distance', 'offsets'}
         For instances: the paper's foreground/background map, background/interior/boundary,
-        or the paper's map plus a regressed distance map that seeds a watershed.
+        the paper's map plus a regressed distance map that seeds a watershed, or the
+        paper's map plus each object pixel's vector to its object's centre (pixels are
+        grouped by the centre they point to).
     epochs : int or None
         Number of epochs; ignored when ``time_budget`` is set.
     time_budget : float or None
@@ -240,7 +247,8 @@ class TrainConfig(_DictMixin):
         _check_choice("precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
         if self.loader_workers is not None and self.loader_workers < 0:
             raise InputError(f"loader_workers must be 0 or more, not {self.loader_workers}.")
-        _check_choice("target", self.target, ("two_class", "three_class", "distance"))
+        _check_choice("target", self.target,
+                      ("two_class", "three_class", "distance", "offsets"))
         if self.epochs is None and self.time_budget is None:
             raise InputError("Give either a number of epochs or a time budget.")
         _check_positive("epochs", self.epochs, allow_none=True)

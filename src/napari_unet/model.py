@@ -150,10 +150,18 @@ class UNet(nn.Module):
 
 
 def activate(logits: torch.Tensor, config: ModelConfig) -> torch.Tensor:
-    """Network outputs to probabilities: softmax over the classes and, for a model with a
-    distance channel, a sigmoid on that channel (the normalised distance, 0..1)."""
+    """Network outputs to probabilities: softmax over the classes; for a model with a
+    distance channel, a sigmoid on that channel (the normalised distance, 0..1); for a
+    model with offset channels, the vectors to the objects' centres in pixels (y, x)."""
     logits = logits.float()
-    if not config.distance:
+    if not (config.distance or config.offsets):
         return logits.softmax(1)
     k = config.n_classes
-    return torch.cat([logits[:, :k].softmax(1), logits[:, k:].sigmoid()], 1)
+    parts = [logits[:, :k].softmax(1)]
+    if config.distance:
+        parts.append(logits[:, k : k + 1].sigmoid())
+    if config.offsets:
+        from .targets import OFFSET_SCALE
+
+        parts.append(logits[:, -2:] * OFFSET_SCALE)
+    return torch.cat(parts, 1)

@@ -193,10 +193,12 @@ def export_package(model, out, *, name: str | None = None, authors=None,
     from .model import UNet
 
     ckpt = model if isinstance(model, Checkpoint) else load_checkpoint(model)
-    if ckpt.config.distance:
-        raise InputError("a 'distance' model cannot be exported to bioimage.io yet: the "
+    if ckpt.config.distance or ckpt.config.offsets:
+        what, extra = (("distance", "last channel is a distance map") if ckpt.config.distance
+                       else ("offsets", "last two channels are vectors"))
+        raise InputError(f"a '{what}' model cannot be exported to bioimage.io yet: the "
                          "format's postprocessing is one softmax over all output channels, "
-                         "and this model's last channel is a distance map, not a class.")
+                         f"and this model's {extra}, not classes.")
     out = Path(out)
     import re
 

@@ -108,8 +108,24 @@ def forward(net, x, tta: bool = False):
             y = y.flip(3) if flip else y
             p = activate(net(y), net.config)
             p = torch.rot90(p.flip(3) if flip else p, -k, (2, 3))
+            if net.config.offsets:
+                p = torch.cat([p[:, :-2], _unturn_vectors(p[:, -2:], k, flip)], 1)
             total = p if total is None else total + p
     return total / 8
+
+
+def _unturn_vectors(v, k: int, flip: bool):
+    """``(N, 2, H, W)`` vectors (y, x) predicted on an input rotated by ``k`` quarter turns
+    (``torch.rot90``) and then flipped left-right, turned back to the input's frame (their
+    positions have been already)."""
+    import torch
+
+    dy, dx = v[:, 0], v[:, 1]
+    if flip:
+        dx = -dx
+    for _ in range(k % 4):  # undo one quarter turn: (dy, dx) -> (dx, -dy)
+        dy, dx = dx, -dy
+    return torch.stack([dy, dx], 1)
 
 
 def _out_of_memory(err: BaseException) -> bool:

@@ -10,6 +10,11 @@ Instance labels (0 = background, 1..N = objects) become
   1 at each object's centre), which the network regresses. The two are packed into one
   integer map, ``class + 2 * round(distance * DISTANCE_LEVELS)``, so that patches of it are
   cut, deformed (nearest neighbour) and batched like any class map; the loss unpacks it.
+* ``offsets``: the two-class map plus, for every object pixel, the vector to its object's
+  centre, which the network regresses (in units of :data:`OFFSET_SCALE` px). A vector
+  field does not survive rotations and elastic deformation as values do, so what is packed
+  is the object ids, ``class + 2 * id``; the loss computes the centres of the (deformed)
+  objects in each patch and the vectors to them.
 
 The weight map is the paper's equation (2),
 ``w(x) = w_c(x) + w0 * exp(-(d1(x) + d2(x))**2 / (2 * sigma**2))``, with ``w_c`` balancing
@@ -33,6 +38,8 @@ _CUTOFF = math.sqrt(2 * math.log(1e6))  # in units of sigma
 _MAX_CLASS_WEIGHT = 10.0
 #: Quantisation of the packed distance target (steps of 0.001).
 DISTANCE_LEVELS = 1000
+#: Offset channels hold the vector to the object's centre divided by this (pixels).
+OFFSET_SCALE = 10.0
 
 
 def relabel_if_binary(labels: np.ndarray) -> np.ndarray:
@@ -120,6 +127,19 @@ def unpack_distance(packed):
     return packed % 2, (packed // 2) / DISTANCE_LEVELS
 
 
+def pack_ids(cls: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """One integer map holding a two-class map and the object ids (made sequential)."""
+    from skimage.segmentation import relabel_sequential
+
+    ids = relabel_sequential(np.asarray(labels).astype(np.int64))[0]
+    return cls.astype(np.int64) + 2 * ids
+
+
+def unpack_ids(packed):
+    """``(classes, ids)`` of :func:`pack_ids`'s map (numpy or torch)."""
+    return packed % 2, packed // 2
+
+
 def border_weights(labels: np.ndarray, w0: float, sigma: float) -> np.ndarray:
     """The border term ``w0 * exp(-(d1 + d2)**2 / (2 sigma**2))`` for every pixel."""
     if w0 == 0:
@@ -152,7 +172,7 @@ def instance_targets(labels: np.ndarray, *, target: str = "two_class", w0: float
     """Class map and weight map for instance labels (see the module docstring)."""
     lab = relabel_if_binary(np.asarray(labels))
     objects = lab != 0
-    if target in ("two_class", "distance"):
+    if target in ("two_class", "distance", "offsets"):
         cls = (objects & ~touching_border(lab)).astype(np.int64)
         n_classes = 2
     elif target == "three_class":
@@ -167,6 +187,8 @@ def instance_targets(labels: np.ndarray, *, target: str = "two_class", w0: float
     weights += np.where(cls != 1, border_weights(lab, w0, sigma), 0.0).astype(np.float32)
     if target == "distance":
         cls = pack_distance(cls, normalized_distance(lab))
+    elif target == "offsets":
+        cls = pack_ids(cls, lab)
     return cls, weights
 
 

@@ -278,7 +278,8 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
     else:
         mc = (model_config or ModelConfig(base_channels=32, norm="batch", dropout=0.0)).replace(
             in_channels=prep.channels, n_classes=prep.n_classes,
-            distance=config.mode == "instances" and config.target == "distance")
+            distance=config.mode == "instances" and config.target == "distance",
+            offsets=config.mode == "instances" and config.target == "offsets")
 
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
@@ -372,7 +373,8 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
                 x = x.contiguous(memory_format=memory_format(device))
                 with autocast(device, precision):
                     logits = step_net(x)
-                loss = unet_loss(logits.float(), t, w, config.dice_weight, mc.distance)
+                loss = unet_loss(logits.float(), t, w, config.dice_weight, mc.distance,
+                                 mc.offsets)
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(opt)

@@ -49,11 +49,13 @@ class TrainWidget(QWidget):
 
         self.mode = combo(["instances", "semantic"], "instances: objects 1..N, touching ones "
                           "are separated; semantic: class per pixel")
-        self.target = combo(["two_class", "three_class", "distance"],
+        self.target = combo(["two_class", "three_class", "distance", "offsets"],
                             "two_class: the paper's border weight map; three_class: "
                             "background / interior / boundary; distance: the paper's map "
                             "plus each cell's distance to its border, which seeds a "
-                            "watershed that splits touching cells")
+                            "watershed that splits touching cells; offsets: the paper's "
+                            "map plus each pixel's vector to its cell's centre, and pixels "
+                            "are grouped by the centre they point to")
         self.size = combo(list(MODEL_PRESETS), "network size (base channels, depth)")
         self.size.setCurrentText("small")
         self.padding = combo(["valid", "same"], "valid: the paper's unpadded convolutions")
