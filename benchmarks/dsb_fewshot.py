@@ -25,6 +25,9 @@ Models compared (each trained from scratch on the same 30 images, same budget, s
 * ``distance``: the paper's two classes plus a regressed normalised distance map (each
   object's distance to its border over its largest one), whose cores seed a watershed over
   the foreground (Naylor et al. 2019), and connected components of the foreground;
+* ``offsets`` (not trained by default: ``--targets offsets``): the paper's two classes plus
+  each nucleus pixel's vector to its nucleus's centre; pixels grouped by the centre they
+  vote for, and connected components of the foreground;
 * ``fine_tuned``: the shipped pretrained nuclei model fine-tuned on the same 30 images with
   the same budget (and the pretrained model as it is, without fine-tuning).
 
