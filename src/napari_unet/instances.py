@@ -167,6 +167,25 @@ VOTE_SIGMA = 2.0
 VOTE_MIN_DISTANCE = 5
 
 
+def _votes(prob: np.ndarray, fg: np.ndarray):
+    """The foreground pixels (ys, xs), where their vectors point (vy, vx; clipped to the
+    image), and how many point at each pixel."""
+    h, w = fg.shape
+    ys, xs = np.nonzero(fg)
+    vy = np.clip(ys + prob[-2][ys, xs], 0, h - 1)
+    vx = np.clip(xs + prob[-1][ys, xs], 0, w - 1)
+    flat = np.rint(vy).astype(np.intp) * w + np.rint(vx).astype(np.intp)
+    votes = np.bincount(flat, minlength=h * w).reshape(h, w).astype(np.float32)
+    return ys, xs, vy, vx, votes
+
+
+def vote_counts(prob: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """How many foreground pixels (probability above ``threshold``) of an 'offsets' model's
+    ``(C, H, W)`` output point at each pixel: bright spots are the centres objects are
+    grouped around (:func:`vote_instances`)."""
+    return _votes(prob, prob[1] > threshold)[-1]
+
+
 def vote_instances(prob: np.ndarray, *, threshold: float = 0.5, min_size: int = 10,
                    sigma: float = VOTE_SIGMA, min_distance: int = VOTE_MIN_DISTANCE
                    ) -> np.ndarray:
@@ -187,11 +206,7 @@ def vote_instances(prob: np.ndarray, *, threshold: float = 0.5, min_size: int = 
     if n_comp == 0:
         return _finish(comp, min_size)
     h, w = fg.shape
-    ys, xs = np.nonzero(fg)
-    vy = np.clip(ys + prob[-2][ys, xs], 0, h - 1)
-    vx = np.clip(xs + prob[-1][ys, xs], 0, w - 1)
-    votes = np.zeros((h, w), np.float32)
-    np.add.at(votes, (np.rint(vy).astype(np.intp), np.rint(vx).astype(np.intp)), 1.0)
+    ys, xs, vy, vx, votes = _votes(prob, fg)
     smooth = ndi.gaussian_filter(votes, sigma) * (2 * np.pi * sigma**2)
     peaks = peak_local_max(smooth, min_distance=min_distance, threshold_abs=1.0,
                            exclude_border=False)

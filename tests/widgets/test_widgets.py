@@ -128,18 +128,22 @@ def predict_dock(viewer, model_file, *, probabilities=False):
     return widget
 
 
-def test_a_distance_model_also_shows_its_distance_map(cells_viewer, qtbot, tmp_path):
+def _tiny_model(tmp_path, target):
     from napari_unet.config import ModelConfig, TrainConfig
     from napari_unet.synthetic import touching_cells
     from napari_unet.train import train
 
     image, labels = touching_cells((96, 96), n_cells=10, radius=8, seed=1)
-    path = tmp_path / "d.safetensors"
-    run(train([image], [labels], TrainConfig(target="distance", epochs=1, steps_per_epoch=2,
+    path = tmp_path / f"{target}.safetensors"
+    run(train([image], [labels], TrainConfig(target=target, epochs=1, steps_per_epoch=2,
                                              patch_size=64, val_fraction=0),
               model_config=ModelConfig(base_channels=4, depth=2, dropout=0, padding="same"),
               out=path))
-    widget = predict_dock(cells_viewer, path, probabilities=True)
+    return path
+
+
+def test_a_distance_model_also_shows_its_distance_map(cells_viewer, qtbot, tmp_path):
+    widget = predict_dock(cells_viewer, _tiny_model(tmp_path, "distance"), probabilities=True)
     widget.controls.start_btn.click()
     wait_done(qtbot, widget)
     assert cells_viewer.layers["cells segmentation"].data.shape == (96, 96)
@@ -147,6 +151,21 @@ def test_a_distance_model_also_shows_its_distance_map(cells_viewer, qtbot, tmp_p
     dist = cells_viewer.layers["cells distance"].data
     assert dist.shape == (96, 96) and 0 <= dist.min() and dist.max() <= 1
     np.testing.assert_allclose(cells_viewer.layers["cells distance"].scale, (2.0, 0.5))
+    assert "cells centre votes" not in cells_viewer.layers
+
+
+def test_an_offsets_model_also_shows_where_its_pixels_point(cells_viewer, qtbot, tmp_path):
+    widget = predict_dock(cells_viewer, _tiny_model(tmp_path, "offsets"), probabilities=True)
+    widget.controls.start_btn.click()
+    wait_done(qtbot, widget)
+    assert cells_viewer.layers["cells segmentation"].data.shape == (96, 96)
+    prob = cells_viewer.layers["cells probabilities"].data
+    votes = cells_viewer.layers["cells centre votes"]
+    assert votes.data.shape == (96, 96)
+    # every foreground pixel casts one vote, somewhere in the image
+    assert votes.data.sum() == (prob > 0.5).sum()
+    np.testing.assert_allclose(votes.scale, (2.0, 0.5))
+    assert "cells distance" not in cells_viewer.layers
 
 
 def test_prediction_adds_labels_of_the_right_shape_and_scale(cells_viewer, qtbot, model_file):

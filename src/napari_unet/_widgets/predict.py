@@ -91,6 +91,20 @@ def shown_distance(result):
     return prob[(slice(None),) * (prob.ndim - 3) + (-1,)]
 
 
+def shown_votes(result):
+    """Where an 'offsets' model's foreground pixels point (vote counts, 2D per plane), None
+    for other models and for probabilities kept on disk."""
+    if (result.target != "offsets" or result.mode != "instances"
+            or not isinstance(result.probabilities, np.ndarray)):
+        return None
+    from ..instances import vote_counts
+
+    prob = result.probabilities
+    if prob.ndim == 3:
+        return vote_counts(prob)
+    return np.stack([vote_counts(p) for p in prob])
+
+
 class PredictWidget(QWidget):
     """Segment an image layer with a trained model."""
 
@@ -114,7 +128,8 @@ class PredictWidget(QWidget):
                             "watershed; components: the paper's connected components)")
         self.min_size = spin(10, 0, 100000, tip="smaller objects are removed (pixels)")
         self.probabilities = QCheckBox("also add the probability map (and a distance "
-                                       "model's distance map)")
+                                       "model's distance map, or where an offsets "
+                                       "model's pixels point)")
         self.tta = QCheckBox("average over rotations and flips (8x slower)")
         self.device, self.device_label = device_choice()
         self.controls = RunControls("Predict", self.start)
@@ -245,6 +260,10 @@ class PredictWidget(QWidget):
             if distance is not None:
                 put_layer(self.viewer, f"{layer.name} distance", distance, "image", layer,
                           colormap="viridis", blending="additive", visible=False)
+            votes = shown_votes(result)
+            if votes is not None:
+                put_layer(self.viewer, f"{layer.name} centre votes", votes, "image", layer,
+                          colormap="inferno", blending="additive", visible=False)
         lazy = not isinstance(result.labels, np.ndarray)
         n = int(result.labels.max()) if result.mode != "semantic" and not lazy else None
         text = (f"Done in {result.seconds:.1f} s on {result.device}"
