@@ -40,6 +40,24 @@ def test_sample_train_predict_end_to_end(tmp_path, capsys):
         "cells_00.tif", "cells_00_prob.tif", "cells_01.tif", "cells_01_prob.tif"]
 
 
+def test_offsets_target_end_to_end_writes_the_vectors_after_the_classes(tmp_path):
+    data = tmp_path / "demo"
+    assert main(["sample", str(data), "--count", "2"]) == 0
+    model = tmp_path / "o.safetensors"
+    assert main(["-q", "train", str(data / "images"), str(data / "labels"), "--out", str(model),
+                 "--target", "offsets", "--epochs", "1", "--steps-per-epoch", "2",
+                 "--base-channels", "4", "--depth", "2", "--patch-size", "64"]) == 0
+    ck = load_checkpoint(model)
+    assert ck.target == "offsets" and ck.config.out_channels == 4
+    out = tmp_path / "pred"
+    assert main(["-q", "predict", str(model), str(data / "images" / "cells_00.tif"),
+                 "--out", str(out), "--probabilities"]) == 0
+    prob = tifffile.imread(out / "cells_00_prob.tif")
+    assert prob.shape == (4, 256, 256)
+    np.testing.assert_allclose(prob[:2].sum(0), 1.0, atol=1e-4)
+    assert tifffile.imread(out / "cells_00.tif").shape == (256, 256)
+
+
 def test_bad_input_exits_2_with_one_line(tmp_path):
     images, labels = tmp_path / "images", tmp_path / "labels"
     images.mkdir()

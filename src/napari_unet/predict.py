@@ -294,7 +294,8 @@ def stream_labels(ckpt, prob, out, config: PredictConfig, notes: list[str], *,
         return
     three = ckpt.target == "three_class"
     if config.instance_method != "components":
-        note = ("labels written block by block are connected components; the watershed "
+        how = "centre voting" if ckpt.target == "offsets" else "the watershed"
+        note = (f"labels written block by block are connected components; {how} "
                 "needs the whole image in memory")
         if note not in notes:
             notes.append(note)
