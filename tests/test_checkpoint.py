@@ -115,3 +115,25 @@ def test_a_header_length_starting_with_0x80_is_not_mistaken_for_a_pickle(tmp_pat
     assert path.read_bytes()[:1] == b"\x80"
     with pytest.raises(ModelFileError, match="no napari-unet metadata"):
         read_header(path)
+
+
+@pytest.mark.parametrize("model, task, match", [
+    ({"offsets": "yes"}, {"target": "offsets"}, "true or false"),
+    ({"offsets": True, "distance": True}, {"target": "offsets"}, "not both"),
+    ({}, {"target": "offsets"}, "no offsets output channels"),
+    ({"distance": True}, {"target": "two_class"}, "has distance output channels"),
+])
+def test_a_target_that_does_not_match_the_network_is_refused(model_file, tmp_path, model,
+                                                              task, match):
+    """The header is edited by hand: what the instances step would read from the output
+    channels must exist, or the file is refused with a sentence."""
+    from safetensors.torch import load_file, save_file
+
+    path, _ = model_file
+    _, meta = read_header(path)
+    meta["model"].update(model)
+    meta["task"].update(task)
+    bad = tmp_path / "bad.safetensors"
+    save_file(load_file(str(path)), str(bad), metadata={"napari_unet": json.dumps(meta)})
+    with pytest.raises(ModelFileError, match=match):
+        load_checkpoint(bad)

@@ -234,6 +234,13 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     for key in ("task", "normalization", "training"):
         if not isinstance(meta.get(key, {}), dict):
             raise ModelFileError(f"{path.name} has an invalid '{key}' entry.")
+    target = meta.get("task", {}).get("target", "two_class")
+    for extra in ("distance", "offsets"):  # the output channels the target reads
+        if (target == extra) != getattr(config, extra):
+            raise ModelFileError(f"{path.name} describes an invalid model: its target is "
+                                 f"{target!r} but its network has "
+                                 f"{'no ' if not getattr(config, extra) else ''}{extra} "
+                                 "output channels.")
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError) as err:

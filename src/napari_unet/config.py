@@ -115,6 +115,11 @@ class ModelConfig(_DictMixin):
         _check_choice("norm", self.norm, ("none", "batch", "group"))
         if not 0 <= self.dropout < 1:
             raise InputError(f"dropout must be in [0, 1), not {self.dropout}.")
+        for name in ("distance", "offsets"):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(f"{name} must be true or false, not {getattr(self, name)!r}.")
+        if self.distance and self.offsets:
+            raise InputError("a model has a distance channel or offset channels, not both.")
 
     # ---- size arithmetic (no torch needed) -----------------------------------------------
     def output_size(self, size: int) -> int:
