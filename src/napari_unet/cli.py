@@ -89,7 +89,10 @@ def _add_predict(sub) -> None:
     p.add_argument("--threshold", type=float,
                    help="foreground threshold (default: the one calibrated in training)")
     p.add_argument("--instance-method", choices=["auto", "components", "watershed"],
-                   default="auto")
+                   default="auto",
+                   help="auto/watershed: the model's own separation (a seeded watershed, or "
+                        "centre voting for an offsets model); components: the paper's "
+                        "connected components")
     p.add_argument("--min-size", type=int, default=10)
     p.add_argument("--tta", action="store_true",
                    help="average over the 8 rotations and flips of the input (8x slower)")

@@ -124,8 +124,9 @@ class PredictWidget(QWidget):
         self.own_threshold.setChecked(True)
         self.threshold = spin(0.5, 0.01, 0.99, decimals=2, step=0.05)
         self.method = combo(["auto", "components", "watershed"],
-                            "how touching objects are separated (auto: the seeded "
-                            "watershed; components: the paper's connected components)")
+                            "how touching objects are separated (auto: the model's own "
+                            "way, a seeded watershed or, for an offsets model, centre "
+                            "voting; components: the paper's connected components)")
         self.min_size = spin(10, 0, 100000, tip="smaller objects are removed (pixels)")
         self.probabilities = QCheckBox("also add the probability map (and a distance "
                                        "model's distance map, or where an offsets "
