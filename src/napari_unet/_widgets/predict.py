@@ -128,9 +128,10 @@ class PredictWidget(QWidget):
                             "way, a seeded watershed or, for an offsets model, centre "
                             "voting; components: the paper's connected components)")
         self.min_size = spin(10, 0, 100000, tip="smaller objects are removed (pixels)")
-        self.probabilities = QCheckBox("also add the probability map (and a distance "
-                                       "model's distance map, or where an offsets "
-                                       "model's pixels point)")
+        self.probabilities = QCheckBox("also add the probability map")
+        self.probabilities.setToolTip("the foreground probability; for a distance model "
+                                      "also its distance map, for an offsets model where "
+                                      "its pixels point (centre votes)")
         self.tta = QCheckBox("average over rotations and flips (8x slower)")
         self.device, self.device_label = device_choice()
         self.controls = RunControls("Predict", self.start)
