@@ -194,10 +194,10 @@ def vote_instances(prob: np.ndarray, *, threshold: float = 0.5, min_size: int = 
     Every pixel whose foreground probability exceeds ``threshold`` casts a vote where its
     vector (the last two channels, y and x, in pixels) points. The votes are counted per
     pixel and smoothed (Gaussian, ``sigma`` px); their local maxima at least
-    ``min_distance`` px apart are the centres, and a
-    centre that gathers fewer than ``min_size / 2`` votes is dropped. Each pixel joins the
-    centre nearest to its vote. Pixels of separate foreground components are never joined:
-    an object is one centre within one component.
+    ``min_distance`` px apart are the centres, and a centre that gathers fewer than
+    ``min_size / 2`` votes is dropped. Each pixel joins the centre nearest to its vote.
+    Pixels of separate foreground components are never joined: an object is one centre
+    within one component. Objects are then grown by 1 px, as connected components are.
     """
     from skimage.feature import peak_local_max
 
