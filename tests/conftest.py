@@ -26,3 +26,16 @@ def discs(shape, centres, radius):
     for i, (cy, cx) in enumerate(centres, start=1):
         lab[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2] = i
     return lab
+
+
+def sample_and_train(tmp_path, count: int, model_name: str, *flags: str):
+    """``napari-unet sample`` of ``count`` images, then ``napari-unet train`` on them with
+    ``flags``; returns the sample folder and the model file."""
+    from napari_unet.cli import main
+
+    data = tmp_path / "demo"
+    assert main(["sample", str(data), "--count", str(count)]) == 0
+    model = tmp_path / model_name
+    assert main(["-q", "train", str(data / "images"), str(data / "labels"), "--out", str(model),
+                 *flags]) == 0
+    return data, model

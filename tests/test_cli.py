@@ -3,18 +3,16 @@ import sys
 
 import numpy as np
 import tifffile
+from conftest import sample_and_train
 
 from napari_unet.checkpoint import load_checkpoint
 from napari_unet.cli import main
 
 
 def test_sample_train_predict_end_to_end(tmp_path, capsys):
-    data = tmp_path / "demo"
-    assert main(["sample", str(data), "--count", "3"]) == 0
-    model = tmp_path / "model.safetensors"
-    assert main(["-q", "train", str(data / "images"), str(data / "labels"), "--out", str(model),
-                 "--epochs", "2", "--steps-per-epoch", "3", "--base-channels", "4",
-                 "--depth", "2", "--patch-size", "64", "--seed", "1"]) == 0
+    data, model = sample_and_train(tmp_path, 3, "model.safetensors", "--epochs", "2",
+                                   "--steps-per-epoch", "3", "--base-channels", "4",
+                                   "--depth", "2", "--patch-size", "64", "--seed", "1")
     ck = load_checkpoint(model)
     assert ck.config.base_channels == 4 and ck.training["config"]["seed"] == 1
     # the training report beside the model: a real PNG and the numbers
@@ -41,12 +39,9 @@ def test_sample_train_predict_end_to_end(tmp_path, capsys):
 
 
 def test_offsets_target_end_to_end_writes_the_vectors_after_the_classes(tmp_path):
-    data = tmp_path / "demo"
-    assert main(["sample", str(data), "--count", "2"]) == 0
-    model = tmp_path / "o.safetensors"
-    assert main(["-q", "train", str(data / "images"), str(data / "labels"), "--out", str(model),
-                 "--target", "offsets", "--epochs", "1", "--steps-per-epoch", "2",
-                 "--base-channels", "4", "--depth", "2", "--patch-size", "64"]) == 0
+    data, model = sample_and_train(tmp_path, 2, "o.safetensors", "--target", "offsets",
+                                   "--epochs", "1", "--steps-per-epoch", "2",
+                                   "--base-channels", "4", "--depth", "2", "--patch-size", "64")
     ck = load_checkpoint(model)
     assert ck.target == "offsets" and ck.config.out_channels == 4
     out = tmp_path / "pred"

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import sample_and_train
 
 from napari_unet.checkpoint import load_checkpoint
-from napari_unet.cli import main
 from napari_unet.errors import ModelFileError
 from napari_unet.io import read_image
 from napari_unet.pretrained import pretrained_names, pretrained_path, shipped_choices
@@ -50,12 +50,8 @@ def test_the_shipped_model_finds_real_nuclei():
 
 
 def test_cli_fine_tunes_from_the_shipped_model(tmp_path):
-    data = tmp_path / "demo"
-    assert main(["sample", str(data), "--count", "2"]) == 0
-    out = tmp_path / "tuned.safetensors"
-    assert main(["-q", "train", str(data / "images"), str(data / "labels"), "--out", str(out),
-                 "--from", "nuclei", "--epochs", "1", "--steps-per-epoch", "2",
-                 "--patch-size", "64"]) == 0
+    _, out = sample_and_train(tmp_path, 2, "tuned.safetensors", "--from", "nuclei",
+                              "--epochs", "1", "--steps-per-epoch", "2", "--patch-size", "64")
     tuned, shipped = load_checkpoint(out), load_checkpoint("nuclei")
     assert tuned.config == shipped.config and tuned.target == shipped.target
     assert tuned.training["fine_tuned_from"] == "nuclei"

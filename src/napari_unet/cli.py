@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from .config import TARGETS
 from .errors import NapariUNetError
 
 EXIT_BAD_INPUT = 2
@@ -28,7 +29,7 @@ def _add_train(sub) -> None:
     p.add_argument("--from", dest="init_from",
                    help="model to fine-tune: a model file, or 'nuclei' (shipped)")
     p.add_argument("--mode", choices=["instances", "semantic"], default="instances")
-    p.add_argument("--target", choices=["two_class", "three_class", "distance", "offsets"],
+    p.add_argument("--target", choices=TARGETS,
                    default="two_class",
                    help="instances: paper's two classes, background/interior/boundary, "
                         "the paper's two classes plus a regressed distance map (watershed), "

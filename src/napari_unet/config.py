@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from .errors import InputError
 
@@ -17,6 +17,8 @@ Padding = Literal["valid", "same"]
 Norm = Literal["none", "batch", "group"]
 Mode = Literal["instances", "semantic"]
 Target = Literal["two_class", "three_class", "distance", "offsets"]
+#: The instance targets, as the command line and the Train widget offer them.
+TARGETS: tuple[str, ...] = get_args(Target)
 
 #: Model size presets offered by the widgets (base channels, depth).
 MODEL_PRESETS: dict[str, dict[str, int]] = {
@@ -252,8 +254,7 @@ class TrainConfig(_DictMixin):
         _check_choice("precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
         if self.loader_workers is not None and self.loader_workers < 0:
             raise InputError(f"loader_workers must be 0 or more, not {self.loader_workers}.")
-        _check_choice("target", self.target,
-                      ("two_class", "three_class", "distance", "offsets"))
+        _check_choice("target", self.target, TARGETS)
         if self.epochs is None and self.time_budget is None:
             raise InputError("Give either a number of epochs or a time budget.")
         _check_positive("epochs", self.epochs, allow_none=True)

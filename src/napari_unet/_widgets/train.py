@@ -17,7 +17,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..checkpoint import default_model_path, recent_models
-from ..config import MODEL_PRESETS, ModelConfig, TrainConfig
+from ..config import MODEL_PRESETS, TARGETS, ModelConfig, TrainConfig
 from ..data import training_planes
 from ..errors import InputError, NapariUNetError
 from ..pretrained import shipped_choices
@@ -49,7 +49,7 @@ class TrainWidget(QWidget):
 
         self.mode = combo(["instances", "semantic"], "instances: objects 1..N, touching ones "
                           "are separated; semantic: class per pixel")
-        self.target = combo(["two_class", "three_class", "distance", "offsets"],
+        self.target = combo(list(TARGETS),
                             "two_class: the paper's border weight map; three_class: "
                             "background / interior / boundary; distance: the paper's map "
                             "plus each cell's distance to its border, which seeds a "
