@@ -122,6 +122,8 @@ def test_a_header_length_starting_with_0x80_is_not_mistaken_for_a_pickle(tmp_pat
     ({"offsets": True, "distance": True}, {"target": "offsets"}, "not both"),
     ({}, {"target": "offsets"}, "no offsets output channels"),
     ({"distance": True}, {"target": "two_class"}, "has distance output channels"),
+    ({}, {"object_diameter": -3}, "invalid 'object_diameter'"),
+    ({}, {"object_diameter": "20 px"}, "invalid 'object_diameter'"),
 ])
 def test_a_target_that_does_not_match_the_network_is_refused(model_file, tmp_path, model,
                                                               task, match):

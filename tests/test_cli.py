@@ -5,7 +5,7 @@ import numpy as np
 import tifffile
 from conftest import sample_and_train
 
-from napari_unet.checkpoint import load_checkpoint
+from napari_unet.checkpoint import load_checkpoint, save_checkpoint
 from napari_unet.cli import main
 
 
@@ -36,6 +36,19 @@ def test_sample_train_predict_end_to_end(tmp_path, capsys):
     assert prob.shape == (2, 256, 256) and prob.dtype == np.float32
     assert sorted(p.name for p in out.iterdir()) == [
         "cells_00.tif", "cells_00_prob.tif", "cells_01.tif", "cells_01_prob.tif"]
+    # cells of another size: resized to the model's, labels back at the image's size
+    assert ck.object_diameter > 10
+    assert main(["-q", "predict", str(model), str(data / "images" / "cells_00.tif"),
+                 "--out", str(tmp_path / "sized"), "--diameter",
+                 str(1.5 * ck.object_diameter)]) == 0
+    assert tifffile.imread(tmp_path / "sized" / "cells_00.tif").shape == (256, 256)
+    # a model that does not record its cell size: one line, exit 2, nothing written
+    del ck.task["object_diameter"]
+    unsized = save_checkpoint(tmp_path / "unsized.safetensors", ck)
+    assert main(["-q", "predict", str(unsized), str(data / "images" / "cells_00.tif"),
+                 "--out", str(tmp_path / "none"), "--diameter", "30"]) == 2
+    assert "does not record the size" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()
 
 
 def test_offsets_target_end_to_end_writes_the_vectors_after_the_classes(tmp_path):
@@ -51,6 +64,28 @@ def test_offsets_target_end_to_end_writes_the_vectors_after_the_classes(tmp_path
     assert prob.shape == (4, 256, 256)
     np.testing.assert_allclose(prob[:2].sum(0), 1.0, atol=1e-4)
     assert tifffile.imread(out / "cells_00.tif").shape == (256, 256)
+
+
+def test_training_on_regions_of_partly_labelled_images(tmp_path, capsys):
+    data = tmp_path / "demo"
+    assert main(["sample", str(data), "--count", "2"]) == 0
+    labels = tifffile.imread(data / "labels" / "cells_00.tif")
+    tifffile.imwrite(data / "labels" / "cells_00.tif", np.where(
+        np.arange(labels.shape[1]) < 128, labels, 0).astype(labels.dtype))  # left half painted
+    (tmp_path / "regions").mkdir()
+    region = np.zeros(labels.shape, np.uint8)
+    region[:, :128] = 255
+    tifffile.imwrite(tmp_path / "regions" / "cells_00.tif", region)
+    model = tmp_path / "m.safetensors"
+    args = ["-q", "train", str(data / "images"), str(data / "labels"), "--out", str(model),
+            "--epochs", "1", "--steps-per-epoch", "2", "--base-channels", "4", "--depth", "2",
+            "--patch-size", "64", "--regions", str(tmp_path / "regions")]
+    assert main(args) == 0
+    assert load_checkpoint(model).training["annotated_regions"] == 1  # cells_01: all of it
+    tifffile.imwrite(tmp_path / "regions" / "cells_00.tif", region[:100])
+    assert main(args[:4] + ["--out", str(tmp_path / "n.safetensors")] + args[6:]) == 2
+    assert "annotated region of cells_00.tif has shape" in capsys.readouterr().err
+    assert not (tmp_path / "n.safetensors").exists()
 
 
 def test_bad_input_exits_2_with_one_line(tmp_path):

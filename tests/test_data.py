@@ -9,13 +9,19 @@ def test_training_planes_for_every_layer_layout():
     lab = np.zeros((3, 20, 30), np.int32)
     lab[0, 2:5, 2:5] = 1
     lab[2, 5:9, 5:9] = 2  # plane 1 has no label: skipped
-    images, labels, skipped = training_planes(np.ones((3, 20, 30)), lab)
-    assert len(images) == len(labels) == 2 and skipped == 1
-    rgb, _, _ = training_planes(np.ones((20, 30, 3)), lab[0], rgb=True)
+    images, labels, regions, skipped = training_planes(np.ones((3, 20, 30)), lab)
+    assert len(images) == len(labels) == 2 and skipped == 1 and regions == [None, None]
+    region = np.zeros(lab.shape, bool)
+    region[1:, :10, :10] = True  # plane 1: no label, but a region that says "no cell here"
+    _, _, regions, skipped = training_planes(np.ones((3, 20, 30)), lab, region=region)
+    assert skipped == 0 and regions[0] is None and regions[1].sum() == 100
+    with pytest.raises(InputError, match="annotated region has shape"):
+        training_planes(np.ones((3, 20, 30)), lab, region=region[0])
+    rgb, _, _, _ = training_planes(np.ones((20, 30, 3)), lab[0], rgb=True)
     assert rgb[0].shape == (20, 30, 3)
-    chw, _, _ = training_planes(np.ones((4, 20, 30)), lab[0])
+    chw, _, _, _ = training_planes(np.ones((4, 20, 30)), lab[0])
     assert chw[0].shape == (20, 30, 4)  # channels first becomes channels last
-    stack, _, _ = training_planes(np.ones((3, 2, 20, 30)), lab)
+    stack, _, _, _ = training_planes(np.ones((3, 2, 20, 30)), lab)
     assert len(stack) == 2 and stack[0].shape == (20, 30, 2)
 
 

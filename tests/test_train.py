@@ -82,6 +82,8 @@ def test_events_result_and_saved_best_model(cells, tmp_path):
     ck = load_checkpoint(out)
     assert ck.config.in_channels == 1 and ck.config.n_classes == 2
     assert ck.training["best_epoch"] == result.best_epoch
+    # the size of the cells it learnt (radius 8 +-20 %, some cut by neighbours), for rescaling
+    assert 12 < ck.object_diameter < 18
 
 
 def test_fine_tune_starts_from_the_model(cells, tmp_path):
@@ -135,6 +137,7 @@ def test_semantic_multiclass_and_rgb(tmp_path):
     assert result.checkpoint.config.in_channels == 3
     assert result.checkpoint.config.n_classes == 3
     assert result.checkpoint.mode == "semantic"
+    assert result.checkpoint.object_diameter is None  # classes, not cells: nothing to rescale
 
 
 @pytest.mark.parametrize("labels,match", [

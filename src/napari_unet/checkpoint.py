@@ -51,6 +51,11 @@ class Checkpoint:
         t = self.task.get("threshold", 0.5)
         return float(t) if isinstance(t, (int, float)) and 0 < t < 1 else 0.5
 
+    @property
+    def object_diameter(self) -> float | None:
+        """Median diameter (px) of the objects the model was trained on; None if unknown."""
+        return _diameter(self.task)
+
     def build(self, device=None, *, fuse: bool = True):
         """The :class:`~napari_unet.model.UNet` with these weights, in eval mode, for
         inference (batch norms folded into the convolutions unless ``fuse=False``)."""
@@ -210,6 +215,24 @@ def read_header(path: str | os.PathLike) -> tuple[dict, dict]:
     return header, meta
 
 
+def recorded_diameter(path: str | os.PathLike) -> float | None:
+    """The cell diameter a model file records (from its header alone, nothing else is
+    read); None if it records none or is not a napari-unet model file."""
+    from .pretrained import resolve_model
+
+    try:
+        _, meta = read_header(resolve_model(path))
+    except (ModelFileError, OSError):
+        return None
+    return _diameter(meta.get("task"))
+
+
+def _diameter(task) -> float | None:
+    d = task.get("object_diameter") if isinstance(task, dict) else None
+    ok = isinstance(d, (int, float)) and not isinstance(d, bool) and 0 < d < 1e5
+    return float(d) if ok else None
+
+
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Open a model file safely (see the module docstring).
 
@@ -241,6 +264,10 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
                                  f"{target!r} but its network has "
                                  f"{'no ' if not getattr(config, extra) else ''}{extra} "
                                  "output channels.")
+    diameter = meta.get("task", {}).get("object_diameter")
+    if diameter is not None and _diameter(meta["task"]) is None:
+        raise ModelFileError(f"{path.name} has an invalid 'object_diameter' entry "
+                             f"({diameter!r}); it must be a positive number of pixels.")
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError) as err:

@@ -59,6 +59,21 @@ def _add_train(sub) -> None:
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="auto: bf16 where the GPU or CPU computes it natively, else fp32")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--regions", metavar="REGIONS",
+                   help="folder (or glob) of masks paired with the images by file name: "
+                   "nonzero where the labels are complete, for images labelled in part; "
+                   "only there is the loss counted (images without a mask: all of it)")
+
+
+def _diameter(text: str):
+    """``--diameter``: a number of pixels or 'auto'."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels or 'auto', not "
+                                         f"{text!r}") from None
 
 
 def _add_predict(sub) -> None:
@@ -97,6 +112,11 @@ def _add_predict(sub) -> None:
     p.add_argument("--min-size", type=int, default=10)
     p.add_argument("--tta", action="store_true",
                    help="average over the 8 rotations and flips of the input (8x slower)")
+    p.add_argument("--diameter", type=_diameter, default=0.0, metavar="PX|auto",
+                   help="typical cell diameter in the images, in pixels: they are resized "
+                   "so that their cells have the size the model was trained on (`info` "
+                   "shows it), and the labels come back at the images' size; 'auto' "
+                   "estimates it per image from a first pass (default 0: no resizing)")
     p.add_argument("--halo", type=int,
                    help="context px per tile for 'same' padding models (default: the whole "
                    "receptive field, exact; e.g. 48: about 2x faster, approximate)")
@@ -134,7 +154,7 @@ def cmd_train(args) -> int:
     from tqdm import tqdm
 
     from .config import ModelConfig, TrainConfig
-    from .io import collect, pair_by_stem, read_image
+    from .io import collect, match_by_stem, pair_by_stem, read_image
     from .progress import run
     from .train import train
 
@@ -145,6 +165,15 @@ def cmd_train(args) -> int:
         if lab.ndim == 3 and lab.shape[-1] in (3, 4):  # a label PNG saved as RGB(A)
             raise NapariUNetError(f"{a.name}: the label file is a colour image; save labels "
                                   "as a single-channel image.")
+    regions = None
+    if args.regions:
+        files = match_by_stem([a for a, _ in pairs], collect(args.regions))
+        regions = [None if f is None else read_image(f) for f in files]
+        for f, region in zip(files, regions):
+            if region is not None and region.ndim != 2:
+                raise NapariUNetError(f"{f.name}: a region file must be a single-channel "
+                                      "mask (nonzero where the labels are complete).")
+        regions = [None if r is None else r != 0 for r in regions]
     epochs = args.epochs if args.epochs or args.time_budget else 50
     cfg = TrainConfig(
         mode=args.mode, target=args.target, epochs=epochs, time_budget=args.time_budget,
@@ -177,7 +206,8 @@ def cmd_train(args) -> int:
         bar.refresh()
 
     result = run(train(images, labels, cfg, model_config=mc, init_from=args.init_from,
-                       out=args.out, names=[a.name for a, _ in pairs]), show)
+                       out=args.out, names=[a.name for a, _ in pairs], regions=regions),
+                 show)
     if bar is not None:
         bar.close()
     if rank:
@@ -211,7 +241,7 @@ def cmd_predict(args) -> int:
     cfg = PredictConfig(tile_size=args.tile_size, batch_size=args.batch_size,
                         device=args.device, precision=args.precision, threshold=args.threshold,
                         instance_method=args.instance_method, min_size=args.min_size,
-                        tta=args.tta, halo=args.halo)
+                        tta=args.tta, halo=args.halo, diameter=args.diameter or None)
     out = Path(args.out)
     for f in tqdm(files, disable=args.quiet or len(files) <= 1, unit="image"):
         image = read_image(f)

@@ -305,6 +305,12 @@ class PredictConfig(_DictMixin):
         None: the network's whole receptive field (112 px at depth 4), so the tiled result
         equals one pass over the whole image. Smaller is faster and approximate (48 px
         agreed with the exact result to Dice 0.999 on DSB nuclei, benchmarks/RESULTS.md).
+    diameter : float, 'auto' or None
+        Typical diameter of the cells in the image, in pixels. The image is resized so that
+        its cells have the size the model was trained on (recorded in the model file),
+        predicted, and the result resized back. 'auto': estimated from a first pass at the
+        image's own size (of a stack, from its first plane). None or 0: predict at the
+        image's own size.
     """
 
     tile_size: int = 512
@@ -316,9 +322,15 @@ class PredictConfig(_DictMixin):
     min_size: int = 10
     tta: bool = False
     halo: int | None = None
+    diameter: float | Literal["auto"] | None = None
 
     def __post_init__(self) -> None:
         _check_positive("tile_size", self.tile_size)
+        if self.diameter is not None and self.diameter != "auto" and not (
+                isinstance(self.diameter, (int, float)) and not isinstance(self.diameter, bool)
+                and 0 <= self.diameter < 1e5):
+            raise InputError(f"diameter must be a positive number of pixels, 'auto' or 0 "
+                             f"(predict at the image's size), not {self.diameter!r}.")
         if self.batch_size < 0:
             raise InputError(f"batch_size must be 0 (automatic) or more, not {self.batch_size}.")
         _check_choice("precision", self.precision, ("auto", "fp32", "bf16", "fp16"))

@@ -108,9 +108,10 @@ class PatchSampler:
     Each patch's labelled (output) region is ``out_size`` square; its input carries the
     network's context around it, mirrored beyond the image. A ``valid`` mask marks real
     pixels so that mirrored or deformed-in pixels carry no loss. With probability
-    ``foreground_bias`` a patch is centred on a random labelled object pixel. Every image is
-    drawn equally often, whatever its size (as nnU-Net, StarDist and Cellpose do), so a few
-    large images do not drown the small ones among ~30 annotated examples.
+    ``foreground_bias`` a patch is centred on a random labelled object pixel, otherwise on
+    any pixel that carries weight (pixels outside an annotated region carry none). Every
+    image is drawn equally often, whatever its size (as nnU-Net, StarDist and Cellpose
+    do), so a few large images do not drown the small ones among ~30 annotated examples.
     """
 
     def __init__(self, images, targets, weights, *, in_size: int, out_size: int,
@@ -120,7 +121,11 @@ class PatchSampler:
         self.foreground_bias = foreground_bias
         self.augment = augment
         self.rng = rng
-        self._fg = [np.flatnonzero(t.ravel() > 0) for t in targets]
+        # pixels without weight lie outside an annotated region: no patch is centred there
+        self._fg = [np.flatnonzero((t.ravel() > 0) & (w.ravel() > 0))
+                    for t, w in zip(targets, weights)]
+        self._inside = [None if np.all(w > 0) else np.flatnonzero(w.ravel() > 0)
+                        for w in weights]
 
     def sample(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One patch: image ``(C, in, in)``, target ``(out, out)``, weights ``(out, out)``."""
@@ -131,6 +136,8 @@ class PatchSampler:
         half = self.out_size // 2
         if self._fg[i].size and rng.random() < self.foreground_bias:
             cy, cx = np.unravel_index(rng.choice(self._fg[i]), (h, w))
+        elif self._inside[i] is not None and self._inside[i].size:
+            cy, cx = np.unravel_index(rng.choice(self._inside[i]), (h, w))
         else:
             cy, cx = rng.integers(0, h), rng.integers(0, w)
         # keep the output window inside the image where it fits
@@ -159,12 +166,15 @@ class PatchSampler:
         return np.stack(xs), np.stack(ts), np.stack(ws)
 
 
-def training_planes(image, labels, *, rgb: bool = False, name: str = "image"):
+def training_planes(image, labels, *, rgb: bool = False, name: str = "image", region=None):
     """Split a layer's data into 2D training pairs, skipping planes without any label.
 
     ``image`` may be ``(H, W)``, RGB ``(H, W, 3|4)`` (``rgb=True``), channels-first
     ``(C, H, W)`` with ``(H, W)`` labels, or a stack of any of these with a labels stack of
-    the same plane count. Returns ``(images, labels, skipped)`` with channels-last images.
+    the same plane count. ``region``: a boolean array of the labels' shape, where the labels
+    are complete (a plane with a region but no label is kept: its region has no object).
+    Returns ``(images, labels, regions, skipped)`` with channels-last images (regions are
+    None without ``region``, and for planes it does not touch).
     """
     img, lab = image, np.asarray(labels)
     ishape, lshape = tuple(img.shape), tuple(lab.shape)
@@ -181,9 +191,16 @@ def training_planes(image, labels, *, rgb: bool = False, name: str = "image"):
     if lab.ndim not in (2, 3):
         raise InputError(f"{name}: labels must be 2D or a stack of 2D planes, not {lab.ndim}D.")
     lab_planes = [lab] if lab.ndim == 2 else [lab[k] for k in range(lshape[0])]
-    keep = [k for k, p in enumerate(lab_planes) if np.any(p)]
+    if region is not None and np.shape(region) != lshape:
+        raise InputError(f"{name}: the annotated region has shape {np.shape(region)}, the "
+                         f"labels {lshape}.")
+    reg_planes = ([None] * len(lab_planes) if region is None else
+                  [np.asarray(region, bool)] if lab.ndim == 2 else
+                  [np.asarray(region[k], bool) for k in range(lshape[0])])
+    reg_planes = [r if r is not None and r.any() else None for r in reg_planes]
+    keep = [k for k, p in enumerate(lab_planes) if np.any(p) or reg_planes[k] is not None]
     return ([np.asarray(planes[k]) for k in keep], [lab_planes[k] for k in keep],
-            len(lab_planes) - len(keep))
+            [reg_planes[k] for k in keep], len(lab_planes) - len(keep))
 
 
 def image_for_model(image, *, rgb: bool, channels: int):

@@ -29,7 +29,14 @@ import numpy as np
 from .blockwise import blocks
 from .config import PredictConfig
 from .errors import InputError
-from .predict import PredictEvent, PredictResult, split_planes, stream_labels
+from .predict import (
+    BLOCKWISE_DIAMETER,
+    PredictEvent,
+    PredictResult,
+    split_planes,
+    stream_labels,
+)
+from .scale import scale_factor
 
 
 class SyncDask:
@@ -185,6 +192,8 @@ def predict_distributed(model, image, out_labels, *, client, config: PredictConf
     config = config or PredictConfig()
     path = resolve_model(model)
     ckpt = load_checkpoint(path)
+    if scale_factor(ckpt.object_diameter, config.diameter) != 1.0:
+        raise InputError(BLOCKWISE_DIAMETER)
     view = channels_last_view(image, ckpt.config.in_channels, name)
     spatial = tuple(view.shape[:2])
     if tuple(out_labels.shape) != spatial:

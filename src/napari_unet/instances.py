@@ -241,18 +241,23 @@ def watershed_three_class(prob: np.ndarray, *, min_size: int = 10) -> np.ndarray
 
 def instances_from_probabilities(prob: np.ndarray, *, target: str = "two_class",
                                  method: str = "auto", threshold: float = 0.5,
-                                 min_size: int = 10) -> np.ndarray:
+                                 min_size: int = 10, pixel_size: float = 1.0) -> np.ndarray:
     """Instance labels from ``(C, H, W)`` class probabilities of an instances model.
 
     ``method`` 'auto' is the seeded watershed of each target (for two-class models it was
     better than or equal to the paper's connected components on a development set of DSB
-    2018 nuclei, see benchmarks/RESULTS.md); 'components' gives connected components."""
+    2018 nuclei, see benchmarks/RESULTS.md); 'components' gives connected components.
+    ``pixel_size``: how many pixels of ``prob`` one pixel the network saw spans (its output
+    resized back to the image, :mod:`napari_unet.scale`); centre voting's distances scale
+    with it."""
     if target == "three_class":
         if method == "components":
             return components(np.argmax(prob, axis=0) == 1, grow=2, min_size=min_size)
         return watershed_three_class(prob, min_size=min_size)
     if target == "offsets" and method != "components":
-        return vote_instances(prob, threshold=threshold, min_size=min_size)
+        return vote_instances(prob, threshold=threshold, min_size=min_size,
+                              sigma=VOTE_SIGMA * pixel_size,
+                              min_distance=max(1, round(VOTE_MIN_DISTANCE * pixel_size)))
     if target == "distance" and method != "components":
         return watershed_distance(prob, threshold=threshold, min_size=min_size)
     if method == "components":
@@ -262,15 +267,17 @@ def instances_from_probabilities(prob: np.ndarray, *, target: str = "two_class",
 
 def labels_from_probabilities(prob: np.ndarray, *, mode: str, target: str = "two_class",
                               threshold: float = 0.5, method: str = "auto",
-                              min_size: int = 10) -> np.ndarray:
+                              min_size: int = 10, pixel_size: float = 1.0) -> np.ndarray:
     """Labels of a model's ``(C, H, W)`` probabilities: class indices for a semantic model
-    (foreground above ``threshold`` for two classes), instances for an instances model."""
+    (foreground above ``threshold`` for two classes), instances for an instances model
+    (``pixel_size``: see :func:`instances_from_probabilities`)."""
     if mode == "semantic":
         if prob.shape[0] == 2:
             return (prob[1] > threshold).astype(np.int32)
         return np.argmax(prob, axis=0).astype(np.int32)
     return instances_from_probabilities(prob, target=target, method=method,
-                                        threshold=threshold, min_size=min_size)
+                                        threshold=threshold, min_size=min_size,
+                                        pixel_size=pixel_size)
 
 
 def separated_objects(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

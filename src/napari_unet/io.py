@@ -51,6 +51,13 @@ def pair_by_stem(images: list[Path], labels: list[Path]) -> list[tuple[Path, Pat
     return pairs
 
 
+def match_by_stem(images: list[Path], others: list[Path]) -> list[Path | None]:
+    """For each image, the file of ``others`` with the same name without extension, or
+    None."""
+    by_stem = {_stem(f): f for f in others}
+    return [by_stem.get(_stem(f)) for f in images]
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read a TIFF or PNG/JPEG/BMP file into a numpy array, with a clear error if it fails."""
     path = Path(path)

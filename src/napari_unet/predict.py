@@ -12,6 +12,7 @@ array-like (numpy, memmap, zarr) and turns them into labels. It yields a
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
@@ -24,7 +25,20 @@ from .config import PredictConfig
 from .data import as_channels_last, normalize_channels_first, percentiles
 from .errors import InputError
 from .instances import labels_from_probabilities
+from .scale import (
+    NO_CELL_SIZE,
+    median_diameter,
+    resize_image,
+    resize_probabilities,
+    scale_factor,
+    scaled_shape,
+)
 from .tiling import TilePlan, plan_tiles, read_window
+
+#: Why a cell diameter is refused where labels are written block by block.
+BLOCKWISE_DIAMETER = ("rescaling to a cell diameter needs the whole image in memory, so it "
+                      "is not available where labels are written block by block (zarr "
+                      "inputs, lazy layers, Dask); leave the diameter out (0) there.")
 
 
 @dataclass(frozen=True)
@@ -212,6 +226,22 @@ def infer_plane(net, image, plan: TilePlan, out, *, batch_size: int, device,
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _infer_resized(net, raw, plan: TilePlan, out, factor: float, *, batch_size: int, device,
+                   tta: bool, notes: list[str], precision: str, vectors: bool,
+                   name: str) -> Iterator[int]:
+    """:func:`infer_plane` on one channels-last plane magnified by ``factor`` (the whole
+    plane is resized for it), its probabilities resized back into ``out``."""
+    work = out
+    if factor != 1.0:
+        raw = resize_image(np.asarray(raw), plan.shape)
+        work = np.zeros((out.shape[0], *plan.shape), np.float32)
+    lo, hi = percentiles(raw, name=name)
+    yield from infer_plane(net, raw, plan, work, batch_size=batch_size, device=device,
+                           tta=tta, notes=notes, lo=lo, hi=hi, precision=precision)
+    if factor != 1.0:
+        out[...] = resize_probabilities(work, tuple(out.shape[1:]), vectors=vectors)
+
+
 class _Plane:
     """Plane ``k`` of a stacked array-like, read and written in place (zarr has no views)."""
 
@@ -351,10 +381,17 @@ def predict(model, image, config: PredictConfig | None = None, *, out_probabilit
     if out_probabilities is not None and tuple(out_probabilities.shape) != prob_shape:
         raise InputError(f"the output array has shape {tuple(out_probabilities.shape)}; "
                          f"expected {prob_shape}.")
+    auto = config.diameter == "auto"
+    if auto and not ckpt.object_diameter:
+        raise InputError(NO_CELL_SIZE)
+    factor = 1.0 if auto else scale_factor(ckpt.object_diameter, config.diameter)
+    if (auto or factor != 1.0) and out_labels is not None:
+        raise InputError(BLOCKWISE_DIAMETER)
     device = resolve_device(config.device)
     precision = resolve_precision(device, config.precision)
     net = ckpt.build(device)
-    plan = plan_tiles(spatial, ckpt.config, config.tile_size, config.halo)
+    plan = plan_tiles(scaled_shape(spatial, factor), ckpt.config, config.tile_size,
+                      config.halo)
     batch_size = config.batch_size or auto_batch_size(ckpt.config, plan.input_shape, device,
                                                       precision)
     scratch = None
@@ -367,35 +404,61 @@ def predict(model, image, config: PredictConfig | None = None, *, out_probabilit
             chunks=(1,) * stack + (channels_out, *plan.stride))
     elif out_probabilities is None:
         out_probabilities = np.zeros(prob_shape, np.float32)
-    total = len(plan) * n
     start = time.perf_counter()
     label_out = out_labels
     if labels and out_labels is None:
         label_out = np.zeros(label_shape, np.int32 if ckpt.mode == "semantic" else np.uint32)
-    yield PredictEvent(0, total, 0, n, f"predicting on {describe_device(device)} "
-                       f"({precision}, {batch_size} tile(s) of {plan.input_shape[0]} px a batch)")
+    resized = (", the cell size estimated first" if auto else
+               f", resized by {factor:.2f} to cells of {ckpt.object_diameter:.0f} px"
+               if factor != 1.0 else "")
+    yield PredictEvent(0, len(plan) * n, 0, n, f"predicting on {describe_device(device)} "
+                       f"({precision}, {batch_size} tile(s) of {plan.input_shape[0]} px a "
+                       f"batch{resized})")
     notes: list[str] = []
+    run_plane = functools.partial(_infer_resized, net, batch_size=batch_size, device=device,
+                                  tta=config.tta, notes=notes, precision=precision,
+                                  vectors=ckpt.config.offsets, name=name)
+    threshold = ckpt.threshold if config.threshold is None else config.threshold
+    to_labels = functools.partial(labels_from_probabilities, mode=ckpt.mode,
+                                  target=ckpt.target, threshold=threshold,
+                                  method=config.instance_method, min_size=config.min_size)
+    first = None  # plane 0 at the image's own size, when it was predicted to estimate
     try:
+        if auto:
+            raw = _lazy_channels_last(image[0] if stack else image, name, channels)
+            first = np.zeros((channels_out, *spatial), np.float32)
+            for done in run_plane(raw, plan, first, 1.0):
+                yield PredictEvent(done, len(plan), 0, n, "estimating the cell size")
+            found = median_diameter([to_labels(first)])
+            factor = scale_factor(ckpt.object_diameter, found) if found else 1.0
+            notes.append(f"cells of about {found:.0f} px found: " + (
+                f"resized by {factor:.2f} to the model's {ckpt.object_diameter:.0f} px"
+                if factor != 1.0 else "predicted at the image's size") if found else
+                "no cell found to estimate their size from: predicted at the image's size")
+            yield PredictEvent(0, len(plan) * n, 0, n, notes[-1])
+            if factor != 1.0:
+                plan = plan_tiles(scaled_shape(spatial, factor), ckpt.config,
+                                  config.tile_size, config.halo)
+                first = None
+        total = len(plan) * n
         for k in range(n):
-            raw = _lazy_channels_last(image[k] if stack else image, name, channels)
-            lo, hi = percentiles(raw, name=name)
             out = plane(out_probabilities, k) if stack else out_probabilities
-            seen = len(notes)
-            for done in infer_plane(net, raw, plan, out, batch_size=batch_size, device=device,
-                                    tta=config.tta, notes=notes, lo=lo, hi=hi,
-                                    precision=precision):
-                message = notes[-1] if len(notes) > seen else ""
+            if k == 0 and first is not None:  # the estimate's pass was at this size
+                out[...] = first
+                yield PredictEvent(len(plan), total, k, n)
+            else:
+                raw = _lazy_channels_last(image[k] if stack else image, name, channels)
                 seen = len(notes)
-                yield PredictEvent(k * len(plan) + done, total, k, n, message)
+                for done in run_plane(raw, plan, out, factor):
+                    message = notes[-1] if len(notes) > seen else ""
+                    seen = len(notes)
+                    yield PredictEvent(k * len(plan) + done, total, k, n, message)
             if out_labels is not None:
                 yield PredictEvent((k + 1) * len(plan), total, k, n, "labelling")
                 stream_labels(ckpt, out, plane(out_labels, k) if stack else out_labels,
                                config, notes)
             elif labels:
-                lab = labels_from_probabilities(
-                    np.asarray(out), mode=ckpt.mode, target=ckpt.target,
-                    threshold=ckpt.threshold if config.threshold is None else config.threshold,
-                    method=config.instance_method, min_size=config.min_size)
+                lab = to_labels(np.asarray(out), pixel_size=1.0 / factor)
                 if stack:
                     label_out[k] = lab
                 else:

@@ -152,24 +152,30 @@ def border_weights(labels: np.ndarray, w0: float, sigma: float) -> np.ndarray:
     return term.astype(np.float32)
 
 
-def class_weights(target: np.ndarray, n_classes: int, balance: bool = True) -> np.ndarray:
+def class_weights(target: np.ndarray, n_classes: int, balance: bool = True,
+                  region: np.ndarray | None = None) -> np.ndarray:
     """``w_c`` per pixel: the most frequent class weighs 1, rarer ones more (at most 10).
 
-    With ``balance=False`` every class weighs 1.
+    With ``balance=False`` every class weighs 1. With a boolean ``region`` (where the labels
+    are complete) the classes are counted there only, and pixels outside weigh 0.
     """
     if not balance:
-        return np.ones(target.shape, np.float32)
-    counts = np.bincount(target.ravel(), minlength=n_classes).astype(np.float64)
+        weights = np.ones(target.shape, np.float32)
+        return weights if region is None else weights * region
+    counted = target if region is None else target[region]
+    counts = np.bincount(counted.ravel(), minlength=n_classes).astype(np.float64)
     present = counts > 0
     per_class = np.ones(n_classes)
     per_class[present] = np.minimum(counts.max() / counts[present], _MAX_CLASS_WEIGHT)
-    return per_class[target].astype(np.float32)
+    weights = per_class[target].astype(np.float32)
+    return weights if region is None else weights * region
 
 
 def instance_targets(labels: np.ndarray, *, target: str = "two_class", w0: float = 10.0,
-                     sigma: float = 5.0, balance: bool = True
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Class map and weight map for instance labels (see the module docstring)."""
+                     sigma: float = 5.0, balance: bool = True,
+                     region: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Class map and weight map for instance labels (see the module docstring); with a
+    boolean ``region``, only the pixels in it carry weight (:func:`class_weights`)."""
     lab = relabel_if_binary(np.asarray(labels))
     objects = lab != 0
     if target in ("two_class", "distance", "offsets"):
@@ -183,8 +189,9 @@ def instance_targets(labels: np.ndarray, *, target: str = "two_class", w0: float
         n_classes = 3
     else:
         raise InputError(f"unknown instance target {target!r}.")
-    weights = class_weights(cls, n_classes, balance)
-    weights += np.where(cls != 1, border_weights(lab, w0, sigma), 0.0).astype(np.float32)
+    weights = class_weights(cls, n_classes, balance, region)
+    border = np.where(cls != 1, border_weights(lab, w0, sigma), 0.0).astype(np.float32)
+    weights += border if region is None else border * region
     if target == "distance":
         cls = pack_distance(cls, normalized_distance(lab))
     elif target == "offsets":
@@ -201,8 +208,9 @@ def semantic_classes(labels: np.ndarray) -> np.ndarray:
     return lab.astype(np.int64)
 
 
-def semantic_targets(labels: np.ndarray, n_classes: int, balance: bool = True
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Class map and class-balancing weights for semantic labels 0..K."""
+def semantic_targets(labels: np.ndarray, n_classes: int, balance: bool = True,
+                     region: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Class map and class-balancing weights for semantic labels 0..K (weight only in
+    ``region`` if given)."""
     cls = semantic_classes(labels)
-    return cls, class_weights(cls, n_classes, balance)
+    return cls, class_weights(cls, n_classes, balance, region)

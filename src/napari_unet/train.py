@@ -37,6 +37,7 @@ from .data import (
     normalize,
 )
 from .errors import InputError
+from .scale import median_diameter
 from .targets import instance_targets, relabel_if_binary, semantic_classes, semantic_targets
 
 log = logging.getLogger(__name__)
@@ -87,24 +88,34 @@ class _Prepared:
     truths: list[np.ndarray]  # instance labels or classes, for validation
     n_classes: int
     channels: int
+    regions: list[np.ndarray | None] = field(default_factory=list)  # annotated, or None
 
 
 def prepare(images: Sequence, labels: Sequence, config: TrainConfig,
-            n_classes: int | None = None, names: Sequence[str] | None = None) -> _Prepared:
-    """Check image/label pairs and build normalised images, targets and weight maps."""
+            n_classes: int | None = None, names: Sequence[str] | None = None,
+            regions: Sequence | None = None) -> _Prepared:
+    """Check image/label pairs and build normalised images, targets and weight maps
+    (images with an annotated region are cropped around it, :func:`crop_to_region`)."""
     if len(images) != len(labels):
         raise InputError(f"{len(images)} images but {len(labels)} label images were given.")
     if len(images) == 0:
         raise InputError("no training images were given.")
+    regions = list(regions) if regions is not None else [None] * len(images)
+    if len(regions) != len(images):
+        raise InputError(f"{len(images)} images but {len(regions)} annotated regions were "
+                         "given.")
     named = bool(names)
     names = list(names) if named else [f"image {i + 1}" for i in range(len(images))]
-    imgs, labs = [], []
-    for im, lab, name in zip(images, labels, names):
+    imgs, labs, regs = [], [], []
+    for im, lab, region, name in zip(images, labels, regions, names):
         arr = as_channels_last(np.asarray(im), name)
         lab = np.asarray(lab)
         check_pair(arr, lab, name)
+        if region is not None:
+            arr, lab, region = crop_to_region(arr, lab, region, name)
         imgs.append(arr)
         labs.append(lab.astype(np.int64))
+        regs.append(region)
     channels = {a.shape[-1] for a in imgs}
     if len(channels) > 1:
         raise InputError(f"the training images have different channel counts {sorted(channels)}.")
@@ -134,15 +145,42 @@ def prepare(images: Sequence, labels: Sequence, config: TrainConfig,
         if n_classes is not None and found > n_classes:
             raise InputError(f"the labels hold {found} classes but the model predicts "
                              f"{n_classes}.")
-        pairs = [semantic_targets(c, k, config.class_balance) for c in classes]
+        pairs = [semantic_targets(c, k, config.class_balance, r)
+                 for c, r in zip(classes, regs)]
         truths = classes
     else:
         k = 3 if config.target == "three_class" else 2
         truths = [relabel_if_binary(lab) for lab in labs]
         pairs = [instance_targets(t, target=config.target, w0=config.w0, sigma=config.sigma,
-                                  balance=config.class_balance) for t in truths]
+                                  balance=config.class_balance, region=r)
+                 for t, r in zip(truths, regs)]
     return _Prepared(norm, [p[0] for p in pairs], [p[1] for p in pairs], truths, k,
-                     channels.pop())
+                     channels.pop(), regs)
+
+
+#: Image kept around an annotated region's bounding box as real context for the network
+#: (px); it carries no loss.
+REGION_MARGIN = 64
+
+
+def crop_to_region(image: np.ndarray, labels: np.ndarray, region, name: str):
+    """An image, its labels and its annotated region (where the labels are complete: the
+    only pixels that carry loss) cropped to the region's bounding box plus
+    :data:`REGION_MARGIN`, so that a few cells painted in a large image cost no more than
+    their neighbourhood."""
+    region = np.asarray(region)
+    if region.shape != labels.shape:
+        raise InputError(f"the annotated region of {name} has shape {tuple(region.shape)}; "
+                         f"expected {tuple(labels.shape)}, the shape of its labels.")
+    region = region.astype(bool)
+    rows, cols = np.flatnonzero(region.any(axis=1)), np.flatnonzero(region.any(axis=0))
+    if rows.size == 0:
+        raise InputError(f"the annotated region of {name} is empty: draw it over the part "
+                         "of the image whose cells are all labelled.")
+    m = REGION_MARGIN
+    box = (slice(max(rows[0] - m, 0), rows[-1] + 1 + m),
+           slice(max(cols[0] - m, 0), cols[-1] + 1 + m))
+    return image[box], labels[box], region[box]
 
 
 def _sizes(mc: ModelConfig, patch: int) -> tuple[int, int]:
@@ -209,6 +247,9 @@ def validate(net, prep: _Prepared, idx: Sequence[int], config: TrainConfig, devi
             truth = prep.truths[i]
             pred = labels_from_probabilities(prob, mode=config.mode, target=config.target,
                                              threshold=th, method=method)
+            region = prep.regions[i] if prep.regions else None
+            if region is not None:  # scored where the labels are complete
+                truth, pred = truth * region, pred * region
             if config.mode == "semantic":
                 dices.append(np.mean([dice(truth == c, pred == c)
                                       for c in range(1, prep.n_classes)]))
@@ -230,7 +271,8 @@ def validate(net, prep: _Prepared, idx: Sequence[int], config: TrainConfig, devi
 
 def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None, *,
           model_config: ModelConfig | None = None, init_from=None, out=None,
-          names: Sequence[str] | None = None) -> Generator[TrainEvent, None, TrainResult]:
+          names: Sequence[str] | None = None, regions: Sequence | None = None
+          ) -> Generator[TrainEvent, None, TrainResult]:
     """Train (or fine-tune) a U-Net; see the module docstring.
 
     Parameters
@@ -248,6 +290,10 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
         Where the best model is saved (atomically, whenever it improves).
     names : sequence of str, optional
         What to call each image in error messages (file or layer names).
+    regions : sequence of boolean arrays or None, optional
+        Per image, where its labels are complete (True), for images labelled in part: only
+        those pixels carry loss, draw patches and are scored in validation; None: the
+        whole image.
     """
     import torch
 
@@ -266,7 +312,8 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
         if base.mode != config.mode or (config.mode == "instances" and
                                          base.target != config.target):
             config = config.replace(mode=base.mode, target=base.target)
-    prep = prepare(images, labels, config, base.config.n_classes if base else None, names)
+    prep = prepare(images, labels, config, base.config.n_classes if base else None, names,
+                   regions)
     if base is not None:
         mc = base.config
         if mc.in_channels != prep.channels:
@@ -320,8 +367,13 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
 
     task = {"mode": config.mode, "target": config.target, "n_classes": prep.n_classes,
             "threshold": 0.5}
+    if config.mode == "instances":  # the cell size predictions can be rescaled to
+        diameter = median_diameter(prep.truths)
+        if diameter:
+            task["object_diameter"] = round(diameter, 2)
     record = {
         "config": config.to_dict(), "images": n, "validation_images": n_val,
+        "annotated_regions": sum(r is not None for r in prep.regions),
         "fine_tuned_from": (None if base is None else
                             str(init_from) if isinstance(init_from, (str, Path)) else "model"),
         "device": describe_device(device), "patch": [in_size, out_size],

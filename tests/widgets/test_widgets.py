@@ -272,3 +272,73 @@ def test_the_shipped_nuclei_model_is_offered_for_fine_tuning_and_prediction(cell
     assert load_checkpoint(init).config.in_channels == 1
     predict_w.model.setCurrentText("nuclei (shipped)")
     assert load_checkpoint(predict_w.model_path()).mode == "instances"
+
+
+def test_a_cell_diameter_resizes_and_gives_labels_at_the_images_size(cells_viewer, qtbot,
+                                                                     model_file, notes,
+                                                                     monkeypatch):
+    import napari_unet.predict as engine
+    from napari_unet.checkpoint import load_checkpoint, save_checkpoint
+
+    configs, original = [], engine.predict
+
+    def recording(model, image, config, **kw):
+        configs.append(config)
+        return original(model, image, config, **kw)
+
+    monkeypatch.setattr(engine, "predict", recording)
+    widget = predict_dock(cells_viewer, model_file)
+    learnt = load_checkpoint(model_file).object_diameter
+    assert f"cells of about {learnt:.0f} px" in widget.diameter_hint.text()
+    widget.diameter.setValue(2 * learnt)  # cells twice the size: predicted at half the size
+    widget.controls.start_btn.click()
+    wait_done(qtbot, widget)
+    assert configs[-1].diameter == pytest.approx(2 * learnt, abs=0.1)
+    widget.estimate.setChecked(True)  # estimated from a first pass instead
+    assert not widget.diameter.isEnabled()
+    widget.controls.start_btn.click()
+    wait_done(qtbot, widget)
+    assert configs[-1].diameter == "auto" and "cells of about" in widget.status.text().lower()
+    widget.estimate.setChecked(False)
+    out = cells_viewer.layers["cells segmentation"]
+    assert out.data.shape == (96, 96)
+    np.testing.assert_allclose(out.scale, (2.0, 0.5))
+    # a model that does not know its cell size: one sentence, no layer changed
+    ck = load_checkpoint(model_file)
+    del ck.task["object_diameter"]
+    unsized = save_checkpoint(model_file.with_name("unsized.safetensors"), ck)
+    widget.model_file.edit.setText(str(unsized))
+    assert "does not record" in widget.diameter_hint.text()
+    before = out.data.copy()
+    widget.controls.start_btn.click()
+    assert any("does not record the size of the cells" in n for n in notes), notes
+    np.testing.assert_array_equal(cells_viewer.layers["cells segmentation"].data, before)
+
+
+def test_training_on_a_partly_labelled_image_learns_only_inside_the_region(
+        cells_viewer, qtbot, models_home, notes):
+    from napari_unet._widgets._regions import region_mask
+
+    labels = cells_viewer.layers["cells labels"]
+    labels.data = np.where(np.arange(96)[None, :] < 48, labels.data, 0)  # left half painted
+    # drawn on screen over the left half: world y 0..192, x 0..24 (the layers' scale 2, 0.5)
+    shapes = cells_viewer.add_shapes([[[0, 0], [0, 23.5], [191, 23.5], [191, 0]]],
+                                     shape_type="rectangle", name="painted")
+    mask = region_mask(shapes, labels)
+    assert mask.shape == (96, 96) and mask[:, :47].all() and not mask[:, 49:].any()
+    widget = dock(cells_viewer, "Train")
+    set_quick(widget)
+    widget.region.setCurrentText("painted")
+    widget.controls.start_btn.click()
+    wait_done(qtbot, widget)
+    assert "Finished" in widget.status.text(), (widget.status.text(), notes)
+    saved = list(models_home.glob("*.safetensors"))
+    assert load_checkpoint(saved[0]).training["annotated_regions"] == 1
+    # an empty shapes layer: one sentence, nothing trained
+    cells_viewer.add_shapes(name="nothing drawn")
+    widget.region.setCurrentText("nothing drawn")
+    widget._add_pair()
+    assert widget._pair_names() == [("cells", "cells labels", "nothing drawn")]
+    widget.controls.start_btn.click()
+    assert any("'nothing drawn' has no shape" in n for n in notes), notes
+    assert len(list(models_home.glob("*.safetensors"))) == 1

@@ -21,11 +21,12 @@ FROM_FILE = "model file…"
 
 
 class LayerCombo(QComboBox):
-    """A combo box of the viewer's layers of one kind, kept up to date."""
+    """A combo box of the viewer's layers of one kind, kept up to date; ``none`` is an
+    optional first choice that stands for no layer."""
 
-    def __init__(self, viewer, kind, parent=None) -> None:
+    def __init__(self, viewer, kind, parent=None, *, none: str | None = None) -> None:
         super().__init__(parent)
-        self.viewer, self.kind = viewer, kind
+        self.viewer, self.kind, self.none = viewer, kind, none
         viewer.layers.events.inserted.connect(self.refresh)
         viewer.layers.events.removed.connect(self.refresh)
         self.refresh()
@@ -34,13 +35,15 @@ class LayerCombo(QComboBox):
         current = self.currentText()
         self.clear()
         names = [layer.name for layer in self.viewer.layers if isinstance(layer, self.kind)]
+        names = [self.none, *names] if self.none else names
         self.addItems(names)
         if current in names:
             self.setCurrentText(current)
 
     def layer(self):
         name = self.currentText()
-        return self.viewer.layers[name] if name in self.viewer.layers else None
+        return (self.viewer.layers[name] if name != self.none and name in self.viewer.layers
+                else None)
 
 
 def spin(value: float, lo: float, hi: float, *, step: float = 1, decimals: int = 0,

@@ -15,7 +15,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..checkpoint import load_checkpoint, recent_models
+from ..checkpoint import load_checkpoint, recent_models, recorded_diameter
 from ..config import PredictConfig
 from ..data import image_for_model
 from ..errors import InputError, NapariUNetError
@@ -128,6 +128,16 @@ class PredictWidget(QWidget):
                             "way, a seeded watershed or, for an offsets model, centre "
                             "voting; components: the paper's connected components)")
         self.min_size = spin(10, 0, 100000, tip="smaller objects are removed (pixels)")
+        self.diameter = spin(0, 0, 5000, decimals=1, step=1,
+                             tip="typical cell diameter in this image (pixels): the image is "
+                                 "resized so that its cells have the size the model learnt, "
+                                 "and the labels come back at the image's size")
+        self.diameter.setSpecialValueText("as the image is")
+        self.estimate = QCheckBox("estimate")
+        self.estimate.setToolTip("find the cells' size in a first pass at the image's size, "
+                                 "then predict at the model's (of a stack: its first plane)")
+        self.estimate.toggled.connect(lambda on: self.diameter.setEnabled(not on))
+        self.diameter_hint = QLabel("")
         self.probabilities = QCheckBox("also add the probability map")
         self.probabilities.setToolTip("the foreground probability; for a distance model "
                                       "also its distance map, for an offsets model where "
@@ -155,6 +165,11 @@ class PredictWidget(QWidget):
         form.addRow("Threshold", self.threshold)
         form.addRow("Separation", self.method)
         form.addRow("Min. size", self.min_size)
+        row = QHBoxLayout()
+        row.addWidget(self.diameter, 1)
+        row.addWidget(self.estimate)
+        form.addRow("Cell diameter", row)
+        form.addRow("", self.diameter_hint)
         form.addRow("", self.probabilities)
         form.addRow("", self.tta)
         form.addRow("Device", self.device)
@@ -165,7 +180,20 @@ class PredictWidget(QWidget):
         layout.addWidget(self.export_btn)
         layout.addWidget(self.status)
         layout.addStretch()
+        self.model.currentTextChanged.connect(self._describe_model)
+        self.model_file.edit.textChanged.connect(self._describe_model)
         self.refresh_models()
+        self._describe_model()
+
+    def _describe_model(self, *_) -> None:
+        """Say what cell size the chosen model learnt (what *Cell diameter* resizes to)."""
+        try:
+            size = recorded_diameter(self.model_path())
+        except NapariUNetError:
+            size = None
+        self.diameter_hint.setText(
+            f"the model learnt cells of about {size:.0f} px" if size else
+            "the model does not record its cell size" if self.model.currentText() else "")
 
     def refresh_models(self) -> None:
         current = self.model.currentText()
@@ -228,7 +256,8 @@ class PredictWidget(QWidget):
                 device=self.device.currentText(),
                 threshold=None if self.own_threshold.isChecked() else self.threshold.value(),
                 instance_method=self.method.currentText(), min_size=int(self.min_size.value()),
-                tta=self.tta.isChecked())
+                tta=self.tta.isChecked(),
+                diameter="auto" if self.estimate.isChecked() else self.diameter.value() or None)
             outputs = {}
             if not isinstance(data, np.ndarray):  # lazy (Dask, zarr, multiscale): to disk
                 outputs = lazy_outputs(ckpt, data, layer.name, self.probabilities.isChecked())
@@ -269,6 +298,7 @@ class PredictWidget(QWidget):
         lazy = not isinstance(result.labels, np.ndarray)
         n = int(result.labels.max()) if result.mode != "semantic" and not lazy else None
         text = (f"Done in {result.seconds:.1f} s on {result.device}"
-                + (f": {n} objects." if n is not None else "."))
+                + (f": {n} objects." if n is not None else ".")
+                + "".join(f" {note[0].upper()}{note[1:]}." for note in result.notes))
         self.status.setText(text)
         show_info(text)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from napari.layers import Image, Labels
+from napari.layers import Image, Labels, Shapes
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -23,9 +23,13 @@ from ..errors import InputError, NapariUNetError
 from ..pretrained import shipped_choices
 from ._forms import FROM_FILE, LayerCombo, PathPicker, combo, device_choice, spin
 from ._plot import LossPlot
+from ._regions import region_mask
 from ._runner import RunControls
 
 NEW_MODEL = "new model"
+#: The region choice that means every pixel of the labels layer is labelled.
+WHOLE_IMAGE = "the whole image"
+PAIR, IN = "  ⟷  ", "  in  "
 
 
 class TrainWidget(QWidget):
@@ -38,6 +42,10 @@ class TrainWidget(QWidget):
 
         self.image = LayerCombo(napari_viewer, Image)
         self.labels = LayerCombo(napari_viewer, Labels)
+        self.region = LayerCombo(napari_viewer, Shapes, none=WHOLE_IMAGE)
+        self.region.setToolTip("Labelled only part of the image? Draw rectangles or polygons "
+                               "around the parts whose cells are all labelled in a Shapes "
+                               "layer and choose it: only those parts are learnt from.")
         self.pairs = QListWidget()
         self.pairs.setToolTip("Layer pairs to train on; empty: the pair chosen above. "
                               "Double-click a pair to remove it.")
@@ -81,6 +89,7 @@ class TrainWidget(QWidget):
         form = QFormLayout()
         form.addRow("Image", self.image)
         form.addRow("Labels", self.labels)
+        form.addRow("Labelled in", self.region)
         form.addRow(add, self.pairs)
         form.addRow("Label mode", self.mode)
         form.addRow("Instance target", self.target)
@@ -119,31 +128,47 @@ class TrainWidget(QWidget):
 
     def _add_pair(self) -> None:
         if self.image.currentText() and self.labels.currentText():
-            self.pairs.addItem(f"{self.image.currentText()}  ⟷  {self.labels.currentText()}")
+            region = self.region.layer()
+            self.pairs.addItem(f"{self.image.currentText()}{PAIR}{self.labels.currentText()}"
+                               + (f"{IN}{region.name}" if region is not None else ""))
 
-    def _pair_names(self) -> list[tuple[str, str]]:
+    def _pair_names(self) -> list[tuple[str, str, str | None]]:
+        """(image, labels, shapes or None) layer names of every pair to train on."""
         items = [self.pairs.item(i).text() for i in range(self.pairs.count())]
-        if items:
-            return [tuple(s.split("  ⟷  ")) for s in items]  # type: ignore[misc]
-        return [(self.image.currentText(), self.labels.currentText())]
+        if not items:
+            region = self.region.layer()
+            return [(self.image.currentText(), self.labels.currentText(),
+                     region.name if region is not None else None)]
+        pairs = []
+        for item in items:
+            pair, _, region = item.partition(IN)
+            img, _, lab = pair.partition(PAIR)
+            pairs.append((img, lab, region or None))
+        return pairs
 
-    def snapshot(self) -> tuple[list, list, list[str]]:
+    def snapshot(self) -> tuple[list, list, list, list[str]]:
         """Copy the chosen layers' data on the GUI thread; raise InputError if unusable."""
-        images, labels, names = [], [], []
-        for img_name, lab_name in self._pair_names():
+        images, labels, regions, names = [], [], [], []
+        for img_name, lab_name, region_name in self._pair_names():
             if img_name not in self.viewer.layers or lab_name not in self.viewer.layers:
                 raise InputError("choose an image layer and a labels layer to train on.")
+            if region_name is not None and region_name not in self.viewer.layers:
+                raise InputError(f"the shapes layer '{region_name}' is gone; choose where "
+                                 "the image is labelled again.")
             img, lab = self.viewer.layers[img_name], self.viewer.layers[lab_name]
             name = f"{img_name} / {lab_name}"
-            ims, labs, skipped = training_planes(np.array(img.data), np.array(lab.data),
-                                                 rgb=img.rgb, name=name)
+            region = (region_mask(self.viewer.layers[region_name], lab)
+                      if region_name is not None else None)
+            ims, labs, regs, skipped = training_planes(
+                np.array(img.data), np.array(lab.data), rgb=img.rgb, name=name, region=region)
             if not ims:
                 raise InputError(f"labels layer '{lab_name}' has no labelled pixel: paint "
                                  "some objects first.")
             images += ims
             labels += labs
+            regions += regs
             names += [name] * len(ims)
-        return images, labels, names
+        return images, labels, regions, names
 
     def configs(self) -> tuple[TrainConfig, ModelConfig, object]:
         minutes = self.unit.currentText() == "minutes"
@@ -168,7 +193,7 @@ class TrainWidget(QWidget):
         from ..train import train
 
         try:
-            images, labels, names = self.snapshot()
+            images, labels, regions, names = self.snapshot()
             cfg, mc, init = self.configs()
         except NapariUNetError as err:
             show_error(str(err))
@@ -177,7 +202,8 @@ class TrainWidget(QWidget):
         self.plot.clear()
         self.status.setText(f"Training… the best model is saved to {out}")
         self.controls.launch(
-            train(images, labels, cfg, model_config=mc, init_from=init, out=out, names=names),
+            train(images, labels, cfg, model_config=mc, init_from=init, out=out, names=names,
+                  regions=regions),
             desc="Training U-Net", total=1000, on_event=self._on_event,
             on_done=lambda r, out=out: self._on_done(r, out), on_finished=self.refresh_models,
             on_refused=lambda message: self.status.setText(f"Not trained: {message}"))

@@ -1,0 +1,29 @@
+"""The annotated region of a Labels layer, from a Shapes layer drawn over it."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InputError
+
+
+def region_mask(shapes, labels) -> np.ndarray:
+    """Where the shapes of ``shapes`` cover ``labels``, in the labels layer's pixels.
+
+    Both layers' scale and translate are followed (shapes drawn over a scaled image land on
+    the pixels they cover on screen). 2D shapes over a stack of labels cover every plane;
+    shapes drawn in a plane of a stack cover that plane.
+    """
+    from napari.layers import Shapes
+
+    if len(shapes.data) == 0:
+        raise InputError(f"shapes layer '{shapes.name}' has no shape: draw a rectangle or "
+                         "polygon around the part of the image whose cells are all labelled.")
+    shape = tuple(labels.data.shape)
+    nd = min(shapes.ndim, len(shape))
+    s_scale, s_shift = np.asarray(shapes.scale)[-nd:], np.asarray(shapes.translate)[-nd:]
+    l_scale, l_shift = np.asarray(labels.scale)[-nd:], np.asarray(labels.translate)[-nd:]
+    moved = [(np.asarray(v, float)[:, -nd:] * s_scale + s_shift - l_shift) / l_scale
+             for v in shapes.data]
+    mask = Shapes(moved, shape_type=list(shapes.shape_type)).to_labels(shape[-nd:]) > 0
+    return np.broadcast_to(mask, shape) if nd < len(shape) else mask
