@@ -242,6 +242,15 @@ def _infer_resized(net, raw, plan: TilePlan, out, factor: float, *, batch_size: 
         out[...] = resize_probabilities(work, tuple(out.shape[1:]), vectors=vectors)
 
 
+def _estimate_note(found: float | None, factor: float, model_diameter: float) -> str:
+    """What the estimate of the cell size found and did, in words."""
+    if not found:
+        return "no cell found to estimate their size from: predicted at the image's size"
+    done = (f"resized by {factor:.2f} to the model's {model_diameter:.0f} px"
+            if factor != 1.0 else "predicted at the image's size")
+    return f"cells of about {found:.0f} px found: {done}"
+
+
 class _Plane:
     """Plane ``k`` of a stacked array-like, read and written in place (zarr has no views)."""
 
@@ -431,10 +440,7 @@ def predict(model, image, config: PredictConfig | None = None, *, out_probabilit
                 yield PredictEvent(done, len(plan), 0, n, "estimating the cell size")
             found = median_diameter([to_labels(first)])
             factor = scale_factor(ckpt.object_diameter, found) if found else 1.0
-            notes.append(f"cells of about {found:.0f} px found: " + (
-                f"resized by {factor:.2f} to the model's {ckpt.object_diameter:.0f} px"
-                if factor != 1.0 else "predicted at the image's size") if found else
-                "no cell found to estimate their size from: predicted at the image's size")
+            notes.append(_estimate_note(found, factor, ckpt.object_diameter))
             yield PredictEvent(0, len(plan) * n, 0, n, notes[-1])
             if factor != 1.0:
                 plan = plan_tiles(scaled_shape(spatial, factor), ckpt.config,
