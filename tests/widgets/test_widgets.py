@@ -313,6 +313,8 @@ def test_a_cell_diameter_resizes_and_gives_labels_at_the_images_size(cells_viewe
     widget.controls.start_btn.click()
     assert any("does not record the size of the cells" in n for n in notes), notes
     np.testing.assert_array_equal(cells_viewer.layers["cells segmentation"].data, before)
+    widget.model_file.edit.setText("")  # no file chosen yet: nothing to say
+    assert widget.diameter_hint.text() == ""
 
 
 def test_training_on_a_partly_labelled_image_learns_only_inside_the_region(

@@ -19,7 +19,7 @@ from ..checkpoint import load_checkpoint, recent_models, recorded_diameter
 from ..config import PredictConfig
 from ..data import image_for_model
 from ..errors import InputError, NapariUNetError
-from ..pretrained import shipped_choices
+from ..pretrained import resolve_model, shipped_choices
 from ._forms import FROM_FILE, LayerCombo, PathPicker, combo, device_choice, spin
 from ._runner import RunControls
 
@@ -188,12 +188,15 @@ class PredictWidget(QWidget):
     def _describe_model(self, *_) -> None:
         """Say what cell size the chosen model learnt (what *Cell diameter* resizes to)."""
         try:
-            size = recorded_diameter(self.model_path())
+            path = resolve_model(self.model_path())
         except NapariUNetError:
-            size = None
-        self.diameter_hint.setText(
-            f"the model learnt cells of about {size:.0f} px" if size else
-            "the model does not record its cell size" if self.model.currentText() else "")
+            path = None
+        if path is None or path.suffix != ".safetensors" or not path.is_file():
+            self.diameter_hint.setText("")  # nothing chosen yet, or a bioimage.io package
+            return
+        size = recorded_diameter(path)
+        self.diameter_hint.setText(f"the model learnt cells of about {size:.0f} px" if size
+                                   else "the model does not record its cell size")
 
     def refresh_models(self) -> None:
         current = self.model.currentText()
