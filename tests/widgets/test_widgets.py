@@ -344,3 +344,17 @@ def test_training_on_a_partly_labelled_image_learns_only_inside_the_region(
     widget.controls.start_btn.click()
     assert any("'nothing drawn' has no shape" in n for n in notes), notes
     assert len(list(models_home.glob("*.safetensors"))) == 1
+
+
+def test_regions_over_a_stack_cover_every_plane_or_the_one_drawn_in():
+    from napari.layers import Labels, Shapes
+
+    from napari_unet._widgets._regions import region_mask
+
+    labels = Labels(np.zeros((3, 40, 50), np.int32))
+    flat = Shapes([[[5, 5], [5, 20], [15, 20], [15, 5]]], shape_type="rectangle")
+    mask = region_mask(flat, labels)
+    assert mask.shape == (3, 40, 50) and all(m.sum() == 11 * 16 for m in mask)
+    in_plane = Shapes([[[1, 5, 5], [1, 5, 20], [1, 15, 20], [1, 15, 5]]],
+                      shape_type="rectangle")
+    assert region_mask(in_plane, labels).sum(axis=(1, 2)).tolist() == [0, 11 * 16, 0]
