@@ -358,3 +358,22 @@ def test_regions_over_a_stack_cover_every_plane_or_the_one_drawn_in():
     in_plane = Shapes([[[1, 5, 5], [1, 5, 20], [1, 15, 20], [1, 15, 5]]],
                       shape_type="rectangle")
     assert region_mask(in_plane, labels).sum(axis=(1, 2)).tolist() == [0, 11 * 16, 0]
+
+
+def test_every_image_layer_is_segmented_in_turn_and_a_bad_one_is_skipped(cells_viewer, qtbot,
+                                                                        model_file):
+    cells_viewer.add_image(np.random.default_rng(2).random((64, 80)), name="second")
+    cells_viewer.add_image(np.full((40, 40), np.nan, np.float32), name="broken")
+    widget = predict_dock(cells_viewer, model_file, probabilities=True)
+    widget.every.setChecked(True)
+    assert not widget.image.isEnabled()
+    for _ in range(2):  # the second run must not segment the probability maps it added
+        widget.controls.start_btn.click()
+        wait_done(qtbot, widget)
+        assert cells_viewer.layers["cells segmentation"].data.shape == (96, 96)
+        assert cells_viewer.layers["second segmentation"].data.shape == (64, 80)
+        assert "broken segmentation" not in cells_viewer.layers
+        assert "skipped broken" in widget.status.text() and "NaN" in widget.status.text()
+    names = [layer.name for layer in cells_viewer.layers]
+    assert not any("probabilities segmentation" in name for name in names), names
+    np.testing.assert_allclose(cells_viewer.layers["cells segmentation"].scale, (2.0, 0.5))

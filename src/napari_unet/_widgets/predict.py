@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import numpy as np
-from napari.layers import Image, Labels
+from napari.layers import Image
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -21,88 +23,44 @@ from ..data import image_for_model
 from ..errors import InputError, NapariUNetError
 from ..pretrained import resolve_model, shipped_choices
 from ._forms import FROM_FILE, LayerCombo, PathPicker, combo, device_choice, spin
+from ._outputs import inputs, lazy_outputs, show_result
 from ._runner import RunControls
 
 
-def output_name(image_name: str) -> str:
-    """The Labels layer a prediction of ``image_name`` goes to (updated on a re-run)."""
-    return f"{image_name} segmentation"
+@dataclass
+class LayerDone:
+    """One layer of several predicted: shown in the viewer when it reaches the GUI thread."""
+
+    layer: object
+    result: object
 
 
-def put_layer(viewer, name: str, data, kind: str, source, **kwargs) -> None:
-    """Add a layer, or update the one of that name; scale/translate follow ``source``."""
-    nd = np.ndim(data)
-    scale = list(source.scale)[-nd:] if len(source.scale) >= nd else None
-    translate = list(source.translate)[-nd:] if len(source.translate) >= nd else None
-    if nd > len(source.scale):  # a leading class axis
-        extra = nd - len(source.scale)
-        scale = [1.0] * extra + list(source.scale)
-        translate = [0.0] * extra + list(source.translate)
-    cls = Labels if kind == "labels" else Image
-    if name in viewer.layers and isinstance(viewer.layers[name], cls):
-        layer = viewer.layers[name]
-        layer.data = data
-        layer.scale, layer.translate = scale, translate
-        return
-    add = viewer.add_labels if kind == "labels" else viewer.add_image
-    add(data, name=name, scale=scale, translate=translate, **kwargs)
+def _named(gen, name: str):
+    """A prediction's events, their messages saying which layer they are about."""
+    try:
+        while True:
+            try:
+                event = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            yield replace(event, message=f"{name}: {event.message or 'predicting'}")
+    finally:
+        gen.close()
 
 
-def lazy_outputs(ckpt, data, name: str, probabilities: bool) -> dict:
-    """zarr arrays on disk (in ~/napari-unet/predictions) for the labels and probabilities
-    of a lazy layer, so that it is predicted without being loaded whole."""
-    from ..checkpoint import default_model_path
-    from ..predict import zarr_outputs
-
-    stem = default_model_path(name)
-    folder = stem.parent.parent / "predictions"
-    base = folder / stem.name.removesuffix(".safetensors")
-    labels, prob = zarr_outputs(ckpt, data, base.with_suffix(".zarr"),
-                                base.with_name(base.name + "_prob.zarr") if probabilities
-                                else None, name=f"layer '{name}'")
-    return {"out_labels": labels, "out_probabilities": prob}
-
-
-def _shown_lazily(prob):
-    """Probabilities as napari shows them: a numpy array as it is, a zarr on disk as a
-    Dask array (read lazily)."""
-    if isinstance(prob, np.ndarray):
-        return prob
-    import dask.array as da
-
-    return da.from_array(prob, chunks=prob.chunks)
-
-
-def shown_probabilities(result) -> np.ndarray:
-    """Foreground probability (2D per plane) for instance and two-class models; all
-    classes (a leading class axis) for multi-class semantic models."""
-    prob = _shown_lazily(result.probabilities)
-    axis = prob.ndim - 3
-    if result.mode == "semantic" and prob.shape[axis] > 2:
-        return prob
-    return 1.0 - prob[(slice(None),) * axis + (0,)]
-
-
-def shown_distance(result):
-    """The distance map of a 'distance' model (2D per plane), None for other models."""
-    if result.target != "distance" or result.mode != "instances":
-        return None
-    prob = _shown_lazily(result.probabilities)
-    return prob[(slice(None),) * (prob.ndim - 3) + (-1,)]
-
-
-def shown_votes(result):
-    """Where an 'offsets' model's foreground pixels point (vote counts, 2D per plane), None
-    for other models and for probabilities kept on disk."""
-    if (result.target != "offsets" or result.mode != "instances"
-            or not isinstance(result.probabilities, np.ndarray)):
-        return None
-    from ..instances import vote_counts
-
-    prob = result.probabilities
-    if prob.ndim == 3:
-        return vote_counts(prob)
-    return np.stack([vote_counts(p) for p in prob])
+def each_layer(jobs):
+    """Run ``(layer, prediction)`` jobs in turn (the first one started already), yielding
+    their progress and a :class:`LayerDone` after each; a layer the engine refuses is
+    skipped and named in the list returned."""
+    skipped = []
+    for layer, gen in jobs:
+        try:
+            result = yield from _named(gen, layer.name)
+        except NapariUNetError as err:
+            skipped.append((layer.name, str(err)))
+            continue
+        yield LayerDone(layer, result)
+    return skipped
 
 
 class PredictWidget(QWidget):
@@ -112,6 +70,10 @@ class PredictWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.image = LayerCombo(napari_viewer, Image)
+        self.every = QCheckBox("every one")
+        self.every.setToolTip("segment every image layer in turn (not the probability maps "
+                              "napari-unet added); each result appears when it is done")
+        self.every.toggled.connect(lambda on: self.image.setEnabled(not on))
         self.model = combo([], "a model trained before (newest first) or a model file")
         self.model_file = PathPicker(save=False, placeholder="model file (.safetensors)")
         refresh = QPushButton("↻")
@@ -153,7 +115,10 @@ class PredictWidget(QWidget):
         self.status.setWordWrap(True)
 
         form = QFormLayout()
-        form.addRow("Image", self.image)
+        row = QHBoxLayout()
+        row.addWidget(self.image, 1)
+        row.addWidget(self.every)
+        form.addRow("Image", row)
         row = QHBoxLayout()
         row.addWidget(self.model, 1)
         row.addWidget(refresh)
@@ -244,60 +209,70 @@ class PredictWidget(QWidget):
             raise InputError("choose a model: train one first, or pick a model file.")
         return path
 
-    def start(self) -> None:
-        from ..predict import predict
-
-        layer = self.image.layer()
-        try:
-            if layer is None:
-                raise InputError("choose an image layer to segment.")
-            ckpt = load_checkpoint(self.model_path())
-            source = layer.data[0] if layer.multiscale else layer.data  # full resolution
-            data = image_for_model(source, rgb=layer.rgb, channels=ckpt.config.in_channels)
-            cfg = PredictConfig(
+    def config(self) -> PredictConfig:
+        return PredictConfig(
                 tile_size=int(self.tile.value()), batch_size=int(self.batch.value()),
                 device=self.device.currentText(),
                 threshold=None if self.own_threshold.isChecked() else self.threshold.value(),
                 instance_method=self.method.currentText(), min_size=int(self.min_size.value()),
                 tta=self.tta.isChecked(),
                 diameter="auto" if self.estimate.isChecked() else self.diameter.value() or None)
-            outputs = {}
-            if not isinstance(data, np.ndarray):  # lazy (Dask, zarr, multiscale): to disk
-                outputs = lazy_outputs(ckpt, data, layer.name, self.probabilities.isChecked())
-            gen = predict(ckpt, data, cfg, name=f"layer '{layer.name}'", **outputs)
-            next(gen)  # checks the image against the model here, before any thread starts
+
+    def _job(self, ckpt, cfg, layer):
+        """The prediction of one layer (its data read here, on the GUI thread)."""
+        from ..predict import predict
+
+        source = layer.data[0] if layer.multiscale else layer.data  # full resolution
+        data = image_for_model(source, rgb=layer.rgb, channels=ckpt.config.in_channels)
+        outputs = {}
+        if not isinstance(data, np.ndarray):  # lazy (Dask, zarr, multiscale): to disk
+            outputs = lazy_outputs(ckpt, data, layer.name, self.probabilities.isChecked())
+        return predict(ckpt, data, cfg, name=f"layer '{layer.name}'", **outputs)
+
+    def start(self) -> None:
+        layers = inputs(self.viewer) if self.every.isChecked() else [self.image.layer()]
+        try:
+            if not layers or layers[0] is None:
+                raise InputError("choose an image layer to segment.")
+            ckpt = load_checkpoint(self.model_path())
+            cfg = self.config()
+            jobs = [(layer, self._job(ckpt, cfg, layer)) for layer in layers]
+            next(jobs[0][1])  # checks the image against the model here, before the thread
         except NapariUNetError as err:
             show_error(str(err))
             return
-        self.status.setText(f"Predicting '{layer.name}'…")
-        self.controls.launch(gen, desc=f"Predicting {layer.name}", total=0,
-                             on_event=self._on_event,
-                             on_done=lambda r, layer=layer: self._on_done(r, layer),
-                             on_refused=lambda message: self.status.setText(
-                                 f"No layer was changed: {message}"))
+        if len(jobs) == 1:
+            layer, gen = jobs[0]
+            self.status.setText(f"Predicting '{layer.name}'…")
+            self.controls.launch(gen, desc=f"Predicting {layer.name}", total=0,
+                                 on_event=self._on_event,
+                                 on_done=lambda r, layer=layer: self._on_done(r, layer),
+                                 on_refused=lambda message: self.status.setText(
+                                     f"No layer was changed: {message}"))
+            return
+        self.status.setText(f"Predicting {len(jobs)} image layers…")
+        self.controls.launch(each_layer(jobs), desc=f"Predicting {len(jobs)} layers", total=0,
+                             on_event=self._on_event, on_done=self._on_all_done)
 
     def _on_event(self, event) -> None:
+        if isinstance(event, LayerDone):  # one layer of several: shown at once
+            show_result(self.viewer, event.result, event.layer, self.probabilities.isChecked())
+            return
         self.controls.progress(event.done, event.total)
         if event.message:
             self.status.setText(event.message)
+
+    def _on_all_done(self, skipped) -> None:
+        text = ("Cancelled; the layers finished before are kept." if skipped is None else
+                "Done" + "".join(f"; skipped {name}: {why}" for name, why in skipped) + ".")
+        self.status.setText(text)
+        show_info(text)
 
     def _on_done(self, result, layer) -> None:
         if result is None:
             self.status.setText("Cancelled; no layer was changed.")
             return
-        put_layer(self.viewer, output_name(layer.name), result.labels, "labels", layer)
-        if self.probabilities.isChecked():
-            put_layer(self.viewer, f"{layer.name} probabilities",
-                      shown_probabilities(result), "image", layer,
-                      colormap="magma", blending="additive", visible=False)
-            distance = shown_distance(result)
-            if distance is not None:
-                put_layer(self.viewer, f"{layer.name} distance", distance, "image", layer,
-                          colormap="viridis", blending="additive", visible=False)
-            votes = shown_votes(result)
-            if votes is not None:
-                put_layer(self.viewer, f"{layer.name} centre votes", votes, "image", layer,
-                          colormap="inferno", blending="additive", visible=False)
+        show_result(self.viewer, result, layer, self.probabilities.isChecked())
         lazy = not isinstance(result.labels, np.ndarray)
         n = int(result.labels.max()) if result.mode != "semantic" and not lazy else None
         text = (f"Done in {result.seconds:.1f} s on {result.device}"

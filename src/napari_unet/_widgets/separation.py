@@ -20,7 +20,7 @@ from ..errors import InputError
 from ..instances import separated_objects
 from ..targets import instance_targets, relabel_if_binary
 from ._forms import LayerCombo
-from .predict import put_layer
+from ._outputs import put_layer
 
 
 def _slider(lo: int, hi: int, value: int) -> QSlider:

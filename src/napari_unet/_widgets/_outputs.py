@@ -1,0 +1,117 @@
+"""What a prediction adds to the viewer: the labels, probability, distance and centre-vote
+layers, named after the image and placed where it is."""
+
+from __future__ import annotations
+
+import numpy as np
+from napari.layers import Image, Labels
+
+
+def output_name(image_name: str) -> str:
+    """The Labels layer a prediction of ``image_name`` goes to (updated on a re-run)."""
+    return f"{image_name} segmentation"
+
+
+def put_layer(viewer, name: str, data, kind: str, source, **kwargs) -> None:
+    """Add a layer, or update the one of that name; scale/translate follow ``source``."""
+    nd = np.ndim(data)
+    scale = list(source.scale)[-nd:] if len(source.scale) >= nd else None
+    translate = list(source.translate)[-nd:] if len(source.translate) >= nd else None
+    if nd > len(source.scale):  # a leading class axis
+        extra = nd - len(source.scale)
+        scale = [1.0] * extra + list(source.scale)
+        translate = [0.0] * extra + list(source.translate)
+    cls = Labels if kind == "labels" else Image
+    if name in viewer.layers and isinstance(viewer.layers[name], cls):
+        layer = viewer.layers[name]
+        layer.data = data
+        layer.scale, layer.translate = scale, translate
+        layer.metadata[OUTPUT] = True
+        return
+    add = viewer.add_labels if kind == "labels" else viewer.add_image
+    add(data, name=name, scale=scale, translate=translate, metadata={OUTPUT: True}, **kwargs)
+
+
+#: Metadata key of the layers napari-unet wrote (never segmented as "every image layer").
+OUTPUT = "napari_unet_output"
+
+
+def inputs(viewer) -> list:
+    """The image layers a user opened: every Image layer but the ones napari-unet wrote."""
+    return [layer for layer in viewer.layers
+            if isinstance(layer, Image) and not layer.metadata.get(OUTPUT)]
+
+
+def show_result(viewer, result, layer, probabilities: bool) -> None:
+    """Put a prediction of ``layer`` in the viewer: its labels and, with ``probabilities``,
+    the probability map (and a distance model's distance map, an offsets model's votes)."""
+    put_layer(viewer, output_name(layer.name), result.labels, "labels", layer)
+    if not probabilities:
+        return
+    put_layer(viewer, f"{layer.name} probabilities", shown_probabilities(result), "image",
+              layer, colormap="magma", blending="additive", visible=False)
+    distance = shown_distance(result)
+    if distance is not None:
+        put_layer(viewer, f"{layer.name} distance", distance, "image", layer,
+                  colormap="viridis", blending="additive", visible=False)
+    votes = shown_votes(result)
+    if votes is not None:
+        put_layer(viewer, f"{layer.name} centre votes", votes, "image", layer,
+                  colormap="inferno", blending="additive", visible=False)
+
+
+def lazy_outputs(ckpt, data, name: str, probabilities: bool) -> dict:
+    """zarr arrays on disk (in ~/napari-unet/predictions) for the labels and probabilities
+    of a lazy layer, so that it is predicted without being loaded whole."""
+    from ..checkpoint import default_model_path
+    from ..predict import zarr_outputs
+
+    stem = default_model_path(name)
+    folder = stem.parent.parent / "predictions"
+    base = folder / stem.name.removesuffix(".safetensors")
+    labels, prob = zarr_outputs(ckpt, data, base.with_suffix(".zarr"),
+                                base.with_name(base.name + "_prob.zarr") if probabilities
+                                else None, name=f"layer '{name}'")
+    return {"out_labels": labels, "out_probabilities": prob}
+
+
+def _shown_lazily(prob):
+    """Probabilities as napari shows them: a numpy array as it is, a zarr on disk as a
+    Dask array (read lazily)."""
+    if isinstance(prob, np.ndarray):
+        return prob
+    import dask.array as da
+
+    return da.from_array(prob, chunks=prob.chunks)
+
+
+def shown_probabilities(result) -> np.ndarray:
+    """Foreground probability (2D per plane) for instance and two-class models; all
+    classes (a leading class axis) for multi-class semantic models."""
+    prob = _shown_lazily(result.probabilities)
+    axis = prob.ndim - 3
+    if result.mode == "semantic" and prob.shape[axis] > 2:
+        return prob
+    return 1.0 - prob[(slice(None),) * axis + (0,)]
+
+
+def shown_distance(result):
+    """The distance map of a 'distance' model (2D per plane), None for other models."""
+    if result.target != "distance" or result.mode != "instances":
+        return None
+    prob = _shown_lazily(result.probabilities)
+    return prob[(slice(None),) * (prob.ndim - 3) + (-1,)]
+
+
+def shown_votes(result):
+    """Where an 'offsets' model's foreground pixels point (vote counts, 2D per plane), None
+    for other models and for probabilities kept on disk."""
+    if (result.target != "offsets" or result.mode != "instances"
+            or not isinstance(result.probabilities, np.ndarray)):
+        return None
+    from ..instances import vote_counts
+
+    prob = result.probabilities
+    if prob.ndim == 3:
+        return vote_counts(prob)
+    return np.stack([vote_counts(p) for p in prob])
