@@ -15,6 +15,11 @@ with the shipped `nuclei` model, in one run:
 The minimum object size is the DSB benchmark's 25 px times the factor squared, for every
 mode. Scores as `dsb_fewshot.py` (AP@0.5 per image, mAP 0.5:0.95, touching pairs separated).
 
+With ``--fine-tune SECONDS`` the shipped model is also fine-tuned, for each factor, on the
+30 few-shot images magnified alike (`dsb_fewshot.py`'s fine-tuning settings): at the images'
+own size (``native``), and resized to the model's cell size (``matched``,
+``TrainConfig.match_size``); each is scored the same ways.
+
     python benchmarks/dsb_rescale.py --factors 1,2,3,4 --out benchmarks/out/dsb_rescale.json
 """
 
@@ -60,12 +65,38 @@ def evaluate(ckpt, images, truths, diameters, device: str, min_size: int) -> dic
     return {**score(truths, preds), "predict_seconds": round(time.perf_counter() - start, 1)}
 
 
+def fine_tune(ckpt, factor: float, seconds: float, device: str, match: bool):
+    """The model fine-tuned on the few-shot images magnified by ``factor`` (``match``: with
+    the images resized to the model's cell size, ``TrainConfig.match_size``)."""
+    from dsb_fewshot import fewshot_ids
+
+    from napari_unet.config import TrainConfig
+    from napari_unet.train import train
+
+    images, truths, names = load("train", fewshot_ids())
+    pairs = [magnify(i, t, factor) for i, t in zip(images, truths)]
+    cfg = TrainConfig(mode="instances", target=ckpt.target, epochs=None, time_budget=seconds,
+                      batch_size=4, patch_size=256, learning_rate=3e-4, device=device,
+                      match_size=match)
+    result = run(train([p[0] for p in pairs], [p[1] for p in pairs], cfg, init_from=ckpt,
+                       names=names))
+    return result.checkpoint, {"steps": result.steps, "best_epoch": result.best_epoch,
+                               "object_diameter": result.checkpoint.object_diameter,
+                               "resized": result.checkpoint.training.get(
+                                   "resized_to_the_models_cell_size")}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="nuclei")
     ap.add_argument("--factors", default="1,2,3,4",
                     help="magnifications of the val/ images, comma-separated")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--fine-tune", type=float, default=0.0, metavar="SECONDS",
+                    help="also fine-tune the model on the magnified few-shot images")
+    ap.add_argument("--fine-tune-modes", default="native,matched",
+                    help="native: at the images' size; matched: resized to the model's "
+                    "cell size (--match-size)")
     ap.add_argument("--out")
     args = ap.parse_args()
     ckpt = load_checkpoint(args.model)
@@ -79,12 +110,21 @@ def main() -> None:
         own = [float(np.median(equivalent_diameters(lab))) for lab in labs]
         row = {"factor": factor, "min_size": min_size, "set_diameter_px": round(whole, 2),
                "model_diameter": ckpt.object_diameter}
-        for mode, ds in (("as_is", [None] * len(imgs)), ("set_diameter", [whole] * len(imgs)),
-                         ("image_diameter", own), ("auto", ["auto"] * len(imgs))):
-            row[mode] = evaluate(ckpt, imgs, labs, ds, args.device, min_size)
-            print(f"x{factor:g} {mode}: AP@0.5 {row[mode]['ap50']:.3f}, touching "
-                  f"{row[mode]['touching_separated']:.1%}, {row[mode]['predict_seconds']} s",
-                  file=sys.stderr, flush=True)
+        modes = (("as_is", [None] * len(imgs)), ("set_diameter", [whole] * len(imgs)),
+                 ("image_diameter", own), ("auto", ["auto"] * len(imgs)))
+        models = [("", ckpt)]
+        for how in filter(None, args.fine_tune_modes.split(",")) if args.fine_tune else ():
+            tuned, row[f"fine_tuning_{how}"] = fine_tune(ckpt, factor, args.fine_tune,
+                                                         args.device, how == "matched")
+            models.append(("fine_tuned_" if how == "native" else "fine_tuned_matched_",
+                           tuned))
+        for prefix, model in models:
+            for mode, ds in modes:
+                key = prefix + mode
+                row[key] = evaluate(model, imgs, labs, ds, args.device, min_size)
+                print(f"x{factor:g} {key}: AP@0.5 {row[key]['ap50']:.3f}, touching "
+                      f"{row[key]['touching_separated']:.1%}, {row[key]['predict_seconds']} s",
+                      file=sys.stderr, flush=True)
         rows.append(row)
     emit({"benchmark": "dsb_rescale", "command": command(), "machine": machine(),
           "model": args.model, "date": time.strftime("%Y-%m-%d"), "results": rows}, args.out)

@@ -143,3 +143,37 @@ def test_nuclei_three_times_larger_are_found_again_with_their_diameter():
     assert np.mean(rescaled) > 0.6, rescaled
     assert np.mean(rescaled) > np.mean(plain) + 0.05, (plain, rescaled)
     assert np.mean(estimated) > np.mean(plain) + 0.05, (plain, estimated)
+
+
+def test_training_images_are_resized_to_the_models_cell_size():
+    from napari_unet.scale import match_cell_size
+
+    lab = discs((80, 60), [(20, 20), (60, 40)], 12)
+    image = (lab > 0).astype(np.float32)
+    region = np.ones((80, 60), bool)
+    imgs, labs, regs, factor = match_cell_size([image], [lab], [region], 12.0, 24.0)
+    assert factor == 0.5 and imgs[0].shape == labs[0].shape == regs[0].shape == (40, 30)
+    assert set(np.unique(labs[0])) <= set(np.unique(lab)) and regs[0].dtype == bool
+    assert median_diameter(labs) == pytest.approx(12.0, abs=1.0)
+
+
+def test_fine_tuning_at_the_models_cell_size_keeps_its_size(tmp_path):
+    from napari_unet.config import TrainConfig
+    from napari_unet.synthetic import touching_cells
+    from napari_unet.train import train
+
+    quick = dict(epochs=1, steps_per_epoch=2, batch_size=2, patch_size=48, val_fraction=0)
+    small = [touching_cells((96, 96), n_cells=10, radius=6, seed=s) for s in range(2)]
+    base = run(train([p[0] for p in small], [p[1] for p in small], TrainConfig(**quick),
+                     model_config=tiny_config())).checkpoint
+    large = [touching_cells((160, 160), n_cells=8, radius=15, seed=s) for s in range(2)]
+    tuned = run(train([p[0] for p in large], [p[1] for p in large],
+                      TrainConfig(**quick, match_size=True), init_from=base)).checkpoint
+    resized = tuned.training["resized_to_the_models_cell_size"]
+    assert resized["factor"] == pytest.approx(base.object_diameter / resized["cell_diameter"],
+                                              abs=1e-3)
+    assert resized["factor"] < 0.6
+    assert tuned.object_diameter == pytest.approx(base.object_diameter, rel=0.15)
+    with pytest.raises(InputError, match="needs an instances model to fine-tune"):
+        run(train([p[0] for p in large], [p[1] for p in large],
+                  TrainConfig(**quick, match_size=True)))

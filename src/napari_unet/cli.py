@@ -59,6 +59,9 @@ def _add_train(sub) -> None:
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="auto: bf16 where the GPU or CPU computes it natively, else fp32")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--match-size", action="store_true",
+                   help="with --from: resize the images so that their cells have the size "
+                   "the model learnt (then predict with --diameter or --diameter auto)")
     p.add_argument("--regions", metavar="REGIONS",
                    help="folder (or glob) of masks paired with the images by file name: "
                    "nonzero where the labels are complete, for images labelled in part; "
@@ -181,7 +184,7 @@ def cmd_train(args) -> int:
         patch_size=args.patch_size, learning_rate=args.lr, w0=args.w0, sigma=args.sigma,
         dice_weight=args.dice_weight, val_fraction=args.val_fraction,
         augment=not args.no_augment, zoom=args.zoom, class_balance=not args.no_class_balance,
-        freeze_encoder=args.freeze_encoder, seed=args.seed,
+        freeze_encoder=args.freeze_encoder, match_size=args.match_size, seed=args.seed,
         device=args.device, precision=args.precision)
     mc = ModelConfig(base_channels=args.base_channels, depth=args.depth, padding=args.padding,
                      norm=args.norm, dropout=0.0)

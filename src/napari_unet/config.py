@@ -213,6 +213,10 @@ class TrainConfig(_DictMixin):
         With ``augment``: random zoom by a factor up to ``1 + zoom`` either way (0: off).
     foreground_bias : float
         Probability that a patch is centred on a labelled object.
+    match_size : bool
+        When fine-tuning a model that records the size of its cells: resize the training
+        images so that their cells have that size (the model keeps learning cells at the
+        size it knows; predict with the cell diameter of your images, or 'auto').
     freeze_encoder : bool
         When fine-tuning, keep the contracting path's weights fixed.
     seed : int
@@ -244,6 +248,7 @@ class TrainConfig(_DictMixin):
     zoom: float = 0.0
     foreground_bias: float = 0.5
     freeze_encoder: bool = False
+    match_size: bool = False
     seed: int = 0
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"

@@ -89,3 +89,33 @@ def resize_probabilities(prob: np.ndarray, shape: tuple[int, int], *,
         out[-2] *= shape[0] / prob.shape[1]
         out[-1] *= shape[1] / prob.shape[2]
     return out
+
+
+def resize_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Integer labels (or a boolean mask) resized to ``shape`` by nearest neighbour: no
+    value is invented."""
+    from skimage.transform import resize
+
+    labels = np.asarray(labels)
+    return resize(labels, shape, order=0, mode="edge", anti_aliasing=False,
+                  preserve_range=True).astype(labels.dtype)
+
+
+def match_cell_size(images, labels, regions, model_diameter: float, diameter: float):
+    """Training images, their labels and regions (None or boolean) magnified by
+    ``model_diameter / diameter``, so that cells of ``diameter`` px get the model's size;
+    returns them and the factor."""
+    factor = scale_factor(model_diameter, diameter)
+    if factor == 1.0:
+        return list(images), list(labels), list(regions), factor
+    out_images, out_labels, out_regions = [], [], []
+    for image, lab, region in zip(images, labels, regions):
+        lab = np.asarray(lab)
+        shape = scaled_shape(lab.shape, factor)
+        image = np.asarray(image)
+        channels = image[..., None] if image.ndim == 2 else image
+        resized = resize_image(channels, shape)
+        out_images.append(resized[..., 0] if image.ndim == 2 else resized)
+        out_labels.append(resize_labels(lab, shape))
+        out_regions.append(None if region is None else resize_labels(region, shape))
+    return out_images, out_labels, out_regions, factor

@@ -37,7 +37,7 @@ from .data import (
     normalize,
 )
 from .errors import InputError
-from .scale import median_diameter
+from .scale import match_cell_size, median_diameter
 from .targets import instance_targets, relabel_if_binary, semantic_classes, semantic_targets
 
 log = logging.getLogger(__name__)
@@ -312,6 +312,21 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
         if base.mode != config.mode or (config.mode == "instances" and
                                          base.target != config.target):
             config = config.replace(mode=base.mode, target=base.target)
+    resized = None
+    if config.match_size:
+        if base is None or not base.object_diameter or config.mode != "instances":
+            raise InputError("training at the model's cell size needs an instances model "
+                             "to fine-tune that records the size of its cells.")
+        for i, (im, lab) in enumerate(zip(images, labels)):  # refuse bad pairs before
+            check_pair(as_channels_last(np.asarray(im)), np.asarray(lab),
+                       names[i] if names else f"image {i + 1}")
+        data_diameter = median_diameter(relabel_if_binary(np.asarray(lab).astype(np.int64))
+                                        for lab in labels)
+        if data_diameter:
+            images, labels, regions, factor = match_cell_size(
+                images, labels, regions or [None] * len(images), base.object_diameter,
+                data_diameter)
+            resized = {"factor": round(factor, 4), "cell_diameter": round(data_diameter, 2)}
     prep = prepare(images, labels, config, base.config.n_classes if base else None, names,
                    regions)
     if base is not None:
@@ -374,6 +389,7 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
     record = {
         "config": config.to_dict(), "images": n, "validation_images": n_val,
         "annotated_regions": sum(r is not None for r in prep.regions),
+        "resized_to_the_models_cell_size": resized,
         "fine_tuned_from": (None if base is None else
                             str(init_from) if isinstance(init_from, (str, Path)) else "model"),
         "device": describe_device(device), "patch": [in_size, out_size],

@@ -268,8 +268,9 @@ def test_the_shipped_nuclei_model_is_offered_for_fine_tuning_and_prediction(cell
     choices = [train_w.start_from.itemText(i) for i in range(train_w.start_from.count())]
     assert "nuclei (shipped)" in choices
     train_w.start_from.setCurrentText("nuclei (shipped)")
-    _, _, init = train_w.configs()
-    assert load_checkpoint(init).config.in_channels == 1
+    train_w.match.setChecked(True)  # fine-tune at the cell size it learnt
+    cfg, _, init = train_w.configs()
+    assert load_checkpoint(init).config.in_channels == 1 and cfg.match_size
     predict_w.model.setCurrentText("nuclei (shipped)")
     assert load_checkpoint(predict_w.model_path()).mode == "instances"
 

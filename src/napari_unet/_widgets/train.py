@@ -79,6 +79,9 @@ class TrainWidget(QWidget):
         self.start_from.setToolTip("Fine-tune: start from a model trained before")
         self.init_file = PathPicker(save=False, placeholder="model to fine-tune")
         self.freeze = QCheckBox("freeze the encoder")
+        self.match = QCheckBox("at the model's cell size")
+        self.match.setToolTip("resize the images so that their cells have the size the model "
+                              "learnt (then predict with their cell diameter, or 'estimate')")
         self.device, self.device_label = device_choice()
         self.out = PathPicker(save=True, placeholder="automatic, in ~/napari-unet/models")
         self.controls = RunControls("Start", self.start)
@@ -107,6 +110,7 @@ class TrainWidget(QWidget):
         form.addRow("Start from", self.start_from)
         form.addRow("", self.init_file)
         form.addRow("", self.freeze)
+        form.addRow("", self.match)
         form.addRow("Device", self.device)
         form.addRow("", self.device_label)
         form.addRow("Save model to", self.out)
@@ -178,7 +182,8 @@ class TrainWidget(QWidget):
             time_budget=self.amount.value() * 60 if minutes else None,
             w0=self.w0.value(), sigma=self.sigma.value(), augment=self.augment.isChecked(),
             val_fraction=self.val.value(), learning_rate=self.lr.value(),
-            freeze_encoder=self.freeze.isChecked(), device=self.device.currentText())
+            freeze_encoder=self.freeze.isChecked(), match_size=self.match.isChecked(),
+            device=self.device.currentText())
         mc = ModelConfig(**MODEL_PRESETS[self.size.currentText()],
                          padding=self.padding.currentText(), norm="batch", dropout=0.0)
         choice = self.start_from.currentText()
