@@ -177,3 +177,6 @@ def test_fine_tuning_at_the_models_cell_size_keeps_its_size(tmp_path):
     with pytest.raises(InputError, match="needs an instances model to fine-tune"):
         run(train([p[0] for p in large], [p[1] for p in large],
                   TrainConfig(**quick, match_size=True)))
+    with pytest.raises(InputError, match="2 images, 1 label images"):  # never cut short
+        run(train([p[0] for p in large], [large[0][1]], TrainConfig(**quick, match_size=True),
+                  init_from=base))

@@ -183,6 +183,31 @@ def crop_to_region(image: np.ndarray, labels: np.ndarray, region, name: str):
     return image[box], labels[box], region[box]
 
 
+def at_model_size(images, labels, regions, names, base: Checkpoint | None,
+                  config: TrainConfig):
+    """``TrainConfig.match_size``: the training data resized so that its cells have the
+    size the model to fine-tune learnt; returns images, labels, regions and what was done
+    (None if nothing)."""
+    if base is None or not base.object_diameter or config.mode != "instances":
+        raise InputError("training at the model's cell size needs an instances model to "
+                         "fine-tune that records the size of its cells.")
+    regions = list(regions) if regions is not None else [None] * len(images)
+    if not len(images) == len(labels) == len(regions):
+        raise InputError(f"{len(images)} images, {len(labels)} label images and "
+                         f"{len(regions)} annotated regions were given.")
+    for i, (im, lab) in enumerate(zip(images, labels)):  # bad pairs refused before resizing
+        check_pair(as_channels_last(np.asarray(im)), np.asarray(lab),
+                   names[i] if names else f"image {i + 1}")
+    diameter = median_diameter(relabel_if_binary(np.asarray(lab).astype(np.int64))
+                               for lab in labels)
+    if not diameter:
+        return images, labels, regions, None
+    images, labels, regions, factor = match_cell_size(images, labels, regions,
+                                                      base.object_diameter, diameter)
+    return images, labels, regions, {"factor": round(factor, 4),
+                                     "cell_diameter": round(diameter, 2)}
+
+
 def _sizes(mc: ModelConfig, patch: int) -> tuple[int, int]:
     """(input, output) side of training patches."""
     if mc.padding == "valid":
@@ -314,19 +339,8 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
             config = config.replace(mode=base.mode, target=base.target)
     resized = None
     if config.match_size:
-        if base is None or not base.object_diameter or config.mode != "instances":
-            raise InputError("training at the model's cell size needs an instances model "
-                             "to fine-tune that records the size of its cells.")
-        for i, (im, lab) in enumerate(zip(images, labels)):  # refuse bad pairs before
-            check_pair(as_channels_last(np.asarray(im)), np.asarray(lab),
-                       names[i] if names else f"image {i + 1}")
-        data_diameter = median_diameter(relabel_if_binary(np.asarray(lab).astype(np.int64))
-                                        for lab in labels)
-        if data_diameter:
-            images, labels, regions, factor = match_cell_size(
-                images, labels, regions or [None] * len(images), base.object_diameter,
-                data_diameter)
-            resized = {"factor": round(factor, 4), "cell_diameter": round(data_diameter, 2)}
+        images, labels, regions, resized = at_model_size(images, labels, regions, names, base,
+                                                         config)
     prep = prepare(images, labels, config, base.config.n_classes if base else None, names,
                    regions)
     if base is not None:
