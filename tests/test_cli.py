@@ -42,6 +42,10 @@ def test_sample_train_predict_end_to_end(tmp_path, capsys):
                  "--out", str(tmp_path / "sized"), "--diameter",
                  str(1.5 * ck.object_diameter)]) == 0
     assert tifffile.imread(tmp_path / "sized" / "cells_00.tif").shape == (256, 256)
+    capsys.readouterr()
+    assert main(["predict", str(model), str(data / "images" / "cells_00.tif"),
+                 "--out", str(tmp_path / "auto"), "--diameter", "auto"]) == 0
+    assert "cells_00.tif: " in capsys.readouterr().out  # what the estimate found, or not
     # a model that does not record its cell size: one line, exit 2, nothing written
     del ck.task["object_diameter"]
     unsized = save_checkpoint(tmp_path / "unsized.safetensors", ck)

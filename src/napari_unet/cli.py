@@ -248,20 +248,25 @@ def cmd_predict(args) -> int:
     out = Path(args.out)
     for f in tqdm(files, disable=args.quiet or len(files) <= 1, unit="image"):
         image = read_image(f)
-        bars = []
+        bars, shown = [], set()
 
-        def show(event, bars=bars, name=f.name) -> None:
+        def show(event, bars=bars, shown=shown, name=f.name) -> None:
             if not bars:
                 bars.append(tqdm(total=event.total, disable=args.quiet, leave=False,
                                  unit="tile", desc=name))
+            bars[0].total = event.total
             bars[0].n = event.done
             bars[0].refresh()
-            if event.message and event.done:
+            if event.message and event.done and event.message not in shown:
                 bars[0].write(f"{name}: {event.message}")
+                shown.add(event.message)
 
         result = run(predict(model, image, cfg, name=f.name), show)
         for bar in bars:
             bar.close()
+        for note in result.notes:  # e.g. the cell size 'auto' found
+            if note not in shown and not args.quiet:
+                print(f"{f.name}: {note}")
         stem = f.name[: -len(".ome.tif")] if f.name.endswith(".ome.tif") else f.stem
         write_tiff(out / f"{stem}.tif", result.labels)
         if args.probabilities:
