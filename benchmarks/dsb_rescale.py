@@ -40,21 +40,21 @@ from napari_unet.checkpoint import load_checkpoint  # noqa: E402
 from napari_unet.config import PredictConfig  # noqa: E402
 from napari_unet.predict import predict  # noqa: E402
 from napari_unet.progress import run  # noqa: E402
-from napari_unet.scale import equivalent_diameters, median_diameter  # noqa: E402
+from napari_unet.scale import (  # noqa: E402
+    equivalent_diameters,
+    median_diameter,
+    resize_image,
+    resize_labels,
+    scaled_shape,
+)
 
 MIN_SIZE = 25
 
 
 def magnify(image: np.ndarray, labels: np.ndarray, factor: float):
     """``image`` (linear, smoothed when shrinking) and ``labels`` (nearest) resized."""
-    from skimage.transform import resize
-
-    shape = tuple(max(1, round(s * factor)) for s in labels.shape)
-    img = resize(image.astype(np.float32), (*shape, *image.shape[2:]), order=1,
-                 anti_aliasing=factor < 1, preserve_range=True).astype(np.float32)
-    lab = resize(labels, shape, order=0, anti_aliasing=False, preserve_range=True,
-                 mode="edge").astype(labels.dtype)
-    return img, lab
+    shape = scaled_shape(labels.shape, factor)
+    return resize_image(image, shape), resize_labels(labels, shape)
 
 
 def evaluate(ckpt, images, truths, diameters, device: str, min_size: int) -> dict:

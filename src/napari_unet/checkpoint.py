@@ -218,10 +218,8 @@ def read_header(path: str | os.PathLike) -> tuple[dict, dict]:
 def recorded_diameter(path: str | os.PathLike) -> float | None:
     """The cell diameter a model file records (from its header alone, nothing else is
     read); None if it records none or is not a napari-unet model file."""
-    from .pretrained import resolve_model
-
     try:
-        _, meta = read_header(resolve_model(path))
+        _, meta = read_header(path)
     except (ModelFileError, OSError):
         return None
     return _diameter(meta.get("task"))

@@ -170,13 +170,13 @@ def cmd_train(args) -> int:
                                   "as a single-channel image.")
     regions = None
     if args.regions:
-        files = match_by_stem([a for a, _ in pairs], collect(args.regions))
-        regions = [None if f is None else read_image(f) for f in files]
-        for f, region in zip(files, regions):
+        regions = []
+        for f in match_by_stem([a for a, _ in pairs], collect(args.regions)):
+            region = None if f is None else read_image(f)
             if region is not None and region.ndim != 2:
                 raise NapariUNetError(f"{f.name}: a region file must be a single-channel "
                                       "mask (nonzero where the labels are complete).")
-        regions = [None if r is None else r != 0 for r in regions]
+            regions.append(None if region is None else region != 0)
     epochs = args.epochs if args.epochs or args.time_budget else 50
     cfg = TrainConfig(
         mode=args.mode, target=args.target, epochs=epochs, time_budget=args.time_budget,

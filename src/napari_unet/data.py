@@ -191,13 +191,13 @@ def training_planes(image, labels, *, rgb: bool = False, name: str = "image", re
     if lab.ndim not in (2, 3):
         raise InputError(f"{name}: labels must be 2D or a stack of 2D planes, not {lab.ndim}D.")
     lab_planes = [lab] if lab.ndim == 2 else [lab[k] for k in range(lshape[0])]
-    if region is not None and np.shape(region) != lshape:
-        raise InputError(f"{name}: the annotated region has shape {np.shape(region)}, the "
-                         f"labels {lshape}.")
-    reg_planes = ([None] * len(lab_planes) if region is None else
-                  [np.asarray(region, bool)] if lab.ndim == 2 else
-                  [np.asarray(region[k], bool) for k in range(lshape[0])])
-    reg_planes = [r if r is not None and r.any() else None for r in reg_planes]
+    reg_planes = [None] * len(lab_planes)
+    if region is not None:
+        if np.shape(region) != lshape:
+            raise InputError(f"{name}: the annotated region has shape {np.shape(region)}, "
+                             f"the labels {lshape}.")
+        region = np.asarray(region, bool)
+        reg_planes = [r if r.any() else None for r in ([region] if lab.ndim == 2 else region)]
     keep = [k for k, p in enumerate(lab_planes) if np.any(p) or reg_planes[k] is not None]
     return ([np.asarray(planes[k]) for k in keep], [lab_planes[k] for k in keep],
             [reg_planes[k] for k in keep], len(lab_planes) - len(keep))

@@ -59,13 +59,13 @@ def scaled_shape(shape: tuple[int, int], factor: float) -> tuple[int, int]:
 
 
 def resize_image(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """A ``(H, W, C)`` image resized to ``shape`` (linear; smoothed first when shrinking, so
-    that nothing aliases), float32."""
+    """A ``(H, W)`` or ``(H, W, C)`` image resized to ``shape`` (linear; smoothed first when
+    shrinking, so that nothing aliases), float32."""
     from skimage.transform import resize
 
     image = np.asarray(image, dtype=np.float32)
     shrink = shape[0] < image.shape[0] or shape[1] < image.shape[1]
-    return resize(image, (*shape, image.shape[-1]), order=1, mode="reflect",
+    return resize(image, (*shape, *image.shape[2:]), order=1, mode="reflect",
                   anti_aliasing=shrink, preserve_range=True).astype(np.float32)
 
 
@@ -110,12 +110,8 @@ def match_cell_size(images, labels, regions, model_diameter: float, diameter: fl
         return list(images), list(labels), list(regions), factor
     out_images, out_labels, out_regions = [], [], []
     for image, lab, region in zip(images, labels, regions):
-        lab = np.asarray(lab)
-        shape = scaled_shape(lab.shape, factor)
-        image = np.asarray(image)
-        channels = image[..., None] if image.ndim == 2 else image
-        resized = resize_image(channels, shape)
-        out_images.append(resized[..., 0] if image.ndim == 2 else resized)
+        shape = scaled_shape(np.shape(lab), factor)
+        out_images.append(resize_image(image, shape))
         out_labels.append(resize_labels(lab, shape))
         out_regions.append(None if region is None else resize_labels(region, shape))
     return out_images, out_labels, out_regions, factor

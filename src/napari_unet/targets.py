@@ -159,14 +159,12 @@ def class_weights(target: np.ndarray, n_classes: int, balance: bool = True,
     With ``balance=False`` every class weighs 1. With a boolean ``region`` (where the labels
     are complete) the classes are counted there only, and pixels outside weigh 0.
     """
-    if not balance:
-        weights = np.ones(target.shape, np.float32)
-        return weights if region is None else weights * region
-    counted = target if region is None else target[region]
-    counts = np.bincount(counted.ravel(), minlength=n_classes).astype(np.float64)
-    present = counts > 0
     per_class = np.ones(n_classes)
-    per_class[present] = np.minimum(counts.max() / counts[present], _MAX_CLASS_WEIGHT)
+    if balance:
+        counted = target if region is None else target[region]
+        counts = np.bincount(counted.ravel(), minlength=n_classes).astype(np.float64)
+        present = counts > 0
+        per_class[present] = np.minimum(counts.max() / counts[present], _MAX_CLASS_WEIGHT)
     weights = per_class[target].astype(np.float32)
     return weights if region is None else weights * region
 

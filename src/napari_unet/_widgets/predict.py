@@ -211,12 +211,12 @@ class PredictWidget(QWidget):
 
     def config(self) -> PredictConfig:
         return PredictConfig(
-                tile_size=int(self.tile.value()), batch_size=int(self.batch.value()),
-                device=self.device.currentText(),
-                threshold=None if self.own_threshold.isChecked() else self.threshold.value(),
-                instance_method=self.method.currentText(), min_size=int(self.min_size.value()),
-                tta=self.tta.isChecked(),
-                diameter="auto" if self.estimate.isChecked() else self.diameter.value() or None)
+            tile_size=int(self.tile.value()), batch_size=int(self.batch.value()),
+            device=self.device.currentText(),
+            threshold=None if self.own_threshold.isChecked() else self.threshold.value(),
+            instance_method=self.method.currentText(), min_size=int(self.min_size.value()),
+            tta=self.tta.isChecked(),
+            diameter="auto" if self.estimate.isChecked() else self.diameter.value() or None)
 
     def _job(self, ckpt, cfg, layer):
         """The prediction of one layer (its data read here, on the GUI thread)."""
