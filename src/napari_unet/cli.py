@@ -120,6 +120,11 @@ def _add_predict(sub) -> None:
                    "so that their cells have the size the model was trained on (`info` "
                    "shows it), and the labels come back at the images' size; 'auto' "
                    "estimates it per image from a first pass (default 0: no resizing)")
+    p.add_argument("--link-planes", type=float, default=0.0, metavar="IOU",
+                   help="of a stack (z-stack, or a time-lapse whose cells move less than "
+                   "their size): objects of consecutive planes that overlap by at least this "
+                   "intersection over union get one label (e.g. 0.25; default 0: each plane "
+                   "labelled on its own)")
     p.add_argument("--halo", type=int,
                    help="context px per tile for 'same' padding models (default: the whole "
                    "receptive field, exact; e.g. 48: about 2x faster, approximate)")
@@ -244,7 +249,8 @@ def cmd_predict(args) -> int:
     cfg = PredictConfig(tile_size=args.tile_size, batch_size=args.batch_size,
                         device=args.device, precision=args.precision, threshold=args.threshold,
                         instance_method=args.instance_method, min_size=args.min_size,
-                        tta=args.tta, halo=args.halo, diameter=args.diameter or None)
+                        tta=args.tta, halo=args.halo, diameter=args.diameter or None,
+                        link_planes=args.link_planes)
     out = Path(args.out)
     for f in tqdm(files, disable=args.quiet or len(files) <= 1, unit="image"):
         image = read_image(f)

@@ -316,6 +316,11 @@ class PredictConfig(_DictMixin):
         predicted, and the result resized back. 'auto': estimated from a first pass at the
         image's own size (of a stack, from its first plane). None or 0: predict at the
         image's own size.
+    link_planes : float
+        Of a stack (a z-stack, or a time-lapse whose cells move less than their size),
+        give the objects of consecutive planes that overlap by at least this intersection
+        over union one label (as Cellpose's ``stitch_threshold``); 0: each plane is
+        labelled on its own. Instance models only.
     """
 
     tile_size: int = 512
@@ -328,9 +333,15 @@ class PredictConfig(_DictMixin):
     tta: bool = False
     halo: int | None = None
     diameter: float | Literal["auto"] | None = None
+    link_planes: float = 0.0
 
     def __post_init__(self) -> None:
         _check_positive("tile_size", self.tile_size)
+        if isinstance(self.link_planes, bool) or not (
+                isinstance(self.link_planes, (int, float)) and 0 <= self.link_planes <= 1):
+            raise InputError(f"link_planes is the overlap (IoU, 0 to 1) at which objects of "
+                             f"consecutive planes become one; 0 leaves the planes apart, "
+                             f"not {self.link_planes!r}.")
         if self.diameter is not None and self.diameter != "auto" and not (
                 isinstance(self.diameter, (int, float)) and not isinstance(self.diameter, bool)
                 and 0 <= self.diameter < 1e5):

@@ -3,7 +3,8 @@
 ``predict(model, image)`` accepts a 2D image ``(H, W)`` / ``(H, W, C)`` or a stack of them
 ``(N, H, W)`` / ``(N, H, W, C)`` (the model's channel count decides which), runs the network
 over mirrored overlapping tiles in batches, writes class probabilities tile by tile into any
-array-like (numpy, memmap, zarr) and turns them into labels. It yields a
+array-like (numpy, memmap, zarr) and turns them into labels, plane by plane (the objects
+of a stack's planes linked into one label where ``link_planes`` asks). It yields a
 :class:`PredictEvent` after every batch of tiles and returns a :class:`PredictResult`::
 
     gen = predict("model.safetensors", image)
@@ -33,12 +34,17 @@ from .scale import (
     scale_factor,
     scaled_shape,
 )
+from .stacks import iter_link_planes, plane
 from .tiling import TilePlan, plan_tiles, read_window
 
 #: Why a cell diameter is refused where labels are written block by block.
 BLOCKWISE_DIAMETER = ("rescaling to a cell diameter needs the whole image in memory, so it "
                       "is not available where labels are written block by block (zarr "
                       "inputs, lazy layers, Dask); leave the diameter out (0) there.")
+
+#: Why linking planes is refused for semantic models.
+SEMANTIC_LINK = ("objects are linked across planes for instance models; this model "
+                 "segments classes, whose labels are the same in every plane already.")
 
 
 @dataclass(frozen=True)
@@ -251,28 +257,6 @@ def _estimate_note(found: float | None, factor: float, model_diameter: float) ->
     return f"cells of about {found:.0f} px found: {done}"
 
 
-class _Plane:
-    """Plane ``k`` of a stacked array-like, read and written in place (zarr has no views)."""
-
-    def __init__(self, array, k: int):
-        self.array, self.k = array, k
-        self.shape, self.dtype = tuple(array.shape[1:]), array.dtype
-        self.ndim = len(self.shape)
-        self.chunks = getattr(array, "chunks", None) and tuple(array.chunks[1:])
-
-    def _key(self, key):
-        return (self.k, *(key if isinstance(key, tuple) else (key,)))
-
-    def __getitem__(self, key):
-        return self.array[self._key(key)]
-
-    def __setitem__(self, key, value):
-        self.array[self._key(key)] = value
-
-    def __array__(self, dtype=None, copy=None):
-        return np.asarray(self.array[self.k], dtype=dtype)
-
-
 class _WithChannel:
     """A lazy 2D image seen as ``(H, W, 1)``; only the windows asked for are read."""
 
@@ -282,11 +266,6 @@ class _WithChannel:
 
     def __getitem__(self, key):
         return np.asarray(self.array[key[:2] if isinstance(key, tuple) else key])[..., None]
-
-
-def plane(array, k: int):
-    """Plane ``k`` of a stack: a view for numpy, a read/write proxy for zarr and the like."""
-    return array[k] if isinstance(array, np.ndarray) else _Plane(array, k)
 
 
 def _lazy_channels_last(image, name: str, channels: int):
@@ -396,6 +375,9 @@ def predict(model, image, config: PredictConfig | None = None, *, out_probabilit
     factor = 1.0 if auto else scale_factor(ckpt.object_diameter, config.diameter)
     if (auto or factor != 1.0) and out_labels is not None:
         raise InputError(BLOCKWISE_DIAMETER)
+    link = config.link_planes if stack and labels else 0.0
+    if link and ckpt.mode == "semantic":
+        raise InputError(SEMANTIC_LINK)
     device = resolve_device(config.device)
     precision = resolve_precision(device, config.precision)
     net = ckpt.build(device)
@@ -469,6 +451,12 @@ def predict(model, image, config: PredictConfig | None = None, *, out_probabilit
                     label_out[k] = lab
                 else:
                     label_out = lab
+        if link:
+            done_tiles = len(plan) * n
+            for k in iter_link_planes(out_labels if out_labels is not None else label_out,
+                                      link):
+                yield PredictEvent(done_tiles, done_tiles, k - 1, n,
+                                   f"linking objects across planes ({k} of {n})")
     finally:
         if scratch is not None:
             out_probabilities = None

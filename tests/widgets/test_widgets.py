@@ -7,6 +7,7 @@ from qtpy.QtCore import QTimer
 
 from napari_unet.checkpoint import load_checkpoint
 from napari_unet.config import PredictConfig
+from napari_unet.predict import predict
 from napari_unet.progress import run
 
 
@@ -185,13 +186,34 @@ def test_prediction_adds_labels_of_the_right_shape_and_scale(cells_viewer, qtbot
     assert len(cells_viewer.layers) == n_layers
 
 
-def test_prediction_of_a_stack(make_napari_viewer, qtbot, model_file):
+def test_prediction_of_a_stack(make_napari_viewer, qtbot, model_file, tmp_path):
+    from _models import thresholding_model
+
+    from napari_unet.checkpoint import save_checkpoint
+    from napari_unet.stacks import link_planes
+    from napari_unet.synthetic import touching_cells
+
     viewer = make_napari_viewer()
     viewer.add_image(np.random.default_rng(0).random((3, 64, 80)), name="stack")
     widget = predict_dock(viewer, model_file)
     widget.controls.start_btn.click()
     wait_done(qtbot, widget)
     assert viewer.layers["stack segmentation"].data.shape == (3, 64, 80)
+    # linked across planes: what the engine labels plane by plane, linked (a model that
+    # thresholds, as the tiny model trained for two steps finds no cells)
+    stack = np.stack([touching_cells((64, 80), n_cells=6, radius=8, seed=s)[1] > 0
+                      for s in (1, 1, 2)]).astype(np.float32)
+    viewer.add_image(stack, name="cells3d")
+    model_file = save_checkpoint(tmp_path / "threshold.safetensors", thresholding_model())
+    widget.use_model_file(model_file)
+    widget.image.setCurrentText("cells3d")
+    widget.link.setValue(0.25)
+    widget.controls.start_btn.click()
+    wait_done(qtbot, widget)
+    linked = viewer.layers["cells3d segmentation"].data
+    apart = run(predict(model_file, stack, widget.config().replace(link_planes=0))).labels
+    assert linked.max() > apart.max()  # ids go on from plane to plane
+    np.testing.assert_array_equal(linked, link_planes(apart.astype(np.uint32), 0.25))
 
 
 def test_a_lazy_multiscale_layer_is_predicted_to_disk(make_napari_viewer, qtbot, model_file,

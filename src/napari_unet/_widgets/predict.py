@@ -100,6 +100,11 @@ class PredictWidget(QWidget):
                                  "then predict at the model's (of a stack: its first plane)")
         self.estimate.toggled.connect(lambda on: self.diameter.setEnabled(not on))
         self.diameter_hint = QLabel("")
+        self.link = spin(0, 0, 1, decimals=2, step=0.05,
+                         tip="of a stack (z-stack, or a time-lapse whose cells move less "
+                             "than their size): objects of consecutive planes that overlap "
+                             "by at least this IoU get one label (e.g. 0.25)")
+        self.link.setSpecialValueText("planes apart")
         self.probabilities = QCheckBox("also add the probability map")
         self.probabilities.setToolTip("the foreground probability; for a distance model "
                                       "also its distance map, for an offsets model where "
@@ -135,6 +140,7 @@ class PredictWidget(QWidget):
         row.addWidget(self.estimate)
         form.addRow("Cell diameter", row)
         form.addRow("", self.diameter_hint)
+        form.addRow("Link planes", self.link)
         form.addRow("", self.probabilities)
         form.addRow("", self.tta)
         form.addRow("Device", self.device)
@@ -216,7 +222,8 @@ class PredictWidget(QWidget):
             threshold=None if self.own_threshold.isChecked() else self.threshold.value(),
             instance_method=self.method.currentText(), min_size=int(self.min_size.value()),
             tta=self.tta.isChecked(),
-            diameter="auto" if self.estimate.isChecked() else self.diameter.value() or None)
+            diameter="auto" if self.estimate.isChecked() else self.diameter.value() or None,
+            link_planes=self.link.value())
 
     def _job(self, ckpt, cfg, layer):
         """The prediction of one layer (its data read here, on the GUI thread)."""

@@ -1,0 +1,149 @@
+"""Objects linked across the planes of a stack.
+
+A 2D U-Net labels each plane of a z-stack on its own, so one nucleus cut by ten planes
+comes out as ten objects with unrelated ids. Linking gives the objects of consecutive
+planes that overlap one id: plane by plane, the pairs of objects (one in the plane before,
+already linked, one in this plane) are ranked by their intersection over union, and taken
+greedily, each object at most once, while their IoU is at least ``min_iou``; an object of
+this plane left unmatched starts a new id (as Cellpose stitches 2D masks into 3D with its
+``stitch_threshold``). The same works for a time-lapse whose cells move less than their
+own size between frames.
+
+Planes are read and written one block at a time, so a stack on disk (zarr, memmap) is
+linked in the memory of two blocks; a numpy stack is linked in one block per plane.
+:func:`plane` gives a plane of any of them that reads and writes in place.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+
+import numpy as np
+
+from .blockwise import blocks
+from .errors import InputError
+
+
+def _counts(values: np.ndarray) -> Counter:
+    ids, n = np.unique(values, return_counts=True)
+    return Counter(dict(zip(ids.tolist(), n.tolist(), strict=True)))
+
+
+def _overlaps(prev, cur, block) -> tuple[Counter, Counter, Counter]:
+    """Pixel counts of the objects of two planes and of their intersections (``prev``
+    None: of ``cur``'s objects only)."""
+    sizes_prev, sizes_cur, shared = Counter(), Counter(), Counter()
+    for sl in blocks(cur.shape, block):
+        b = np.asarray(cur[sl]).ravel().astype(np.uint64)
+        sizes_cur.update(_counts(b[b > 0]))
+        if prev is not None:
+            a = np.asarray(prev[sl]).ravel().astype(np.uint64)
+            sizes_prev.update(_counts(a[a > 0]))
+            both = (a > 0) & (b > 0)
+            shared.update(_counts((a[both] << np.uint64(32)) | b[both]))
+    return sizes_prev, sizes_cur, shared
+
+
+def match_objects(sizes_prev: Counter, sizes_cur: Counter, shared: Counter,
+                  min_iou: float) -> dict[int, int]:
+    """This plane's id -> the previous plane's id it continues, one to one, greedily by
+    IoU (ties to the smaller ids), for pairs whose IoU is at least ``min_iou``."""
+    pairs = []
+    for key, inter in shared.items():
+        p, c = key >> 32, key & 0xFFFFFFFF
+        iou = inter / (sizes_prev[p] + sizes_cur[c] - inter)
+        if iou >= min_iou:
+            pairs.append((-iou, p, c))
+    match, taken = {}, set()
+    for _, p, c in sorted(pairs):
+        if c not in match and p not in taken:
+            match[c] = p
+            taken.add(p)
+    return match
+
+
+def _relabel(plane, mapping: dict[int, int], block, dtype) -> None:
+    keys = np.array(sorted(mapping), np.uint64)
+    values = np.array([mapping[k] for k in keys.tolist()], dtype)
+    for sl in blocks(plane.shape, block):
+        old = np.asarray(plane[sl])
+        new = np.zeros(old.shape, dtype)
+        inside = old > 0
+        if keys.size and inside.any():
+            new[inside] = values[np.searchsorted(keys, old[inside].astype(np.uint64))]
+        plane[sl] = new
+
+
+def iter_link_planes(labels, min_iou: float = 0.25, *, block=None) -> Iterator[int]:
+    """Link the objects of ``labels`` (``(N, H, W)``, numpy, zarr or memmap; changed in
+    place) across its planes; yields the number of planes done after each one.
+
+    Ids come out consecutive from 1 in order of first appearance plane by plane.
+    ``block``: the side of the blocks read at once (default: the labels' chunks, or
+    whole planes).
+    """
+    if not 0 < min_iou <= 1:
+        raise InputError(f"the overlap to link objects across planes must be an IoU "
+                         f"between 0 and 1, not {min_iou}.")
+    if labels.ndim != 3:
+        raise InputError(f"objects are linked across the planes of a stack (N, H, W), not "
+                         f"an array of shape {tuple(labels.shape)}.")
+    chunks = getattr(labels, "chunks", None)
+    if block is None and isinstance(chunks, tuple) and len(chunks) == 3:
+        block = tuple(chunks[-2:])
+    elif block is None:  # in memory: whole planes; a memmap: blocks of 2048 px
+        block = 2048 if isinstance(labels, np.memmap) else tuple(labels.shape[1:])
+    dtype = np.dtype(labels.dtype)
+    top = np.iinfo(dtype).max
+    planes = [plane(labels, k) for k in range(labels.shape[0])]
+    next_id = 1
+    for k, cur in enumerate(planes):
+        sizes_prev, sizes_cur, shared = _overlaps(planes[k - 1] if k else None, cur, block)
+        match = match_objects(sizes_prev, sizes_cur, shared, min_iou)
+        mapping = {}
+        for c in sorted(sizes_cur):
+            if c in match:
+                mapping[c] = match[c]
+            else:
+                mapping[c] = next_id
+                next_id += 1
+        if next_id - 1 > top:
+            raise InputError(f"linked across the planes there are {next_id - 1} objects, "
+                             f"more than labels of type {dtype} can number.")
+        _relabel(cur, mapping, block, dtype)
+        yield k + 1
+
+
+def link_planes(labels, min_iou: float = 0.25, *, block=None):
+    """:func:`iter_link_planes` run to the end; returns ``labels`` (changed in place)."""
+    for _ in iter_link_planes(labels, min_iou, block=block):
+        pass
+    return labels
+
+
+class _Plane:
+    """Plane ``k`` of a stacked array-like, read and written in place (zarr has no views)."""
+
+    def __init__(self, array, k: int):
+        self.array, self.k = array, k
+        self.shape, self.dtype = tuple(array.shape[1:]), array.dtype
+        self.ndim = len(self.shape)
+        self.chunks = getattr(array, "chunks", None) and tuple(array.chunks[1:])
+
+    def _key(self, key):
+        return (self.k, *(key if isinstance(key, tuple) else (key,)))
+
+    def __getitem__(self, key):
+        return self.array[self._key(key)]
+
+    def __setitem__(self, key, value):
+        self.array[self._key(key)] = value
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self.array[self.k], dtype=dtype)
+
+
+def plane(array, k: int):
+    """Plane ``k`` of a stack: a view for numpy, a read/write proxy for zarr and the like."""
+    return array[k] if isinstance(array, np.ndarray) else _Plane(array, k)

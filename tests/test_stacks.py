@@ -1,0 +1,172 @@
+"""Objects linked across the planes of a stack (``PredictConfig.link_planes``)."""
+
+import numpy as np
+import pytest
+from _models import thresholding_model
+
+from napari_unet.config import PredictConfig
+from napari_unet.errors import InputError
+from napari_unet.instances import components
+from napari_unet.io import create_zarr
+from napari_unet.predict import predict
+from napari_unet.progress import run
+from napari_unet.stacks import link_planes, match_objects
+
+
+def balls(shape, centres, radii):
+    """3D instance labels of balls (ids 1..n)."""
+    zz, yy, xx = np.mgrid[: shape[0], : shape[1], : shape[2]]
+    lab = np.zeros(shape, np.int32)
+    for i, ((cz, cy, cx), r) in enumerate(zip(centres, radii, strict=True), start=1):
+        lab[(zz - cz) ** 2 + (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2] = i
+    return lab
+
+
+def per_plane(truth, rng):
+    """Each plane labelled on its own, as a 2D model does: ids from 1 in every plane, in a
+    random order."""
+    out = np.zeros(truth.shape, np.uint32)
+    for k, p in enumerate(truth):
+        ids = np.unique(p[p > 0])
+        order = rng.permutation(len(ids)) + 1
+        for i, new in zip(ids, order, strict=True):
+            out[k][p == i] = new
+    return out
+
+
+def same_partition(a, b) -> bool:
+    """True where the two labellings are the same objects under some renaming of ids."""
+    pairs = np.unique(np.stack([a.ravel(), b.ravel()]), axis=1)
+    return (len(np.unique(pairs[0])) == pairs.shape[1] == len(np.unique(pairs[1]))
+            and ((pairs[0] == 0) == (pairs[1] == 0)).all())
+
+
+@pytest.fixture
+def truth():
+    # balls of different sizes and depths, two of them touching side by side, one that
+    # starts in a later plane right below where another one ended; the sections of under
+    # 30 px at their poles are left out, as a minimum object size removes them in a
+    # prediction (a pole of a few pixels overlaps the section next to it too little)
+    lab = balls((24, 64, 80), [(8, 20, 20), (10, 20, 33), (12, 45, 60), (4, 48, 20),
+                               (17, 48, 20)],
+                [6, 8, 9, 4, 5])
+    for p in lab:
+        ids, sizes = np.unique(p, return_counts=True)
+        p[np.isin(p, ids[sizes < 30])] = 0
+    return lab
+
+
+def test_planes_labelled_apart_come_back_as_the_3d_objects(truth, rng):
+    flat = per_plane(truth, rng)
+    assert not same_partition(flat, truth)  # one ball has several ids before linking
+    linked = link_planes(flat.copy(), 0.25)
+    assert same_partition(linked, truth)
+    ids = np.unique(linked[linked > 0])
+    np.testing.assert_array_equal(ids, np.arange(1, len(ids) + 1))  # consecutive
+
+
+def test_objects_that_do_not_overlap_enough_stay_apart():
+    # one square in plane 0, the same square shifted by 6 of its 10 px in plane 1: IoU 1/4
+    lab = np.zeros((2, 30, 30), np.uint16)
+    lab[0, 5:15, 5:15] = 7
+    lab[1, 5:15, 11:21] = 3
+    linked = link_planes(lab.copy(), 0.2)
+    assert linked[0, 10, 10] == linked[1, 10, 18] == 1
+    apart = link_planes(lab.copy(), 0.3)
+    assert apart[0, 10, 10] == 1 and apart[1, 10, 18] == 2
+
+
+def test_each_object_continues_at_most_one():
+    # one object in plane 0 is split into two in plane 1: the one overlapping it more
+    # keeps its id, the other starts a new object
+    lab = np.zeros((2, 20, 40), np.uint32)
+    lab[0, 5:15, 5:35] = 1
+    lab[1, 5:15, 5:22] = 1
+    lab[1, 5:15, 23:35] = 2
+    linked = link_planes(lab.copy(), 0.1)
+    assert linked[1, 10, 10] == linked[0, 10, 10] == 1
+    assert linked[1, 10, 30] == 2
+    assert match_objects({1: 10}, {5: 10, 6: 10}, {(1 << 32) | 5: 8, (1 << 32) | 6: 8},
+                         0.5) == {5: 1}  # a tie goes to the smaller id
+
+
+def test_a_zarr_stack_is_linked_block_by_block(truth, rng, tmp_path):
+    flat = per_plane(truth, rng)
+    store = create_zarr(tmp_path / "labels.zarr", flat.shape, "uint32", (1, 16, 16))
+    store[...] = flat
+    link_planes(store, 0.25)  # blocks of the chunks: 16 px, smaller than every ball
+    np.testing.assert_array_equal(np.asarray(store[...]), link_planes(flat.copy(), 0.25))
+
+
+def test_bad_overlaps_and_shapes_are_refused():
+    with pytest.raises(InputError, match="IoU between 0 and 1"):
+        link_planes(np.zeros((2, 4, 4), np.uint8), 1.5)
+    with pytest.raises(InputError, match="stack"):
+        link_planes(np.zeros((4, 4), np.uint8), 0.5)
+    with pytest.raises(InputError, match="link_planes is the overlap"):
+        PredictConfig(link_planes=2.0)
+    with pytest.raises(InputError, match="more than labels of type uint8"):
+        lab = np.zeros((2, 40, 40), np.uint8)
+        lab[0] = np.arange(1600).reshape(40, 40) % 200 + 1
+        lab[1] = lab[0].T  # other pixels: every object of plane 1 is new
+        link_planes(lab, 0.99)
+
+
+def test_prediction_links_the_planes_of_a_stack(truth, rng, tmp_path):
+    fg = truth > 0
+    fg[:, 60:, :] = True  # a bar through every plane: no plane is noise alone
+    image = fg.astype(np.float32) + rng.normal(0, 0.05, fg.shape).astype(np.float32)
+    cfg = PredictConfig(device="cpu", precision="fp32", tile_size=64, min_size=0,
+                        instance_method="components")
+    apart = run(predict(thresholding_model(), image, cfg)).labels
+    # the model finds each plane's foreground, and its connected components are the
+    # objects (the two touching balls are one)
+    expected = np.stack([components(p, grow=1, min_size=0) for p in fg])
+    assert same_partition(apart, expected)
+    assert apart[10].max() == 3  # ids restart in every plane: balls 1+2, ball 3, the bar
+    events = []
+    result = run(predict(thresholding_model(), image, cfg.replace(link_planes=0.25)),
+                 events.append)
+    assert same_partition(result.labels, link_planes(expected.astype(np.uint32), 0.25))
+    ids = [np.unique(result.labels[truth == i]) for i in (3, 4, 5)]
+    assert all(len(i) == 1 for i in ids)  # each isolated ball: one id through its planes
+    assert ids[1] != ids[2]  # balls 4 and 5: one above the other, apart in z
+    assert len(np.unique(result.labels[:, 60:, :])) == 1  # the bar
+    assert any("linking objects across planes (24 of 24)" in e.message for e in events)
+    # the same written block by block into a zarr store
+    out = create_zarr(tmp_path / "l.zarr", fg.shape, "uint32", (1, 32, 32))
+    run(predict(thresholding_model(), image, cfg.replace(link_planes=0.25), out_labels=out))
+    np.testing.assert_array_equal(np.asarray(out[...]), result.labels)
+
+
+def test_linking_is_for_instance_models(rng):
+    image = rng.random((3, 32, 32)).astype(np.float32)
+    cfg = PredictConfig(device="cpu", precision="fp32", tile_size=64, link_planes=0.5)
+    with pytest.raises(InputError, match="linked across planes for instance models"):
+        run(predict(thresholding_model("semantic"), image, cfg))
+    one = run(predict(thresholding_model(), image[0], cfg))  # a 2D image: nothing to link
+    assert one.labels.shape == (32, 32)
+
+
+def test_command_line_links_the_planes(truth, rng, tmp_path, capsys):
+    import tifffile
+
+    from napari_unet.checkpoint import save_checkpoint
+    from napari_unet.cli import main
+
+    model = save_checkpoint(tmp_path / "m.safetensors", thresholding_model())
+    image = (truth > 0).astype(np.float32) * 100 + rng.normal(0, 5, truth.shape)
+    image[:, 60:, :] = 100
+    tifffile.imwrite(tmp_path / "stack.tif", image.astype(np.float32))
+    flags = ["--instance-method", "components", "--min-size", "0", "--tile-size", "64"]
+    assert main(["-q", "predict", str(model), str(tmp_path / "stack.tif"), "--out",
+                 str(tmp_path / "out"), "--link-planes", "0.25", *flags]) == 0
+    linked = tifffile.imread(tmp_path / "out" / "stack.tif")
+    apart = run(predict(model, image.astype(np.float32),
+                        PredictConfig(instance_method="components", min_size=0,
+                                      tile_size=64))).labels
+    np.testing.assert_array_equal(linked, link_planes(apart.astype(np.uint32), 0.25))
+    assert len(np.unique(linked[truth == 3])) == 1
+    assert main(["-q", "predict", str(model), str(tmp_path / "stack.tif"), "--out",
+                 str(tmp_path / "bad"), "--link-planes", "3"]) == 2
+    assert "link_planes is the overlap (IoU, 0 to 1)" in capsys.readouterr().err
