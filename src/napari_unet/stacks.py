@@ -36,6 +36,8 @@ def _overlaps(prev, cur, block) -> tuple[Counter, Counter, Counter]:
     sizes_prev, sizes_cur, shared = Counter(), Counter(), Counter()
     for sl in blocks(cur.shape, block):
         b = np.asarray(cur[sl]).ravel().astype(np.uint64)
+        if b.size and int(b.max()) >> 32:
+            raise InputError("labels of 2**32 or more cannot be linked across planes.")
         sizes_cur.update(_counts(b[b > 0]))
         if prev is not None:
             a = np.asarray(prev[sl]).ravel().astype(np.uint64)
