@@ -10,7 +10,7 @@ this plane left unmatched starts a new id (as Cellpose stitches 2D masks into 3D
 own size between frames.
 
 Planes are read and written one block at a time, so a stack on disk (zarr, memmap) is
-linked in the memory of two blocks; a numpy stack is linked in one block per plane.
+linked in the memory of two blocks.
 :func:`plane` gives a plane of any of them that reads and writes in place.
 """
 
@@ -30,21 +30,20 @@ def _counts(values: np.ndarray) -> Counter:
     return Counter(dict(zip(ids.tolist(), n.tolist(), strict=True)))
 
 
-def _overlaps(prev, cur, block) -> tuple[Counter, Counter, Counter]:
-    """Pixel counts of the objects of two planes and of their intersections (``prev``
-    None: of ``cur``'s objects only)."""
-    sizes_prev, sizes_cur, shared = Counter(), Counter(), Counter()
+def _overlaps(prev, cur, block) -> tuple[Counter, Counter]:
+    """Pixel counts of ``cur``'s objects and of their intersections with ``prev``'s
+    (``prev`` None: none)."""
+    sizes, shared = Counter(), Counter()
     for sl in blocks(cur.shape, block):
         b = np.asarray(cur[sl]).ravel().astype(np.uint64)
         if b.size and int(b.max()) >> 32:
             raise InputError("labels of 2**32 or more cannot be linked across planes.")
-        sizes_cur.update(_counts(b[b > 0]))
+        sizes.update(_counts(b[b > 0]))
         if prev is not None:
             a = np.asarray(prev[sl]).ravel().astype(np.uint64)
-            sizes_prev.update(_counts(a[a > 0]))
             both = (a > 0) & (b > 0)
             shared.update(_counts((a[both] << np.uint64(32)) | b[both]))
-    return sizes_prev, sizes_cur, shared
+    return sizes, shared
 
 
 def match_objects(sizes_prev: Counter, sizes_cur: Counter, shared: Counter,
@@ -83,7 +82,7 @@ def iter_link_planes(labels, min_iou: float = 0.25, *, block=None) -> Iterator[i
 
     Ids come out consecutive from 1 in order of first appearance plane by plane.
     ``block``: the side of the blocks read at once (default: the labels' chunks, or
-    whole planes).
+    2048 px).
     """
     if not 0 < min_iou <= 1:
         raise InputError(f"the overlap to link objects across planes must be an IoU "
@@ -92,16 +91,13 @@ def iter_link_planes(labels, min_iou: float = 0.25, *, block=None) -> Iterator[i
         raise InputError(f"objects are linked across the planes of a stack (N, H, W), not "
                          f"an array of shape {tuple(labels.shape)}.")
     chunks = getattr(labels, "chunks", None)
-    if block is None and isinstance(chunks, tuple) and len(chunks) == 3:
-        block = tuple(chunks[-2:])
-    elif block is None:  # in memory: whole planes; a memmap: blocks of 2048 px
-        block = 2048 if isinstance(labels, np.memmap) else tuple(labels.shape[1:])
+    block = block or (tuple(chunks[-2:]) if chunks else 2048)
     dtype = np.dtype(labels.dtype)
     top = np.iinfo(dtype).max
     planes = [plane(labels, k) for k in range(labels.shape[0])]
-    next_id = 1
+    next_id, sizes_prev = 1, Counter()  # the plane before's objects, by their new ids
     for k, cur in enumerate(planes):
-        sizes_prev, sizes_cur, shared = _overlaps(planes[k - 1] if k else None, cur, block)
+        sizes_cur, shared = _overlaps(planes[k - 1] if k else None, cur, block)
         match = match_objects(sizes_prev, sizes_cur, shared, min_iou)
         mapping = {}
         for c in sorted(sizes_cur):
@@ -114,6 +110,7 @@ def iter_link_planes(labels, min_iou: float = 0.25, *, block=None) -> Iterator[i
             raise InputError(f"linked across the planes there are {next_id - 1} objects, "
                              f"more than labels of type {dtype} can number.")
         _relabel(cur, mapping, block, dtype)
+        sizes_prev = Counter({mapping[c]: n for c, n in sizes_cur.items()})
         yield k + 1
 
 

@@ -47,7 +47,8 @@ class LayerCombo(QComboBox):
 
 
 def spin(value: float, lo: float, hi: float, *, step: float = 1, decimals: int = 0,
-         tip: str = "") -> QSpinBox | QDoubleSpinBox:
+         tip: str = "", special: str = "") -> QSpinBox | QDoubleSpinBox:
+    """A spin box; ``special``: what it shows instead of its lowest value."""
     box = QDoubleSpinBox() if decimals else QSpinBox()
     if decimals:
         box.setDecimals(decimals)
@@ -55,6 +56,7 @@ def spin(value: float, lo: float, hi: float, *, step: float = 1, decimals: int =
     box.setSingleStep(step)
     box.setValue(value)
     box.setToolTip(tip)
+    box.setSpecialValueText(special)
     return box
 
 

@@ -80,8 +80,8 @@ class PredictWidget(QWidget):
         refresh.setToolTip("Look for newly trained models")
         refresh.clicked.connect(self.refresh_models)
         self.tile = spin(512, 64, 8192, step=64, tip="input tile side in pixels")
-        self.batch = spin(0, 0, 256, tip="tiles per forward pass (auto: from the free memory)")
-        self.batch.setSpecialValueText("auto")
+        self.batch = spin(0, 0, 256, tip="tiles per forward pass (auto: from the free memory)",
+                          special="auto")
         self.own_threshold = QCheckBox("use the model's calibrated threshold")
         self.own_threshold.setChecked(True)
         self.threshold = spin(0.5, 0.01, 0.99, decimals=2, step=0.05)
@@ -93,8 +93,8 @@ class PredictWidget(QWidget):
         self.diameter = spin(0, 0, 5000, decimals=1, step=1,
                              tip="typical cell diameter in this image (pixels): the image is "
                                  "resized so that its cells have the size the model learnt, "
-                                 "and the labels come back at the image's size")
-        self.diameter.setSpecialValueText("as the image is")
+                                 "and the labels come back at the image's size",
+                             special="as the image is")
         self.estimate = QCheckBox("estimate")
         self.estimate.setToolTip("find the cells' size in a first pass at the image's size, "
                                  "then predict at the model's (of a stack: its first plane)")
@@ -103,8 +103,8 @@ class PredictWidget(QWidget):
         self.link = spin(0, 0, 1, decimals=2, step=0.05,
                          tip="of a stack (z-stack, or a time-lapse whose cells move less "
                              "than their size): objects of consecutive planes that overlap "
-                             "by at least this IoU get one label (e.g. 0.25)")
-        self.link.setSpecialValueText("planes apart")
+                             "by at least this IoU get one label (e.g. 0.25)",
+                         special="planes apart")
         self.probabilities = QCheckBox("also add the probability map")
         self.probabilities.setToolTip("the foreground probability; for a distance model "
                                       "also its distance map, for an offsets model where "
