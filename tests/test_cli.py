@@ -121,3 +121,17 @@ def test_importing_the_package_imports_neither_torch_nor_qt():
             "for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_every_option_says_what_it_does():
+    """`napari-unet COMMAND -h` is the manual of users who never read the README: every
+    argument of every command has a help text."""
+    import argparse
+
+    from napari_unet.cli import parser
+
+    commands = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in commands.choices.items():
+        for action in sub._actions:
+            if not isinstance(action, argparse._HelpAction):
+                assert action.help, f"napari-unet {name}: {action.dest} has no help text"

@@ -1,5 +1,5 @@
-"""The command line: ``napari-unet train|predict|sample|info|export``; the engine the
-widgets drive.
+"""The command line: ``napari-unet train|predict|sample|info|export``, driving the same
+engine as the napari widgets.
 
 A problem with the input ends with one line naming the file and the problem on stderr and
 exit status 2; nothing is half-written (results and models are written atomically).
@@ -19,46 +19,75 @@ from .errors import NapariUNetError
 EXIT_BAD_INPUT = 2
 
 
+def _add_device(p) -> None:
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                   help="auto: CUDA, then Apple MPS, then the CPU (default auto)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="auto: bf16 where the GPU or CPU computes it natively, else fp32")
+
+
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train or fine-tune a model on image/label files",
                        description="Train a U-Net on IMAGES with LABELS (folders or globs of "
                        "TIFF/PNG files paired by file name) and save it to MODEL.")
-    p.add_argument("images")
-    p.add_argument("labels")
-    p.add_argument("--out", required=True, help="model file to write (.safetensors)")
+    p.add_argument("images", help="folder or glob of image files (TIFF/PNG)")
+    p.add_argument("labels", help="folder or glob of label files, paired with the images by "
+                   "file name: instance labels (0 background, 1..N cells) or, with --mode "
+                   "semantic, class indices 0..K")
+    p.add_argument("--out", required=True, metavar="MODEL",
+                   help="model file to write (.safetensors)")
     p.add_argument("--from", dest="init_from",
                    help="model to fine-tune: a model file, or 'nuclei' (shipped)")
-    p.add_argument("--mode", choices=["instances", "semantic"], default="instances")
+    p.add_argument("--mode", choices=["instances", "semantic"], default="instances",
+                   help="instances: labels are cells 1..N, touching ones separated; semantic: "
+                   "a class per pixel (default instances)")
     p.add_argument("--target", choices=TARGETS,
                    default="two_class",
                    help="instances: paper's two classes, background/interior/boundary, "
                         "the paper's two classes plus a regressed distance map (watershed), "
-                        "or plus each pixel's vector to its cell's centre (centre voting)")
+                        "or plus each pixel's vector to its cell's centre (centre voting) "
+                        "(default two_class)")
     dur = p.add_mutually_exclusive_group()
-    dur.add_argument("--epochs", type=int)
-    dur.add_argument("--time-budget", type=float, help="seconds")
-    p.add_argument("--steps-per-epoch", type=int)
-    p.add_argument("--base-channels", type=int, default=32)
-    p.add_argument("--depth", type=int, default=4)
-    p.add_argument("--padding", choices=["valid", "same"], default="valid")
-    p.add_argument("--norm", choices=["none", "batch", "group"], default="batch")
-    p.add_argument("--w0", type=float, default=10.0)
-    p.add_argument("--sigma", type=float, default=5.0)
-    p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--patch-size", type=int, default=256)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--dice-weight", type=float, default=0.5)
-    p.add_argument("--no-augment", action="store_true")
+    dur.add_argument("--epochs", type=int, help="passes to train for (default 50)")
+    dur.add_argument("--time-budget", type=float, metavar="SECONDS",
+                     help="train for this long instead, keeping the best epoch")
+    p.add_argument("--steps-per-epoch", type=int,
+                   help="batches per epoch (default: from the number of images)")
+    p.add_argument("--base-channels", type=int, default=32,
+                   help="channels of the first level, doubled at each level down (the paper: "
+                   "64; default 32)")
+    p.add_argument("--depth", type=int, default=4, help="pooling steps (default 4)")
+    p.add_argument("--padding", choices=["valid", "same"], default="valid",
+                   help="valid: the paper's unpadded convolutions; same: padded, faster to "
+                   "train (default valid)")
+    p.add_argument("--norm", choices=["none", "batch", "group"], default="batch",
+                   help="normalisation after each convolution (default batch)")
+    p.add_argument("--w0", type=float, default=10.0,
+                   help="border weight amplitude of the paper's weight map (default 10)")
+    p.add_argument("--sigma", type=float, default=5.0,
+                   help="border weight width in pixels (default 5)")
+    p.add_argument("--val-fraction", type=float, default=0.1,
+                   help="share of the images held out to keep the best model and calibrate "
+                   "the threshold (default 0.1)")
+    p.add_argument("--batch-size", type=int, default=4, help="patches per step (default 4)")
+    p.add_argument("--patch-size", type=int, default=256,
+                   help="side of the training patches in pixels (default 256)")
+    p.add_argument("--lr", type=float, default=1e-3,
+                   help="Adam learning rate, decayed by a cosine (default 0.001)")
+    p.add_argument("--dice-weight", type=float, default=0.5,
+                   help="weight of the soft Dice term beside the weighted cross-entropy "
+                   "(default 0.5)")
+    p.add_argument("--no-augment", action="store_true",
+                   help="no elastic deformation, flips, rotations or intensity changes")
     p.add_argument("--zoom", type=float, default=0.0,
                    help="random zoom augmentation by up to a factor 1+ZOOM either way")
     p.add_argument("--no-class-balance", action="store_true",
                    help="leave out the weight map's class-frequency term w_c")
-    p.add_argument("--freeze-encoder", action="store_true")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                   help="auto: bf16 where the GPU or CPU computes it natively, else fp32")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--freeze-encoder", action="store_true",
+                   help="with --from: train the expanding path only")
+    _add_device(p)
+    p.add_argument("--seed", type=int, default=0,
+                   help="random seed of the split, patches and augmentation (default 0)")
     p.add_argument("--match-size", action="store_true",
                    help="with --from: resize the images so that their cells have the size "
                    "the model learnt (then predict with --diameter or --diameter auto)")
@@ -86,8 +115,9 @@ def _add_predict(sub) -> None:
                        "are written block by block to DIR/<stem>.zarr (or to --out itself "
                        "when it ends in .zarr), in this process or on a Dask cluster "
                        "(--scheduler).")
-    p.add_argument("model")
-    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("model", help="a model file, a bioimage.io package, or 'nuclei' (shipped)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image files, folders or globs; zarr / OME-Zarr")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="folder for the results, or OUT.zarr for a single zarr input")
     p.add_argument("--scheduler", metavar="local|ADDRESS",
@@ -97,12 +127,11 @@ def _add_predict(sub) -> None:
                    help="worker processes of --scheduler local (default 2)")
     p.add_argument("--chunk", type=int, default=1024,
                    help="block side of zarr outputs (a multiple of 2**depth; default 1024)")
-    p.add_argument("--tile-size", type=int, default=512)
+    p.add_argument("--tile-size", type=int, default=512,
+                   help="side of the tiles in pixels (default 512)")
     p.add_argument("--batch-size", type=int, default=0,
                    help="tiles per forward pass (default 0: from the free device memory)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                   help="auto: bf16 on a CUDA GPU that has it, fp32 elsewhere")
+    _add_device(p)
     p.add_argument("--probabilities", action="store_true",
                    help="also write <stem>_prob.tif (float32, classes first)")
     p.add_argument("--threshold", type=float,
@@ -112,7 +141,8 @@ def _add_predict(sub) -> None:
                    help="auto/watershed: the model's own separation (a seeded watershed, or "
                         "centre voting for an offsets model); components: the paper's "
                         "connected components")
-    p.add_argument("--min-size", type=int, default=10)
+    p.add_argument("--min-size", type=int, default=10,
+                   help="objects smaller than this many pixels are removed (default 10)")
     p.add_argument("--tta", action="store_true",
                    help="average over the 8 rotations and flips of the input (8x slower)")
     p.add_argument("--diameter", type=_diameter, default=0.0, metavar="PX|auto",
@@ -131,22 +161,25 @@ def _add_predict(sub) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="napari-unet", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        prog="napari-unet",
+        description="Train, fine-tune and run a U-Net on microscopy images, headless: the "
+        "engine of the napari-unet widgets. 'napari-unet COMMAND -h' describes each command.")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sub = ap.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_predict(sub)
     s = sub.add_parser("sample", help="write synthetic touching-cell images and labels")
-    s.add_argument("folder")
-    s.add_argument("--count", type=int, default=6)
+    s.add_argument("folder", help="writes FOLDER/images and FOLDER/labels")
+    s.add_argument("--count", type=int, default=6, help="image pairs (default 6)")
     i = sub.add_parser("info", help="show what a model file holds")
-    i.add_argument("model")
+    i.add_argument("model", help="a model file, a bioimage.io package, or 'nuclei'")
     e = sub.add_parser("export", help="write a model as a bioimage.io model package (.zip)",
                        description="Write MODEL (a model file, a shipped model's name or a "
                        "bioimage.io package) as a BioImage Model Zoo package for deepImageJ, "
                        "ilastik, bioimageio.core and napari; MODEL.zip opens in napari-unet "
                        "again.")
-    e.add_argument("model")
+    e.add_argument("model", help="a model file, a bioimage.io package, or 'nuclei'")
     e.add_argument("--out", required=True, help="package to write (.zip)")
     e.add_argument("--name", help="model name (default: the file name)")
     e.add_argument("--author", action="append", dest="authors",
