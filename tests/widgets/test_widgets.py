@@ -244,6 +244,31 @@ def test_a_lazy_multiscale_layer_is_predicted_to_disk(make_napari_viewer, qtbot,
     assert viewer.layers["big probabilities"].data.shape == image.shape
 
 
+def test_a_lazy_prediction_cancelled_or_refused_leaves_no_store(model_file, models_home):
+    """The zarr stores of a lazy layer are made when its prediction starts and removed if
+    it does not finish: Cancel (the generator closed) or a refused image."""
+    import dask.array as da
+
+    from napari_unet._widgets._outputs import predict_to_disk
+    from napari_unet.errors import InputError
+    from napari_unet.synthetic import touching_cells
+
+    ckpt = load_checkpoint(model_file)
+    image = da.from_array(touching_cells((300, 260), n_cells=30, radius=9, seed=4)[0],
+                          chunks=128)
+    folder = models_home.parent / "predictions"
+    job = predict_to_disk(ckpt, image, PredictConfig(), "big", True)
+    assert not folder.exists()  # nothing made before the prediction starts
+    next(job)
+    assert len(list(folder.glob("big-*.zarr"))) == 2
+    job.close()  # what Cancel does
+    assert list(folder.glob("*")) == []
+    rgb = da.zeros((64, 64, 3), chunks=32)  # three channels for a one-channel model
+    with pytest.raises(InputError, match="channel"):
+        next(predict_to_disk(ckpt, rgb, PredictConfig(), "rgb", False))
+    assert list(folder.glob("*")) == []
+
+
 @pytest.mark.parametrize("case", ["RGB image for a grey model", "NaN image"])
 def test_bad_image_for_prediction_notifies(cells_viewer, qtbot, notes, model_file, case):
     if case == "NaN image":

@@ -1,5 +1,6 @@
-"""What a prediction adds to the viewer: the labels, probability, distance and centre-vote
-layers, named after the image and placed where it is."""
+"""What a prediction adds to the viewer (the labels, probability, distance and centre-vote
+layers, named after the image and placed where it is), and the zarr stores on disk that a
+lazy layer's prediction writes."""
 
 from __future__ import annotations
 
@@ -60,19 +61,33 @@ def show_result(viewer, result, layer, probabilities: bool) -> None:
                   colormap="inferno", blending="additive", visible=False)
 
 
-def lazy_outputs(ckpt, data, name: str, probabilities: bool) -> dict:
-    """zarr arrays on disk (in ~/napari-unet/predictions) for the labels and probabilities
-    of a lazy layer, so that it is predicted without being loaded whole."""
+def predict_to_disk(ckpt, data, config, name: str, probabilities: bool):
+    """:func:`napari_unet.predict.predict` of a lazy layer (Dask, zarr, multiscale) into
+    zarr arrays on disk (in ~/napari-unet/predictions), so that it is predicted without
+    being loaded whole. The arrays are made when the prediction starts, and removed again if
+    it is cancelled or refused: neither a half-written store nor, for the layers after a
+    Cancel, an empty one is left behind."""
+    import shutil
+
     from ..checkpoint import default_model_path
-    from ..predict import zarr_outputs
+    from ..predict import predict, zarr_outputs
 
     stem = default_model_path(name)
-    folder = stem.parent.parent / "predictions"
-    base = folder / stem.name.removesuffix(".safetensors")
-    labels, prob = zarr_outputs(ckpt, data, base.with_suffix(".zarr"),
-                                base.with_name(base.name + "_prob.zarr") if probabilities
-                                else None, name=f"layer '{name}'")
-    return {"out_labels": labels, "out_probabilities": prob}
+    base = stem.parent.parent / "predictions" / stem.name.removesuffix(".safetensors")
+    paths = [base.with_suffix(".zarr")]
+    if probabilities:
+        paths.append(base.with_name(base.name + "_prob.zarr"))
+    finished = False
+    try:
+        labels, prob = zarr_outputs(ckpt, data, *paths, name=f"layer '{name}'")
+        result = yield from predict(ckpt, data, config, name=f"layer '{name}'",
+                                    out_labels=labels, out_probabilities=prob)
+        finished = True
+        return result
+    finally:
+        if not finished:
+            for path in paths:
+                shutil.rmtree(path, ignore_errors=True)
 
 
 def _shown_lazily(prob):

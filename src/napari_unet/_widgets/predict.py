@@ -23,7 +23,7 @@ from ..data import image_for_model
 from ..errors import InputError, NapariUNetError
 from ..pretrained import resolve_model, shipped_choices
 from ._forms import FROM_FILE, LayerCombo, PathPicker, combo, device_choice, spin
-from ._outputs import inputs, lazy_outputs, show_result
+from ._outputs import inputs, predict_to_disk, show_result
 from ._runner import RunControls
 
 
@@ -231,10 +231,9 @@ class PredictWidget(QWidget):
 
         source = layer.data[0] if layer.multiscale else layer.data  # full resolution
         data = image_for_model(source, rgb=layer.rgb, channels=ckpt.config.in_channels)
-        outputs = {}
         if not isinstance(data, np.ndarray):  # lazy (Dask, zarr, multiscale): to disk
-            outputs = lazy_outputs(ckpt, data, layer.name, self.probabilities.isChecked())
-        return predict(ckpt, data, cfg, name=f"layer '{layer.name}'", **outputs)
+            return predict_to_disk(ckpt, data, cfg, layer.name, self.probabilities.isChecked())
+        return predict(ckpt, data, cfg, name=f"layer '{layer.name}'")
 
     def start(self) -> None:
         layers = inputs(self.viewer) if self.every.isChecked() else [self.image.layer()]
