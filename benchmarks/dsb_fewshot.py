@@ -148,8 +148,8 @@ def fit(images, labels, names, args, *, target: str, init_from=None, out: Path) 
                       zoom=args.zoom, w0=args.w0, sigma=args.sigma,
                       class_balance=not args.no_class_balance, val_fraction=args.val_fraction,
                       device=args.device)
-    mc = ModelConfig(base_channels=args.base_channels, depth=4, padding="same", norm="batch",
-                     dropout=0.0)
+    mc = ModelConfig(base_channels=args.base_channels, depth=4, padding=args.padding,
+                     norm="batch", dropout=0.0)
     t0 = time.perf_counter()
     result = run(train(images, labels, cfg, model_config=mc, init_from=init_from, out=out,
                        names=names),
@@ -170,6 +170,9 @@ def main() -> None:
     ap.add_argument("--base-channels", type=int, default=16,
                     help="width of the models trained from scratch (the pretrained model's "
                          "own width is kept when fine-tuning)")
+    ap.add_argument("--padding", default="same", choices=["same", "valid"],
+                    help="of the models trained from scratch (valid: the paper's unpadded "
+                    "convolutions)")
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--patch-size", type=int, default=256)
     ap.add_argument("--lr", type=float, default=1e-3, help="learning rate from scratch")
