@@ -147,6 +147,7 @@ def fit(images, labels, names, args, *, target: str, init_from=None, out: Path) 
                       patch_size=args.patch_size, learning_rate=lr, seed=args.seed,
                       zoom=args.zoom, w0=args.w0, sigma=args.sigma,
                       class_balance=not args.no_class_balance, val_fraction=args.val_fraction,
+                      freeze_encoder=args.freeze_encoder and init_from is not None,
                       device=args.device)
     mc = ModelConfig(base_channels=args.base_channels, depth=4, padding=args.padding,
                      norm="batch", dropout=0.0)
@@ -177,6 +178,8 @@ def main() -> None:
     ap.add_argument("--patch-size", type=int, default=256)
     ap.add_argument("--lr", type=float, default=1e-3, help="learning rate from scratch")
     ap.add_argument("--fine-tune-lr", type=float, default=3e-4)
+    ap.add_argument("--freeze-encoder", action="store_true",
+                    help="fine-tune the expanding path only")
     ap.add_argument("--zoom", type=float, default=0.0, help="zoom augmentation (0: off)")
     ap.add_argument("--min-size", type=int, default=25,
                     help="objects smaller than this (px) are removed; 25 was chosen on the "
