@@ -5,11 +5,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage as ndi
 
+from napari_unet.metrics import same_partition
 from napari_unet.targets import (
     border_weights,
     class_weights,
     instance_targets,
-    relabel_if_binary,
+    relabel_objects,
     semantic_classes,
     semantic_targets,
     touching_border,
@@ -147,11 +148,17 @@ def test_class_balance_can_be_switched_off():
 def test_label_conversions(seed, value):
     lab = random_instances(np.random.default_rng(seed), shape=(30, 34), n=5)
     mask = np.where(lab > 0, value, 0).astype(type(value) if value is not True else bool)
-    objects = relabel_if_binary(mask)
+    objects = relabel_objects(mask)
     assert ((objects > 0) == (lab > 0)).all()  # the same foreground, split into components
-    n_components = ndi.label(lab > 0)[1]
+    n_components = ndi.label(lab > 0, np.ones((3, 3)))[1]  # 8-neighbourhood
     assert len(np.unique(objects)) - 1 == n_components
-    np.testing.assert_array_equal(relabel_if_binary(lab), lab)  # instances stay as they are
+    relabelled = relabel_objects(lab)
+    pieces = {v: ndi.label(lab == v, np.ones((3, 3)))[1] for v in np.unique(lab)[1:]}
+    if all(n == 1 for n in pieces.values()):
+        np.testing.assert_array_equal(relabelled, lab)  # instances stay as they are
+    else:  # an id in pieces (a disc painted over another's middle): one object per piece
+        assert len(np.unique(relabelled)) - 1 == sum(pieces.values())
+        assert ((relabelled > 0) == (lab > 0)).all()
     if value == 255:
         np.testing.assert_array_equal(semantic_classes(mask), (lab > 0).astype(int))
     cls, _ = instance_targets(lab)
@@ -200,3 +207,19 @@ def test_centre_offsets_point_to_centroids_and_skip_cut_objects():
     t, c = torch.as_tensor(ids), torch.as_tensor(counted)
     assert float(offset_loss(off, t, c)) == 0.0
     assert float(offset_loss(off + 0.5, t, c)) == pytest.approx(1.0)
+
+
+def test_a_value_reused_for_separate_cells_makes_separate_objects():
+    """Touching cells painted in two alternating values: each connected region of a value is
+    its own cell, so cells of the same value far apart get the weight map and separating
+    lines of separate cells."""
+    centres = [(20, 20), (20, 37), (20, 54), (20, 71)]
+    lab = discs((40, 92), centres, 9)
+    alternating = np.where(lab > 0, 1 + (lab - 1) % 2, 0)  # values 1, 2, 1, 2
+    objects = relabel_objects(alternating)
+    assert len(np.unique(objects)) - 1 == 4
+    assert same_partition(objects, lab)
+    cls, w = instance_targets(alternating)
+    cls_true, w_true = instance_targets(lab)
+    np.testing.assert_array_equal(cls, cls_true)
+    np.testing.assert_allclose(w, w_true, rtol=1e-6)

@@ -42,14 +42,24 @@ DISTANCE_LEVELS = 1000
 OFFSET_SCALE = 10.0
 
 
-def relabel_if_binary(labels: np.ndarray) -> np.ndarray:
-    """A mask with a single object value (0/1, 0/255, bool) becomes connected components."""
-    values = np.unique(labels)
-    nonzero = values[values != 0]
-    if nonzero.size == 1:
-        out, _ = ndi.label(labels != 0)
-        return out.astype(np.int32)
-    return np.asarray(labels)
+def relabel_objects(labels: np.ndarray) -> np.ndarray:
+    """Instance labels with one id per object: every connected region (8-neighbourhood) of
+    one value becomes its own object.
+
+    A mask with a single object value (0/1, 0/255, bool) becomes its connected components,
+    and so do labels that reuse a value for separate cells (touching cells painted in two
+    alternating values, say): otherwise all cells of one value would be one object, whose
+    weight map and separating lines are those of a single cell. Labels whose every value is
+    one connected object come back as they are.
+    """
+    from skimage.measure import label
+
+    lab = np.asarray(labels)
+    regions, n = label(lab, background=0, connectivity=2, return_num=True)
+    values = np.unique(lab)
+    if n == np.count_nonzero(values) and lab.dtype != bool:
+        return lab
+    return regions.astype(np.int32)
 
 
 def touching_border(labels: np.ndarray) -> np.ndarray:
@@ -174,7 +184,7 @@ def instance_targets(labels: np.ndarray, *, target: str = "two_class", w0: float
                      region: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Class map and weight map for instance labels (see the module docstring); with a
     boolean ``region``, only the pixels in it carry weight (:func:`class_weights`)."""
-    lab = relabel_if_binary(np.asarray(labels))
+    lab = relabel_objects(np.asarray(labels))
     objects = lab != 0
     if target in ("two_class", "distance", "offsets"):
         cls = (objects & ~touching_border(lab)).astype(np.int64)

@@ -38,7 +38,7 @@ from .data import (
 )
 from .errors import InputError
 from .scale import match_cell_size, median_diameter
-from .targets import instance_targets, relabel_if_binary, semantic_classes, semantic_targets
+from .targets import instance_targets, relabel_objects, semantic_classes, semantic_targets
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def prepare(images: Sequence, labels: Sequence, config: TrainConfig,
         truths = classes
     else:
         k = 3 if config.target == "three_class" else 2
-        truths = [relabel_if_binary(lab) for lab in labs]
+        truths = [relabel_objects(lab) for lab in labs]
         pairs = [instance_targets(t, target=config.target, w0=config.w0, sigma=config.sigma,
                                   balance=config.class_balance, region=r)
                  for t, r in zip(truths, regs)]
@@ -198,7 +198,7 @@ def at_model_size(images, labels, regions, names, base: Checkpoint | None,
     for i, (im, lab) in enumerate(zip(images, labels)):  # bad pairs refused before resizing
         check_pair(as_channels_last(np.asarray(im)), np.asarray(lab),
                    names[i] if names else f"image {i + 1}")
-    diameter = median_diameter(relabel_if_binary(np.asarray(lab).astype(np.int64))
+    diameter = median_diameter(relabel_objects(np.asarray(lab).astype(np.int64))
                                for lab in labels)
     if not diameter:
         return images, labels, regions, None
