@@ -32,8 +32,11 @@ IMAGE_ID = "1c681dfa5cf7e413305d2e90ee47553a46e29cce4f6ed034c8297e511714f867"
 
 
 def wait(widget, seconds: float = 600) -> None:
+    """Until the widget's run (or, for the separation view, its computation) has ended."""
     end = time.time() + seconds
-    while widget.controls.run is not None and time.time() < end:
+    running = ((lambda: widget.busy) if hasattr(widget, "busy")
+               else (lambda: widget.controls.run is not None))
+    while running() and time.time() < end:
         QApplication.processEvents()
         time.sleep(0.02)
     for _ in range(20):
@@ -92,11 +95,13 @@ def main() -> None:
     _, sep = viewer.window.add_plugin_dock_widget("napari-unet", "Touching-cell separation")
     sep.labels.setCurrentText("nuclei labels")
     sep.show_weights()
+    wait(sep)
     for name in ("nuclei segmentation", "nuclei probabilities"):
         viewer.layers[name].visible = False
     shot(viewer, "separation_weights.png")
     sep.prediction.setCurrentText("nuclei segmentation")
     sep.show_splits()
+    wait(sep)
     for name in ("nuclei labels weight map", "nuclei labels separating borders"):
         viewer.layers[name].visible = False
     shot(viewer, "separation_splits.png")

@@ -294,20 +294,54 @@ def test_predict_with_a_bad_model_file_notifies(cells_viewer, notes, tmp_path):
     assert "cells segmentation" not in cells_viewer.layers
 
 
-def test_separation_view_shows_weights_and_borders(cells_viewer):
+def test_separation_view_shows_weights_and_borders(cells_viewer, qtbot):
     widget = dock(cells_viewer, "Touching-cell separation")
     widget.labels.setCurrentText("cells labels")
     widget.show_weights()
+    qtbot.waitUntil(lambda: "cells labels weight map" in cells_viewer.layers, timeout=20000)
     weights = cells_viewer.layers["cells labels weight map"].data
     borders = cells_viewer.layers["cells labels separating borders"].data
     assert weights.shape == borders.shape == (96, 96) and borders.any()
     assert weights[borders > 0].mean() > weights[borders == 0].mean()
-    widget.w0.setValue(20)  # live slider: the map is recomputed
+    for w0 in range(11, 21):  # a live slider dragged: the map is recomputed for the last value
+        widget.w0.setValue(w0)
+    qtbot.waitUntil(lambda: not widget.busy, timeout=20000)
     assert cells_viewer.layers["cells labels weight map"].data.max() > weights.max()
+    np.testing.assert_allclose(cells_viewer.layers["cells labels weight map"].data.max(),
+                               2 * (weights.max() - 1) + 1, rtol=0.05)  # w_c ~1 + w0 term
     widget.prediction.setCurrentText("cells labels")
     widget.show_splits()
+    qtbot.waitUntil(lambda: "cells labels split lines" in cells_viewer.layers, timeout=20000)
     assert cells_viewer.layers["cells labels split lines"].data.any()
     assert "touch another one" in widget.status.text()
+
+
+def test_separation_view_keeps_napari_responsive_on_a_large_layer(make_napari_viewer, qtbot):
+    """The weight map of a 4096² labels layer takes seconds: it is computed in a thread, so
+    the GUI's event loop keeps running meanwhile."""
+    from napari_unet.synthetic import touching_cells
+
+    viewer = make_napari_viewer()
+    _, lab = touching_cells((1024, 1024), n_cells=300, radius=12, seed=0)
+    viewer.add_labels(np.tile(lab.astype(np.int32), (4, 4)), name="big labels")
+    widget = dock(viewer, "Touching-cell separation")
+    widget.labels.setCurrentText("big labels")
+    ticks, gaps, last = [], [], [time.perf_counter()]
+
+    def tick():
+        now = time.perf_counter()
+        gaps.append(now - last[0])
+        last[0] = now
+        ticks.append(now)
+
+    timer = QTimer()
+    timer.timeout.connect(tick)
+    timer.start(20)
+    widget.show_weights()
+    assert widget.busy  # returned at once; the map is being computed
+    qtbot.waitUntil(lambda: "big labels weight map" in viewer.layers, timeout=60000)
+    timer.stop()
+    assert len(ticks) > 10 and max(gaps) < 1.0, (len(ticks), max(gaps))
 
 
 def test_the_shipped_nuclei_model_is_offered_for_fine_tuning_and_prediction(cells_viewer):

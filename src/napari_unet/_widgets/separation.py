@@ -1,9 +1,16 @@
-"""Touching-cell separation view: the weight map before training, the splits after."""
+"""Touching-cell separation view: the weight map before training, the splits after.
+
+Both are computed in a thread, one of each at a time: a slider moved while the weight map is
+being computed asks for one more computation with its latest value, so a large labels layer
+(seconds per map) never freezes napari and a drag never queues a map per step. Only the
+plane in view is read (a lazy layer's plane in the thread).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 from napari.layers import Labels
+from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
@@ -18,7 +25,7 @@ from qtpy.QtWidgets import (
 
 from ..errors import InputError
 from ..instances import separated_objects
-from ..targets import instance_targets, relabel_if_binary
+from ..targets import instance_targets, relabel_objects
 from ._forms import LayerCombo
 from ._outputs import put_layer
 
@@ -28,6 +35,53 @@ def _slider(lo: int, hi: int, value: int) -> QSlider:
     s.setRange(lo, hi)
     s.setValue(value)
     return s
+
+
+class _OneAtATime:
+    """Runs ``fn()`` in a thread and hands its result to ``done`` on the GUI thread, one
+    computation at a time; what is asked for meanwhile replaces what was waiting."""
+
+    def __init__(self) -> None:
+        self.worker = None
+        self._waiting = None
+
+    @property
+    def busy(self) -> bool:
+        return self.worker is not None
+
+    def submit(self, fn, done) -> None:
+        if self.busy:
+            self._waiting = (fn, done)
+            return
+        self.worker = create_worker(fn, _start_thread=False)
+        self.worker.returned.connect(done)
+        self.worker.finished.connect(self._finished)
+        self.worker.start()
+
+    def _finished(self) -> None:
+        self.worker, waiting, self._waiting = None, self._waiting, None
+        if waiting is not None:
+            self.submit(*waiting)
+
+
+def _weight_view(read, name: str, w0: float, sigma: float):
+    """``(weights, separating borders, cells that touch)`` of one labels plane, or the
+    sentence that says why there are none."""
+    lab = relabel_objects(read())
+    if not lab.any():
+        return f"labels layer '{name}' has no labelled cell."
+    cls, weights = instance_targets(lab, w0=w0, sigma=sigma)
+    lines = ((lab != 0) & (cls == 0)).astype(np.uint8)
+    return weights, lines, len(np.unique(lab[lines > 0]))
+
+
+def _split_view(read):
+    """``(separated cells, split lines, how many touch, how many objects)`` of a plane."""
+    pred = np.asarray(read())
+    lines, ids = separated_objects(pred)
+    split = np.where(np.isin(pred, ids), pred, 0)
+    total = len(np.unique(pred)) - (1 if (pred == 0).any() else 0)
+    return split, lines.astype(np.uint8), len(ids), total
 
 
 class SeparationWidget(QWidget):
@@ -43,6 +97,7 @@ class SeparationWidget(QWidget):
         show = QPushButton("Show weight map")
         show.clicked.connect(self.show_weights)
         self.live = False
+        self.weight_jobs, self.split_jobs = _OneAtATime(), _OneAtATime()
         self.w0.valueChanged.connect(self._changed)
         self.sigma.valueChanged.connect(self._changed)
         self.prediction = LayerCombo(napari_viewer, Labels)
@@ -77,56 +132,73 @@ class SeparationWidget(QWidget):
         if self.live:
             self.show_weights()
 
-    def _plane(self, layer) -> np.ndarray:
-        """The 2D labels plane in view (the whole layer if it is 2D)."""
-        data = np.asarray(layer.data)
-        if data.ndim == 2:
-            return data
+    def _plane(self, layer):
+        """A function that reads the 2D labels plane in view (the whole layer if it is
+        2D): a copy made now of an in-memory layer, which the user may paint on; a lazy
+        layer's plane is read when called, in the thread."""
+        data = layer.data
         if data.ndim == 3:
-            step = self.viewer.dims.current_step[-3]
-            return data[int(np.clip(step, 0, data.shape[0] - 1))]
-        raise InputError(f"labels layer '{layer.name}' must be 2D or a stack of 2D planes.")
+            index = int(np.clip(self.viewer.dims.current_step[-3], 0, data.shape[0] - 1))
+            data = data[index]
+        elif data.ndim != 2:
+            raise InputError(f"labels layer '{layer.name}' must be 2D or a stack of 2D "
+                             "planes.")
+        if isinstance(data, np.ndarray):
+            copy = data.copy()
+            return lambda: copy
+        return lambda: np.asarray(data)
 
     def show_weights(self) -> None:
         layer = self.labels.layer()
         try:
             if layer is None:
                 raise InputError("choose a labels layer with cells.")
-            lab = relabel_if_binary(self._plane(layer))
-            if not lab.any():
-                raise InputError(f"labels layer '{layer.name}' has no labelled cell.")
+            read = self._plane(layer)
         except InputError as err:
             show_error(str(err))
             return
         w0, sigma = float(self.w0.value()), float(self.sigma.value())
-        cls, weights = instance_targets(lab, w0=w0, sigma=sigma)
-        lines = ((lab != 0) & (cls == 0)).astype(np.uint8)
+        self.status.setText("Computing the weight map…")
+        self.weight_jobs.submit(lambda: _weight_view(read, layer.name, w0, sigma),
+                         lambda view: self._show_weights(layer, view))
+
+    def _show_weights(self, layer, view) -> None:
+        if isinstance(view, str):
+            self.status.setText("")
+            show_error(view)
+            return
+        weights, lines, n = view
         put_layer(self.viewer, f"{layer.name} weight map", weights, "image", layer,
                   colormap="magma")
         put_layer(self.viewer, f"{layer.name} separating borders", lines, "labels", layer)
         self.live = True
-        n = len(np.unique(lab[lines > 0]))
         self.status.setText(f"{n} cells touch a neighbour; {int(lines.sum())} border pixels "
                             f"become background. Weights {weights.min():.1f}–"
                             f"{weights.max():.1f}.")
 
     def show_splits(self) -> None:
         layer = self.prediction.layer()
-        if layer is None:
-            show_error("choose the labels layer of a prediction.")
-            return
         try:
-            pred = self._plane(layer)
+            if layer is None:
+                raise InputError("choose the labels layer of a prediction.")
+            read = self._plane(layer)
         except InputError as err:
             show_error(str(err))
             return
-        lines, ids = separated_objects(pred)
-        split = np.where(np.isin(pred, ids), pred, 0)
+        self.status.setText("Finding the separated cells…")
+        self.split_jobs.submit(lambda: _split_view(read),
+                         lambda view: self._show_splits(layer, view))
+
+    def _show_splits(self, layer, view) -> None:
+        split, lines, n, total = view
         put_layer(self.viewer, f"{layer.name} separated cells", split, "labels", layer)
-        put_layer(self.viewer, f"{layer.name} split lines", lines.astype(np.uint8), "labels",
-                  layer)
-        total = len(np.unique(pred)) - (1 if (pred == 0).any() else 0)
-        text = (f"{len(ids)} of {total} objects touch another one and were separated along "
+        put_layer(self.viewer, f"{layer.name} split lines", lines, "labels", layer)
+        text = (f"{n} of {total} objects touch another one and were separated along "
                 f"{int(lines.sum())} pixels.")
         self.status.setText(text)
         show_info(text)
+
+    @property
+    def busy(self) -> bool:
+        """Whether a weight map or split view is being computed."""
+        return self.weight_jobs.busy or self.split_jobs.busy
