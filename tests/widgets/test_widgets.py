@@ -242,6 +242,11 @@ def test_a_lazy_multiscale_layer_is_predicted_to_disk(make_napari_viewer, qtbot,
                    ).labels  # what labelling block by block gives
     assert same_partition(expected, out[:])
     assert viewer.layers["big probabilities"].data.shape == image.shape
+    sep = dock(viewer, "Touching-cell separation")  # a lazy labels layer, read in the thread
+    sep.prediction.setCurrentText("big segmentation")
+    sep.show_splits()
+    qtbot.waitUntil(lambda: "big segmentation split lines" in viewer.layers, timeout=20000)
+    assert viewer.layers["big segmentation split lines"].data.shape == image.shape
 
 
 def test_a_lazy_prediction_cancelled_or_refused_leaves_no_store(model_file, models_home):
@@ -323,7 +328,8 @@ def test_separation_view_keeps_napari_responsive_on_a_large_layer(make_napari_vi
 
     viewer = make_napari_viewer()
     _, lab = touching_cells((1024, 1024), n_cells=300, radius=12, seed=0)
-    viewer.add_labels(np.tile(lab.astype(np.int32), (4, 4)), name="big labels")
+    big = np.tile(lab.astype(np.int32), (4, 4))  # a value reused 16 times: 16 cells
+    viewer.add_labels([big, big[::2, ::2]], name="big labels", multiscale=True)
     widget = dock(viewer, "Touching-cell separation")
     widget.labels.setCurrentText("big labels")
     ticks, gaps, last = [], [], [time.perf_counter()]
@@ -342,6 +348,7 @@ def test_separation_view_keeps_napari_responsive_on_a_large_layer(make_napari_vi
     qtbot.waitUntil(lambda: "big labels weight map" in viewer.layers, timeout=60000)
     timer.stop()
     assert len(ticks) > 10 and max(gaps) < 1.0, (len(ticks), max(gaps))
+    assert viewer.layers["big labels weight map"].data.shape == (4096, 4096)  # full resolution
 
 
 def test_the_shipped_nuclei_model_is_offered_for_fine_tuning_and_prediction(cells_viewer):
