@@ -56,14 +56,13 @@ from napari_unet.checkpoint import load_checkpoint  # noqa: E402
 from napari_unet.config import ModelConfig, PredictConfig, TrainConfig  # noqa: E402
 from napari_unet.instances import instances_from_probabilities, watershed_two_class  # noqa: E402
 from napari_unet.io import read_image  # noqa: E402
-from napari_unet.metrics import matched_counts, separated_pairs  # noqa: E402
+from napari_unet.metrics import instance_scores  # noqa: E402
 from napari_unet.predict import predict  # noqa: E402
 from napari_unet.pretrained import resolve_model  # noqa: E402
 from napari_unet.progress import run  # noqa: E402
 from napari_unet.train import train  # noqa: E402
 
 ROOT = DATA / "dsb2018_fluo"
-IOUS = tuple(np.round(np.arange(0.5, 0.96, 0.05), 2))
 
 
 def load(split: str, ids=None):
@@ -80,22 +79,9 @@ def fewshot_ids() -> list[str]:
 
 
 def score(truths, preds) -> dict:
-    """AP (pooled and per image), mean AP over IoU 0.5:0.95 and touching pairs separated."""
-    counts = np.zeros((len(IOUS), 3), np.int64)
-    per_image, sep, pairs = [], 0, 0
-    for t, p in zip(truths, preds):
-        c = np.array([matched_counts(t, p, th) for th in IOUS])
-        counts += c
-        per_image.append(c[:, 0] / np.maximum(c.sum(axis=1), 1))
-        s, n = separated_pairs(t, p)
-        sep, pairs = sep + s, pairs + n
-    ap = counts[:, 0] / np.maximum(counts.sum(axis=1), 1)
-    per_image = np.array(per_image)
-    return {"ap50": round(float(per_image[:, 0].mean()), 4),
-            "map": round(float(per_image.mean()), 4),
-            "ap50_pooled": round(float(ap[0]), 4), "map_pooled": round(float(ap.mean()), 4),
-            "touching_separated": round(sep / max(pairs, 1), 4), "touching_pairs": pairs,
-            "tp_fp_fn_at_0.5": counts[0].tolist()}
+    """AP (pooled and per image), mean AP over IoU 0.5:0.95 and touching pairs separated
+    (:func:`napari_unet.metrics.instance_scores`)."""
+    return instance_scores(truths, preds)
 
 
 def probabilities(checkpoint, images, device: str) -> tuple[list[np.ndarray], float]:

@@ -3,7 +3,7 @@ import sys
 
 import numpy as np
 import tifffile
-from conftest import sample_and_train
+from conftest import discs, sample_and_train
 
 from napari_unet.checkpoint import load_checkpoint, save_checkpoint
 from napari_unet.cli import main
@@ -135,3 +135,50 @@ def test_every_option_says_what_it_does():
         for action in sub._actions:
             if not isinstance(action, argparse._HelpAction):
                 assert action.help, f"napari-unet {name}: {action.dest} has no help text"
+
+
+def test_evaluate_scores_segmentations_against_the_truth(tmp_path, capsys):
+    import json
+
+    truth, pred = tmp_path / "truth", tmp_path / "pred"
+    lab = discs((64, 96), [(32, 20), (32, 37), (32, 75)], 9)  # 1 and 2 touch, 3 apart
+    truth.mkdir()
+    pred.mkdir()
+    tifffile.imwrite(truth / "a.tif", lab)
+    tifffile.imwrite(pred / "a.tif", lab * 7)  # the same objects, other ids
+    merged = np.where(lab == 2, 1, lab)  # the touching pair as one object
+    tifffile.imwrite(truth / "b.tif", (lab > 0).astype(np.uint8) * 255)  # a 0/255 mask
+    tifffile.imwrite(pred / "b.tif", merged.astype(np.uint16))
+    tifffile.imwrite(pred / "a_prob.tif", np.zeros((2, 64, 96), np.float32))  # ignored
+    assert main(["evaluate", str(pred), str(truth), "--out", str(tmp_path / "s.json")]) == 0
+    scores = json.loads((tmp_path / "s.json").read_text())
+    a, b = scores["images"]
+    assert (a["ap50"], a["map"], a["touching_separated"], a["touching_pairs"]) == (1, 1, 1, 1)
+    # the mask's touching discs are one object in the truth too: b is right about them
+    assert b["objects"] == 2 and b["ap50"] == 1.0 and b["touching_pairs"] == 0
+    assert scores["ap50"] == 1.0 and scores["tp_fp_fn_at_0.5"] == [5, 0, 0]
+    tifffile.imwrite(truth / "b.tif", lab.astype(np.uint16))  # now the truth separates them
+    capsys.readouterr()
+    assert main(["evaluate", str(pred), str(truth)]) == 0
+    out = capsys.readouterr().out
+    # b: the merged pair still matches disc 2 (the one drawn whole) at IoU > 0.5, disc 1 is
+    # missed: TP 2, FP 0, FN 1 -> AP 2/3; the mean with a's 1 is 0.833
+    assert (lab == 2).sum() / ((lab == 1) | (lab == 2)).sum() > 0.5
+    assert "2 images: AP@0.5 0.833" in out and "TP 5, FP 0, FN 1" in out
+    assert "separated 50.0 % of 2" in out
+    # semantic: the pixel error is the share of pixels of another class
+    flipped = (lab > 0).astype(np.uint8)
+    flipped[:8] = 1 - flipped[:8]
+    tifffile.imwrite(pred / "b.tif", flipped)
+    tifffile.imwrite(truth / "b.tif", (lab > 0).astype(np.uint8) * 255)
+    tifffile.imwrite(pred / "a.tif", (lab > 0).astype(np.uint8))
+    tifffile.imwrite(truth / "a.tif", (lab > 0).astype(np.uint8))
+    assert main(["evaluate", str(pred), str(truth), "--mode", "semantic", "--out",
+                 str(tmp_path / "s.json")]) == 0
+    scores = json.loads((tmp_path / "s.json").read_text())
+    assert scores["images"][1]["pixel_error"] == round(8 * 96 / (64 * 96), 4)
+    assert scores["pixel_error"] == round(8 * 96 / (64 * 96) / 2, 4)
+    (pred / "b.tif").unlink()
+    proc = subprocess.run([sys.executable, "-m", "napari_unet.cli", "evaluate", str(pred),
+                           str(truth)], capture_output=True, text=True)
+    assert proc.returncode == 2 and "b.tif" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,4 +1,4 @@
-"""The command line: ``napari-unet train|predict|sample|info|export``, driving the same
+"""The command line: ``napari-unet train|predict|evaluate|sample|info|export``, driving the same
 engine as the napari widgets.
 
 A problem with the input ends with one line naming the file and the problem on stderr and
@@ -188,6 +188,19 @@ def parser() -> argparse.ArgumentParser:
                    "(default: synthetic touching cells)")
     e.add_argument("--no-torchscript", action="store_true",
                    help="state-dict weights only")
+    v = sub.add_parser("evaluate", help="score segmentations against ground-truth labels",
+                       description="Score the label files PREDICTED (e.g. the output folder "
+                       "of predict) against the ground truth TRUTH, paired by file name: "
+                       "for instances, average precision at IoU 0.5 (TP / (TP + FP + FN), "
+                       "objects matched one to one), its mean over IoU 0.5:0.95 and the "
+                       "share of touching true cells that came out separated; for semantic "
+                       "class maps, the pixel error and each class's IoU and Dice.")
+    v.add_argument("predicted", help="folder or glob of predicted label files")
+    v.add_argument("truth", help="folder or glob of ground-truth label files (0/1 or 0/255 "
+                   "masks become connected components for instances)")
+    v.add_argument("--mode", choices=["instances", "semantic"], default="instances",
+                   help="what the labels are (default instances)")
+    v.add_argument("--out", help="also write the scores, per image too, as JSON here")
     return ap
 
 
@@ -423,11 +436,60 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    import json
+
+    from .io import collect, match_by_stem, read_image
+    from .metrics import instance_scores, semantic_scores
+    from .targets import relabel_objects, semantic_classes
+
+    truth_files = collect(args.truth)
+    found = match_by_stem(truth_files, collect(args.predicted))
+    missing = [t.name for t, f in zip(truth_files, found) if f is None]
+    if missing:
+        raise NapariUNetError(f"no predicted file with the same name for truth file(s) "
+                              f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}.")
+    convert = relabel_objects if args.mode == "instances" else semantic_classes
+    truths, preds = [], []
+    for t_file, p_file in zip(truth_files, found):
+        t, p = read_image(t_file), read_image(p_file)
+        if t.shape != p.shape or t.ndim != 2:
+            raise NapariUNetError(f"{p_file.name}: a {'x'.join(map(str, p.shape))} "
+                                  f"prediction for a {'x'.join(map(str, t.shape))} truth; "
+                                  "both must be 2D label images of the same size.")
+        truths.append(convert(t))
+        preds.append(convert(p))
+    names = [f.name for f in truth_files]
+    score = instance_scores if args.mode == "instances" else semantic_scores
+    scores = score(truths, preds, names)
+    if args.mode == "instances":
+        for row in scores["images"]:
+            print(f"{row['name']}: AP@0.5 {row['ap50']:.3f}, mAP {row['map']:.3f}, "
+                  f"{row['predicted']} objects for {row['objects']}, touching pairs "
+                  f"separated {row['touching_separated']} of {row['touching_pairs']}")
+        tp, fp, fn = scores["tp_fp_fn_at_0.5"]
+        print(f"{len(names)} images: AP@0.5 {scores['ap50']:.3f}, mAP 0.5:0.95 "
+              f"{scores['map']:.3f}, touching pairs separated "
+              f"{100 * scores['touching_separated']:.1f} % of {scores['touching_pairs']}; "
+              f"TP {tp}, FP {fp}, FN {fn} at IoU 0.5")
+    else:
+        for row in scores["images"]:
+            print(f"{row['name']}: pixel error {row['pixel_error']:.4f}")
+        classes = ", ".join(f"{c}: {v:.3f}" for c, v in scores["iou"].items())
+        print(f"{len(names)} images: pixel error {scores['pixel_error']:.4f}; IoU per class "
+              f"{classes}")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(scores, indent=2))
+        print(f"wrote {args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     commands = {"train": cmd_train, "predict": cmd_predict, "sample": cmd_sample,
-                "info": cmd_info, "export": cmd_export}
+                "info": cmd_info, "export": cmd_export, "evaluate": cmd_evaluate}
     try:
         return commands[args.command](args)
     except NapariUNetError as err:

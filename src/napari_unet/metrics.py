@@ -1,8 +1,13 @@
-"""Segmentation metrics: Dice, IoU, pixel error, adapted Rand error, average precision."""
+"""Segmentation metrics: Dice, IoU, pixel error, adapted Rand error, average precision, and
+the scores of a set of images (:func:`instance_scores`, :func:`semantic_scores`) that the
+benchmarks and ``napari-unet evaluate`` report."""
 
 from __future__ import annotations
 
 import numpy as np
+
+#: IoU thresholds of the mean average precision (0.5, 0.55, ..., 0.95; DSB 2018, StarDist).
+IOUS = tuple(float(t) for t in np.round(np.arange(0.5, 0.96, 0.05), 2))
 
 
 def dice(truth: np.ndarray, pred: np.ndarray) -> float:
@@ -126,3 +131,67 @@ def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
         return False
     pairs = np.unique((a << np.uint64(32)) | b)
     return len(pairs) == len(np.unique(a)) == len(np.unique(b))
+
+
+def instance_scores(truths, preds, names=None) -> dict:
+    """Instance segmentations of several images scored against their truth.
+
+    ``ap50``: TP / (TP + FP + FN) at IoU 0.5 after one-to-one matching, per image, averaged
+    over the images (``ap50_pooled``: the counts summed over the images first); ``map``:
+    the same averaged over the IoU thresholds :data:`IOUS`; ``touching_separated``: the
+    share of the truth's touching pairs that came out as two objects
+    (:func:`separated_pairs`). With ``names``, ``images`` lists each image's own scores.
+    """
+    counts = np.zeros((len(IOUS), 3), np.int64)
+    per_image, rows, sep, pairs = [], [], 0, 0
+    for k, (t, p) in enumerate(zip(truths, preds)):
+        ious = iou_matrix(t, p)
+        c = np.array([matched_counts(t, p, th, ious) for th in IOUS])
+        counts += c
+        ap = c[:, 0] / np.maximum(c.sum(axis=1), 1)
+        per_image.append(ap)
+        s, n = separated_pairs(t, p)
+        sep, pairs = sep + s, pairs + n
+        if names is not None:
+            rows.append({"name": names[k], "objects": int(ious.shape[0]),
+                         "predicted": int(ious.shape[1]), "ap50": round(float(ap[0]), 4),
+                         "map": round(float(ap.mean()), 4), "touching_pairs": n,
+                         "touching_separated": s})
+    ap = counts[:, 0] / np.maximum(counts.sum(axis=1), 1)
+    per_image = np.array(per_image).reshape(-1, len(IOUS))
+    out = {"ap50": round(float(per_image[:, 0].mean()), 4) if len(per_image) else 0.0,
+           "map": round(float(per_image.mean()), 4) if len(per_image) else 0.0,
+           "ap50_pooled": round(float(ap[0]), 4), "map_pooled": round(float(ap.mean()), 4),
+           "touching_separated": round(sep / max(pairs, 1), 4), "touching_pairs": pairs,
+           "tp_fp_fn_at_0.5": counts[0].tolist()}
+    if names is not None:
+        out["images"] = rows
+    return out
+
+
+def semantic_scores(truths, preds, names=None) -> dict:
+    """Class maps of several images scored against their truth: the pixel error averaged
+    over the images, and each class's IoU and Dice over all pixels of all images (classes
+    that appear in neither are left out). With ``names``, ``images`` lists each image's
+    pixel error."""
+    n = 1 + max(max(int(np.max(t)), int(np.max(p))) for t, p in zip(truths, preds))
+    inter, t_sum, p_sum = np.zeros(n), np.zeros(n), np.zeros(n)
+    errors = []
+    for t, p in zip(truths, preds):
+        t, p = np.asarray(t).ravel(), np.asarray(p).ravel()
+        inter += np.bincount(t[t == p], minlength=n)
+        t_sum += np.bincount(t, minlength=n)
+        p_sum += np.bincount(p, minlength=n)
+        errors.append(float(np.mean(t != p)))
+    present = (t_sum + p_sum) > 0
+    iou_c = {c: round(float(inter[c] / (t_sum[c] + p_sum[c] - inter[c])), 4)
+             for c in range(n) if present[c]}
+    dice_c = {c: round(float(2 * inter[c] / (t_sum[c] + p_sum[c])), 4)
+              for c in range(n) if present[c]}
+    out = {"pixel_error": round(float(np.mean(errors)), 4), "iou": iou_c, "dice": dice_c,
+           "mean_iou_foreground": round(float(np.mean([v for c, v in iou_c.items() if c])), 4)
+           if any(c for c in iou_c) else None}
+    if names is not None:
+        out["images"] = [{"name": nm, "pixel_error": round(e, 4)}
+                         for nm, e in zip(names, errors)]
+    return out
