@@ -183,6 +183,24 @@ def test_cli_train_refuses_with_one_line(tmp_path, capsys, case, image, labels, 
     assert "nuclei.tif" in err and words in err, err
 
 
+def test_cli_train_refuses_a_label_file_saved_in_colour(tmp_path, capsys):
+    import imageio.v3 as iio
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    for name in ("a", "b"):
+        iio.imwrite(tmp_path / "images" / f"{name}.png", np.full((64, 64), 80, np.uint8))
+    labels = np.zeros((64, 64), np.uint8)
+    labels[10:30, 10:30] = 1
+    iio.imwrite(tmp_path / "labels" / "a.png", labels)
+    iio.imwrite(tmp_path / "labels" / "b.png", np.stack([labels * 255] * 3, -1))  # RGB
+    out = tmp_path / "model.safetensors"
+    err = one_line_exit_2(capsys, ["-q", "train", str(tmp_path / "images"),
+                                   str(tmp_path / "labels"), "--out", str(out),
+                                   "--epochs", "1", "--steps-per-epoch", "1"], out)
+    assert "b.png" in err and "colour image" in err, err
+
+
 @pytest.mark.parametrize("case,channels,image,words",
                          [c for c in PREDICT_REFUSED if c[0] != "text"],
                          ids=[c[0] for c in PREDICT_REFUSED if c[0] != "text"])

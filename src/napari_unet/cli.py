@@ -208,21 +208,15 @@ def cmd_train(args) -> int:
     from tqdm import tqdm
 
     from .config import ModelConfig, TrainConfig
-    from .io import collect, match_by_stem, pair_by_stem, read_image
+    from .io import collect, match_by_stem, read_image, read_pairs
     from .progress import run
     from .train import train
 
-    pairs = pair_by_stem(collect(args.images), collect(args.labels))
-    images = [read_image(a) for a, _ in pairs]
-    labels = [read_image(b) for _, b in pairs]
-    for (a, _), img, lab in zip(pairs, images, labels):
-        if lab.ndim == 3 and lab.shape[-1] in (3, 4):  # a label PNG saved as RGB(A)
-            raise NapariUNetError(f"{a.name}: the label file is a colour image; save labels "
-                                  "as a single-channel image.")
+    files, images, labels = read_pairs(args.images, args.labels)
     regions = None
     if args.regions:
         regions = []
-        for f in match_by_stem([a for a, _ in pairs], collect(args.regions)):
+        for f in match_by_stem(files, collect(args.regions)):
             region = None if f is None else read_image(f)
             if region is not None and region.ndim != 2:
                 raise NapariUNetError(f"{f.name}: a region file must be a single-channel "
@@ -260,7 +254,7 @@ def cmd_train(args) -> int:
         bar.refresh()
 
     result = run(train(images, labels, cfg, model_config=mc, init_from=args.init_from,
-                       out=args.out, names=[a.name for a, _ in pairs], regions=regions),
+                       out=args.out, names=[a.name for a in files], regions=regions),
                  show)
     if bar is not None:
         bar.close()

@@ -51,6 +51,21 @@ def pair_by_stem(images: list[Path], labels: list[Path]) -> list[tuple[Path, Pat
     return pairs
 
 
+def read_pairs(images: str | os.PathLike, labels: str | os.PathLike):
+    """Image and label files (folders, globs or single files) paired by file name without
+    extension, read: ``(image paths, images, labels)``. A label file saved as a colour
+    image is refused with a sentence."""
+    pairs = pair_by_stem(collect(images), collect(labels))
+    imgs, labs = [], []
+    for a, b in pairs:
+        imgs.append(read_image(a))
+        labs.append(read_image(b))
+        if labs[-1].ndim == 3 and labs[-1].shape[-1] in (3, 4):  # a label PNG saved as RGB(A)
+            raise InputError(f"{a.name}: the label file is a colour image; save labels as a "
+                             "single-channel image.")
+    return [a for a, _ in pairs], imgs, labs
+
+
 def match_by_stem(images: list[Path], others: list[Path]) -> list[Path | None]:
     """For each image, the file of ``others`` with the same name without extension, or
     None."""
