@@ -12,8 +12,9 @@ from napari_unet.predict import forward, infer_plane
 from napari_unet.tiling import mirror_index, plan_tiles, read_window
 
 
-def whole_image_reference(net, image, tta=False):
-    """One pass of the network over the whole mirror-padded image, cropped to the image."""
+def whole_image_reference(net, image, tta=False, device="cpu"):
+    """One pass of the network over the whole mirror-padded image, cropped to the image
+    (the network on ``device``)."""
     cfg = net.config
     halo = cfg.context()
     align = 2**cfg.depth
@@ -26,7 +27,7 @@ def whole_image_reference(net, image, tta=False):
     window = read_window(image, -halo, -halo, *sizes)
     x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(window, -1, 0)[None]))
     with torch.no_grad():
-        prob = forward(net, x.float(), tta)[0].numpy()
+        prob = forward(net, x.float().to(device), tta)[0].cpu().numpy()
     crop = 0 if cfg.padding == "valid" else halo
     return prob[:, crop : crop + image.shape[0], crop : crop + image.shape[1]]
 

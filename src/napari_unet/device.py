@@ -125,11 +125,19 @@ def auto_batch_size(model_config, input_shape, device, precision: str = "fp32") 
 
 
 def autocast(device, precision: str):
-    """The autocast context of a precision policy ('fp32', 'bf16', 'fp16')."""
+    """The autocast context of a precision policy ('fp32', 'bf16', 'fp16').
+
+    'fp32' on CUDA is IEEE float32: cuDNN would otherwise run the convolutions in TF32
+    (a 10-bit mantissa) on Ampere and newer GPUs, and tiles would no longer add up to the
+    whole-image result to float tolerance."""
     import contextlib
 
     import torch
 
+    if precision == "fp32" and device.type == "cuda":
+        cudnn = torch.backends.cudnn
+        return cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark,
+                           deterministic=cudnn.deterministic, allow_tf32=False)
     if precision == "fp32" or device.type not in ("cuda", "cpu"):
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Every GPU check of the project in one prepared run, for a session that is lent a GPU
+# machine (about 15 minutes of device time in all, one command at most 10 minutes).
+#
+# 1. Here, once (the GPU machine sees only the repository, has no package registry and
+#    lacks MONAI):
+#        bash benchmarks/gpu_session.sh --prepare
+#    copies ../shared/data into .gpu/data and downloads the MONAI wheel into .gpu/whl
+#    (.gpu/ is ignored by git; about 30 MB).
+# 2. On the GPU machine, through the device tool:
+#        run(command="bash benchmarks/gpu_session.sh", carry=[".gpu"], timeout_s=600)
+#    It runs, each stage cut to what is left of a 540 s deadline:
+#      tests          python -m pytest -m gpu tests/gpu (the CUDA code paths)
+#      predict_speed  benchmarks/predict_speed.py, the paper's width, 4096 px, vs MONAI
+#      train_speed    benchmarks/train_speed.py, 60 s of end-to-end training
+#      isbi           benchmarks/isbi_membrane.py, 64 base channels, the time that is left
+#    and writes session.log and the benchmarks' JSON to $OUT (or benchmarks/out/gpu).
+#    Name stages to run fewer: bash benchmarks/gpu_session.sh tests isbi
+#
+# DEVICE=cpu runs the same stages here with small budgets, to try the script itself.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "${1:-}" = "--prepare" ]; then
+  set -e
+  mkdir -p .gpu/whl
+  rm -rf .gpu/data && cp -r ../shared/data .gpu/data && chmod -R u+w .gpu/data
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+    --implementation cp -d .gpu/whl "monai==1.6.1"
+  du -sh .gpu
+  exit 0
+fi
+
+DEVICE=${DEVICE:-cuda}
+OUT=${OUT:-benchmarks/out/gpu}
+mkdir -p "$OUT"
+LOG="$OUT/session.log"
+STAGES=("$@")
+[ ${#STAGES[@]} -eq 0 ] && STAGES=(tests predict_speed train_speed isbi)
+DEADLINE=540
+if [ "$DEVICE" = cpu ]; then  # a dry run of the script: small sizes and budgets
+  SIZE=1024 TRAIN_SPEED=20 PROBE=5 ISBI_MAX=30 MODEL=nuclei WIDTH=16
+  export NAPARI_UNET_TEST_DEVICE=cpu
+else
+  SIZE=4096 TRAIN_SPEED=60 PROBE=10 ISBI_MAX=100000 MODEL=random64 WIDTH=64
+fi
+
+export PYTHONUNBUFFERED=1 PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}"
+[ -d .gpu/data ] && export NAPARI_UNET_DATA=.gpu/data
+if ls .gpu/whl/*.whl >/dev/null 2>&1 && ! python3 -c "import monai" 2>/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/whl/*.whl \
+    && export PYTHONPATH="$PYTHONPATH:/tmp/site"
+fi
+
+{
+  date -u
+  nvidia-smi -L 2>/dev/null || echo "no nvidia-smi"
+  python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+} >"$LOG" 2>&1
+
+left() { echo $((DEADLINE - SECONDS)); }
+
+stage() {  # stage NAME MAX_SECONDS COMMAND...: run it for at most MAX_SECONDS or what is left
+  local name=$1 max=$2 rc t0=$SECONDS
+  shift 2
+  local limit; limit=$(left)
+  [ "$max" -lt "$limit" ] && limit=$max
+  if [ "$limit" -lt 20 ]; then
+    echo "== $name: not run, ${limit}s left" | tee -a "$LOG"
+    return
+  fi
+  echo "== $name (at most ${limit}s): $*" | tee -a "$LOG"
+  timeout "$limit" "$@" >>"$LOG" 2>&1
+  rc=$?
+  echo "== $name: exit $rc after $((SECONDS - t0))s" | tee -a "$LOG"
+}
+
+for s in "${STAGES[@]}"; do
+  case $s in
+    tests)
+      stage tests 150 python3 -m pytest -q -m gpu tests/gpu -p no:cacheprovider ;;
+    predict_speed)
+      stage predict_speed 120 python3 benchmarks/predict_speed.py --device "$DEVICE" \
+        --model "$MODEL" --size "$SIZE" --tiles 512,1024 --out "$OUT/predict_speed_$DEVICE.json" ;;
+    train_speed)
+      stage train_speed 150 python3 benchmarks/train_speed.py --device "$DEVICE" \
+        --time-budget "$TRAIN_SPEED" --probe-seconds "$PROBE" \
+        --out "$OUT/train_speed_$DEVICE.json" ;;
+    isbi)  # the training gets what is left but 70 s for loading, prediction and scoring
+      budget=$(( $(left) - 70 ))
+      [ "$budget" -gt "$ISBI_MAX" ] && budget=$ISBI_MAX
+      if [ "$budget" -lt 30 ]; then
+        echo "== isbi: not run, $(left)s left" | tee -a "$LOG"
+      else
+        stage isbi $((budget + 70)) python3 benchmarks/isbi_membrane.py --device "$DEVICE" \
+          --base-channels "$WIDTH" --time-budget "$budget" --out "$OUT/isbi_$DEVICE.json"
+      fi ;;
+    *) echo "unknown stage $s (tests, predict_speed, train_speed, isbi)" | tee -a "$LOG" ;;
+  esac
+done
+echo "== done after ${SECONDS}s; files in $OUT" | tee -a "$LOG"
