@@ -75,14 +75,51 @@ def variants(target: str, calibrated: float):
                            p[1], threshold=t, merge=m, min_size=s))
 
 
+def min_size_sweep(target: str, calibrated: float, diameter: float | None, sizes: list[str]):
+    """(setting, function) for the default instance method with each minimum size of
+    ``sizes``: pixels ("25"), or a share of the area of a disc of the model's cell diameter
+    ("0.1x", :func:`napari_unet.instances.min_size_for`)."""
+    from napari_unet.instances import min_size_for
+
+    for spec in sizes:
+        if spec.endswith("m"):  # a share of the median area of the image's own objects
+            yield ({"method": "default", "min_size": spec},
+                   lambda p, f=float(spec[:-1]): _drop_below_median_share(
+                       instances_from_probabilities(p, target=target, threshold=calibrated,
+                                                    min_size=10), f))
+            continue
+        px = (min_size_for(diameter, float(spec[:-1])) if spec.endswith("x")
+              else int(spec))
+        yield ({"method": "default", "min_size": spec, "min_size_px": px},
+               lambda p, s=px: instances_from_probabilities(p, target=target,
+                                                            threshold=calibrated, min_size=s))
+
+
+def _drop_below_median_share(labels, share: float):
+    sizes = np.bincount(labels.ravel())
+    objects = sizes[1:][sizes[1:] > 0]
+    if not objects.size:
+        return labels
+    small = sizes < share * np.median(objects)
+    small[0] = False
+    return np.where(small[labels], 0, labels)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", type=Path, default=Path("benchmarks/out/dsb_models"))
     ap.add_argument("--names", default="scratch_two_class,scratch_three_class,scratch_distance")
     ap.add_argument("--count", type=int, default=60, help="development images")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--min-sizes", default="",
+                    help="instead of the whole grid, only the default instance method with "
+                    "these minimum sizes: pixels (25) or shares of the area of the model's "
+                    "cell diameter (0.1x), comma-separated")
+    ap.add_argument("--val", action="store_true",
+                    help="with --min-sizes, score val/ too (reported, not used to choose)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
+    sizes = [s for s in args.min_sizes.split(",") if s]
 
     t0 = time.perf_counter()
     ids = dev_ids(args.count)
@@ -92,13 +129,21 @@ def main() -> None:
     for name in filter(None, args.names.split(",")):
         ckpt = load_checkpoint(args.models / f"{name}.safetensors")
         probs, _ = probabilities(ckpt, images, args.device)
+        grid = (list(min_size_sweep(ckpt.target, ckpt.threshold, ckpt.object_diameter, sizes))
+                if sizes else list(variants(ckpt.target, ckpt.threshold)))
         rows = []
-        for setting, fn in variants(ckpt.target, ckpt.threshold):
+        for setting, fn in grid:
             rows.append({**setting, **score(truths, [fn(p) for p in probs])})
             print(name, rows[-1], file=sys.stderr)
         rows.sort(key=lambda r: -r["ap50"])
         report["models"][name] = {"target": ckpt.target, "calibrated_threshold":
-                                  ckpt.threshold, "settings": rows}
+                                  ckpt.threshold, "object_diameter": ckpt.object_diameter,
+                                  "settings": rows}
+        if sizes and args.val:
+            vx, vy, _ = load("val")
+            vprobs, _ = probabilities(ckpt, vx, args.device)
+            report["models"][name]["val"] = [
+                {**setting, **score(vy, [fn(p) for p in vprobs])} for setting, fn in grid]
     report["total_seconds"] = round(time.perf_counter() - t0, 1)
     emit(report, args.out)
 

@@ -113,6 +113,12 @@ def test_bad_input_exits_2_with_one_line(tmp_path):
                            str(tmp_path / "out")], capture_output=True, text=True)
     assert proc.returncode == 2 and "does not exist" in proc.stderr
     assert not (tmp_path / "out").exists()
+    for size in ("many", "-5"):
+        proc = subprocess.run([sys.executable, "-m", "napari_unet.cli", "predict", "nuclei",
+                               str(images), "--out", str(tmp_path / "out"), "--min-size",
+                               size], capture_output=True, text=True)
+        assert proc.returncode == 2 and "--min-size" in proc.stderr and "auto" in proc.stderr
+        assert not (tmp_path / "out").exists()
 
 
 def test_importing_the_package_imports_neither_torch_nor_qt():

@@ -64,6 +64,15 @@ def test_small_objects_are_removed():
     assert out.max() == 1 and out[2, 2] == 0 and out[12, 12] == 1
 
 
+def test_the_automatic_minimum_size_follows_the_cell_size():
+    from napari_unet.instances import MIN_SIZE_FLOOR, MIN_SIZE_SHARE, min_size_for
+
+    assert min_size_for(None) == min_size_for(0) == MIN_SIZE_FLOOR == 10
+    assert min_size_for(4) == 10  # never below the floor
+    assert min_size_for(40) == round(MIN_SIZE_SHARE * np.pi * 400)
+    assert min_size_for(40, share=0.2) == round(0.2 * np.pi * 400)
+
+
 @pytest.mark.parametrize("overlap", [3, 6])
 @pytest.mark.parametrize("target,method", [("two_class", "components"),
                                            ("two_class", "watershed"),

@@ -180,3 +180,33 @@ def test_fine_tuning_at_the_models_cell_size_keeps_its_size(tmp_path):
     with pytest.raises(InputError, match="2 images, 1 label images"):  # never cut short
         run(train([p[0] for p in large], [large[0][1]], TrainConfig(**quick, match_size=True),
                   init_from=base))
+
+
+def test_the_automatic_minimum_size_is_the_models_cell_size_at_the_images_scale():
+    """'auto' removes what is small for the model's cells, in the image's pixels: resized
+    to cells twice as large, objects must be four times as large to stay."""
+    from _models import thresholding_model
+
+    from napari_unet.instances import min_size_for
+
+    ck = thresholding_model()
+    ck.task["object_diameter"] = 20.0
+    image = np.zeros((120, 120), np.float32)
+    sides = {(10, 10): 3, (40, 40): 8, (80, 80): 14}  # 25, 100, 256 px grown by 1 px
+    for (y, x), side in sides.items():
+        image[y:y + side, x:x + side] = 1.0
+    assert 25 < min_size_for(20) < 100 < min_size_for(40) < 256
+
+    def kept(**kw):
+        labels = run(predict(ck, image, PredictConfig(device="cpu", tile_size=64,
+                                                      instance_method="components", **kw))
+                     ).labels
+        return sorted(int(labels[y + 1, x + 1] > 0) * side for (y, x), side in sides.items())
+
+    assert kept(min_size=0) == [3, 8, 14]
+    assert kept() == [0, 8, 14]  # 'auto' is the default: the 3x3 square is debris
+    assert kept(diameter=40.0) == [0, 0, 14]
+    with pytest.raises(InputError, match="min_size"):
+        PredictConfig(min_size=-1)
+    with pytest.raises(InputError, match="min_size"):
+        PredictConfig(min_size="large")

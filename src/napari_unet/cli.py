@@ -108,6 +108,20 @@ def _diameter(text: str):
                                          f"{text!r}") from None
 
 
+def _min_size(text: str):
+    """``--min-size``: a number of pixels or 'auto'."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels (0 or more) or "
+                                         f"'auto', not {text!r}")
+    return value
+
+
 def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="segment images with a trained model",
                        description="Predict every INPUT (files, folders or globs) and write "
@@ -141,8 +155,9 @@ def _add_predict(sub) -> None:
                    help="auto/watershed: the model's own separation (a seeded watershed, or "
                         "centre voting for an offsets model); components: the paper's "
                         "connected components")
-    p.add_argument("--min-size", type=int, default=10,
-                   help="objects smaller than this many pixels are removed (default 10)")
+    p.add_argument("--min-size", type=_min_size, default="auto", metavar="PX|auto",
+                   help="objects smaller than this many pixels are removed (default auto: "
+                        "15 %% of the area of the model's typical cell, at least 10 px)")
     p.add_argument("--tta", action="store_true",
                    help="average over the 8 rotations and flips of the input (8x slower)")
     p.add_argument("--diameter", type=_diameter, default=0.0, metavar="PX|auto",

@@ -301,8 +301,11 @@ class PredictConfig(_DictMixin):
         two-class models, split objects whose shared boundary is foreground are merged
         again), 'auto' (the watershed, chosen on a development set of DSB 2018 nuclei,
         see benchmarks/RESULTS.md).
-    min_size : int
-        Objects smaller than this many pixels are removed.
+    min_size : int or 'auto'
+        Objects smaller than this many pixels are removed. 'auto': a share of the area of
+        the model's typical cell (:func:`napari_unet.instances.min_size_for`, at the
+        image's scale when it is resized), at least 10 px; 10 px for a model that records
+        no cell size.
     tta : bool
         Test-time augmentation: average over the 8 rotations and flips (8x slower).
     halo : int or None
@@ -329,7 +332,7 @@ class PredictConfig(_DictMixin):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     threshold: float | None = None
     instance_method: Literal["auto", "components", "watershed"] = "auto"
-    min_size: int = 10
+    min_size: int | Literal["auto"] = "auto"
     tta: bool = False
     halo: int | None = None
     diameter: float | Literal["auto"] | None = None
@@ -349,6 +352,10 @@ class PredictConfig(_DictMixin):
                              f"(predict at the image's size), not {self.diameter!r}.")
         if self.batch_size < 0:
             raise InputError(f"batch_size must be 0 (automatic) or more, not {self.batch_size}.")
+        if self.min_size != "auto" and (isinstance(self.min_size, bool) or not isinstance(
+                self.min_size, int) or self.min_size < 0):
+            raise InputError(f"min_size must be a number of pixels (0 or more) or 'auto', "
+                             f"not {self.min_size!r}.")
         _check_choice("precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
         _check_choice("instance_method", self.instance_method, ("auto", "components", "watershed"))
         if self.halo is not None and self.halo < 0:

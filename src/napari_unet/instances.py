@@ -23,6 +23,18 @@ import numpy as np
 from scipy import ndimage as ndi
 
 _CROSS = ndi.generate_binary_structure(2, 1)
+#: The smallest objects kept when no size is given: at least this many pixels ...
+MIN_SIZE_FLOOR = 10
+#: ... and at least this share of the area of a disc of the model's cell diameter.
+MIN_SIZE_SHARE = 0.15
+
+
+def min_size_for(diameter: float | None, share: float = MIN_SIZE_SHARE) -> int:
+    """The minimum object size (pixels) for cells of ``diameter`` px: ``share`` of the area
+    of a disc that wide, and at least :data:`MIN_SIZE_FLOOR` (also without a diameter)."""
+    if not diameter:
+        return MIN_SIZE_FLOOR
+    return max(MIN_SIZE_FLOOR, round(share * np.pi / 4 * diameter**2))
 
 
 def _finish(labels: np.ndarray, min_size: int) -> np.ndarray:

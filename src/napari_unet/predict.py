@@ -25,7 +25,7 @@ from .checkpoint import Checkpoint, load_checkpoint
 from .config import PredictConfig
 from .data import as_channels_last, normalize_channels_first, percentiles
 from .errors import InputError
-from .instances import labels_from_probabilities
+from .instances import MIN_SIZE_FLOOR, labels_from_probabilities, min_size_for
 from .scale import (
     NO_CELL_SIZE,
     median_diameter,
@@ -318,8 +318,17 @@ def stream_labels(ckpt, prob, out, config: PredictConfig, notes: list[str], *,
         if note not in notes:
             notes.append(note)
     label_components(Foreground(prob, three_class=three, threshold=threshold), out,
-                     block=block, grow=2 if three else 1, min_size=config.min_size,
-                     mapper=mapper)
+                     block=block, grow=2 if three else 1,
+                     min_size=min_object_size(config, ckpt), mapper=mapper)
+
+
+def min_object_size(config: PredictConfig, ckpt: Checkpoint, factor: float = 1.0) -> int:
+    """``config.min_size`` in pixels of the image; 'auto' from the model's cell size, which
+    spans ``1 / factor`` as many pixels of an image that was resized by ``factor``."""
+    if config.min_size != "auto":
+        return config.min_size
+    diameter = ckpt.object_diameter
+    return min_size_for(diameter / factor if diameter else None)
 
 
 def predict(model, image, config: PredictConfig | None = None, *, out_probabilities=None,
@@ -412,7 +421,7 @@ def predict(model, image, config: PredictConfig | None = None, *, out_probabilit
     threshold = ckpt.threshold if config.threshold is None else config.threshold
     to_labels = functools.partial(labels_from_probabilities, mode=ckpt.mode,
                                   target=ckpt.target, threshold=threshold,
-                                  method=config.instance_method, min_size=config.min_size)
+                                  method=config.instance_method)
     first = None  # plane 0 at the image's own size, when it was predicted to estimate
     try:
         if auto:
@@ -420,7 +429,8 @@ def predict(model, image, config: PredictConfig | None = None, *, out_probabilit
             first = np.zeros((channels_out, *spatial), np.float32)
             for done in run_plane(raw, plan, first, 1.0):
                 yield PredictEvent(done, len(plan), 0, n, "estimating the cell size")
-            found = median_diameter([to_labels(first)])
+            found = median_diameter([to_labels(first, min_size=(  # cells of any size count
+                MIN_SIZE_FLOOR if config.min_size == "auto" else config.min_size))])
             factor = scale_factor(ckpt.object_diameter, found) if found else 1.0
             notes.append(_estimate_note(found, factor, ckpt.object_diameter))
             yield PredictEvent(0, len(plan) * n, 0, n, notes[-1])
@@ -446,7 +456,8 @@ def predict(model, image, config: PredictConfig | None = None, *, out_probabilit
                 stream_labels(ckpt, out, plane(out_labels, k) if stack else out_labels,
                                config, notes)
             elif labels:
-                lab = to_labels(np.asarray(out), pixel_size=1.0 / factor)
+                lab = to_labels(np.asarray(out), pixel_size=1.0 / factor,
+                                min_size=min_object_size(config, ckpt, factor))
                 if stack:
                     label_out[k] = lab
                 else:

@@ -171,6 +171,10 @@ def test_an_offsets_model_also_shows_where_its_pixels_point(cells_viewer, qtbot,
 
 def test_prediction_adds_labels_of_the_right_shape_and_scale(cells_viewer, qtbot, model_file):
     widget = predict_dock(cells_viewer, model_file, probabilities=True)
+    assert widget.min_size.text() == "auto" and widget.config().min_size == "auto"
+    widget.min_size.setValue(0)
+    assert widget.config().min_size == 0  # keep every object
+    widget.min_size.setValue(-1)
     widget.controls.start_btn.click()
     wait_done(qtbot, widget)
     out = cells_viewer.layers["cells segmentation"]

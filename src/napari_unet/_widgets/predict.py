@@ -89,7 +89,9 @@ class PredictWidget(QWidget):
                             "how touching objects are separated (auto: the model's own "
                             "way, a seeded watershed or, for an offsets model, centre "
                             "voting; components: the paper's connected components)")
-        self.min_size = spin(10, 0, 100000, tip="smaller objects are removed (pixels)")
+        self.min_size = spin(-1, -1, 100000, special="auto",
+                             tip="smaller objects are removed (pixels); auto: 15 % of the area "
+                                 "of the model's typical cell, at least 10 px")
         self.diameter = spin(0, 0, 5000, decimals=1, step=1,
                              tip="typical cell diameter in this image (pixels): the image is "
                                  "resized so that its cells have the size the model learnt, "
@@ -220,7 +222,8 @@ class PredictWidget(QWidget):
             tile_size=int(self.tile.value()), batch_size=int(self.batch.value()),
             device=self.device.currentText(),
             threshold=None if self.own_threshold.isChecked() else self.threshold.value(),
-            instance_method=self.method.currentText(), min_size=int(self.min_size.value()),
+            instance_method=self.method.currentText(), min_size=(
+                int(self.min_size.value()) if self.min_size.value() >= 0 else "auto"),
             tta=self.tta.isChecked(),
             diameter="auto" if self.estimate.isChecked() else self.diameter.value() or None,
             link_planes=self.link.value())
