@@ -82,6 +82,13 @@ def min_size_sweep(target: str, calibrated: float, diameter: float | None, sizes
     from napari_unet.instances import min_size_for
 
     for spec in sizes:
+        if spec.endswith("xm"):  # the smaller of the two shares below
+            share = float(spec[:-2])
+            yield ({"method": "default", "min_size": spec},
+                   lambda p, f=share, s=min_size_for(diameter, share):
+                   _drop_below_median_share(instances_from_probabilities(
+                       p, target=target, threshold=calibrated, min_size=10), f, s))
+            continue
         if spec.endswith("m"):  # a share of the median area of the image's own objects
             yield ({"method": "default", "min_size": spec},
                    lambda p, f=float(spec[:-1]): _drop_below_median_share(
@@ -95,12 +102,12 @@ def min_size_sweep(target: str, calibrated: float, diameter: float | None, sizes
                                                             threshold=calibrated, min_size=s))
 
 
-def _drop_below_median_share(labels, share: float):
+def _drop_below_median_share(labels, share: float, at_most: float = np.inf):
     sizes = np.bincount(labels.ravel())
     objects = sizes[1:][sizes[1:] > 0]
     if not objects.size:
         return labels
-    small = sizes < share * np.median(objects)
+    small = sizes < min(share * np.median(objects), at_most)
     small[0] = False
     return np.where(small[labels], 0, labels)
 

@@ -53,13 +53,17 @@ def _model(tmp_path, **kw):
     return save_checkpoint(tmp_path / "m.safetensors", ck)
 
 
-def test_predict_into_a_zarr_labels_file_matches_in_memory(tmp_path, rng):
-    model = _model(tmp_path)
-    image = ndi.gaussian_filter(rng.normal(size=(300, 260)), 2).astype(np.float32)
+@pytest.mark.parametrize("min_size", [3, "auto"])
+def test_predict_into_a_zarr_labels_file_matches_in_memory(tmp_path, rng, min_size):
+    from _models import thresholding_model
+
+    model = thresholding_model()
+    model.task["object_diameter"] = 12.0  # 'auto': 22 px here, where 10 px keeps 9 more
+    image = ndi.gaussian_filter(rng.normal(size=(300, 260)), 3).astype(np.float32)
     lazy = zarr.create_array(store=tmp_path / "in.zarr", shape=image.shape, chunks=(64, 64),
                              dtype="float32")
     lazy[:] = image
-    cfg = PredictConfig(tile_size=64, min_size=3, instance_method="components")  # streamed
+    cfg = PredictConfig(tile_size=64, min_size=min_size, instance_method="components")
     whole = run(predict(model, image, cfg))
     labels = zarr.create_array(store=tmp_path / "out.zarr", shape=image.shape,
                                chunks=(96, 80), dtype="uint32")

@@ -65,12 +65,16 @@ def test_small_objects_are_removed():
 
 
 def test_the_automatic_minimum_size_follows_the_cell_size():
-    from napari_unet.instances import MIN_SIZE_FLOOR, MIN_SIZE_SHARE, min_size_for
+    from napari_unet.instances import MIN_SIZE_FLOOR, MIN_SIZE_SHARE, auto_min_size
 
-    assert min_size_for(None) == min_size_for(0) == MIN_SIZE_FLOOR == 10
-    assert min_size_for(4) == 10  # never below the floor
-    assert min_size_for(40) == round(MIN_SIZE_SHARE * np.pi * 400)
-    assert min_size_for(40, share=0.2) == round(0.2 * np.pi * 400)
+    model_cap = round(MIN_SIZE_SHARE * np.pi * 400)  # cells of 40 px
+    assert auto_min_size([300, 310, 320], None) == MIN_SIZE_FLOOR == 10  # no cell size
+    assert auto_min_size([], 40) == model_cap
+    assert auto_min_size([5000, 6000, 7000, 3], 40) == model_cap  # the model's cell binds
+    # an image of cells much smaller than the model's keeps them: its median binds
+    assert auto_min_size([100, 120, 140, 3], 40) == round(MIN_SIZE_SHARE * 120)
+    assert auto_min_size([20, 22, 24], 40) == 10  # never below the floor
+    assert auto_min_size([5000] * 3, 4) == 10
 
 
 @pytest.mark.parametrize("overlap", [3, 6])

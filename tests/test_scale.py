@@ -191,21 +191,22 @@ def test_the_automatic_minimum_size_is_the_models_cell_size_at_the_images_scale(
 
     ck = thresholding_model()
     ck.task["object_diameter"] = 20.0
-    image = np.zeros((120, 120), np.float32)
-    sides = {(10, 10): 3, (40, 40): 8, (80, 80): 14}  # 25, 100, 256 px grown by 1 px
+    image = np.zeros((200, 200), np.float32)
+    sides = {(10, 10): 36, (10, 100): 36, (100, 10): 36, (100, 100): 36, (160, 160): 12,
+             (180, 60): 3}  # the large ones make the median: the model's cell size binds
     for (y, x), side in sides.items():
         image[y:y + side, x:x + side] = 1.0
-    assert 25 < min_size_for(20) < 100 < min_size_for(40) < 256
+    assert 25 < min_size_for(20) < 12**2 < min_size_for(40) < 0.2 * 36**2
 
     def kept(**kw):
         labels = run(predict(ck, image, PredictConfig(device="cpu", tile_size=64,
                                                       instance_method="components", **kw))
                      ).labels
-        return sorted(int(labels[y + 1, x + 1] > 0) * side for (y, x), side in sides.items())
+        return sorted({int(labels[y + 1, x + 1] > 0) * side for (y, x), side in sides.items()})
 
-    assert kept(min_size=0) == [3, 8, 14]
-    assert kept() == [0, 8, 14]  # 'auto' is the default: the 3x3 square is debris
-    assert kept(diameter=40.0) == [0, 0, 14]
+    assert kept(min_size=0) == [3, 12, 36]
+    assert kept() == [0, 12, 36]  # 'auto' is the default: the 3x3 square is debris
+    assert kept(diameter=40.0) == [0, 36]
     with pytest.raises(InputError, match="min_size"):
         PredictConfig(min_size=-1)
     with pytest.raises(InputError, match="min_size"):

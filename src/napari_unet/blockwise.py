@@ -120,7 +120,8 @@ def merge_lut(n: int, pairs: np.ndarray) -> np.ndarray:
 
 
 def label_components(foreground: Callable[[Block], np.ndarray], out, *, block=2048,
-                     grow: int = 1, min_size: int = 10, mapper: Callable = local_map) -> int:
+                     grow: int = 1, min_size: int | Callable = 10,
+                     mapper: Callable = local_map) -> int:
     """Label the components of ``foreground`` into ``out`` (an integer array-like).
 
     Parameters
@@ -132,7 +133,8 @@ def label_components(foreground: Callable[[Block], np.ndarray], out, *, block=20
     block : int or (int, int)
         Block size; use the output's chunks when tasks run in parallel.
     grow, min_size :
-        As in :func:`napari_unet.instances.components`.
+        As in :func:`napari_unet.instances.components`; ``min_size`` may also be a function
+        of the objects' sizes (pixels) that returns the minimum size.
     mapper : callable
         ``mapper(func, items, **kwargs) -> list``: where the passes run.
 
@@ -159,6 +161,8 @@ def label_components(foreground: Callable[[Block], np.ndarray], out, *, block=20
                            grow=grow, shape=shape):
         np.add.at(sizes, ids, cnt)
     sizes[0] = 0
+    if callable(min_size):
+        min_size = min_size(sizes[sizes > 0])
     keep = np.flatnonzero(sizes >= max(min_size, 1))
     final = np.zeros(n + 1, np.int64)
     final[keep] = np.arange(1, len(keep) + 1)

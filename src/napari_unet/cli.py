@@ -157,7 +157,8 @@ def _add_predict(sub) -> None:
                         "connected components")
     p.add_argument("--min-size", type=_min_size, default="auto", metavar="PX|auto",
                    help="objects smaller than this many pixels are removed (default auto: "
-                        "15 %% of the area of the model's typical cell, at least 10 px)")
+                        "a fifth of the area of the model's typical cell or of the image's "
+                        "median object, the smaller, at least 10 px)")
     p.add_argument("--tta", action="store_true",
                    help="average over the 8 rotations and flips of the input (8x slower)")
     p.add_argument("--diameter", type=_diameter, default=0.0, metavar="PX|auto",

@@ -302,10 +302,11 @@ class PredictConfig(_DictMixin):
         again), 'auto' (the watershed, chosen on a development set of DSB 2018 nuclei,
         see benchmarks/RESULTS.md).
     min_size : int or 'auto'
-        Objects smaller than this many pixels are removed. 'auto': a share of the area of
-        the model's typical cell (:func:`napari_unet.instances.min_size_for`, at the
-        image's scale when it is resized), at least 10 px; 10 px for a model that records
-        no cell size.
+        Objects smaller than this many pixels are removed. 'auto': a fifth of the area of
+        the model's typical cell (at the image's scale when it is resized) or of the
+        image's median object, the smaller, at least 10 px
+        (:func:`napari_unet.instances.auto_min_size`); 10 px for a model that records no
+        cell size.
     tta : bool
         Test-time augmentation: average over the 8 rotations and flips (8x slower).
     halo : int or None

@@ -23,18 +23,42 @@ import numpy as np
 from scipy import ndimage as ndi
 
 _CROSS = ndi.generate_binary_structure(2, 1)
-#: The smallest objects kept when no size is given: at least this many pixels ...
+#: The 'auto' minimum object size: at least this many pixels, and
 MIN_SIZE_FLOOR = 10
-#: ... and at least this share of the area of a disc of the model's cell diameter.
-MIN_SIZE_SHARE = 0.15
+#: this share of the model's typical cell or of the image's median object, the smaller.
+MIN_SIZE_SHARE = 0.2
 
 
 def min_size_for(diameter: float | None, share: float = MIN_SIZE_SHARE) -> int:
-    """The minimum object size (pixels) for cells of ``diameter`` px: ``share`` of the area
-    of a disc that wide, and at least :data:`MIN_SIZE_FLOOR` (also without a diameter)."""
+    """``share`` of the area of a disc ``diameter`` px across, at least
+    :data:`MIN_SIZE_FLOOR` (also without a diameter)."""
     if not diameter:
         return MIN_SIZE_FLOOR
     return max(MIN_SIZE_FLOOR, round(share * np.pi / 4 * diameter**2))
+
+
+def auto_min_size(sizes, diameter: float | None, share: float = MIN_SIZE_SHARE) -> int:
+    """The 'auto' minimum object size for one image, whose objects have ``sizes`` pixels
+    and whose cells the model learnt ``diameter`` px across at this image's scale.
+
+    ``share`` of the area of the model's typical cell (:func:`min_size_for`), or of this
+    image's median object if that is smaller, so that an image of cells smaller than the
+    model learnt keeps them; at least :data:`MIN_SIZE_FLOOR`, and only that for a model
+    that records no cell size. Chosen on a development set of DSB 2018 nuclei
+    (benchmarks/RESULTS.md)."""
+    if not diameter:
+        return MIN_SIZE_FLOOR
+    sizes = np.asarray(sizes)
+    sizes = sizes[sizes >= MIN_SIZE_FLOOR]
+    limit = min_size_for(diameter, share)
+    if sizes.size:
+        limit = min(limit, share * float(np.median(sizes)))
+    return max(MIN_SIZE_FLOOR, round(limit))
+
+
+def remove_small_objects(labels: np.ndarray, min_size: int) -> np.ndarray:
+    """``labels`` without the objects smaller than ``min_size`` pixels, numbered 1..n."""
+    return _finish(labels, min_size)
 
 
 def _finish(labels: np.ndarray, min_size: int) -> np.ndarray:

@@ -25,7 +25,12 @@ from .checkpoint import Checkpoint, load_checkpoint
 from .config import PredictConfig
 from .data import as_channels_last, normalize_channels_first, percentiles
 from .errors import InputError
-from .instances import MIN_SIZE_FLOOR, labels_from_probabilities, min_size_for
+from .instances import (
+    MIN_SIZE_FLOOR,
+    auto_min_size,
+    labels_from_probabilities,
+    remove_small_objects,
+)
 from .scale import (
     NO_CELL_SIZE,
     median_diameter,
@@ -322,13 +327,24 @@ def stream_labels(ckpt, prob, out, config: PredictConfig, notes: list[str], *,
                      min_size=min_object_size(config, ckpt), mapper=mapper)
 
 
-def min_object_size(config: PredictConfig, ckpt: Checkpoint, factor: float = 1.0) -> int:
-    """``config.min_size`` in pixels of the image; 'auto' from the model's cell size, which
-    spans ``1 / factor`` as many pixels of an image that was resized by ``factor``."""
+def min_object_size(config: PredictConfig, ckpt: Checkpoint, factor: float = 1.0):
+    """``config.min_size`` in pixels of the image, or for 'auto' a function of the image's
+    object sizes (:func:`napari_unet.instances.auto_min_size`) with the model's cell size,
+    which spans ``1 / factor`` as many pixels of an image that was resized by ``factor``."""
     if config.min_size != "auto":
         return config.min_size
-    diameter = ckpt.object_diameter
-    return min_size_for(diameter / factor if diameter else None)
+    if ckpt.mode == "semantic" or not ckpt.object_diameter:
+        return MIN_SIZE_FLOOR
+    return functools.partial(auto_min_size, diameter=ckpt.object_diameter / factor)
+
+
+def _labels(to_labels, prob, min_size, **kw) -> np.ndarray:
+    """Labels of ``prob`` without objects under ``min_size`` (pixels, or a function of
+    the objects' sizes)."""
+    if not callable(min_size):
+        return to_labels(prob, min_size=min_size, **kw)
+    labels = to_labels(prob, min_size=MIN_SIZE_FLOOR, **kw)
+    return remove_small_objects(labels, min_size(np.bincount(labels.ravel())[1:]))
 
 
 def predict(model, image, config: PredictConfig | None = None, *, out_probabilities=None,
@@ -456,8 +472,8 @@ def predict(model, image, config: PredictConfig | None = None, *, out_probabilit
                 stream_labels(ckpt, out, plane(out_labels, k) if stack else out_labels,
                                config, notes)
             elif labels:
-                lab = to_labels(np.asarray(out), pixel_size=1.0 / factor,
-                                min_size=min_object_size(config, ckpt, factor))
+                lab = _labels(to_labels, np.asarray(out), min_object_size(config, ckpt, factor),
+                              pixel_size=1.0 / factor)
                 if stack:
                     label_out[k] = lab
                 else:

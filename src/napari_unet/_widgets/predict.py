@@ -90,8 +90,9 @@ class PredictWidget(QWidget):
                             "way, a seeded watershed or, for an offsets model, centre "
                             "voting; components: the paper's connected components)")
         self.min_size = spin(-1, -1, 100000, special="auto",
-                             tip="smaller objects are removed (pixels); auto: 15 % of the area "
-                                 "of the model's typical cell, at least 10 px")
+                             tip="smaller objects are removed (pixels); auto: a fifth of the "
+                                 "area of the model's typical cell or of the image's median "
+                                 "object, the smaller, at least 10 px")
         self.diameter = spin(0, 0, 5000, decimals=1, step=1,
                              tip="typical cell diameter in this image (pixels): the image is "
                                  "resized so that its cells have the size the model learnt, "
