@@ -48,8 +48,8 @@ fi
 export PYTHONUNBUFFERED=1 PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}"
 [ -d .gpu/data ] && export NAPARI_UNET_DATA=.gpu/data
 if ls .gpu/whl/*.whl >/dev/null 2>&1 && ! python3 -c "import monai" 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/whl/*.whl \
-    && export PYTHONPATH="$PYTHONPATH:/tmp/site"
+  for w in .gpu/whl/*.whl; do python3 -m zipfile -e "$w" /tmp/site; done  # pure-Python wheels
+  export PYTHONPATH="$PYTHONPATH:/tmp/site"
 fi
 
 {
