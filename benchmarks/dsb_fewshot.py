@@ -54,7 +54,12 @@ from _common import DATA, command, emit, machine  # noqa: E402
 
 from napari_unet.checkpoint import load_checkpoint  # noqa: E402
 from napari_unet.config import ModelConfig, PredictConfig, TrainConfig  # noqa: E402
-from napari_unet.instances import instances_from_probabilities, watershed_two_class  # noqa: E402
+from napari_unet.instances import (  # noqa: E402
+    auto_min_size,
+    instances_from_probabilities,
+    remove_small_objects,
+    watershed_two_class,
+)
 from napari_unet.io import read_image  # noqa: E402
 from napari_unet.metrics import instance_scores  # noqa: E402
 from napari_unet.predict import predict  # noqa: E402
@@ -114,9 +119,13 @@ def evaluate(checkpoint, images, truths, device: str, min_size: int) -> dict:
         preds = [instances_from_probabilities(p, target=target, method=method, threshold=th,
                                               min_size=min_size) for p in probs]
         out[method] = score(truths, preds)
-    if min_size != 10:  # the default method with the engine's default minimum size
-        out["watershed_min_size_10"] = score(truths, [instances_from_probabilities(
-            p, target=target, threshold=th, min_size=10) for p in probs])
+    floor = [instances_from_probabilities(p, target=target, threshold=th, min_size=10)
+             for p in probs]
+    if min_size != 10:  # the default method with the engine's old default minimum size
+        out["watershed_min_size_10"] = score(truths, floor)
+    # ... and with its default since 2026-11-27, 'auto' (what a user gets)
+    out["watershed_min_size_auto"] = score(truths, [remove_small_objects(lab, auto_min_size(
+        np.bincount(lab.ravel())[1:], checkpoint.object_diameter)) for lab in floor])
     if target == "two_class":  # the watershed without merging split objects again
         out["watershed_unmerged"] = score(truths, [watershed_two_class(
             p[1], threshold=th, min_size=min_size, merge=None) for p in probs])
