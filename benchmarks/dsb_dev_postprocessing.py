@@ -21,6 +21,7 @@ image, averaged; touching pairs separated), and reported as JSON, best first.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import sys
 import time
@@ -79,15 +80,14 @@ def min_size_sweep(target: str, calibrated: float, diameter: float | None, sizes
     """(setting, function) for the default instance method with each minimum size of
     ``sizes``: pixels ("25"), or a share of the area of a disc of the model's cell diameter
     ("0.1x", :func:`napari_unet.instances.min_size_for`)."""
-    from napari_unet.instances import min_size_for
+    from napari_unet.instances import auto_min_size, min_size_for, remove_small_objects
 
     for spec in sizes:
-        if spec.endswith("xm"):  # the smaller of the two shares below
-            share = float(spec[:-2])
+        if spec.endswith("xm"):  # the smaller of the two shares below: the engine's 'auto'
+            auto = functools.partial(auto_min_size, diameter=diameter, share=float(spec[:-2]))
             yield ({"method": "default", "min_size": spec},
-                   lambda p, f=share, s=min_size_for(diameter, share):
-                   _drop_below_median_share(instances_from_probabilities(
-                       p, target=target, threshold=calibrated, min_size=10), f, s))
+                   lambda p, a=auto: remove_small_objects(instances_from_probabilities(
+                       p, target=target, threshold=calibrated, min_size=10), a))
             continue
         if spec.endswith("m"):  # a share of the median area of the image's own objects
             yield ({"method": "default", "min_size": spec},
@@ -102,12 +102,12 @@ def min_size_sweep(target: str, calibrated: float, diameter: float | None, sizes
                                                             threshold=calibrated, min_size=s))
 
 
-def _drop_below_median_share(labels, share: float, at_most: float = np.inf):
+def _drop_below_median_share(labels, share: float):
     sizes = np.bincount(labels.ravel())
     objects = sizes[1:][sizes[1:] > 0]
     if not objects.size:
         return labels
-    small = sizes < min(share * np.median(objects), at_most)
+    small = sizes < share * np.median(objects)
     small[0] = False
     return np.where(small[labels], 0, labels)
 
@@ -131,6 +131,7 @@ def main() -> None:
     t0 = time.perf_counter()
     ids = dev_ids(args.count)
     images, truths, _ = load("train", ids)
+    val = load("val") if sizes and args.val else None
     report = {"benchmark": "dsb_dev_postprocessing", "command": command(),
               "machine": machine(), "dev_images": ids, "models": {}}
     for name in filter(None, args.names.split(",")):
@@ -146,11 +147,10 @@ def main() -> None:
         report["models"][name] = {"target": ckpt.target, "calibrated_threshold":
                                   ckpt.threshold, "object_diameter": ckpt.object_diameter,
                                   "settings": rows}
-        if sizes and args.val:
-            vx, vy, _ = load("val")
-            vprobs, _ = probabilities(ckpt, vx, args.device)
+        if val is not None:
+            vprobs, _ = probabilities(ckpt, val[0], args.device)
             report["models"][name]["val"] = [
-                {**setting, **score(vy, [fn(p) for p in vprobs])} for setting, fn in grid]
+                {**setting, **score(val[1], [fn(p) for p in vprobs])} for setting, fn in grid]
     report["total_seconds"] = round(time.perf_counter() - t0, 1)
     emit(report, args.out)
 

@@ -43,6 +43,7 @@ beats.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
@@ -124,8 +125,9 @@ def evaluate(checkpoint, images, truths, device: str, min_size: int) -> dict:
     if min_size != 10:  # the default method with the engine's old default minimum size
         out["watershed_min_size_10"] = score(truths, floor)
     # ... and with its default since 2026-11-27, 'auto' (what a user gets)
-    out["watershed_min_size_auto"] = score(truths, [remove_small_objects(lab, auto_min_size(
-        np.bincount(lab.ravel())[1:], checkpoint.object_diameter)) for lab in floor])
+    auto = functools.partial(auto_min_size, diameter=checkpoint.object_diameter)
+    out["watershed_min_size_auto"] = score(truths, [remove_small_objects(lab, auto)
+                                                    for lab in floor])
     if target == "two_class":  # the watershed without merging split objects again
         out["watershed_unmerged"] = score(truths, [watershed_two_class(
             p[1], threshold=th, min_size=min_size, merge=None) for p in probs])

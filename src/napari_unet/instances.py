@@ -56,8 +56,12 @@ def auto_min_size(sizes, diameter: float | None, share: float = MIN_SIZE_SHARE) 
     return max(MIN_SIZE_FLOOR, round(limit))
 
 
-def remove_small_objects(labels: np.ndarray, min_size: int) -> np.ndarray:
-    """``labels`` without the objects smaller than ``min_size`` pixels, numbered 1..n."""
+def remove_small_objects(labels: np.ndarray, min_size) -> np.ndarray:
+    """``labels`` without the objects smaller than ``min_size`` pixels, numbered 1..n;
+    ``min_size`` may also be a function of the objects' sizes (e.g. :func:`auto_min_size`
+    with its diameter given)."""
+    if callable(min_size):
+        min_size = min_size(np.bincount(np.asarray(labels).ravel())[1:])
     return _finish(labels, min_size)
 
 

@@ -343,8 +343,7 @@ def _labels(to_labels, prob, min_size, **kw) -> np.ndarray:
     the objects' sizes)."""
     if not callable(min_size):
         return to_labels(prob, min_size=min_size, **kw)
-    labels = to_labels(prob, min_size=MIN_SIZE_FLOOR, **kw)
-    return remove_small_objects(labels, min_size(np.bincount(labels.ravel())[1:]))
+    return remove_small_objects(to_labels(prob, min_size=MIN_SIZE_FLOOR, **kw), min_size)
 
 
 def predict(model, image, config: PredictConfig | None = None, *, out_probabilities=None,
