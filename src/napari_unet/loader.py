@@ -26,6 +26,15 @@ class _Stream(IterableDataset):
             yield self.sampler.batch(self.batch_size)
 
 
+def _init_worker(worker_id: int) -> None:
+    """A worker that dies of a signal (an abort in native code) prints the Python stacks of
+    its threads to its stderr first, so that the parent's "worker killed by signal" error
+    comes with a place to look."""
+    import faulthandler
+
+    faulthandler.enable(all_threads=True)
+
+
 class ProcessBatches:
     """``get()`` returns the next ``(image, target, weights)`` batch as tensors."""
 
@@ -33,7 +42,8 @@ class ProcessBatches:
                  pin_memory: bool = False) -> None:
         self._loader = DataLoader(_Stream(sampler, batch_size, seed), batch_size=None,
                                   num_workers=workers, pin_memory=pin_memory,
-                                  prefetch_factor=4, multiprocessing_context="spawn")
+                                  prefetch_factor=4, multiprocessing_context="spawn",
+                                  worker_init_fn=_init_worker)
         self._it = iter(self._loader)
 
     def get(self):
@@ -42,7 +52,13 @@ class ProcessBatches:
     def close(self) -> None:
         it, self._it = self._it, None
         if it is not None and hasattr(it, "_shutdown_workers"):
-            it._shutdown_workers()
+            try:
+                it._shutdown_workers()
+            except RuntimeError as e:
+                # torch's SIGCHLD handler reports a worker that died while being stopped;
+                # its batches are no longer wanted, so a training that ended well stays so
+                if "DataLoader worker" not in str(e):
+                    raise
 
 
 def default_workers(device) -> int:
