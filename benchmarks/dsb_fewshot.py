@@ -143,7 +143,8 @@ def fit(images, labels, names, args, *, target: str, init_from=None, out: Path) 
                       time_budget=args.time_budget, batch_size=args.batch_size,
                       patch_size=args.patch_size, learning_rate=lr, seed=args.seed,
                       zoom=args.zoom, w0=args.w0, sigma=args.sigma,
-                      class_balance=not args.no_class_balance, val_fraction=args.val_fraction,
+                      class_balance=not args.no_class_balance, dice_weight=args.dice_weight,
+                      val_fraction=args.val_fraction,
                       freeze_encoder=args.freeze_encoder and init_from is not None,
                       device=args.device)
     mc = ModelConfig(base_channels=args.base_channels, depth=4, padding=args.padding,
@@ -180,13 +181,17 @@ def main() -> None:
     ap.add_argument("--zoom", type=float, default=0.0, help="zoom augmentation (0: off)")
     ap.add_argument("--min-size", type=int, default=25,
                     help="objects smaller than this (px) are removed; 25 was chosen on the "
-                    "development set (dsb_dev_postprocessing.py), the engine's default is 10")
+                    "development set (dsb_dev_postprocessing.py); every model is also scored at the "
+                    "engine's default, 'auto' (instances.auto_min_size)")
     ap.add_argument("--w0", type=float, default=TrainConfig.w0,
                     help="border weight amplitude of the loss (the paper: 10)")
     ap.add_argument("--sigma", type=float, default=TrainConfig.sigma,
                     help="border weight width in pixels (the paper: 5)")
     ap.add_argument("--no-class-balance", action="store_true",
                     help="leave out the weight map's class-frequency term w_c")
+    ap.add_argument("--dice-weight", type=float, default=TrainConfig.dice_weight,
+                    help="weight of the soft Dice term added to the weighted cross-entropy "
+                    "(0: the paper's loss alone)")
     ap.add_argument("--val-fraction", type=float, default=TrainConfig.val_fraction,
                     help="share of the 30 images the training holds out for model selection")
     ap.add_argument("--seed", type=int, default=0)
@@ -220,6 +225,7 @@ def main() -> None:
                      "min_size": args.min_size, "seed": args.seed,
                      "w0": args.w0, "sigma": args.sigma,
                      "class_balance": not args.no_class_balance,
+                     "dice_weight": args.dice_weight,
                      "val_fraction": args.val_fraction},
         "baseline_truth_touching_merged": score(vy, merged),
         "models": {},
