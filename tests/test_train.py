@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 from conftest import tiny_config
+from _samplers import AbortingAtExitSampler, AbortingSampler
 
 from napari_unet.checkpoint import load_checkpoint
 from napari_unet.config import TrainConfig
@@ -202,21 +203,10 @@ def test_process_batches_are_seeded_per_worker(cells):
     assert not np.array_equal(got[0], got[1])
 
 
-class _AbortingSampler:
-    """A patch sampler whose native code crashes: the worker process aborts."""
-
-    rng = None
-
-    def batch(self, n):
-        import os
-
-        os.abort()
-
-
 def test_a_worker_process_that_dies_says_where(capfd):
     from napari_unet.loader import ProcessBatches
 
-    batches = ProcessBatches(_AbortingSampler(), 2, workers=1, seed=0)
+    batches = ProcessBatches(AbortingSampler(), 2, workers=1, seed=0)
     try:
         with pytest.raises(RuntimeError, match="DataLoader worker"):
             batches.get()
@@ -227,27 +217,6 @@ def test_a_worker_process_that_dies_says_where(capfd):
     assert "Fatal Python error: Aborted" in err and "in batch" in err
 
 
-class _AbortingAtExitSampler:
-    """Worker 1 aborts on its way out, after it was stopped, while worker 0 takes two
-    seconds to exit, so that the parent is still waiting for worker 0 when it happens."""
-
-    rng = None
-
-    def batch(self, n):
-        import atexit
-        import functools
-        import os
-        import time
-
-        from torch.utils.data import get_worker_info
-
-        if not getattr(self, "armed", False):
-            atexit.register(os.abort if get_worker_info().id == 1
-                            else functools.partial(time.sleep, 2.0))
-            self.armed = True
-        return tuple(np.zeros((n, 1, 8, 8), np.float32) for _ in range(3))
-
-
 def test_a_worker_process_that_dies_while_stopped_loses_nothing():
     """torch reports a worker killed by a signal wherever the parent is at that moment; one
     that dies after being told to stop must not turn a finished training into an error."""
@@ -255,7 +224,7 @@ def test_a_worker_process_that_dies_while_stopped_loses_nothing():
 
     from napari_unet.loader import ProcessBatches
 
-    batches = ProcessBatches(_AbortingAtExitSampler(), 2, workers=2, seed=0)
+    batches = ProcessBatches(AbortingAtExitSampler(), 2, workers=2, seed=0)
     for _ in range(2):  # one batch from each worker, in turn
         assert batches.get()[0].shape == (2, 1, 8, 8)
     workers = list(batches._it._workers)

@@ -29,10 +29,18 @@ class _Stream(IterableDataset):
 def _init_worker(worker_id: int) -> None:
     """A worker that dies of a signal (an abort in native code) prints the Python stacks of
     its threads to its stderr first, so that the parent's "worker killed by signal" error
-    comes with a place to look."""
+    comes with a place to look.
+
+    A stopped worker leaves at its first exit handler, skipping the interpreter's and
+    libtorch's teardown: that teardown occasionally aborted ("terminate called without an
+    active exception", seen under heavy CPU load), and a worker has nothing to save."""
+    import atexit
     import faulthandler
+    import os
 
     faulthandler.enable(all_threads=True)
+    # exit handlers run last registered first: those registered from here on still run
+    atexit.register(os._exit, 0)
 
 
 class ProcessBatches:
