@@ -61,6 +61,9 @@ def main() -> None:
     ap.add_argument("--half", action="store_true", help="store the weights as float16")
     ap.add_argument("--min-size", type=int, default=25,
                     help="smallest object scored on val/ (as dsb_fewshot.py)")
+    ap.add_argument("--dice-weight", type=float, default=0.5,
+                    help="soft Dice term beside the weighted cross-entropy; 0.5, the engine's "
+                    "default until it became 0, is what the shipped model was trained with")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out/nuclei.safetensors"))
     args = ap.parse_args()
@@ -70,7 +73,8 @@ def main() -> None:
     cfg = TrainConfig(mode="instances", target=args.target, epochs=None,
                       time_budget=args.time_budget, batch_size=args.batch_size,
                       patch_size=args.patch_size, learning_rate=args.lr,
-                      val_fraction=args.val_fraction, seed=args.seed, device=args.device)
+                      val_fraction=args.val_fraction, dice_weight=args.dice_weight,
+                      seed=args.seed, device=args.device)
     mc = ModelConfig(base_channels=args.base_channels, depth=4, padding="same", norm="batch",
                      dropout=0.0)
     t0 = time.perf_counter()

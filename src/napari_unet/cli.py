@@ -74,9 +74,9 @@ def _add_train(sub) -> None:
                    help="side of the training patches in pixels (default 256)")
     p.add_argument("--lr", type=float, default=1e-3,
                    help="Adam learning rate, decayed by a cosine (default 0.001)")
-    p.add_argument("--dice-weight", type=float, default=0.5,
-                   help="weight of the soft Dice term beside the weighted cross-entropy "
-                   "(default 0.5)")
+    p.add_argument("--dice-weight", type=float, default=0.0,
+                   help="weight of a soft Dice term beside the weighted cross-entropy "
+                   "(default 0: the paper's loss alone)")
     p.add_argument("--no-augment", action="store_true",
                    help="no elastic deformation, flips, rotations or intensity changes")
     p.add_argument("--zoom", type=float, default=0.0,
