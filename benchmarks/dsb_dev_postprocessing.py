@@ -120,8 +120,9 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--min-sizes", default="",
                     help="instead of the whole grid, only the default instance method with "
-                    "these minimum sizes: pixels (25) or shares of the area of the model's "
-                    "cell diameter (0.1x), comma-separated")
+                    "these minimum sizes, comma-separated: pixels (25), a share of the area "
+                    "of the model's cell diameter (0.1x), of the image's median object "
+                    "(0.2m), or the smaller of the two (0.2xm, the engine's 'auto')")
     ap.add_argument("--val", action="store_true",
                     help="with --min-sizes, score val/ too (reported, not used to choose)")
     ap.add_argument("--out", type=Path)

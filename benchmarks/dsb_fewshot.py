@@ -43,7 +43,6 @@ beats.
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 import time
 from pathlib import Path
@@ -56,14 +55,13 @@ from _common import DATA, command, emit, machine  # noqa: E402
 from napari_unet.checkpoint import load_checkpoint  # noqa: E402
 from napari_unet.config import ModelConfig, PredictConfig, TrainConfig  # noqa: E402
 from napari_unet.instances import (  # noqa: E402
-    auto_min_size,
     instances_from_probabilities,
     remove_small_objects,
     watershed_two_class,
 )
 from napari_unet.io import read_image  # noqa: E402
 from napari_unet.metrics import instance_scores  # noqa: E402
-from napari_unet.predict import predict  # noqa: E402
+from napari_unet.predict import min_object_size, predict  # noqa: E402
 from napari_unet.pretrained import resolve_model  # noqa: E402
 from napari_unet.progress import run  # noqa: E402
 from napari_unet.train import train  # noqa: E402
@@ -125,7 +123,7 @@ def evaluate(checkpoint, images, truths, device: str, min_size: int) -> dict:
     if min_size != 10:  # the default method with the engine's old default minimum size
         out["watershed_min_size_10"] = score(truths, floor)
     # ... and with its default since 2026-11-27, 'auto' (what a user gets)
-    auto = functools.partial(auto_min_size, diameter=checkpoint.object_diameter)
+    auto = min_object_size(PredictConfig(min_size="auto"), checkpoint)
     out["watershed_min_size_auto"] = score(truths, [remove_small_objects(lab, auto)
                                                     for lab in floor])
     if target == "two_class":  # the watershed without merging split objects again
@@ -181,8 +179,8 @@ def main() -> None:
     ap.add_argument("--zoom", type=float, default=0.0, help="zoom augmentation (0: off)")
     ap.add_argument("--min-size", type=int, default=25,
                     help="objects smaller than this (px) are removed; 25 was chosen on the "
-                    "development set (dsb_dev_postprocessing.py); every model is also scored at the "
-                    "engine's default, 'auto' (instances.auto_min_size)")
+                    "development set (dsb_dev_postprocessing.py); every model is also scored "
+                    "at the engine's default, 'auto' (instances.auto_min_size)")
     ap.add_argument("--w0", type=float, default=TrainConfig.w0,
                     help="border weight amplitude of the loss (the paper: 10)")
     ap.add_argument("--sigma", type=float, default=TrainConfig.sigma,

@@ -75,7 +75,9 @@ def star_distances(labels, n_rays=R):
 
 
 def object_prob(labels):
-    """Each object pixel's distance to the object's border over the object's largest."""
+    """Each object pixel's distance to the object's border over the object's largest: as
+    :func:`napari_unet.targets.normalized_distance`, but the image's edge counts as a
+    border, as in StarDist."""
     out = np.zeros(labels.shape, np.float32)
     for i, sl in enumerate(ndi.find_objects(labels), 1):
         if sl is None:

@@ -60,16 +60,16 @@ def remove_small_objects(labels: np.ndarray, min_size) -> np.ndarray:
     """``labels`` without the objects smaller than ``min_size`` pixels, numbered 1..n;
     ``min_size`` may also be a function of the objects' sizes (e.g. :func:`auto_min_size`
     with its diameter given)."""
-    if callable(min_size):
-        min_size = min_size(np.bincount(np.asarray(labels).ravel())[1:])
-    return _finish(labels, min_size)
+    return _finish(np.asarray(labels), min_size)
 
 
-def _finish(labels: np.ndarray, min_size: int) -> np.ndarray:
+def _finish(labels: np.ndarray, min_size) -> np.ndarray:
     from skimage.segmentation import relabel_sequential
 
-    if min_size > 1 and labels.max() > 0:
+    if labels.max() > 0 and (callable(min_size) or min_size > 1):
         sizes = np.bincount(labels.ravel())
+        if callable(min_size):
+            min_size = min_size(sizes[1:])
         small = sizes < min_size
         small[0] = False
         labels = np.where(small[labels], 0, labels)
