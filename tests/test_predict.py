@@ -76,27 +76,52 @@ class _OutOfMemoryAbove(torch.nn.Module):
         return self.net(x)
 
 
-def test_out_of_memory_halves_the_batch_and_says_so(rng):
+def _tiled_case(rng, shape):
+    """A tiny network, an image of ``shape``, its plan of 40 px tiles, and the
+    probabilities infer_plane gives on the CPU without trouble."""
     from napari_unet.predict import infer_plane
     from napari_unet.tiling import plan_tiles
 
     torch.manual_seed(0)
     net = UNet(tiny_config()).eval()
-    image = rng.normal(size=(150, 170, 1)).astype(np.float32)
-    plan = plan_tiles(image.shape[:2], net.config, 40)
+    image = rng.normal(size=(*shape, 1)).astype(np.float32)
+    plan = plan_tiles(shape, net.config, 40)
+    expected = np.zeros((2, *shape), np.float32)
+    list(infer_plane(net, image, plan, expected, batch_size=8, device=torch.device("cpu")))
+    return net, image, plan, expected
+
+
+@pytest.mark.parametrize("resident", [False, True], ids=["streamed", "resident"])
+def test_out_of_memory_halves_the_batch_and_says_so(resident, rng):
+    from napari_unet.predict import infer_plane
+
+    net, image, plan, expected = _tiled_case(rng, (150, 170))
     cpu = torch.device("cpu")
-    expected = np.zeros((2, 150, 170), np.float32)
-    list(infer_plane(net, image, plan, expected, batch_size=8, device=cpu))
     out, notes = np.zeros_like(expected), []
     done = list(infer_plane(_OutOfMemoryAbove(net, 2), image, plan, out, batch_size=8,
-                            device=cpu, notes=notes))
+                            device=cpu, notes=notes, resident=resident))
     assert done[-1] == len(plan)
     np.testing.assert_allclose(out, expected, atol=1e-6)
     assert notes == ["out of memory on CPU: continuing with batches of 4 tile(s)",
                      "out of memory on CPU: continuing with batches of 2 tile(s)"]
     with pytest.raises(InputError, match="ran out of memory for a single tile"):
         list(infer_plane(_OutOfMemoryAbove(net, 0), image, plan, out, batch_size=2,
-                         device=cpu))
+                         device=cpu, resident=resident))
+
+
+def test_no_memory_for_the_whole_image_streams_its_tiles_instead(monkeypatch, rng):
+    import napari_unet.predict as predict_module
+
+    def no_memory(array, device):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+
+    net, image, plan, expected = _tiled_case(rng, (90, 70))
+    monkeypatch.setattr(predict_module, "_upload", no_memory)
+    out, notes = np.zeros_like(expected), []
+    list(predict_module.infer_plane(net, image, plan, out, batch_size=4,
+                                    device=torch.device("cpu"), notes=notes, resident=True))
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+    assert notes == ["out of memory on CPU for the whole image: streaming its tiles instead"]
 
 
 def test_a_missing_gpu_falls_back_to_the_cpu_with_a_warning(monkeypatch):
@@ -171,3 +196,26 @@ def test_test_time_augmentation_turns_offset_vectors_back():
     assert one.shape == (2, 4, 16, 16)
     assert float(one[:, 2:].abs().max()) > 10  # vectors in pixels
     torch.testing.assert_close(avg, one, atol=1e-4, rtol=1e-5)
+
+
+def test_automatic_tile_size_fills_half_the_free_gpu_memory_within_32_bit_indexing(
+        monkeypatch):
+    from napari_unet.config import ModelConfig, PredictConfig
+    from napari_unet.device import HOST_TILE, auto_tile_size, tile_bytes
+
+    paper = ModelConfig(padding="same", norm="batch")  # 64 base channels
+    assert auto_tile_size(paper, torch.device("cpu"), "bf16") == HOST_TILE == 512
+    gpu = torch.device("cuda")
+    free = 4 * 2**30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free, 2 * free))
+    side = auto_tile_size(paper, gpu, "bf16")
+    assert tile_bytes(paper, (side, side), "bf16") <= free / 2
+    assert tile_bytes(paper, (side + 64, side + 64), "bf16") > free / 2
+    assert 1000 < side < 1500
+    free = 140 * 2**30  # an H200: the widest map, 128 channels, must stay under 2**31
+    side = auto_tile_size(paper, gpu, "bf16")
+    input_side = paper.valid_input_size(side)
+    assert 2 * 64 * input_side**2 < 2**31 and input_side > 4000
+    assert PredictConfig().tile_size == 0
+    with pytest.raises(InputError, match="tile_size must be a number of pixels"):
+        PredictConfig(tile_size=-1)

@@ -32,11 +32,12 @@ def whole_image_reference(net, image, tta=False, device="cpu"):
     return prob[:, crop : crop + image.shape[0], crop : crop + image.shape[1]]
 
 
+@pytest.mark.parametrize("resident", [False, True], ids=["streamed", "resident"])
 @pytest.mark.parametrize("padding", ["valid", "same"])
 @pytest.mark.parametrize("norm", ["none", "batch"])
 @pytest.mark.parametrize("shape,tile", [((97, 131), 40), ((64, 64), 60), ((50, 203), 100),
                                         ((7, 5), 40), ((160, 90), 70)])
-def test_tiled_equals_whole_image(padding, norm, shape, tile, rng):
+def test_tiled_equals_whole_image(padding, norm, shape, tile, resident, rng):
     torch.manual_seed(0)
     cfg = tiny_config(padding=padding, norm=norm, in_channels=2, n_classes=3)
     net = UNet(cfg).eval()
@@ -48,7 +49,8 @@ def test_tiled_equals_whole_image(padding, norm, shape, tile, rng):
     image = normalize(rng.normal(size=(*shape, 2)).astype(np.float32))
     plan = plan_tiles(shape, cfg, tile)
     out = np.full((3, *shape), np.nan, np.float32)
-    for _ in infer_plane(net, image, plan, out, batch_size=3, device=torch.device("cpu")):
+    for _ in infer_plane(net, image, plan, out, batch_size=3, device=torch.device("cpu"),
+                         resident=resident):
         pass
     assert np.isfinite(out).all()
     np.testing.assert_allclose(out, whole_image_reference(net, image), atol=2e-5)
@@ -121,8 +123,9 @@ _NETS = {}
 
 @settings(max_examples=25, deadline=None)
 @given(h=st.integers(1, 120), w=st.integers(1, 120), tile=st.integers(1, 150),
-       padding=st.sampled_from(["valid", "same"]), seed=st.integers(0, 1000))
-def test_any_shape_and_tile_size_give_a_seamless_result(h, w, tile, padding, seed):
+       padding=st.sampled_from(["valid", "same"]), seed=st.integers(0, 1000),
+       resident=st.booleans())
+def test_any_shape_and_tile_size_give_a_seamless_result(h, w, tile, padding, seed, resident):
     if padding not in _NETS:
         torch.manual_seed(0)
         _NETS[padding] = UNet(tiny_config(padding=padding, depth=2)).eval()
@@ -130,9 +133,45 @@ def test_any_shape_and_tile_size_give_a_seamless_result(h, w, tile, padding, see
     image = np.random.default_rng(seed).normal(size=(h, w, 1)).astype(np.float32)
     out = np.full((2, h, w), np.nan, np.float32)
     plan = plan_tiles((h, w), net.config, tile)
-    for _ in infer_plane(net, image, plan, out, batch_size=2, device=torch.device("cpu")):
+    for _ in infer_plane(net, image, plan, out, batch_size=2, device=torch.device("cpu"),
+                         resident=resident):
         pass
     np.testing.assert_allclose(out, whole_image_reference(net, image), atol=2e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.float64])
+@pytest.mark.parametrize("padding", ["valid", "same"])
+def test_device_resident_region_of_a_raw_image_equals_the_streamed_one(dtype, padding, rng):
+    """A region (as Dask blocks and labelled blocks are) of a raw multi-channel image,
+    normalised by given percentiles: the resident way mirrors at the whole image's borders
+    and normalises in the same float32 steps as the streamed one."""
+    torch.manual_seed(2)
+    net = UNet(tiny_config(padding=padding, in_channels=2)).eval()
+    top = 60000 if dtype == np.uint16 else 100  # values past int16: unsigned kept unsigned
+    image = rng.integers(0, top, size=(83, 71, 2)).astype(dtype)
+    lo, hi = np.array([3.0, 10.0], np.float32), np.array([90.0, 10.0], np.float32)
+    region = (50, 40)
+    for origin in [(0, 0), (33, 31), (20, 0)]:
+        plan = plan_tiles(region, net.config, 40)
+        streamed, resident = (np.full((2, *region), np.nan, np.float32) for _ in range(2))
+        for out, way in ((streamed, False), (resident, True)):
+            done = list(infer_plane(net, image, plan, out, batch_size=3,
+                                    device=torch.device("cpu"), lo=lo, hi=hi,
+                                    origin=origin, resident=way))
+            assert done[-1] == len(plan) > 1
+        assert np.isfinite(resident).all()
+        np.testing.assert_allclose(resident, streamed, atol=1e-5)
+
+
+def test_the_resident_way_is_chosen_for_in_memory_arrays_on_a_gpu_only(tmp_path):
+    from napari_unet.predict import _resident_fits
+
+    cfg = tiny_config()
+    plan = plan_tiles((64, 64), cfg, 40)
+    image, out = np.zeros((64, 64, 1), np.float32), np.zeros((2, 64, 64), np.float32)
+    assert not _resident_fits(image, out, plan, torch.device("cpu"))
+    memmap = np.lib.format.open_memmap(tmp_path / "out.npy", "w+", np.float32, out.shape)
+    assert not _resident_fits(image, memmap, plan, torch.device("cuda"))  # no GPU asked
 
 
 def test_reduced_halo_is_rounded_capped_and_still_covers_the_image():

@@ -287,6 +287,9 @@ class PredictConfig(_DictMixin):
     ----------
     tile_size : int
         Side of the input tile fed to the network (rounded to a size the network accepts).
+        0 (the default) chooses: 512 px on a CPU or Apple MPS; on a CUDA GPU the largest
+        tile that half of the free memory holds
+        (:func:`napari_unet.device.auto_tile_size`).
     batch_size : int
         Tiles per forward pass; 0 chooses from the free device memory.
     device : str
@@ -329,7 +332,7 @@ class PredictConfig(_DictMixin):
         labelled on its own. Instance models only.
     """
 
-    tile_size: int = 512
+    tile_size: int = 0
     batch_size: int = 0
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
@@ -342,7 +345,10 @@ class PredictConfig(_DictMixin):
     link_planes: float = 0.0
 
     def __post_init__(self) -> None:
-        _check_positive("tile_size", self.tile_size)
+        if isinstance(self.tile_size, bool) or not isinstance(self.tile_size, int) or (
+                self.tile_size < 0):
+            raise InputError(f"tile_size must be a number of pixels, or 0 to choose from the "
+                             f"device, not {self.tile_size!r}.")
         if isinstance(self.link_planes, bool) or not (
                 isinstance(self.link_planes, (int, float)) and 0 <= self.link_planes <= 1):
             raise InputError(f"link_planes is the overlap (IoU, 0 to 1) at which objects of "

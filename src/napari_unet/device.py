@@ -105,6 +105,36 @@ def tile_bytes(model_config, input_shape, precision: str = "fp32") -> int:
     return int(8 * model_config.base_channels * h * w * itemsize * 4 / 3)
 
 
+#: Elements one sample's tensor may hold: cuDNN and PyTorch's CUDA kernels index with 32 bits.
+MAX_TENSOR_ELEMENTS = 2**31 - 1
+
+#: The tile side of ``tile_size`` 0 on a CPU or Apple MPS (measured best on the CPU: larger
+#: tiles buy nothing there, smaller ones compute more mirrored context).
+HOST_TILE = 512
+
+
+def auto_tile_size(model_config, device, precision: str = "fp32") -> int:
+    """The input tile side for ``tile_size`` 0 ('auto').
+
+    On a CUDA GPU, the largest square tile whose activations (:func:`tile_bytes`) take at
+    most half of the free memory, and whose widest feature map (the concatenation of the
+    first level, twice the base channels) stays within 32-bit indexing: a large image then
+    goes through in a few big tiles, which compute less of the mirrored context twice. On
+    other devices :data:`HOST_TILE`.
+    """
+    import math
+
+    if device.type != "cuda":
+        return HOST_TILE
+    import torch
+
+    free, _ = torch.cuda.mem_get_info(device)
+    per_pixel = tile_bytes(model_config, (64, 64), precision) / 64**2
+    side = math.isqrt(int(free / 2 / per_pixel))
+    side = min(side, math.isqrt(MAX_TENSOR_ELEMENTS // (2 * model_config.base_channels)))
+    return max(side - 2 ** (model_config.depth + 1), 64)  # room to round up to a valid size
+
+
 def auto_batch_size(model_config, input_shape, device, precision: str = "fp32") -> int:
     """Tiles per batch from the free memory: half of the free GPU memory on CUDA (at most
     64 tiles); on other devices 4 tiles (more buys nothing on a CPU), fewer when the

@@ -112,7 +112,7 @@ class _BlockJob:
     threads: int | None = None
 
     def __call__(self, sl, image) -> None:
-        from .device import auto_batch_size, resolve_precision
+        from .device import auto_batch_size, auto_tile_size, resolve_precision
         from .predict import infer_plane
         from .tiling import plan_tiles
 
@@ -123,9 +123,10 @@ class _BlockJob:
         ckpt, net, device = _worker_model(self.model, self.mtime,
                                           _device_for_this_worker(self.config.device))
         shape = tuple(s.stop - s.start for s in sl)
-        plan = plan_tiles(shape, ckpt.config, self.config.tile_size, self.config.halo)
-        buf = np.zeros((ckpt.config.out_channels, *shape), np.float32)
         precision = resolve_precision(device, self.config.precision)
+        tile_size = self.config.tile_size or auto_tile_size(ckpt.config, device, precision)
+        plan = plan_tiles(shape, ckpt.config, tile_size, self.config.halo)
+        buf = np.zeros((ckpt.config.out_channels, *shape), np.float32)
         batch = self.config.batch_size or auto_batch_size(ckpt.config, plan.input_shape,
                                                           device, precision)
         for _ in infer_plane(net, image, plan, buf, batch_size=batch, device=device,

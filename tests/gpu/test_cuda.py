@@ -47,9 +47,12 @@ def test_auto_picks_the_gpu_and_says_which(device):
         assert describe_device(device).startswith("CPU (")
 
 
+@pytest.mark.parametrize("resident", [False, True], ids=["streamed", "resident"])
 @pytest.mark.parametrize("padding", ["same", "valid"])
-def test_tiles_add_up_to_the_whole_image_in_fp32(device, padding, rng):
-    """The overlap-tile guarantee on the device: fp32 there is IEEE fp32 (no TF32)."""
+def test_tiles_add_up_to_the_whole_image_in_fp32(device, padding, resident, rng):
+    """The overlap-tile guarantee on the device, both ways of feeding it (tiles streamed
+    from the host, or cut on the device from the image sent once): fp32 there is IEEE fp32
+    (no TF32)."""
     torch.manual_seed(0)
     cfg = ModelConfig(depth=4, base_channels=16, norm="batch", dropout=0.0, padding=padding,
                       in_channels=1, n_classes=2)
@@ -64,7 +67,8 @@ def test_tiles_add_up_to_the_whole_image_in_fp32(device, padding, rng):
     cpu_whole = whole_image_reference(net, image)
     net = net.to(device)
     out = np.full((2, *image.shape[:2]), np.nan, np.float32)
-    for _ in infer_plane(net, image, plan, out, batch_size=3, device=device, precision="fp32"):
+    for _ in infer_plane(net, image, plan, out, batch_size=3, device=device, precision="fp32",
+                         resident=resident):
         pass
     with autocast(device, "fp32"):
         whole = whole_image_reference(net, image, device=device)

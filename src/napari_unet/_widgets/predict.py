@@ -79,7 +79,9 @@ class PredictWidget(QWidget):
         refresh = QPushButton("↻")
         refresh.setToolTip("Look for newly trained models")
         refresh.clicked.connect(self.refresh_models)
-        self.tile = spin(512, 64, 8192, step=64, tip="input tile side in pixels")
+        self.tile = spin(0, 0, 8192, step=64, special="auto",
+                         tip="input tile side in pixels (auto: 512 on a CPU, on a CUDA GPU "
+                         "the largest that half of its free memory holds)")
         self.batch = spin(0, 0, 256, tip="tiles per forward pass (auto: from the free memory)",
                           special="auto")
         self.own_threshold = QCheckBox("use the model's calibrated threshold")
