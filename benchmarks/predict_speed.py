@@ -4,7 +4,9 @@ One model (by default the shipped ``nuclei`` model) and one large image: a mosai
 DSB 2018 ``val/`` nuclei images (``--size`` square). In one run, for each tile size:
 
 1. model only: the network alone on exactly the tiles ``predict`` uses, already cut,
-   normalised and batched in memory (forward + softmax), in megapixels of image per second;
+   normalised and batched in memory (forward + softmax + the probabilities back to the
+   host), in megapixels of image per second; and network only, the same without the copy
+   back;
 2. end to end: ``napari_unet.predict.predict`` from the raw uint8 image to probabilities
    (normalisation, mirrored tiles, batching, writing), and to instance labels;
 3. the peer: MONAI's ``sliding_window_inference`` with the same weights at overlap 0.25
@@ -32,6 +34,8 @@ from napari_unet.checkpoint import load_checkpoint  # noqa: E402
 from napari_unet.config import PredictConfig  # noqa: E402
 from napari_unet.data import normalize  # noqa: E402
 from napari_unet.device import (  # noqa: E402
+    auto_batch_size,
+    auto_tile_size,
     autocast,
     describe_device,
     memory_format,
@@ -82,13 +86,31 @@ def timed(fn, repeats: int) -> tuple[float, object]:
     return best, out
 
 
+def profile(fn, device) -> None:
+    """The top operators of one call of ``fn`` by device time, to stderr."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA]
+                                           if device.type == "cuda" else [])
+    with torch_profile(activities=activities) as prof:
+        fn()
+    key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    print(prof.key_averages().table(sort_by=key, row_limit=15), file=sys.stderr, flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="nuclei",
                     help="a model file, 'nuclei', or 'random64' (untrained, the paper's width)")
     ap.add_argument("--size", type=int, default=2048)
-    ap.add_argument("--tiles", default="512,1024", help="tile sizes (comma-separated)")
-    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--tiles", default="512,1024",
+                    help="tile sizes (comma-separated; 0: predict's automatic choice)")
+    ap.add_argument("--batch-size", type=int, default=4,
+                    help="tiles per batch (0: predict's automatic choice)")
+    ap.add_argument("--profile", action="store_true",
+                    help="print the network's top operators of one model-only pass per tile "
+                         "size (torch.profiler)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                     help="of all three paths (auto: bf16 on CUDA, fp32 elsewhere)")
@@ -114,33 +136,56 @@ def main() -> None:
               "model_config": ckpt.config.to_dict(), "image": [args.size, args.size],
               "megapixels": mp, "batch_size": args.batch_size, "precision": precision,
               "runs": []}
-    for tile in (int(t) for t in args.tiles.split(",")):
+    for asked in (int(t) for t in args.tiles.split(",")):
+        tile = asked or auto_tile_size(ckpt.config, device, precision)
         plan = plan_tiles(image.shape, ckpt.config, tile)
         tiles = list(plan)
+        batch = args.batch_size or auto_batch_size(ckpt.config, plan.input_shape, device,
+                                                   precision)
         batches = [torch.from_numpy(np.ascontiguousarray(np.stack(
-            [np.moveaxis(plan.read(norm, t), -1, 0) for t in tiles[i:i + args.batch_size]]),
+            [np.moveaxis(plan.read(norm, t), -1, 0) for t in tiles[i:i + batch]]),
             dtype=np.float32)).to(device, memory_format=memory_format(device))
-            for i in range(0, len(tiles), args.batch_size)]
+            for i in range(0, len(tiles), batch)]
 
         def model_only():
             with torch.inference_mode(), autocast(device, precision):
                 for x in batches:
                     net(x).float().softmax(1).cpu()
 
-        cfg = PredictConfig(tile_size=tile, batch_size=args.batch_size, device=args.device,
+        def network_only():  # the same, the probabilities left on the device
+            with torch.inference_mode(), autocast(device, precision):
+                for x in batches:
+                    net(x).float().softmax(1)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+
+        def say(what: str, seconds: float) -> None:  # each figure as soon as it is measured
+            print(json.dumps({"tile": asked, "input_tile": list(plan.input_shape),
+                              "batch": batch, what: round(seconds, 4)}),
+                  file=sys.stderr, flush=True)
+
+        cfg = PredictConfig(tile_size=asked, batch_size=args.batch_size, device=args.device,
                             precision=precision)
         t_model, _ = timed(model_only, args.repeats)
+        say("model_only_s", t_model)
+        t_net, _ = timed(network_only, args.repeats)
+        say("network_only_s", t_net)
         t_e2e, res = timed(lambda: run(predict(ckpt, image, cfg, labels=False)), args.repeats)
+        say("predict_s", t_e2e)
+        if args.profile:
+            profile(model_only, device)
         t_labels, _ = timed(lambda: run(predict(ckpt, image, cfg)), 1)
+        say("predict_with_labels_s", t_labels)
         x = torch.from_numpy(np.moveaxis(norm, -1, 0)[None].copy()).to(device)
 
         def monai():
             with torch.inference_mode(), autocast(device, precision):
-                return sliding_window_inference(x, (tile, tile), args.batch_size, net,
+                return sliding_window_inference(x, plan.input_shape, batch, net,
                                                 overlap=0.25, mode="constant"
                                                 ).float().softmax(1)[0].cpu().numpy()
 
         t_monai, peer = timed(monai, args.repeats)
+        say("monai_s", t_monai)
         approx = {}
         if args.halo:  # a smaller halo than the receptive field: faster, approximate
             cfg_h = cfg.replace(halo=args.halo)
@@ -162,9 +207,11 @@ def main() -> None:
             agreement["dice_foreground_vs_fp32"] = round(
                 dice(ours, np.asarray(full.probabilities)[1] > th), 5)
         report["runs"].append({
-            "tile": tile, "tiles": len(tiles), "input_tile": list(plan.input_shape),
+            "tile": asked or f"auto ({tile})", "tiles": len(tiles), "batch_size": batch,
+            "input_tile": list(plan.input_shape),
             "kept_per_tile": list(plan.stride),
             "model_only_mp_s": round(mp / t_model, 3),
+            "network_only_mp_s": round(mp / t_net, 3),
             "predict_mp_s": round(mp / t_e2e, 3),
             "predict_with_labels_mp_s": round(mp / t_labels, 3),
             "monai_mp_s": round(mp / t_monai, 3),
@@ -173,7 +220,8 @@ def main() -> None:
             "dice_foreground_predict_vs_monai": round(dice(ours, peer[1] > th), 5),
             **agreement,
             **approx,
-            "seconds": {"model_only": round(t_model, 2), "predict": round(t_e2e, 2),
+            "seconds": {"model_only": round(t_model, 2), "network_only": round(t_net, 2),
+                        "predict": round(t_e2e, 2),
                         "predict_with_labels": round(t_labels, 2),
                         "monai": round(t_monai, 2)},
         })
