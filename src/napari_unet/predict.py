@@ -370,10 +370,15 @@ def _copy_to_host(result, out) -> None:
     import torch
 
     if result.device.type == "cuda":
-        staging = torch.empty(result.shape, dtype=result.dtype, pin_memory=True)
-        staging.copy_(result)
-        np.copyto(out, staging.numpy())
-    elif out.flags.writeable and out.flags.c_contiguous and out.dtype == np.float32:
+        try:
+            staging = torch.empty(result.shape, dtype=result.dtype, pin_memory=True)
+        except RuntimeError:  # no page-locked memory to be had: the ordinary way
+            staging = None
+        if staging is not None:
+            staging.copy_(result)
+            np.copyto(out, staging.numpy())
+            return
+    if out.flags.writeable and out.flags.c_contiguous and out.dtype == np.float32:
         torch.from_numpy(out).copy_(result)
     else:
         out[...] = result.cpu().numpy()
