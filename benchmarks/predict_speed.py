@@ -108,6 +108,10 @@ def main() -> None:
                     help="tile sizes (comma-separated; 0: predict's automatic choice)")
     ap.add_argument("--batch-size", type=int, default=4,
                     help="tiles per batch (0: predict's automatic choice)")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time the network alone compiled by torch.compile (the time "
+                         "to compile reported apart): does fusing the bias and ReLU into the "
+                         "convolutions pay?")
     ap.add_argument("--profile", action="store_true",
                     help="print the network's top operators of one model-only pass per tile "
                          "size (torch.profiler)")
@@ -166,10 +170,24 @@ def main() -> None:
 
         cfg = PredictConfig(tile_size=asked, batch_size=args.batch_size, device=args.device,
                             precision=precision)
+        t0 = time.perf_counter()
+        model_only()  # the first pass at a new tile shape: cuDNN's autotuning on a GPU
+        t_first = time.perf_counter() - t0
+        say("first_model_only_s", t_first)
         t_model, _ = timed(model_only, args.repeats)
         say("model_only_s", t_model)
         t_net, _ = timed(network_only, args.repeats)
         say("network_only_s", t_net)
+        compiled = {}
+        if args.compile:
+            plain, net = net, torch.compile(net)
+            t0 = time.perf_counter()
+            network_only()
+            compiled["compile_and_first_s"] = round(time.perf_counter() - t0, 2)
+            t_compiled, _ = timed(network_only, args.repeats)
+            say("network_only_compiled_s", t_compiled)
+            compiled["network_only_compiled_mp_s"] = round(mp / t_compiled, 3)
+            net = plain
         t_e2e, res = timed(lambda: run(predict(ckpt, image, cfg, labels=False)), args.repeats)
         say("predict_s", t_e2e)
         if args.profile:
@@ -220,7 +238,9 @@ def main() -> None:
             "dice_foreground_predict_vs_monai": round(dice(ours, peer[1] > th), 5),
             **agreement,
             **approx,
-            "seconds": {"model_only": round(t_model, 2), "network_only": round(t_net, 2),
+            **compiled,
+            "seconds": {"first_model_only": round(t_first, 2),
+                        "model_only": round(t_model, 2), "network_only": round(t_net, 2),
                         "predict": round(t_e2e, 2),
                         "predict_with_labels": round(t_labels, 2),
                         "monai": round(t_monai, 2)},
