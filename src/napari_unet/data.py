@@ -57,11 +57,19 @@ def percentiles(image: np.ndarray, low: float = NORM_LOW, high: float = NORM_HIG
     return lo.astype(np.float32), hi.astype(np.float32)
 
 
+def offset_and_scale(lo, hi, shape=(-1,)) -> tuple[np.ndarray, np.ndarray]:
+    """The float32 per-channel ``lo`` and ``hi - lo`` (1 for a flat channel) that
+    normalisation subtracts and divides by, reshaped to ``shape`` to broadcast."""
+    lo = np.asarray(lo, np.float32).reshape(shape)
+    hi = np.asarray(hi, np.float32).reshape(shape)
+    return lo, np.where(hi - lo > 1e-6, hi - lo, 1.0).astype(np.float32)
+
+
 def normalize(image: np.ndarray, lo=None, hi=None, name: str = "the image") -> np.ndarray:
     """Map each channel's 1st..99.8th percentile to 0..1 (float32, ``(H, W, C)``)."""
     if lo is None or hi is None:
         lo, hi = percentiles(image, name=name)
-    scale = np.where(hi - lo > 1e-6, hi - lo, 1.0).astype(np.float32)
+    lo, scale = offset_and_scale(lo, hi, np.shape(lo))
     out = np.asarray(image, dtype=np.float32) - lo
     out /= scale
     return out
@@ -70,9 +78,7 @@ def normalize(image: np.ndarray, lo=None, hi=None, name: str = "the image") -> n
 def normalize_channels_first(batch: np.ndarray, lo, hi) -> np.ndarray:
     """:func:`normalize` with given ``lo``/``hi`` for a float32 ``(N, C, H, W)`` batch of
     tiles, in place."""
-    lo = np.asarray(lo, np.float32).reshape(1, -1, 1, 1)
-    hi = np.asarray(hi, np.float32).reshape(1, -1, 1, 1)
-    scale = np.where(hi - lo > 1e-6, hi - lo, 1.0).astype(np.float32)
+    lo, scale = offset_and_scale(lo, hi, (1, -1, 1, 1))
     batch -= lo
     batch /= scale
     return batch

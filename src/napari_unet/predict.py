@@ -23,7 +23,7 @@ import numpy as np
 
 from .checkpoint import Checkpoint, load_checkpoint
 from .config import PredictConfig
-from .data import as_channels_last, normalize_channels_first, percentiles
+from .data import as_channels_last, normalize_channels_first, offset_and_scale, percentiles
 from .errors import InputError
 from .instances import (
     MIN_SIZE_FLOOR,
@@ -336,9 +336,7 @@ def _device_region(image, plan: TilePlan, tiles, origin, lo, hi, device):
         x = x.index_select(1, torch.as_tensor(cols - c0, device=device))
         x = x.permute(2, 0, 1).to(torch.float32)
         if lo is not None:  # as normalize_channels_first, in the same float32 steps
-            lo32 = np.asarray(lo, np.float32).reshape(-1, 1, 1)
-            hi32 = np.asarray(hi, np.float32).reshape(-1, 1, 1)
-            scale = np.where(hi32 - lo32 > 1e-6, hi32 - lo32, 1.0).astype(np.float32)
+            lo32, scale = offset_and_scale(lo, hi, (-1, 1, 1))
             x = (x - torch.from_numpy(lo32).to(device)) / torch.from_numpy(scale).to(device)
         return x.contiguous(), (top, left)
     except (RuntimeError, MemoryError) as err:
