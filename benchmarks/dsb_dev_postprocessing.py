@@ -2,16 +2,16 @@
 
 ``dsb_fewshot.py`` trains on the 30 images of ``fewshot30.txt`` and scores ``val/``. Settings
 of the post-processing that the training cannot calibrate on its three validation images
-(the merge level of the two-class watershed, the minimum object size, the smoothing and
-spacing of an 'offsets' model's vote peaks) are chosen here
-instead, on 60 other images of ``train/`` (drawn with a fixed seed from the 337 that are not
+(the merge level of the two-class watershed and its cut at necks, the minimum object size,
+the smoothing and spacing of an 'offsets' model's vote peaks) are chosen here instead, on 60 other images of ``train/`` (drawn with a fixed seed from the 337 that are not
 in ``fewshot30.txt``), with the models that ``dsb_fewshot.py`` trained from scratch. Neither
 those models nor their calibration saw these images; the shipped ``nuclei`` model did (it
 was trained on all of ``train/``), so it is not used here.
 
 For every model, every combination of instance method, foreground threshold (two-class:
 the calibrated one and 0.8 / 0.9 / 0.95), merge level of the two-class watershed (none, 0.6,
-0.7, 0.8) and minimum object size (10, 25 px) is scored as in ``dsb_fewshot.py`` (AP@0.5 per
+0.7, 0.8), its cut at necks (none, or necks below 0.65-0.8 of the parts' radius) and
+minimum object size (10, 25 px) is scored as in ``dsb_fewshot.py`` (AP@0.5 per
 image, averaged; touching pairs separated), and reported as JSON, best first.
 
     python benchmarks/dsb_fewshot.py --out benchmarks/out/dsb_fewshot.json   # the models
@@ -69,11 +69,12 @@ def variants(target: str, calibrated: float):
             yield ({"method": "components", "threshold": th, "min_size": min_size},
                    lambda p, t=th, s=min_size: instances_from_probabilities(
                        p, method="components", threshold=t, min_size=s))
-            for merge in (None, 0.6, 0.7, 0.8):
+            for merge, necks in itertools.product((None, 0.6, 0.7, 0.8),
+                                                  (None, 0.65, 0.7, 0.75, 0.8)):
                 yield ({"method": "watershed", "threshold": th, "merge": merge,
-                        "min_size": min_size},
-                       lambda p, t=th, m=merge, s=min_size: watershed_two_class(
-                           p[1], threshold=t, merge=m, min_size=s))
+                        "necks": necks, "min_size": min_size},
+                       lambda p, t=th, m=merge, n=necks, s=min_size: watershed_two_class(
+                           p[1], threshold=t, merge=m, necks=n, min_size=s))
 
 
 def min_size_sweep(target: str, calibrated: float, diameter: float | None, sizes: list[str]):

@@ -19,7 +19,8 @@ Models compared (each trained from scratch on the same 30 images, same budget, s
 * ``two_class``: the paper's model (separating background lines, border weight map) with
   (a) connected components, and (c) a seeded watershed (seeds above the calibrated
   threshold, flooded down the foreground probability, neighbours whose shared boundary is
-  still foreground merged again; also reported without that merging);
+  still foreground merged again, objects cut where they narrow to a neck; also reported
+  without merging and cutting, and as the default was before the cut at necks);
 * ``three_class``: background / interior / boundary with (b) seeded watershed, and connected
   components of the interior;
 * ``distance``: the paper's two classes plus a regressed normalised distance map (each
@@ -126,9 +127,12 @@ def evaluate(checkpoint, images, truths, device: str, min_size: int) -> dict:
     auto = min_object_size(PredictConfig(min_size="auto"), checkpoint)
     out["watershed_min_size_auto"] = score(truths, [remove_small_objects(lab, auto)
                                                     for lab in floor])
-    if target == "two_class":  # the watershed without merging split objects again
+    if target == "two_class":  # the watershed alone: no merging, no cut at necks
         out["watershed_unmerged"] = score(truths, [watershed_two_class(
-            p[1], threshold=th, min_size=min_size, merge=None) for p in probs])
+            p[1], threshold=th, min_size=min_size, merge=None, necks=None) for p in probs])
+        # the default until 2026-11-27: merged above 0.7, not cut at necks
+        out["watershed_merge_0.7_no_necks"] = score(truths, [watershed_two_class(
+            p[1], threshold=th, min_size=min_size, merge=0.7, necks=None) for p in probs])
     fg = [(p[1] > 0.5) if target != "three_class" else (p[:3].argmax(0) != 0) for p in probs]
     out["foreground_split_by_truth"] = score(truths, [split_by_truth(f, t)
                                                      for f, t in zip(fg, truths)])

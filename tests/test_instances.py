@@ -161,6 +161,64 @@ def test_two_class_watershed_merges_a_single_object_split_by_a_shallow_dip():
     assert merge_split_objects(unmerged, fg, level=0.9).max() == 4
 
 
+@pytest.mark.parametrize("overlap", [2, 6])
+def test_two_class_watershed_cuts_touching_discs_at_their_neck(overlap):
+    """Two overlapping discs whose foreground probability is high throughout: no background
+    line, no dip, one seed. The shape's neck alone splits them, through the neck."""
+    from napari_unet.instances import watershed_two_class
+    from napari_unet.metrics import separated_pairs
+
+    lab = discs((60, 80), [(30, 25), (30, 25 + 24 - overlap)], 12)
+    fg = np.where(lab > 0, 0.97, 0.03).astype(np.float32)
+    assert watershed_two_class(fg, threshold=0.9, necks=None).max() == 1
+    pred = watershed_two_class(fg, threshold=0.9)
+    assert separated_pairs(lab, pred) == (1, 1)
+    assert average_precision(lab, pred, (0.75,))[0.75] == 1.0
+
+
+def _bumpy_disc():
+    rng = np.random.default_rng(3)
+    lab = discs((64, 64), [(32, 32)], 14)
+    for a in rng.uniform(0, 2 * np.pi, 8):  # bumps on the rim, each a maximum of its own
+        lab |= discs((64, 64), [(32 + 14 * np.sin(a), 32 + 14 * np.cos(a))], 4)
+    return lab
+
+
+@pytest.mark.parametrize("name", ["disc", "ellipse", "bumpy", "bud", "square"])
+def test_split_at_necks_leaves_single_cells_whole(name):
+    """A disc, a long ellipse, a disc with a rough rim, a disc with a bud too small to be a
+    cell of its own (under 15 % of it), and a square all stay one object."""
+    from napari_unet.instances import split_at_necks
+
+    yy, xx = np.mgrid[:64, :64]
+    lab = {"disc": lambda: discs((64, 64), [(32, 32)], 12),
+           "ellipse": lambda: (((yy - 32) / 7.0) ** 2 + ((xx - 32) / 26.0) ** 2 <= 1
+                               ).astype(np.int32),
+           "bumpy": _bumpy_disc,
+           "bud": lambda: np.maximum(discs((64, 64), [(32, 28)], 14),
+                                     discs((64, 64), [(32, 45)], 4)),
+           "square": lambda: np.pad(np.ones((30, 30), np.int32), 17)}[name]()
+    assert split_at_necks(lab).max() == 1
+
+
+def test_split_at_necks_cuts_a_chain_and_keeps_every_pixel():
+    """Three cells in a row and a lone one: four objects, each inside one object it came
+    from, the foreground unchanged."""
+    from napari_unet.instances import split_at_necks
+    from napari_unet.metrics import separated_pairs
+
+    truth = discs((60, 120), [(30, 16), (30, 36), (30, 56), (30, 100)], 11)
+    merged = (truth[:, :] > 0).astype(np.int32)
+    merged[:, 80:] *= 2
+    out = split_at_necks(merged)
+    assert out.max() == 4 and len(np.unique(out)) == 5
+    assert np.array_equal(out > 0, merged > 0)
+    for k in np.unique(out[out > 0]):
+        assert len(np.unique(merged[out == k])) == 1
+    assert separated_pairs(truth, out) == (2, 2)
+    assert average_precision(truth, out, (0.75,))[0.75] == 1.0
+
+
 def test_merge_split_objects_is_transitive_and_keeps_background():
     from napari_unet.instances import merge_split_objects
 

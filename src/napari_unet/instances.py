@@ -4,8 +4,9 @@
   background lines keep touching objects apart; each object is then grown back by the width
   of that line (1 px) into the background.
 * ``watershed`` (seeded): for a two-class model, seeds are the components above the
-  (calibrated, high) threshold, flooded down the foreground probability to 0.5, and
-  neighbours whose shared boundary is still clearly foreground are merged again; for a
+  (calibrated, high) threshold, flooded down the foreground probability to 0.5,
+  neighbours whose shared boundary is still clearly foreground are merged again, and objects
+  that narrow to a neck, as two touching round cells do, are split there; for a
   three-class model (background / interior / boundary), seeds are the connected interiors,
   flooded over the boundary probability within the object mask; for a 'distance' model,
   seeds are the cores of objects where the regressed normalised distance (smoothed)
@@ -115,9 +116,15 @@ def _keep_unseeded(labels: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
 #: foreground probability above this are one object that the high seed threshold split
 #: (a model trained with the paper's weight map puts background between touching cells).
 #: Chosen on a development set of DSB 2018 images outside the benchmark's training and test
-#: images (benchmarks/RESULTS.md): it removes more split single nuclei than it re-merges
-#: touching pairs.
-MERGE_LEVEL = 0.7
+#: images (benchmarks/RESULTS.md), together with the split at necks that follows it: it
+#: removes more split single nuclei than it re-merges touching pairs.
+MERGE_LEVEL = 0.6
+#: An object is cut where it narrows to a neck whose half-width is below this share of the
+#: radius of the smaller of the two parts it joins (:func:`split_at_necks`) ...
+NECK_RATIO = 0.75
+#: ... if each part keeps at least this share of the object. Both chosen on the DSB 2018
+#: development set with the merge level above (benchmarks/RESULTS.md).
+NECK_PART_SHARE = 0.15
 
 
 def merge_split_objects(labels: np.ndarray, foreground_prob: np.ndarray,
@@ -154,8 +161,92 @@ def merge_split_objects(labels: np.ndarray, foreground_prob: np.ndarray,
     return np.where(labels > 0, group[labels], 0)
 
 
+def _neck_parts(mask: np.ndarray, ratio: float) -> np.ndarray | None:
+    """One object's ``mask`` divided at its necks (:func:`split_at_necks`): 0 outside,
+    1..k for the parts; None where it has only one maximum of its distance map."""
+    from skimage.feature import peak_local_max
+    from skimage.segmentation import watershed
+
+    dist = ndi.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    peaks = peak_local_max(dist, min_distance=1, labels=mask.astype(np.int32),
+                           exclude_border=False)
+    n = len(peaks)
+    if n < 2:
+        return None
+    markers = np.zeros(mask.shape, np.int32)
+    markers[tuple(peaks.T)] = np.arange(1, n + 1)
+    basins = watershed(-dist, markers, mask=mask)
+    top = np.zeros(n + 1)
+    top[1:] = dist[tuple(peaks.T)]
+    # the pass between two neighbouring basins: the highest of the lower distances of the
+    # pixel pairs across their boundary
+    keys, values = [], []
+    for a, b, da, db in ((basins[:, :-1], basins[:, 1:], dist[:, :-1], dist[:, 1:]),
+                         (basins[:-1], basins[1:], dist[:-1], dist[1:])):
+        m = (a != b) & (a > 0) & (b > 0)
+        keys.append(np.minimum(a[m], b[m]).astype(np.int64) * (n + 1) + np.maximum(a[m], b[m]))
+        values.append(np.minimum(da[m], db[m]))
+    keys, values = np.concatenate(keys), np.concatenate(values)
+    pairs, inverse = np.unique(keys, return_inverse=True)
+    passes = np.full(len(pairs), -1.0)
+    np.maximum.at(passes, inverse, values)
+    parent = np.arange(n + 1)
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for k in np.argsort(-passes, kind="stable"):  # highest passes first
+        a, b = root(int(pairs[k] // (n + 1))), root(int(pairs[k] % (n + 1)))
+        if a != b and passes[k] >= ratio * min(top[a], top[b]):
+            parent[b] = a
+            top[a] = max(top[a], top[b])
+    roots = np.array([root(i) for i in range(n + 1)])
+    return roots[basins]
+
+
+def split_at_necks(labels: np.ndarray, ratio: float = NECK_RATIO,
+                   part_share: float = NECK_PART_SHARE,
+                   min_part: int = MIN_SIZE_FLOOR) -> np.ndarray:
+    """Cut objects where they narrow to a neck, as two round cells that touch do.
+
+    The shape decides, not the probability: each object's distance to its border has a
+    maximum in every round part; two parts stay apart where the highest pass between them
+    (the neck's half-width) is below ``ratio`` times the smaller part's radius, and are one
+    part otherwise (merged from the highest pass down, so a chain of small bumps along one
+    cell never splits it). An object is cut only if each part keeps at least
+    ``part_share`` of it and ``min_part`` pixels. The cuts follow the watershed of the
+    distance map, the line a human would draw through the neck.
+    """
+    labels = np.asarray(labels)
+    out = labels.astype(np.int64)
+    new_id = int(labels.max()) + 1
+    for i, sl in enumerate(ndi.find_objects(labels), 1):
+        if sl is None:
+            continue
+        mask = labels[sl] == i
+        area = int(mask.sum())
+        smallest = max(min_part, part_share * area)
+        if area < 2 * smallest:
+            continue
+        parts = _neck_parts(mask, ratio)
+        if parts is None:
+            continue
+        ids, sizes = np.unique(parts[mask], return_counts=True)
+        if len(ids) < 2 or sizes.min() < smallest:
+            continue
+        view = out[sl]
+        for k in ids[1:]:
+            view[parts == k] = new_id
+            new_id += 1
+    return out
+
+
 def watershed_two_class(foreground_prob: np.ndarray, *, threshold: float = 0.5,
-                        min_size: int = 10, merge: float | None = MERGE_LEVEL) -> np.ndarray:
+                        min_size: int = 10, merge: float | None = MERGE_LEVEL,
+                        necks: float | None = NECK_RATIO) -> np.ndarray:
     """Seeded watershed on a two-class model's foreground probability.
 
     Seeds are the connected components above ``threshold`` (the calibrated one, high enough
@@ -164,7 +255,10 @@ def watershed_two_class(foreground_prob: np.ndarray, *, threshold: float = 0.5,
     back the extent the high threshold took from them and splits merged foreground where
     the probability dips between seeds. Foreground without a seed is kept as its own
     objects. Neighbours whose shared boundary averages a probability above ``merge`` are
-    merged again (:func:`merge_split_objects`; None: no merging).
+    merged again (:func:`merge_split_objects`; None: no merging), and objects are then cut
+    at necks narrower than ``necks`` times the radius of their parts
+    (:func:`split_at_necks`; None: no cutting): touching cells the network drew no line
+    between.
     """
     from skimage.segmentation import watershed
 
@@ -173,6 +267,8 @@ def watershed_two_class(foreground_prob: np.ndarray, *, threshold: float = 0.5,
     labels = _keep_unseeded(watershed(-foreground_prob, seeds, mask=mask), mask, n)
     if merge is not None:
         labels = merge_split_objects(labels, foreground_prob, merge)
+    if necks is not None:
+        labels = split_at_necks(labels, necks)
     return _finish(labels, min_size)
 
 
