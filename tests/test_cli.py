@@ -188,3 +188,20 @@ def test_evaluate_scores_segmentations_against_the_truth(tmp_path, capsys):
     proc = subprocess.run([sys.executable, "-m", "napari_unet.cli", "evaluate", str(pred),
                            str(truth)], capture_output=True, text=True)
     assert proc.returncode == 2 and "b.tif" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_predict_cuts_touching_round_cells_at_their_neck_unless_told_not_to(tmp_path):
+    """Two overlapping bright discs, which a model that thresholds the image sees as one
+    foreground without a line or dip between them: `predict` cuts them apart at the neck,
+    `predict --no-neck-cut` leaves them one object."""
+    from _models import thresholding_model
+
+    model = save_checkpoint(tmp_path / "threshold.safetensors", thresholding_model())
+    image = np.where(discs((64, 96), [(32, 30), (32, 30 + 22)], 14) > 0, 200, 20)
+    tifffile.imwrite(tmp_path / "pair.tif", image.astype(np.uint8))
+    for flags, objects in (([], 2), (["--no-neck-cut"], 1)):
+        out = tmp_path / f"out{objects}"
+        assert main(["-q", "predict", str(model), str(tmp_path / "pair.tif"), "--out",
+                     str(out), *flags]) == 0
+        labels = tifffile.imread(out / "pair.tif")
+        assert labels.max() == objects and (labels > 0).sum() == (image > 100).sum()

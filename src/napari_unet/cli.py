@@ -156,6 +156,10 @@ def _add_predict(sub) -> None:
                    help="auto/watershed: the model's own separation (a seeded watershed, or "
                         "centre voting for an offsets model); components: the paper's "
                         "connected components")
+    p.add_argument("--no-neck-cut", dest="cut_necks", action="store_false",
+                   help="do not cut objects where they narrow to a neck (the watershed of a "
+                        "two-class model cuts there by default, as between two touching round "
+                        "cells); for cells that are not round")
     p.add_argument("--min-size", type=_min_size, default="auto", metavar="PX|auto",
                    help="objects smaller than this many pixels are removed (default auto: "
                         "a fifth of the area of the model's typical cell or of the image's "
@@ -305,7 +309,8 @@ def cmd_predict(args) -> int:
     files = [f for spec in args.inputs if not is_zarr(spec) for f in collect(spec)]
     cfg = PredictConfig(tile_size=args.tile_size, batch_size=args.batch_size,
                         device=args.device, precision=args.precision, threshold=args.threshold,
-                        instance_method=args.instance_method, min_size=args.min_size,
+                        instance_method=args.instance_method, cut_necks=args.cut_necks,
+                        min_size=args.min_size,
                         tta=args.tta, halo=args.halo, diameter=args.diameter or None,
                         link_planes=args.link_planes)
     out = Path(args.out)

@@ -306,6 +306,10 @@ class PredictConfig(_DictMixin):
         two-class models, split objects whose shared boundary is foreground are merged
         again), 'auto' (the watershed, chosen on a development set of DSB 2018 nuclei,
         see benchmarks/RESULTS.md).
+    cut_necks : bool
+        The two-class watershed also cuts objects where they narrow to a neck, as two
+        touching round cells do (:func:`napari_unet.instances.split_at_necks`). Turn it off
+        for cells that are not round (long, branched or lobed ones).
     min_size : int or 'auto'
         Objects smaller than this many pixels are removed. 'auto': a fifth of the area of
         the model's typical cell (at the image's scale when it is resized) or of the
@@ -338,6 +342,7 @@ class PredictConfig(_DictMixin):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     threshold: float | None = None
     instance_method: Literal["auto", "components", "watershed"] = "auto"
+    cut_necks: bool = True
     min_size: int | Literal["auto"] = "auto"
     tta: bool = False
     halo: int | None = None

@@ -377,7 +377,8 @@ def watershed_three_class(prob: np.ndarray, *, min_size: int = 10) -> np.ndarray
 
 def instances_from_probabilities(prob: np.ndarray, *, target: str = "two_class",
                                  method: str = "auto", threshold: float = 0.5,
-                                 min_size: int = 10, pixel_size: float = 1.0) -> np.ndarray:
+                                 min_size: int = 10, pixel_size: float = 1.0,
+                                 cut_necks: bool = True) -> np.ndarray:
     """Instance labels from ``(C, H, W)`` class probabilities of an instances model.
 
     ``method`` 'auto' is the seeded watershed of each target (for two-class models it was
@@ -385,7 +386,8 @@ def instances_from_probabilities(prob: np.ndarray, *, target: str = "two_class",
     2018 nuclei, see benchmarks/RESULTS.md); 'components' gives connected components.
     ``pixel_size``: how many pixels of ``prob`` one pixel the network saw spans (its output
     resized back to the image, :mod:`napari_unet.scale`); centre voting's distances scale
-    with it."""
+    with it. ``cut_necks``: the two-class watershed also cuts objects at necks
+    (:func:`split_at_necks`); off for cells that are not round."""
     if target == "three_class":
         if method == "components":
             return components(np.argmax(prob, axis=0) == 1, grow=2, min_size=min_size)
@@ -398,22 +400,24 @@ def instances_from_probabilities(prob: np.ndarray, *, target: str = "two_class",
         return watershed_distance(prob, threshold=threshold, min_size=min_size)
     if method == "components":
         return components(prob[1] > threshold, min_size=min_size)
-    return watershed_two_class(prob[1], threshold=threshold, min_size=min_size)
+    return watershed_two_class(prob[1], threshold=threshold, min_size=min_size,
+                               necks=NECK_RATIO if cut_necks else None)
 
 
 def labels_from_probabilities(prob: np.ndarray, *, mode: str, target: str = "two_class",
                               threshold: float = 0.5, method: str = "auto",
-                              min_size: int = 10, pixel_size: float = 1.0) -> np.ndarray:
+                              min_size: int = 10, pixel_size: float = 1.0,
+                              cut_necks: bool = True) -> np.ndarray:
     """Labels of a model's ``(C, H, W)`` probabilities: class indices for a semantic model
     (foreground above ``threshold`` for two classes), instances for an instances model
-    (``pixel_size``: see :func:`instances_from_probabilities`)."""
+    (``pixel_size``, ``cut_necks``: see :func:`instances_from_probabilities`)."""
     if mode == "semantic":
         if prob.shape[0] == 2:
             return (prob[1] > threshold).astype(np.int32)
         return np.argmax(prob, axis=0).astype(np.int32)
     return instances_from_probabilities(prob, target=target, method=method,
                                         threshold=threshold, min_size=min_size,
-                                        pixel_size=pixel_size)
+                                        pixel_size=pixel_size, cut_necks=cut_necks)
 
 
 def separated_objects(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

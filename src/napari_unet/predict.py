@@ -587,7 +587,8 @@ def predict(model, image, config: PredictConfig | None = None, *, out_probabilit
     threshold = ckpt.threshold if config.threshold is None else config.threshold
     to_labels = functools.partial(labels_from_probabilities, mode=ckpt.mode,
                                   target=ckpt.target, threshold=threshold,
-                                  method=config.instance_method)
+                                  method=config.instance_method,
+                                  cut_necks=config.cut_necks)
     first = None  # plane 0 at the image's own size, when it was predicted to estimate
     try:
         if auto:

@@ -175,6 +175,10 @@ def test_prediction_adds_labels_of_the_right_shape_and_scale(cells_viewer, qtbot
     widget.min_size.setValue(0)
     assert widget.config().min_size == 0  # keep every object
     widget.min_size.setValue(-1)
+    assert widget.necks.isChecked() and widget.config().cut_necks
+    widget.necks.setChecked(False)  # cells that are not round
+    assert widget.config().cut_necks is False
+    widget.necks.setChecked(True)
     widget.controls.start_btn.click()
     wait_done(qtbot, widget)
     out = cells_viewer.layers["cells segmentation"]

@@ -91,6 +91,11 @@ class PredictWidget(QWidget):
                             "how touching objects are separated (auto: the model's own "
                             "way, a seeded watershed or, for an offsets model, centre "
                             "voting; components: the paper's connected components)")
+        self.necks = QCheckBox("cut at necks")
+        self.necks.setChecked(True)
+        self.necks.setToolTip("cut objects where they narrow, as between two touching round "
+                              "cells the network drew no line between; turn off for cells "
+                              "that are not round")
         self.min_size = spin(-1, -1, 100000, special="auto",
                              tip="smaller objects are removed (pixels); auto: a fifth of the "
                                  "area of the model's typical cell or of the image's median "
@@ -138,7 +143,10 @@ class PredictWidget(QWidget):
         form.addRow("Batch size", self.batch)
         form.addRow("", self.own_threshold)
         form.addRow("Threshold", self.threshold)
-        form.addRow("Separation", self.method)
+        row = QHBoxLayout()
+        row.addWidget(self.method, 1)
+        row.addWidget(self.necks)
+        form.addRow("Separation", row)
         form.addRow("Min. size", self.min_size)
         row = QHBoxLayout()
         row.addWidget(self.diameter, 1)
@@ -225,7 +233,8 @@ class PredictWidget(QWidget):
             tile_size=int(self.tile.value()), batch_size=int(self.batch.value()),
             device=self.device.currentText(),
             threshold=None if self.own_threshold.isChecked() else self.threshold.value(),
-            instance_method=self.method.currentText(), min_size=(
+            instance_method=self.method.currentText(), cut_necks=self.necks.isChecked(),
+            min_size=(
                 int(self.min_size.value()) if self.min_size.value() >= 0 else "auto"),
             tta=self.tta.isChecked(),
             diameter="auto" if self.estimate.isChecked() else self.diameter.value() or None,
