@@ -174,6 +174,17 @@ def test_two_class_watershed_cuts_touching_discs_at_their_neck(overlap):
     pred = watershed_two_class(fg, threshold=0.9)
     assert separated_pairs(lab, pred) == (1, 1)
     assert average_precision(lab, pred, (0.75,))[0.75] == 1.0
+    # a three-class model that drew the outer boundary but none between the two
+    from scipy import ndimage as ndi
+
+    inside = ndi.binary_erosion(lab > 0, iterations=2)
+    cls = np.where(inside, 1, np.where(lab > 0, 2, 0))
+    for cut, objects in ((False, 1), (True, 2)):
+        pred = instances_from_probabilities(one_hot(cls, 3), target="three_class",
+                                            cut_necks=cut)
+        assert pred.max() == objects
+    assert separated_pairs(lab, pred) == (1, 1)
+    assert average_precision(lab, pred, (0.75,))[0.75] == 1.0
 
 
 def _bumpy_disc():

@@ -158,8 +158,8 @@ def _add_predict(sub) -> None:
                         "connected components")
     p.add_argument("--no-neck-cut", dest="cut_necks", action="store_false",
                    help="do not cut objects where they narrow to a neck (the watershed of a "
-                        "two-class model cuts there by default, as between two touching round "
-                        "cells); for cells that are not round")
+                        "two- or three-class model cuts there by default, as between two "
+                        "touching round cells); for cells that are not round")
     p.add_argument("--min-size", type=_min_size, default="auto", metavar="PX|auto",
                    help="objects smaller than this many pixels are removed (default auto: "
                         "a fifth of the area of the model's typical cell or of the image's "

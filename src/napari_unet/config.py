@@ -307,9 +307,10 @@ class PredictConfig(_DictMixin):
         again), 'auto' (the watershed, chosen on a development set of DSB 2018 nuclei,
         see benchmarks/RESULTS.md).
     cut_necks : bool
-        The two-class watershed also cuts objects where they narrow to a neck, as two
-        touching round cells do (:func:`napari_unet.instances.split_at_necks`). Turn it off
-        for cells that are not round (long, branched or lobed ones).
+        The watershed of two- and three-class models also cuts objects where they narrow
+        to a neck, as two touching round cells do
+        (:func:`napari_unet.instances.split_at_necks`). Turn it off for cells that are not
+        round (long, branched or lobed ones).
     min_size : int or 'auto'
         Objects smaller than this many pixels are removed. 'auto': a fifth of the area of
         the model's typical cell (at the image's scale when it is resized) or of the

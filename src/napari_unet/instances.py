@@ -8,7 +8,8 @@
   neighbours whose shared boundary is still clearly foreground are merged again, and objects
   that narrow to a neck, as two touching round cells do, are split there; for a
   three-class model (background / interior / boundary), seeds are the connected interiors,
-  flooded over the boundary probability within the object mask; for a 'distance' model,
+  flooded over the boundary probability within the object mask, and objects are cut at
+  necks likewise; for a 'distance' model,
   seeds are the cores of objects where the regressed normalised distance (smoothed)
   exceeds 0.5, flooded down the distance over the foreground (Naylor et al. 2019, "Segmentation of
   nuclei in histopathology images by deep regression of the distance map"); for an
@@ -364,14 +365,18 @@ def vote_instances(prob: np.ndarray, *, threshold: float = 0.5, min_size: int = 
     return _finish(grow_labels(labels, 1), min_size)
 
 
-def watershed_three_class(prob: np.ndarray, *, min_size: int = 10) -> np.ndarray:
-    """Interior components as seeds, flooded over the boundary probability."""
+def watershed_three_class(prob: np.ndarray, *, min_size: int = 10,
+                          necks: float | None = NECK_RATIO) -> np.ndarray:
+    """Interior components as seeds, flooded over the boundary probability; objects then
+    cut at necks as in :func:`watershed_two_class` (None: not cut)."""
     from skimage.segmentation import watershed
 
     cls = np.argmax(prob, axis=0)
     seeds, _ = ndi.label(cls == 1, structure=_CROSS)
     mask = cls != 0
     labels = watershed(prob[2], seeds, mask=mask)
+    if necks is not None:
+        labels = split_at_necks(labels, necks)
     return _finish(labels, min_size)
 
 
@@ -386,12 +391,15 @@ def instances_from_probabilities(prob: np.ndarray, *, target: str = "two_class",
     2018 nuclei, see benchmarks/RESULTS.md); 'components' gives connected components.
     ``pixel_size``: how many pixels of ``prob`` one pixel the network saw spans (its output
     resized back to the image, :mod:`napari_unet.scale`); centre voting's distances scale
-    with it. ``cut_necks``: the two-class watershed also cuts objects at necks
-    (:func:`split_at_necks`); off for cells that are not round."""
+    with it. ``cut_necks``: the two- and three-class watersheds also cut objects at necks
+    (:func:`split_at_necks`); off for cells that are not round. (A 'distance' model's
+    cores already follow the shape: cutting its objects at necks scored lower on the
+    development set.)"""
     if target == "three_class":
         if method == "components":
             return components(np.argmax(prob, axis=0) == 1, grow=2, min_size=min_size)
-        return watershed_three_class(prob, min_size=min_size)
+        return watershed_three_class(prob, min_size=min_size,
+                                     necks=NECK_RATIO if cut_necks else None)
     if target == "offsets" and method != "components":
         return vote_instances(prob, threshold=threshold, min_size=min_size,
                               sigma=VOTE_SIGMA * pixel_size,
