@@ -14,12 +14,15 @@
 #                   1024 px tiles, vs MONAI, with a profile of the network (each figure is
 #                   printed to session.log as it is measured)
 #      tests          python -m pytest -m gpu tests/gpu (the CUDA code paths)
+#      dsb            benchmarks/dsb_fewshot.py, the paper's two-class model at the paper's
+#                     width (64 base channels) from scratch on the 30 DSB images, at most
+#                     150 s of training (issue 4's aim at the width a GPU trains)
+#    and writes session.log and the benchmarks' JSON to $OUT (or benchmarks/out/gpu).
+#    Two more stages, measured on an H200 on 2026-11-27 (benchmarks/RESULTS.md), run only
+#    when named:
 #      train_speed    benchmarks/train_speed.py, 30 s of end-to-end training
 #      isbi           benchmarks/isbi_membrane.py, 64 base channels, the time that is left
-#    and writes session.log and the benchmarks' JSON to $OUT (or benchmarks/out/gpu).
-#    Name stages to run fewer: bash benchmarks/gpu_session.sh predict_speed tests
-#    (the one aim still unmeasured, issue 5's end-to-end figure; ISBI and training speed
-#    were measured on an H200 on 2026-11-27, see benchmarks/RESULTS.md).
+#    Name stages to run fewer or others: bash benchmarks/gpu_session.sh predict_speed tests
 #
 # DEVICE=cpu runs the same stages here with small budgets, to try the script itself.
 set -uo pipefail
@@ -40,13 +43,14 @@ OUT=${OUT:-benchmarks/out/gpu}
 mkdir -p "$OUT"
 LOG="$OUT/session.log"
 STAGES=("$@")
-[ ${#STAGES[@]} -eq 0 ] && STAGES=(predict_speed tests train_speed isbi)
+[ ${#STAGES[@]} -eq 0 ] && STAGES=(predict_speed tests dsb)
 DEADLINE=560
 if [ "$DEVICE" = cpu ]; then  # a dry run of the script: small sizes and budgets
-  SIZE=1024 TRAIN_SPEED=20 PROBE=5 ISBI_MAX=30 MODEL=nuclei WIDTH=16 TILES=0,512
+  SIZE=1024 TRAIN_SPEED=20 PROBE=5 ISBI_MAX=30 MODEL=nuclei WIDTH=16 TILES=0,512 DSB=30
   export NAPARI_UNET_TEST_DEVICE=cpu
 else
   SIZE=4096 TRAIN_SPEED=30 PROBE=5 ISBI_MAX=100000 MODEL=random64 WIDTH=64 TILES=0,1024
+  DSB=150
 fi
 
 export PYTHONUNBUFFERED=1 PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}"
@@ -87,6 +91,17 @@ for s in "${STAGES[@]}"; do
       stage predict_speed 240 python3 benchmarks/predict_speed.py --device "$DEVICE" \
         --model "$MODEL" --size "$SIZE" --tiles "$TILES" --batch-size 0 --halo 0 --profile \
         --out "$OUT/predict_speed_$DEVICE.json" ;;
+    dsb)  # the training gets at most DSB s, and what is left but 120 s for loading,
+      # predicting and scoring val/; the models stay on the machine (/tmp)
+      budget=$(( $(left) - 120 ))
+      [ "$budget" -gt "$DSB" ] && budget=$DSB
+      if [ "$budget" -lt 30 ]; then
+        echo "== dsb: not run, $(left)s left" | tee -a "$LOG"
+      else
+        stage dsb $((budget + 120)) python3 benchmarks/dsb_fewshot.py --device "$DEVICE" \
+          --targets two_class --pretrained "" --base-channels "$WIDTH" \
+          --time-budget "$budget" --models /tmp/dsb_models --out "$OUT/dsb_fewshot_$DEVICE.json"
+      fi ;;
     train_speed)
       stage train_speed 90 python3 benchmarks/train_speed.py --device "$DEVICE" \
         --time-budget "$TRAIN_SPEED" --probe-seconds "$PROBE" \
@@ -100,7 +115,7 @@ for s in "${STAGES[@]}"; do
         stage isbi $((budget + 70)) python3 benchmarks/isbi_membrane.py --device "$DEVICE" \
           --base-channels "$WIDTH" --time-budget "$budget" --out "$OUT/isbi_$DEVICE.json"
       fi ;;
-    *) echo "unknown stage $s (tests, predict_speed, train_speed, isbi)" | tee -a "$LOG" ;;
+    *) echo "unknown stage $s (predict_speed, tests, dsb, train_speed, isbi)" | tee -a "$LOG" ;;
   esac
 done
 echo "== done after ${SECONDS}s; files in $OUT" | tee -a "$LOG"
