@@ -1,6 +1,9 @@
 import numpy as np
 import pytest
 from conftest import discs
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import ndimage as ndi
 
 from napari_unet.instances import instances_from_probabilities
 from napari_unet.metrics import average_precision
@@ -228,6 +231,27 @@ def test_split_at_necks_cuts_a_chain_and_keeps_every_pixel():
         assert len(np.unique(merged[out == k])) == 1
     assert separated_pairs(truth, out) == (2, 2)
     assert average_precision(truth, out, (0.75,))[0.75] == 1.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(1, 12), radius=st.integers(3, 12))
+def test_split_at_necks_only_divides_objects(seed, n, radius):
+    """On random clumps of discs (touching, overlapping, cut by the image's edge): every
+    pixel keeps its foreground, every new object lies inside one old object, no part is
+    smaller than the rule allows, and objects with one part come back as they were."""
+    from napari_unet.instances import MIN_SIZE_FLOOR, NECK_PART_SHARE, split_at_necks
+
+    rng = np.random.default_rng(seed)
+    lab = discs((48, 64), rng.uniform(-4, 68, (n, 2)), radius)
+    lab, _ = ndi.label(lab > 0)  # clumps as single objects
+    out = split_at_necks(lab)
+    assert np.array_equal(out > 0, lab > 0)
+    sizes = np.bincount(lab.ravel())
+    for k in np.unique(out[out > 0]):
+        (old,) = np.unique(lab[out == k])
+        part = (out == k).sum()
+        if part != sizes[old]:  # a part of a cut object
+            assert part >= max(MIN_SIZE_FLOOR, NECK_PART_SHARE * sizes[old])
 
 
 def test_merge_split_objects_is_transitive_and_keeps_background():
