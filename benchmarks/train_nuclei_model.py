@@ -34,9 +34,9 @@ DESCRIPTIONS = {
     "two_class": "U-Net for fluorescence nuclei (instances): the paper's two-class target, "
                  "whose background lines and border weight map separate touching nuclei; "
                  "objects by the two-class seeded watershed that merges split nuclei "
-                 "(connected components selectable).",
+                 "and cuts joined ones at necks (connected components selectable).",
     "three_class": "U-Net for fluorescence nuclei (instances): background / interior / "
-                   "boundary target; objects by seeded watershed.",
+                   "boundary target; objects by seeded watershed, cut at necks.",
 }
 
 
