@@ -3,8 +3,9 @@
 ``dsb_fewshot.py`` trains on the 30 images of ``fewshot30.txt`` and scores ``val/``. Settings
 of the post-processing that the training cannot calibrate on its three validation images
 (the merge level of the two-class watershed and its cut at necks, the minimum object size,
-the smoothing and spacing of an 'offsets' model's vote peaks) are chosen here instead, on 60 other images of ``train/`` (drawn with a fixed seed from the 337 that are not
-in ``fewshot30.txt``), with the models that ``dsb_fewshot.py`` trained from scratch. Neither
+the smoothing and spacing of an 'offsets' model's vote peaks) are chosen here instead, on 60
+other images of ``train/`` (drawn with a fixed seed from the 337 that are not in
+``fewshot30.txt``), with the models that ``dsb_fewshot.py`` trained from scratch. Neither
 those models nor their calibration saw these images; the shipped ``nuclei`` model did (it
 was trained on all of ``train/``), so it is not used here.
 

@@ -83,6 +83,15 @@ stage() {  # stage NAME MAX_SECONDS COMMAND...: run it for at most MAX_SECONDS o
   echo "== $name: exit $rc after $((SECONDS - t0))s" | tee -a "$LOG"
 }
 
+budget_for() {  # budget_for NAME MAX RESERVE: BUDGET = a training's seconds, at most MAX and
+  # what is left but RESERVE (loading, predicting, scoring); false, and said, under 30 s
+  BUDGET=$(( $(left) - $3 ))
+  [ "$BUDGET" -gt "$2" ] && BUDGET=$2
+  [ "$BUDGET" -ge 30 ] && return 0
+  echo "== $1: not run, $(left)s left" | tee -a "$LOG"
+  return 1
+}
+
 for s in "${STAGES[@]}"; do
   case $s in
     tests)
@@ -91,30 +100,19 @@ for s in "${STAGES[@]}"; do
       stage predict_speed 240 python3 benchmarks/predict_speed.py --device "$DEVICE" \
         --model "$MODEL" --size "$SIZE" --tiles "$TILES" --batch-size 0 --halo 0 --profile \
         --out "$OUT/predict_speed_$DEVICE.json" ;;
-    dsb)  # the training gets at most DSB s, and what is left but 120 s for loading,
-      # predicting and scoring val/; the models stay on the machine (/tmp)
-      budget=$(( $(left) - 120 ))
-      [ "$budget" -gt "$DSB" ] && budget=$DSB
-      if [ "$budget" -lt 30 ]; then
-        echo "== dsb: not run, $(left)s left" | tee -a "$LOG"
-      else
-        stage dsb $((budget + 120)) python3 benchmarks/dsb_fewshot.py --device "$DEVICE" \
-          --targets two_class --pretrained "" --base-channels "$WIDTH" \
-          --time-budget "$budget" --models /tmp/dsb_models --out "$OUT/dsb_fewshot_$DEVICE.json"
-      fi ;;
+    dsb)  # the models stay on the machine (/tmp)
+      budget_for dsb "$DSB" 120 && stage dsb $((BUDGET + 120)) python3 \
+        benchmarks/dsb_fewshot.py --device "$DEVICE" --targets two_class --pretrained "" \
+        --base-channels "$WIDTH" --time-budget "$BUDGET" --models /tmp/dsb_models \
+        --out "$OUT/dsb_fewshot_$DEVICE.json" ;;
     train_speed)
       stage train_speed 90 python3 benchmarks/train_speed.py --device "$DEVICE" \
         --time-budget "$TRAIN_SPEED" --probe-seconds "$PROBE" \
         --out "$OUT/train_speed_$DEVICE.json" ;;
-    isbi)  # the training gets what is left but 70 s for loading, prediction and scoring
-      budget=$(( $(left) - 70 ))
-      [ "$budget" -gt "$ISBI_MAX" ] && budget=$ISBI_MAX
-      if [ "$budget" -lt 30 ]; then
-        echo "== isbi: not run, $(left)s left" | tee -a "$LOG"
-      else
-        stage isbi $((budget + 70)) python3 benchmarks/isbi_membrane.py --device "$DEVICE" \
-          --base-channels "$WIDTH" --time-budget "$budget" --out "$OUT/isbi_$DEVICE.json"
-      fi ;;
+    isbi)
+      budget_for isbi "$ISBI_MAX" 70 && stage isbi $((BUDGET + 70)) python3 \
+        benchmarks/isbi_membrane.py --device "$DEVICE" --base-channels "$WIDTH" \
+        --time-budget "$BUDGET" --out "$OUT/isbi_$DEVICE.json" ;;
     *) echo "unknown stage $s (predict_speed, tests, dsb, train_speed, isbi)" | tee -a "$LOG" ;;
   esac
 done

@@ -128,6 +128,20 @@ NECK_RATIO = 0.75
 NECK_PART_SHARE = 0.15
 
 
+def _boundary_pairs(labels: np.ndarray, values: np.ndarray):
+    """Every pair of 4-neighbouring pixels of two different objects of ``labels`` (ids
+    ``0..n``): the pair of objects as one key, ``lower id * (n + 1) + higher id``, and the
+    lower of the two pixels' ``values``."""
+    n = int(labels.max())
+    keys, lows = [], []
+    for a, b, va, vb in ((labels[:, :-1], labels[:, 1:], values[:, :-1], values[:, 1:]),
+                         (labels[:-1], labels[1:], values[:-1], values[1:])):
+        m = (a != b) & (a > 0) & (b > 0)
+        keys.append(np.minimum(a[m], b[m]).astype(np.int64) * (n + 1) + np.maximum(a[m], b[m]))
+        lows.append(np.minimum(va[m], vb[m]))
+    return np.concatenate(keys), np.concatenate(lows)
+
+
 def merge_split_objects(labels: np.ndarray, foreground_prob: np.ndarray,
                         level: float = MERGE_LEVEL) -> np.ndarray:
     """Merge neighbouring objects whose shared boundary is foreground.
@@ -140,15 +154,7 @@ def merge_split_objects(labels: np.ndarray, foreground_prob: np.ndarray,
     n = int(labels.max())
     if n < 2:
         return labels
-    prob = np.asarray(foreground_prob, np.float32)
-    keys, values = [], []
-    for a, b, pa, pb in ((labels[:, :-1], labels[:, 1:], prob[:, :-1], prob[:, 1:]),
-                         (labels[:-1], labels[1:], prob[:-1], prob[1:])):
-        m = (a != b) & (a > 0) & (b > 0)
-        lo, hi = np.minimum(a[m], b[m]).astype(np.int64), np.maximum(a[m], b[m])
-        keys.append(lo * (n + 1) + hi)
-        values.append(np.minimum(pa[m], pb[m]))
-    keys, values = np.concatenate(keys), np.concatenate(values)
+    keys, values = _boundary_pairs(labels, np.asarray(foreground_prob, np.float32))
     if not keys.size:
         return labels
     from scipy.sparse import coo_matrix
@@ -181,13 +187,7 @@ def _neck_parts(mask: np.ndarray, ratio: float) -> np.ndarray | None:
     top[1:] = dist[tuple(peaks.T)]
     # the pass between two neighbouring basins: the highest of the lower distances of the
     # pixel pairs across their boundary
-    keys, values = [], []
-    for a, b, da, db in ((basins[:, :-1], basins[:, 1:], dist[:, :-1], dist[:, 1:]),
-                         (basins[:-1], basins[1:], dist[:-1], dist[1:])):
-        m = (a != b) & (a > 0) & (b > 0)
-        keys.append(np.minimum(a[m], b[m]).astype(np.int64) * (n + 1) + np.maximum(a[m], b[m]))
-        values.append(np.minimum(da[m], db[m]))
-    keys, values = np.concatenate(keys), np.concatenate(values)
+    keys, values = _boundary_pairs(basins, dist)
     pairs, inverse = np.unique(keys, return_inverse=True)
     passes = np.full(len(pairs), -1.0)
     np.maximum.at(passes, inverse, values)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
@@ -63,6 +64,13 @@ def spin(value: float, lo: float, hi: float, *, step: float = 1, decimals: int =
 def combo(items: list[str], tip: str = "") -> QComboBox:
     box = QComboBox()
     box.addItems(items)
+    box.setToolTip(tip)
+    return box
+
+
+def check(text: str, tip: str = "", *, checked: bool = False) -> QCheckBox:
+    box = QCheckBox(text)
+    box.setChecked(checked)
     box.setToolTip(tip)
     return box
 

@@ -8,7 +8,6 @@ import numpy as np
 from napari.layers import Image
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import (
-    QCheckBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -22,7 +21,7 @@ from ..config import PredictConfig
 from ..data import image_for_model
 from ..errors import InputError, NapariUNetError
 from ..pretrained import resolve_model, shipped_choices
-from ._forms import FROM_FILE, LayerCombo, PathPicker, combo, device_choice, spin
+from ._forms import FROM_FILE, LayerCombo, PathPicker, check, combo, device_choice, spin
 from ._outputs import inputs, predict_to_disk, show_result
 from ._runner import RunControls
 
@@ -70,9 +69,9 @@ class PredictWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.image = LayerCombo(napari_viewer, Image)
-        self.every = QCheckBox("every one")
-        self.every.setToolTip("segment every image layer in turn (not the probability maps "
-                              "napari-unet added); each result appears when it is done")
+        self.every = check("every one", "segment every image layer in turn (not the "
+                           "probability maps napari-unet added); each result appears when it "
+                           "is done")
         self.every.toggled.connect(lambda on: self.image.setEnabled(not on))
         self.model = combo([], "a model trained before (newest first) or a model file")
         self.model_file = PathPicker(save=False, placeholder="model file (.safetensors)")
@@ -84,18 +83,15 @@ class PredictWidget(QWidget):
                          "the largest that half of its free memory holds)")
         self.batch = spin(0, 0, 256, tip="tiles per forward pass (auto: from the free memory)",
                           special="auto")
-        self.own_threshold = QCheckBox("use the model's calibrated threshold")
-        self.own_threshold.setChecked(True)
+        self.own_threshold = check("use the model's calibrated threshold", checked=True)
         self.threshold = spin(0.5, 0.01, 0.99, decimals=2, step=0.05)
         self.method = combo(["auto", "components", "watershed"],
                             "how touching objects are separated (auto: the model's own "
                             "way, a seeded watershed or, for an offsets model, centre "
                             "voting; components: the paper's connected components)")
-        self.necks = QCheckBox("cut at necks")
-        self.necks.setChecked(True)
-        self.necks.setToolTip("cut objects where they narrow, as between two touching round "
-                              "cells the network drew no line between; turn off for cells "
-                              "that are not round")
+        self.necks = check("cut at necks", "cut objects where they narrow, as between two "
+                           "touching round cells the network drew no line between; turn off "
+                           "for cells that are not round", checked=True)
         self.min_size = spin(-1, -1, 100000, special="auto",
                              tip="smaller objects are removed (pixels); auto: a fifth of the "
                                  "area of the model's typical cell or of the image's median "
@@ -105,9 +101,9 @@ class PredictWidget(QWidget):
                                  "resized so that its cells have the size the model learnt, "
                                  "and the labels come back at the image's size",
                              special="as the image is")
-        self.estimate = QCheckBox("estimate")
-        self.estimate.setToolTip("find the cells' size in a first pass at the image's size, "
-                                 "then predict at the model's (of a stack: its first plane)")
+        self.estimate = check("estimate", "find the cells' size in a first pass at the "
+                              "image's size, then predict at the model's (of a stack: its "
+                              "first plane)")
         self.estimate.toggled.connect(lambda on: self.diameter.setEnabled(not on))
         self.diameter_hint = QLabel("")
         self.link = spin(0, 0, 1, decimals=2, step=0.05,
@@ -115,11 +111,11 @@ class PredictWidget(QWidget):
                              "than their size): objects of consecutive planes that overlap "
                              "by at least this IoU get one label (e.g. 0.25)",
                          special="planes apart")
-        self.probabilities = QCheckBox("also add the probability map")
-        self.probabilities.setToolTip("the foreground probability; for a distance model "
-                                      "also its distance map, for an offsets model where "
-                                      "its pixels point (centre votes)")
-        self.tta = QCheckBox("average over rotations and flips (8x slower)")
+        self.probabilities = check("also add the probability map", "the foreground "
+                                   "probability; for a distance model also its distance map, "
+                                   "for an offsets model where its pixels point (centre "
+                                   "votes)")
+        self.tta = check("average over rotations and flips (8x slower)")
         self.device, self.device_label = device_choice()
         self.controls = RunControls("Predict", self.start)
         self.export_btn = QPushButton("Export model to bioimage.io…")

@@ -6,7 +6,6 @@ import numpy as np
 from napari.layers import Image, Labels, Shapes
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import (
-    QCheckBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -21,7 +20,7 @@ from ..config import MODEL_PRESETS, TARGETS, ModelConfig, TrainConfig
 from ..data import training_planes
 from ..errors import InputError, NapariUNetError
 from ..pretrained import shipped_choices
-from ._forms import FROM_FILE, LayerCombo, PathPicker, combo, device_choice, spin
+from ._forms import FROM_FILE, LayerCombo, PathPicker, check, combo, device_choice, spin
 from ._plot import LossPlot
 from ._regions import region_mask
 from ._runner import RunControls
@@ -71,17 +70,16 @@ class TrainWidget(QWidget):
         self.amount = spin(2, 0.1, 100000, decimals=1, step=1)
         self.w0 = spin(10, 0, 100, decimals=1, tip="border weight amplitude w0")
         self.sigma = spin(5, 0.5, 50, decimals=1, tip="border weight width sigma (px)")
-        self.augment = QCheckBox("elastic deformation, flips, rotations")
-        self.augment.setChecked(True)
+        self.augment = check("elastic deformation, flips, rotations", checked=True)
         self.val = spin(0.2, 0, 0.9, decimals=2, step=0.05, tip="share of images held out")
         self.lr = spin(0.001, 0.00001, 0.1, decimals=5, step=0.0005, tip="learning rate")
         self.start_from = combo([NEW_MODEL])
         self.start_from.setToolTip("Fine-tune: start from a model trained before")
         self.init_file = PathPicker(save=False, placeholder="model to fine-tune")
-        self.freeze = QCheckBox("freeze the encoder")
-        self.match = QCheckBox("at the model's cell size")
-        self.match.setToolTip("resize the images so that their cells have the size the model "
-                              "learnt (then predict with their cell diameter, or 'estimate')")
+        self.freeze = check("freeze the encoder")
+        self.match = check("at the model's cell size", "resize the images so that their cells "
+                           "have the size the model learnt (then predict with their cell "
+                           "diameter, or 'estimate')")
         self.device, self.device_label = device_choice()
         self.out = PathPicker(save=True, placeholder="automatic, in ~/napari-unet/models")
         self.controls = RunControls("Start", self.start)
