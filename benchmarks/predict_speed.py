@@ -44,6 +44,7 @@ from napari_unet.device import (  # noqa: E402
 )
 from napari_unet.io import read_image  # noqa: E402
 from napari_unet.metrics import dice  # noqa: E402
+from napari_unet.model import fused_layers  # noqa: E402
 from napari_unet.predict import predict  # noqa: E402
 from napari_unet.progress import run  # noqa: E402
 from napari_unet.tiling import plan_tiles  # noqa: E402
@@ -75,6 +76,13 @@ def untrained(name: str):
                norm="batch", dropout=0.0)
     return Checkpoint(net.config, net.state_dict(), task={"mode": "instances",
                                                           "target": "two_class"})
+
+
+def fused_modules(net) -> list:
+    """The network's convolution + ReLU layers that run fused (checked on a first pass)."""
+    from napari_unet.model import ConvReLU
+
+    return [m for m in net.modules() if isinstance(m, ConvReLU) and m.fused]
 
 
 def timed(fn, repeats: int) -> tuple[float, object]:
@@ -178,6 +186,16 @@ def main() -> None:
         say("model_only_s", t_model)
         t_net, _ = timed(network_only, args.repeats)
         say("network_only_s", t_net)
+        layers = fused_layers(net)  # convolution + bias + ReLU in one cuDNN call, checked
+        t_unfused = None
+        fused = fused_modules(net)
+        if fused:  # the baseline: the same network with every layer unfused
+            for m in fused:
+                m.fused = False
+            t_unfused, _ = timed(network_only, args.repeats)
+            say("network_only_unfused_s", t_unfused)
+            for m in fused:
+                m.fused = True
         compiled = {}
         if args.compile:
             plain, net = net, torch.compile(net)
@@ -230,6 +248,8 @@ def main() -> None:
             "kept_per_tile": list(plan.stride),
             "model_only_mp_s": round(mp / t_model, 3),
             "network_only_mp_s": round(mp / t_net, 3),
+            "conv_relu_layers": layers,
+            "network_only_unfused_mp_s": t_unfused and round(mp / t_unfused, 3),
             "predict_mp_s": round(mp / t_e2e, 3),
             "predict_with_labels_mp_s": round(mp / t_labels, 3),
             "monai_mp_s": round(mp / t_monai, 3),

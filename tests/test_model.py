@@ -76,3 +76,116 @@ def test_bad_config_is_refused():
         ModelConfig(padding="reflect")
     with pytest.raises(InputError, match="n_classes"):
         ModelConfig(n_classes=1)
+
+
+# --- convolution + ReLU fused for inference (cuDNN on a GPU; emulated here) ---------------
+
+def _built(norm="batch"):
+    import copy
+
+    from napari_unet.checkpoint import Checkpoint
+
+    torch.manual_seed(0)
+    net = UNet(tiny_config(padding="same", norm=norm, base_channels=8)).eval()
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+    ck = Checkpoint(net.config, copy.deepcopy(net.state_dict()),
+                    task={"mode": "instances", "target": "two_class"})
+    return ck, net
+
+
+@pytest.fixture
+def emulated_fusion(monkeypatch):
+    """The fused way switched on for CPU tensors (as under bf16 autocast on a GPU), with
+    a stand-in for cuDNN's fused call; returns the list of calls it saw."""
+    import torch.nn.functional as F
+
+    from napari_unet import model
+
+    calls = []
+
+    def reference(x, w, b, stride, padding, dilation, groups):
+        calls.append(tuple(w.shape))
+        return F.relu(F.conv2d(x, w, b, stride, padding, dilation, groups))
+
+    monkeypatch.setattr(model, "_CHECKED", {})
+    monkeypatch.setattr(model, "_fusable", lambda x: None if torch.is_grad_enabled()
+                        else torch.float32)
+    monkeypatch.setattr(model, "fused_conv_relu", reference)
+    return calls
+
+
+def test_built_network_fuses_conv_and_relu_without_changing_weights_or_outputs():
+    import copy
+
+    from napari_unet.model import ConvReLU, fuse_batch_norm, fused_layers
+
+    ck, net = _built()
+    built = ck.build()
+    folded = fuse_batch_norm(copy.deepcopy(net))
+    assert set(built.state_dict()) == set(folded.state_dict())  # the same parameters
+    assert fused_layers(built) == {"fused": 0, "unfused": 0, "untried": 10}
+    assert not any(isinstance(m, torch.nn.ReLU) for m in built.modules() if
+                   not isinstance(m, ConvReLU))
+    x = torch.randn(2, 1, 64, 48)
+    with torch.inference_mode():  # on the CPU the plain way: the same numbers
+        torch.testing.assert_close(built(x), net(x), atol=1e-5, rtol=1e-4)
+    assert fused_layers(built)["untried"] == 10
+
+
+def test_group_norm_layers_are_not_fused():
+    from napari_unet.model import fuse_conv_relu
+
+    _, net = _built(norm="group")
+    assert fuse_conv_relu(net) == (0, 10)
+
+
+def test_fused_way_is_checked_once_per_shape_and_then_used(emulated_fusion):
+    from napari_unet.model import ConvReLU, fused_layers
+
+    ck, net = _built()
+    x = torch.randn(2, 1, 96, 80)
+    with torch.inference_mode():
+        want = net(x)
+        first = ck.build()
+        torch.testing.assert_close(first(x), want, atol=1e-5, rtol=1e-4)
+        assert fused_layers(first) == {"fused": 10, "unfused": 0, "untried": 0}
+        checks = len(emulated_fusion)  # one check per layer shape, then the real calls
+        shapes = {tuple(m.weight.shape) for m in first.modules() if isinstance(m, ConvReLU)}
+        assert checks == len(shapes) + 10 and len(shapes) < 10
+        second = ck.build()
+        torch.testing.assert_close(second(x), want, atol=1e-5, rtol=1e-4)
+        assert len(emulated_fusion) == checks + 10  # no new checks, all fused
+    n = len(emulated_fusion)  # with gradients on (training), never the fused way
+    ck.build()(x).sum().backward()
+    assert len(emulated_fusion) == n
+
+
+@pytest.mark.parametrize("failure", ["error", "disagrees"])
+def test_a_layer_cudnn_cannot_fuse_stays_plain(emulated_fusion, monkeypatch, failure):
+    import torch.nn.functional as F
+
+    from napari_unet import model
+    from napari_unet.model import fused_layers
+
+    def broken(x, w, b, stride, padding, dilation, groups):
+        if w.shape[1] == 1 or failure == "disagrees":
+            if failure == "error":
+                raise RuntimeError("cuDNN error: CUDNN_STATUS_NOT_SUPPORTED")
+            return F.relu(F.conv2d(x, w, b, stride, padding, dilation, groups)) + 0.5
+        return F.relu(F.conv2d(x, w, b, stride, padding, dilation, groups))
+
+    monkeypatch.setattr(model, "fused_conv_relu", broken)
+    ck, net = _built()
+    x = torch.randn(1, 1, 64, 64)
+    with torch.inference_mode():
+        torch.testing.assert_close(ck.build()(x), net(x), atol=1e-5, rtol=1e-4)
+        built = ck.build()
+        built(x)
+    counts = fused_layers(built)
+    if failure == "error":  # only the first layer (one input channel) is refused
+        assert counts == {"fused": 9, "unfused": 1, "untried": 0}
+    else:
+        assert counts == {"fused": 0, "unfused": 10, "untried": 0}

@@ -58,8 +58,10 @@ class Checkpoint:
 
     def build(self, device=None, *, fuse: bool = True):
         """The :class:`~napari_unet.model.UNet` with these weights, in eval mode, for
-        inference (batch norms folded into the convolutions unless ``fuse=False``)."""
-        from .model import UNet, fuse_batch_norm
+        inference: unless ``fuse=False``, batch norms folded into the convolutions and each
+        convolution made one with its ReLU (fused by cuDNN on a GPU under bf16,
+        :class:`~napari_unet.model.ConvReLU`)."""
+        from .model import UNet, fuse_batch_norm, fuse_conv_relu
 
         net = UNet(self.config)
         try:
@@ -72,6 +74,7 @@ class Checkpoint:
         net.eval()
         if fuse:
             fuse_batch_norm(net)
+            fuse_conv_relu(net)
         if device is not None:
             from .device import memory_format
 

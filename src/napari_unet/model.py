@@ -62,6 +62,116 @@ def fuse_batch_norm(net: nn.Module) -> nn.Module:
     return net
 
 
+class ConvReLU(nn.Conv2d):
+    """A 3x3 convolution and the ReLU after it in one cuDNN call (convolution, bias and
+    activation fused), for inference on a CUDA GPU under bf16/fp16 autocast.
+
+    Unfused, the bias addition and the ReLU are two more passes over every feature map: a
+    fifth of the paper-width network's time on an H200 (benchmarks/RESULTS.md). The same
+    parameters as the :class:`~torch.nn.Conv2d` it replaces (the state dict is unchanged).
+    Before its first fused use, a layer of each shape and dtype is checked once on a small
+    crop of its input against the plain way (:data:`_CHECKED`); where cuDNN cannot fuse
+    (an error) or disagrees, the layer stays unfused. Elsewhere (CPU, fp32, training) it is
+    the plain convolution and ReLU.
+    """
+
+    fused: bool | None = None  # None: not yet checked
+
+    @classmethod
+    def of(cls, conv: nn.Conv2d) -> ConvReLU:
+        new = cls.__new__(cls)
+        new.__dict__ = conv.__dict__.copy()  # the same parameters, buffers and options
+        return new
+
+    def _plain(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x).relu_()
+
+    def _fused(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        w = self.weight.to(dtype)
+        b = None if self.bias is None else self.bias.to(dtype)
+        return fused_conv_relu(x.to(dtype), w, b, self.stride, self.padding, self.dilation,
+                               self.groups)
+
+    def _check(self, x: torch.Tensor, dtype: torch.dtype) -> bool:
+        """Whether the fused way works and agrees with the plain way for this layer's
+        shape, on a crop of ``x`` (remembered per shape, dtype and device)."""
+        key = (tuple(self.weight.shape), self.stride, self.padding, self.dilation,
+               self.groups, self.bias is not None, dtype, x.device, x.is_contiguous(
+                   memory_format=torch.channels_last))
+        if key not in _CHECKED:
+            crop = x[:1, :, :64, :64]
+            crop = crop.contiguous(memory_format=torch.channels_last
+                                   if key[-1] else torch.contiguous_format)
+            try:
+                fused = self._fused(crop, dtype).float()
+            except RuntimeError:
+                _CHECKED[key] = False
+            else:
+                ref = self._plain(crop).float()
+                tol = 2e-2 * float(ref.abs().max()) + 1e-3  # bf16 rounding of the output
+                _CHECKED[key] = bool((fused - ref).abs().max() <= tol)
+        return _CHECKED[key]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = _fusable(x)
+        if dtype is None or self.fused is False or self.padding_mode != "zeros":
+            return self._plain(x)
+        if self.fused is None:
+            self.fused = self._check(x, dtype)
+        if self.fused:
+            try:
+                return self._fused(x, dtype)
+            except torch.OutOfMemoryError:
+                raise  # the caller halves the batch
+            except RuntimeError:  # cuDNN had no fused engine at this size
+                self.fused = False
+        return self._plain(x)
+
+
+#: The verdicts of :meth:`ConvReLU._check`, by layer shape, dtype and device.
+_CHECKED: dict[tuple, bool] = {}
+
+
+def fused_conv_relu(x, weight, bias, stride, padding, dilation, groups):
+    """cuDNN's fused convolution + bias + ReLU (``torch.cudnn_convolution_relu``)."""
+    return torch.cudnn_convolution_relu(x, weight, bias, stride, padding, dilation, groups)
+
+
+def _fusable(x: torch.Tensor) -> torch.dtype | None:
+    """The autocast dtype when ``x`` may go through :class:`ConvReLU`'s fused way: on a
+    CUDA GPU, in inference, under bf16 or fp16 autocast; else None."""
+    if not x.is_cuda or torch.is_grad_enabled() or not torch.is_autocast_enabled("cuda"):
+        return None
+    dtype = torch.get_autocast_dtype("cuda")
+    return dtype if dtype in (torch.bfloat16, torch.float16) else None
+
+
+def fuse_conv_relu(net: nn.Module) -> tuple[int, int]:
+    """Make every convolution followed directly by its ReLU a :class:`ConvReLU` (after
+    :func:`fuse_batch_norm`; group norms stay in between), in place, for prediction.
+    Returns (convolutions made fusable, 3x3 convolutions in all)."""
+    made = total = 0
+    for module in net.modules():
+        if isinstance(module, TwoConv):
+            for i in (0, 3):
+                total += 1
+                if isinstance(module[i + 1], nn.Identity) and not isinstance(module[i],
+                                                                              ConvReLU):
+                    module[i] = ConvReLU.of(module[i])
+                    module[i + 2] = nn.Identity()
+                    made += 1
+    return made, total
+
+
+def fused_layers(net: nn.Module) -> dict[str, int]:
+    """How many :class:`ConvReLU` layers run fused, unfused, or were not tried yet."""
+    counts = {"fused": 0, "unfused": 0, "untried": 0}
+    for m in net.modules():
+        if isinstance(m, ConvReLU):
+            counts[{True: "fused", False: "unfused", None: "untried"}[m.fused]] += 1
+    return counts
+
+
 class Down(nn.Sequential):
     """2x2 max pooling, then :class:`TwoConv` doubling the channels."""
 

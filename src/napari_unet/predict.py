@@ -360,13 +360,36 @@ def _upload(array: np.ndarray, device):
     return torch.from_numpy(array).to(device)
 
 
+#: Largest probabilities output (bytes) that :func:`predict` allocates in page-locked memory
+#: on a CUDA GPU: locked memory cannot be swapped out, so larger outputs stay ordinary.
+PINNED_MAX = 4 * 2**30
+
+
+def _host_output(shape, device) -> np.ndarray:
+    """The float32 probabilities array :func:`predict` allocates (every pixel is written).
+    On a CUDA GPU, up to :data:`PINNED_MAX`, in page-locked memory, which the device copies
+    into directly (:func:`_copy_to_host`); elsewhere, or when none is to be had, ordinary."""
+    if device.type == "cuda" and 4 * int(np.prod(shape)) <= PINNED_MAX:
+        import torch
+
+        try:
+            return torch.empty(shape, dtype=torch.float32, pin_memory=True).numpy()
+        except RuntimeError:  # no page-locked memory to be had
+            pass
+    return np.zeros(shape, np.float32)
+
+
 def _copy_to_host(result, out) -> None:
     """The device-resident probabilities into ``out``. From a GPU through page-locked
-    memory (torch's host allocator keeps it for the next plane): a copy from the device
-    into ordinary memory went at 1.6 GB/s on an H200 machine, half of a large image's time
-    (benchmarks/RESULTS.md)."""
+    memory: straight into ``out`` when it is page-locked (:func:`_host_output`), else
+    through a page-locked staging buffer (torch's host allocator keeps it for the next
+    plane). A copy from the device into ordinary memory went at 1.6 GB/s on an H200
+    machine, half of a large image's time (benchmarks/RESULTS.md)."""
     import torch
 
+    if result.device.type == "cuda" and _pinned(out):
+        torch.from_numpy(out).copy_(result)
+        return
     if result.device.type == "cuda":
         try:
             staging = torch.empty(result.shape, dtype=result.dtype, pin_memory=True)
@@ -380,6 +403,19 @@ def _copy_to_host(result, out) -> None:
         torch.from_numpy(out).copy_(result)
     else:
         out[...] = result.cpu().numpy()
+
+
+def _pinned(array) -> bool:
+    """Whether a numpy array lies in page-locked memory (a C-contiguous float32 one)."""
+    import torch
+
+    if not (isinstance(array, np.ndarray) and array.flags.c_contiguous
+            and array.flags.writeable and array.dtype == np.float32):
+        return False
+    try:
+        return torch.from_numpy(array).is_pinned()
+    except RuntimeError:  # pragma: no cover - a build without an accelerator
+        return False
 
 
 def _infer_resized(net, raw, plan: TilePlan, out, factor: float, *, batch_size: int, device,
@@ -569,7 +605,7 @@ def predict(model, image, config: PredictConfig | None = None, *, out_probabilit
             store=scratch.name, shape=prob_shape, dtype="float32", compressors=None,
             chunks=(1,) * stack + (channels_out, *plan.stride))
     elif out_probabilities is None:
-        out_probabilities = np.zeros(prob_shape, np.float32)
+        out_probabilities = _host_output(prob_shape, device)
     start = time.perf_counter()
     label_out = out_labels
     if labels and out_labels is None:

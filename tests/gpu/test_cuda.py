@@ -117,3 +117,49 @@ def test_the_batch_size_follows_the_free_gpu_memory(device):
         assert n >= 8  # an H100's free memory holds far more than the CPU's 4 tiles
     else:
         assert 1 <= n <= 4
+
+
+def test_conv_relu_fused_by_cudnn_agrees_with_the_plain_network(device):
+    """bf16 inference: cuDNN's fused convolution + bias + ReLU is used for (most) layers of
+    the network, and its output agrees with the unfused network's."""
+    from napari_unet.checkpoint import Checkpoint
+    from napari_unet.model import ConvReLU, fused_layers
+
+    torch.manual_seed(0)
+    net = UNet(ModelConfig(depth=4, base_channels=16, norm="batch", dropout=0.0,
+                           padding="same"))
+    ck = Checkpoint(net.config, net.state_dict(),
+                    task={"mode": "instances", "target": "two_class"})
+    fused, plain = ck.build(device), ck.build(device)
+    for m in plain.modules():
+        if isinstance(m, ConvReLU):
+            m.fused = False
+    x = torch.randn(2, 1, 320, 256, device=device).contiguous(
+        memory_format=torch.channels_last)
+    with torch.inference_mode(), autocast(device, "bf16"):
+        a, b = fused(x).float(), plain(x).float()
+    counts = fused_layers(fused)
+    print("fused layers:", counts)
+    if device.type == "cuda":
+        assert counts["fused"] >= 9, counts  # all but perhaps the one-channel first layer
+    else:
+        assert counts["fused"] == 0
+    assert float((a - b).abs().max()) <= 0.05 * float(b.abs().max()) + 1e-2
+    assert dice(a.softmax(1)[:, 1] > 0.5, b.softmax(1)[:, 1] > 0.5) > 0.99
+
+
+def test_probabilities_come_back_into_page_locked_memory(device):
+    image, _ = touching_cells((700, 900), n_cells=60, radius=10, seed=5)
+    torch.manual_seed(0)
+    model = UNet(tiny_config(padding="same", norm="batch", base_channels=8))
+    from napari_unet.checkpoint import Checkpoint
+
+    ck = Checkpoint(model.config, model.state_dict(),
+                    task={"mode": "instances", "target": "two_class"})
+    res = run(predict(ck, image, PredictConfig(device=DEVICE, precision="fp32"),
+                      labels=False))
+    ref = run(predict(ck, image, PredictConfig(device="cpu", precision="fp32", tile_size=256),
+                      labels=False))
+    pinned = torch.from_numpy(res.probabilities).is_pinned()
+    assert pinned == (device.type == "cuda")
+    np.testing.assert_allclose(res.probabilities, ref.probabilities, atol=1e-4)
