@@ -44,6 +44,7 @@ from napari_unet.device import (  # noqa: E402
 )
 from napari_unet.io import read_image  # noqa: E402
 from napari_unet.metrics import dice  # noqa: E402
+import napari_unet.model as unet_model  # noqa: E402
 from napari_unet.model import fused_layers  # noqa: E402
 from napari_unet.predict import predict  # noqa: E402
 from napari_unet.progress import run  # noqa: E402
@@ -208,6 +209,13 @@ def main() -> None:
             net = plain
         t_e2e, res = timed(lambda: run(predict(ckpt, image, cfg, labels=False)), args.repeats)
         say("predict_s", t_e2e)
+        t_e2e_unfused = None
+        if fused:  # the baseline end to end: predict with no layer fused
+            unet_model.FUSE_CONV_RELU = False
+            t_e2e_unfused, _ = timed(lambda: run(predict(ckpt, image, cfg, labels=False)),
+                                     args.repeats)
+            unet_model.FUSE_CONV_RELU = True
+            say("predict_unfused_s", t_e2e_unfused)
         if args.profile:
             profile(model_only, device)
         t_labels, _ = timed(lambda: run(predict(ckpt, image, cfg)), 1)
@@ -251,6 +259,7 @@ def main() -> None:
             "conv_relu_layers": layers,
             "network_only_unfused_mp_s": t_unfused and round(mp / t_unfused, 3),
             "predict_mp_s": round(mp / t_e2e, 3),
+            "predict_unfused_mp_s": t_e2e_unfused and round(mp / t_e2e_unfused, 3),
             "predict_with_labels_mp_s": round(mp / t_labels, 3),
             "monai_mp_s": round(mp / t_monai, 3),
             "predict_over_model_only": round(t_model / t_e2e, 3),

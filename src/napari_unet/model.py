@@ -137,10 +137,16 @@ def fused_conv_relu(x, weight, bias, stride, padding, dilation, groups):
     return torch.cudnn_convolution_relu(x, weight, bias, stride, padding, dilation, groups)
 
 
+#: Whether :class:`ConvReLU` layers may take cuDNN's fused way at all (benchmarks turn it
+#: off to time the plain network in the same run).
+FUSE_CONV_RELU = True
+
+
 def _fusable(x: torch.Tensor) -> torch.dtype | None:
     """The autocast dtype when ``x`` may go through :class:`ConvReLU`'s fused way: on a
     CUDA GPU, in inference, under bf16 or fp16 autocast; else None."""
-    if not x.is_cuda or torch.is_grad_enabled() or not torch.is_autocast_enabled("cuda"):
+    if not (FUSE_CONV_RELU and x.is_cuda) or torch.is_grad_enabled() or \
+            not torch.is_autocast_enabled("cuda"):
         return None
     dtype = torch.get_autocast_dtype("cuda")
     return dtype if dtype in (torch.bfloat16, torch.float16) else None
