@@ -89,6 +89,7 @@ def fused_modules(net) -> list:
 def timed(fn, repeats: int) -> tuple[float, object]:
     best, out = float("inf"), None
     for _ in range(repeats):
+        out = None  # the last output freed first, as in a loop over images
         t0 = time.perf_counter()
         out = fn()
         best = min(best, time.perf_counter() - t0)
@@ -124,6 +125,10 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true",
                     help="print the network's top operators of one model-only pass per tile "
                          "size (torch.profiler)")
+    ap.add_argument("--e2e-only", action="store_true",
+                    help="time the network and predict only (no labels, MONAI, fp32 check)")
+    ap.add_argument("--profile-predict", action="store_true",
+                    help="print the host functions of one predict call by time (cProfile)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                     help="of all three paths (auto: bf16 on CUDA, fp32 elsewhere)")
@@ -134,7 +139,6 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-    from monai.inferers import sliding_window_inference
 
     ckpt = untrained(args.model) if args.model.startswith("random") else load_checkpoint(
         args.model)
@@ -218,8 +222,31 @@ def main() -> None:
             say("predict_unfused_s", t_e2e_unfused)
         if args.profile:
             profile(model_only, device)
+        if args.profile_predict:
+            import cProfile
+            import pstats
+
+            prof = cProfile.Profile()
+            prof.runcall(lambda: run(predict(ckpt, image, cfg, labels=False)))
+            pstats.Stats(prof, stream=sys.stderr).sort_stats("cumulative").print_stats(30)
+        if args.e2e_only:
+            report["runs"].append({
+                "tile": asked or f"auto ({tile})", "tiles": len(tiles), "batch_size": batch,
+                "input_tile": list(plan.input_shape), "conv_relu_layers": layers,
+                "model_only_mp_s": round(mp / t_model, 3),
+                "network_only_mp_s": round(mp / t_net, 3),
+                "network_only_unfused_mp_s": t_unfused and round(mp / t_unfused, 3),
+                "predict_mp_s": round(mp / t_e2e, 3),
+                "predict_unfused_mp_s": t_e2e_unfused and round(mp / t_e2e_unfused, 3),
+                "predict_over_network_only": round(t_net / t_e2e, 3),
+                "seconds": {"first_model_only": round(t_first, 2), "predict": round(t_e2e, 4)},
+            })
+            print(json.dumps(report["runs"][-1]), file=sys.stderr, flush=True)
+            continue
         t_labels, _ = timed(lambda: run(predict(ckpt, image, cfg)), 1)
         say("predict_with_labels_s", t_labels)
+        from monai.inferers import sliding_window_inference
+
         x = torch.from_numpy(np.moveaxis(norm, -1, 0)[None].copy()).to(device)
 
         def monai():

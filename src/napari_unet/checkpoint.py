@@ -61,11 +61,19 @@ class Checkpoint:
         inference: unless ``fuse=False``, batch norms folded into the convolutions and each
         convolution made one with its ReLU (fused by cuDNN on a GPU under bf16,
         :class:`~napari_unet.model.ConvReLU`)."""
+        import torch
+
         from .model import UNet, fuse_batch_norm, fuse_conv_relu
 
-        net = UNet(self.config)
+        # Built without memory and random initialisation (a third of a second for the
+        # paper's width), then given these weights, copied (in float32) onto the device.
+        target = torch.device("cpu") if device is None else torch.device(device)
+        state = {k: torch.as_tensor(v).to(target, torch.float32 if torch.as_tensor(
+            v).is_floating_point() else None, copy=True) for k, v in self.state_dict.items()}
+        with torch.device("meta"):
+            net = UNet(self.config)
         try:
-            net.load_state_dict(self.state_dict, strict=True)
+            net.load_state_dict(state, strict=True, assign=True)
         except RuntimeError as err:
             raise ModelFileError(
                 "the model file's weights do not fit its own architecture description "

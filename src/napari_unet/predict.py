@@ -287,6 +287,17 @@ def infer_plane(net, image, plan: TilePlan, out, *, batch_size: int, device,
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _network(ckpt: Checkpoint, device):
+    """The checkpoint's inference network on ``device`` (:meth:`Checkpoint.build`), built
+    once and kept with the checkpoint object for the next call on the same device: a
+    model's weights go to the GPU once, not with every image."""
+    nets = ckpt.__dict__.setdefault("_networks", {})
+    if str(device) not in nets:
+        nets.clear()
+        nets[str(device)] = ckpt.build(device)
+    return nets[str(device)]
+
+
 def _resident_fits(image, out, plan: TilePlan, device) -> bool:
     """Whether to predict ``image`` device-resident (see :func:`infer_plane`): on a CUDA GPU,
     for an image and output in memory (not memmaps, zarr or Dask, which are streamed so
@@ -591,7 +602,7 @@ def predict(model, image, config: PredictConfig | None = None, *, out_probabilit
         raise InputError(SEMANTIC_LINK)
     device = resolve_device(config.device)
     precision = resolve_precision(device, config.precision)
-    net = ckpt.build(device)
+    net = _network(ckpt, device)
     tile_size = config.tile_size or auto_tile_size(ckpt.config, device, precision)
     plan = plan_tiles(scaled_shape(spatial, factor), ckpt.config, tile_size, config.halo)
     batch_size = config.batch_size or auto_batch_size(ckpt.config, plan.input_shape, device,
