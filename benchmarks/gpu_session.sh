@@ -10,16 +10,19 @@
 # 2. On the GPU machine, through the device tool:
 #        run(command="bash benchmarks/gpu_session.sh", carry=[".gpu"], timeout_s=600)
 #    It runs, in this order, each stage cut to what is left of a 560 s deadline:
-#      predict_speed  benchmarks/predict_speed.py, the paper's width, 4096 px, automatic and
-#                   1024 px tiles, vs MONAI, with a profile of the network (each figure is
-#                   printed to session.log as it is measured)
+#      predict_speed  benchmarks/predict_speed.py --e2e-only, the paper's width, automatic
+#                   tiles, 4096 px (with cProfile of one predict call) and 8192 px: the
+#                   network fused and unfused, predict end to end fused and unfused (each
+#                   figure is printed to session.log as it is measured)
 #      tests          python -m pytest -m gpu tests/gpu (the CUDA code paths)
 #      dsb            benchmarks/dsb_fewshot.py, the paper's two-class model at the paper's
 #                     width (64 base channels) from scratch on the 30 DSB images, at most
 #                     150 s of training (issue 4's aim at the width a GPU trains)
 #    and writes session.log and the benchmarks' JSON to $OUT (or benchmarks/out/gpu).
-#    Two more stages, measured on an H200 on 2026-11-27 (benchmarks/RESULTS.md), run only
+#    More stages, measured on an H200 on 2026-11-27 (benchmarks/RESULTS.md), run only
 #    when named:
+#      predict_full   benchmarks/predict_speed.py with every part: labels, MONAI, the fp32
+#                     comparison (slow: cuDNN autotunes fp32 without TF32), a profile
 #      train_speed    benchmarks/train_speed.py, 30 s of end-to-end training
 #      isbi           benchmarks/isbi_membrane.py, 64 base channels, the time that is left
 #    Name stages to run fewer or others: bash benchmarks/gpu_session.sh predict_speed tests
@@ -97,9 +100,16 @@ for s in "${STAGES[@]}"; do
     tests)
       stage tests 150 python3 -m pytest -q -m gpu tests/gpu -p no:cacheprovider ;;
     predict_speed)
-      stage predict_speed 240 python3 benchmarks/predict_speed.py --device "$DEVICE" \
+      stage predict_speed 100 python3 benchmarks/predict_speed.py --device "$DEVICE" \
+        --model "$MODEL" --size "$SIZE" --tiles "$TILES" --batch-size 0 --e2e-only \
+        --profile-predict --repeats 3 --out "$OUT/predict_speed_${DEVICE}_$SIZE.json"
+      stage predict_speed_large 100 python3 benchmarks/predict_speed.py --device "$DEVICE" \
+        --model "$MODEL" --size $((2 * SIZE)) --tiles "$TILES" --batch-size 0 --e2e-only \
+        --repeats 2 --out "$OUT/predict_speed_${DEVICE}_$((2 * SIZE)).json" ;;
+    predict_full)
+      stage predict_full 240 python3 benchmarks/predict_speed.py --device "$DEVICE" \
         --model "$MODEL" --size "$SIZE" --tiles "$TILES" --batch-size 0 --halo 0 --profile \
-        --out "$OUT/predict_speed_$DEVICE.json" ;;
+        --out "$OUT/predict_speed_full_$DEVICE.json" ;;
     dsb)  # the models stay on the machine (/tmp)
       budget_for dsb "$DSB" 120 && stage dsb $((BUDGET + 120)) python3 \
         benchmarks/dsb_fewshot.py --device "$DEVICE" --targets two_class --pretrained "" \
@@ -113,7 +123,7 @@ for s in "${STAGES[@]}"; do
       budget_for isbi "$ISBI_MAX" 70 && stage isbi $((BUDGET + 70)) python3 \
         benchmarks/isbi_membrane.py --device "$DEVICE" --base-channels "$WIDTH" \
         --time-budget "$BUDGET" --out "$OUT/isbi_$DEVICE.json" ;;
-    *) echo "unknown stage $s (predict_speed, tests, dsb, train_speed, isbi)" | tee -a "$LOG" ;;
+    *) echo "unknown stage $s (predict_speed, tests, dsb, predict_full, train_speed, isbi)" | tee -a "$LOG" ;;
   esac
 done
 echo "== done after ${SECONDS}s; files in $OUT" | tee -a "$LOG"

@@ -49,3 +49,20 @@ def test_layout_and_normalisation():
     assert out.dtype == np.float32 and out.min() < 0.01 and 0.99 < out.max() < 1.01
     with pytest.raises(InputError, match="NaN"):
         normalize(np.full((4, 4, 1), np.nan))
+
+
+@pytest.mark.parametrize("dtype,top", [(np.uint8, 256), (np.uint16, 65536), (np.uint16, 300),
+                                       (np.bool_, 2)])
+@pytest.mark.parametrize("shape", [(600, 700, 1), (333, 517, 3), (7, 5, 1), (1, 1, 1)])
+def test_percentiles_of_integer_images_by_counting_equal_numpys(dtype, top, shape):
+    from napari_unet.data import percentiles
+
+    rng = np.random.default_rng(shape[0])
+    image = rng.integers(0, top, size=shape).astype(dtype)
+    if dtype != np.bool_:
+        image[: shape[0] // 2] //= 3  # not uniform
+    lo, hi = percentiles(image)
+    want = np.percentile(image.reshape(-1, shape[-1]).astype(np.float32), [1.0, 99.8], axis=0)
+    np.testing.assert_array_equal(lo, want[0].astype(np.float32))
+    np.testing.assert_array_equal(hi, want[1].astype(np.float32))
+    assert lo.dtype == hi.dtype == np.float32 and lo.shape == (shape[-1],)
