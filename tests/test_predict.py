@@ -111,12 +111,13 @@ def test_out_of_memory_halves_the_batch_and_says_so(resident, rng):
 
 def test_no_memory_for_the_whole_image_streams_its_tiles_instead(monkeypatch, rng):
     import napari_unet.predict as predict_module
+    import napari_unet.resident
 
     def no_memory(array, device):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
 
     net, image, plan, expected = _tiled_case(rng, (90, 70))
-    monkeypatch.setattr(predict_module, "_upload", no_memory)
+    monkeypatch.setattr(napari_unet.resident, "upload", no_memory)
     out, notes = np.zeros_like(expected), []
     list(predict_module.infer_plane(net, image, plan, out, batch_size=4,
                                     device=torch.device("cpu"), notes=notes, resident=True))

@@ -164,14 +164,14 @@ def test_device_resident_region_of_a_raw_image_equals_the_streamed_one(dtype, pa
 
 
 def test_the_resident_way_is_chosen_for_in_memory_arrays_on_a_gpu_only(tmp_path):
-    from napari_unet.predict import _resident_fits
+    from napari_unet.resident import fits
 
     cfg = tiny_config()
     plan = plan_tiles((64, 64), cfg, 40)
     image, out = np.zeros((64, 64, 1), np.float32), np.zeros((2, 64, 64), np.float32)
-    assert not _resident_fits(image, out, plan, torch.device("cpu"))
+    assert not fits(image, out, plan, torch.device("cpu"))
     memmap = np.lib.format.open_memmap(tmp_path / "out.npy", "w+", np.float32, out.shape)
-    assert not _resident_fits(image, memmap, plan, torch.device("cuda"))  # no GPU asked
+    assert not fits(image, memmap, plan, torch.device("cuda"))  # no GPU asked
 
 
 def test_reduced_halo_is_rounded_capped_and_still_covers_the_image():

@@ -172,3 +172,23 @@ def autocast(device, precision: str):
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device.type, dtype=dtype)
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is a device (or the host) running out of memory."""
+    import torch
+
+    oom = getattr(torch.cuda, "OutOfMemoryError", ())
+    return isinstance(err, oom) or "out of memory" in str(err).lower()
+
+
+def freed_after_out_of_memory(err: BaseException, device) -> bool:
+    """Whether ``err`` is the device running out of memory; if so, the GPU's cached
+    blocks are released for the retry."""
+    import torch
+
+    if not out_of_memory(err):
+        return False
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return True

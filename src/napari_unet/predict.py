@@ -21,9 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+from . import resident as _resident
 from .checkpoint import Checkpoint, load_checkpoint
 from .config import PredictConfig
-from .data import as_channels_last, normalize_channels_first, offset_and_scale, percentiles
+from .data import as_channels_last, normalize_channels_first, percentiles
+from .device import freed_after_out_of_memory
 from .errors import InputError
 from .instances import (
     MIN_SIZE_FLOOR,
@@ -40,7 +42,7 @@ from .scale import (
     scaled_shape,
 )
 from .stacks import iter_link_planes, plane
-from .tiling import TilePlan, mirror_index, plan_tiles, read_window
+from .tiling import TilePlan, plan_tiles, read_window
 
 #: Why a cell diameter is refused where labels are written block by block.
 BLOCKWISE_DIAMETER = ("rescaling to a cell diameter needs the whole image in memory, so it "
@@ -153,25 +155,6 @@ def _unturn_vectors(v, k: int, flip: bool):
     return torch.stack([dy, dx], 1)
 
 
-def _out_of_memory(err: BaseException) -> bool:
-    import torch
-
-    oom = getattr(torch.cuda, "OutOfMemoryError", ())
-    return isinstance(err, oom) or "out of memory" in str(err).lower()
-
-
-def _freed_after_out_of_memory(err: BaseException, device) -> bool:
-    """Whether ``err`` is the device running out of memory; if so, the GPU's cached
-    blocks are released for the retry."""
-    import torch
-
-    if not _out_of_memory(err):
-        return False
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    return True
-
-
 def infer_plane(net, image, plan: TilePlan, out, *, batch_size: int, device,
                 tta: bool = False, notes: list[str] | None = None, lo=None, hi=None,
                 origin: tuple[int, int] = (0, 0), precision: str = "fp32",
@@ -209,8 +192,9 @@ def infer_plane(net, image, plan: TilePlan, out, *, batch_size: int, device,
     oy, ox = origin
     pin = device.type == "cuda"
     if resident is None:
-        resident = _resident_fits(image, out, plan, device)
-    on_device = _device_region(image, plan, tiles, origin, lo, hi, device) if resident else None
+        resident = _resident.fits(image, out, plan, device)
+    on_device = (_resident.device_region(image, plan, tiles, origin, lo, hi, device)
+                 if resident else None)
     if resident and on_device is None:
         resident = False
         if notes is not None:
@@ -262,7 +246,7 @@ def infer_plane(net, image, plan: TilePlan, out, *, batch_size: int, device,
                         prob = forward(net, x, tta)
                     write(chunk, prob)
                 except (RuntimeError, MemoryError) as err:
-                    if not _freed_after_out_of_memory(err, device):
+                    if not freed_after_out_of_memory(err, device):
                         raise
                     del err  # its frames hold the failed batch's tensors
                     if batch_size == 1:
@@ -282,7 +266,7 @@ def infer_plane(net, image, plan: TilePlan, out, *, batch_size: int, device,
                 i = nxt
                 yield done
             if resident:
-                _copy_to_host(result, out)
+                _resident.copy_to_host(result, out)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -296,137 +280,6 @@ def _network(ckpt: Checkpoint, device):
         nets.clear()
         nets[str(device)] = ckpt.build(device)
     return nets[str(device)]
-
-
-def _resident_fits(image, out, plan: TilePlan, device) -> bool:
-    """Whether to predict ``image`` device-resident (see :func:`infer_plane`): on a CUDA GPU,
-    for an image and output in memory (not memmaps, zarr or Dask, which are streamed so
-    that host memory stays small) whose region, padded input and output take at most an
-    eighth of the free device memory."""
-    if device.type != "cuda" or not (_in_memory(image) and _in_memory(out)):
-        return False
-    import torch
-
-    free, _ = torch.cuda.mem_get_info(device)
-    return _region_bytes(image, out, plan) <= free // 8
-
-
-def _in_memory(array) -> bool:
-    return isinstance(array, np.ndarray) and not isinstance(array, np.memmap)
-
-
-def _region_bytes(image, out, plan: TilePlan) -> int:
-    """Device bytes of the resident way, generously: the raw region and the copies made
-    while it is mirrored and normalised (four padded float32 planes), and the float32
-    probabilities."""
-    (h, w), halo = plan.shape, plan.geometry.halo
-    channels = image.shape[-1]
-    padded = channels * (h + plan.input_shape[0] + 2 * halo) * (w + plan.input_shape[1]
-                                                                + 2 * halo) * 4
-    return padded * 4 + int(np.prod(out.shape)) * 4
-
-
-def _device_region(image, plan: TilePlan, tiles, origin, lo, hi, device):
-    """The mirrored, normalised input of every tile of ``plan`` as one ``(C, H', W')``
-    float32 tensor on ``device``, and the image position ``(top, left)`` of its first pixel
-    relative to ``origin``; None when the device has no memory for it."""
-    import torch
-
-    oy, ox = origin
-    ih, iw = plan.input_shape
-    top, left = min(t.top for t in tiles), min(t.left for t in tiles)
-    rows = mirror_index(np.arange(top + oy, max(t.top for t in tiles) + ih + oy),
-                        image.shape[0])
-    cols = mirror_index(np.arange(left + ox, max(t.left for t in tiles) + iw + ox),
-                        image.shape[1])
-    r0, c0 = int(rows.min()), int(cols.min())
-    raw = image[r0 : int(rows.max()) + 1, c0 : int(cols.max()) + 1]
-    try:
-        x = _upload(raw, device)
-        x = x.index_select(0, torch.as_tensor(rows - r0, device=device))
-        x = x.index_select(1, torch.as_tensor(cols - c0, device=device))
-        x = x.permute(2, 0, 1).to(torch.float32)
-        if lo is not None:  # as normalize_channels_first, in the same float32 steps
-            lo32, scale = offset_and_scale(lo, hi, (-1, 1, 1))
-            x = (x - torch.from_numpy(lo32).to(device)) / torch.from_numpy(scale).to(device)
-        return x.contiguous(), (top, left)
-    except (RuntimeError, MemoryError) as err:
-        if not _freed_after_out_of_memory(err, device):
-            raise
-        return None
-
-
-def _upload(array: np.ndarray, device):
-    """A numpy array on ``device`` in a dtype torch computes with: unsigned 16- and 32-bit
-    integers travel as their signed twins and are widened there."""
-    import torch
-
-    array = np.ascontiguousarray(array)
-    if array.dtype == np.uint16:
-        return torch.from_numpy(array.view(np.int16)).to(device).to(torch.int32) & 0xFFFF
-    if array.dtype == np.uint32:
-        return torch.from_numpy(array.view(np.int32)).to(device).to(torch.int64) & 0xFFFFFFFF
-    if array.dtype == np.bool_:
-        array = array.view(np.uint8)
-    return torch.from_numpy(array).to(device)
-
-
-#: Largest probabilities output (bytes) that :func:`predict` allocates in page-locked memory
-#: on a CUDA GPU: locked memory cannot be swapped out, so larger outputs stay ordinary.
-PINNED_MAX = 4 * 2**30
-
-
-def _host_output(shape, device) -> np.ndarray:
-    """The float32 probabilities array :func:`predict` allocates (every pixel is written).
-    On a CUDA GPU, up to :data:`PINNED_MAX`, in page-locked memory, which the device copies
-    into directly (:func:`_copy_to_host`); elsewhere, or when none is to be had, ordinary."""
-    if device.type == "cuda" and 4 * int(np.prod(shape)) <= PINNED_MAX:
-        import torch
-
-        try:
-            return torch.empty(shape, dtype=torch.float32, pin_memory=True).numpy()
-        except RuntimeError:  # no page-locked memory to be had
-            pass
-    return np.zeros(shape, np.float32)
-
-
-def _copy_to_host(result, out) -> None:
-    """The device-resident probabilities into ``out``. From a GPU through page-locked
-    memory: straight into ``out`` when it is page-locked (:func:`_host_output`), else
-    through a page-locked staging buffer (torch's host allocator keeps it for the next
-    plane). A copy from the device into ordinary memory went at 1.6 GB/s on an H200
-    machine, half of a large image's time (benchmarks/RESULTS.md)."""
-    import torch
-
-    if result.device.type == "cuda" and _pinned(out):
-        torch.from_numpy(out).copy_(result)
-        return
-    if result.device.type == "cuda":
-        try:
-            staging = torch.empty(result.shape, dtype=result.dtype, pin_memory=True)
-        except RuntimeError:  # no page-locked memory to be had: the ordinary way
-            staging = None
-        if staging is not None:
-            staging.copy_(result)
-            np.copyto(out, staging.numpy())
-            return
-    if out.flags.writeable and out.flags.c_contiguous and out.dtype == np.float32:
-        torch.from_numpy(out).copy_(result)
-    else:
-        out[...] = result.cpu().numpy()
-
-
-def _pinned(array) -> bool:
-    """Whether a numpy array lies in page-locked memory (a C-contiguous float32 one)."""
-    import torch
-
-    if not (isinstance(array, np.ndarray) and array.flags.c_contiguous
-            and array.flags.writeable and array.dtype == np.float32):
-        return False
-    try:
-        return torch.from_numpy(array).is_pinned()
-    except RuntimeError:  # pragma: no cover - a build without an accelerator
-        return False
 
 
 def _infer_resized(net, raw, plan: TilePlan, out, factor: float, *, batch_size: int, device,
@@ -616,7 +469,7 @@ def predict(model, image, config: PredictConfig | None = None, *, out_probabilit
             store=scratch.name, shape=prob_shape, dtype="float32", compressors=None,
             chunks=(1,) * stack + (channels_out, *plan.stride))
     elif out_probabilities is None:
-        out_probabilities = _host_output(prob_shape, device)
+        out_probabilities = _resident.host_output(prob_shape, device)
     start = time.perf_counter()
     label_out = out_labels
     if labels and out_labels is None:
