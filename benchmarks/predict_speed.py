@@ -239,6 +239,7 @@ def main() -> None:
                 "predict_mp_s": round(mp / t_e2e, 3),
                 "predict_unfused_mp_s": t_e2e_unfused and round(mp / t_e2e_unfused, 3),
                 "predict_over_network_only": round(t_net / t_e2e, 3),
+                **compiled,
                 "seconds": {"first_model_only": round(t_first, 2), "predict": round(t_e2e, 4)},
             })
             print(json.dumps(report["runs"][-1]), file=sys.stderr, flush=True)
