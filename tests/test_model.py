@@ -189,3 +189,28 @@ def test_a_layer_cudnn_cannot_fuse_stays_plain(emulated_fusion, monkeypatch, fai
         assert counts == {"fused": 9, "unfused": 1, "untried": 0}
     else:
         assert counts == {"fused": 0, "unfused": 10, "untried": 0}
+
+
+def test_the_check_on_a_crop_does_not_autotune(emulated_fusion, monkeypatch):
+    """cuDNN autotuning is for the real tile shapes: the crop of the check is computed
+    with it off, and the setting is back afterwards."""
+    import torch.nn.functional as F
+
+    from napari_unet import model
+
+    seen = []
+
+    def recording(x, w, b, stride, padding, dilation, groups):
+        seen.append((tuple(x.shape[-2:]), torch.backends.cudnn.benchmark))
+        return F.relu(F.conv2d(x, w, b, stride, padding, dilation, groups))
+
+    monkeypatch.setattr(model, "fused_conv_relu", recording)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    ck, _ = _built()
+    with torch.inference_mode():
+        ck.build()(torch.randn(1, 1, 128, 96))
+    crops = [b for shape, b in seen if shape == (64, 64)]
+    full = [b for shape, b in seen if shape == (128, 96)]
+    assert crops and not any(crops)
+    assert full and all(full)
+    assert torch.backends.cudnn.benchmark
