@@ -139,3 +139,26 @@ def test_a_target_that_does_not_match_the_network_is_refused(model_file, tmp_pat
     save_file(load_file(str(path)), str(bad), metadata={"napari_unet": json.dumps(meta)})
     with pytest.raises(ModelFileError, match=match):
         load_checkpoint(bad)
+
+
+def test_float16_weights_build_a_float32_network_that_does_not_share_them(model_file,
+                                                                          tmp_path):
+    """Files stored in float16 (the shipped model's size limit) give a float32 network;
+    the built network owns its weights (the checkpoint's stay as they were)."""
+    path, net = model_file
+    ck = load_checkpoint(path)
+    half = Checkpoint(ck.config, {k: v.half() if v.is_floating_point() else v
+                                  for k, v in ck.state_dict.items()}, task=ck.task)
+    half = load_checkpoint(save_checkpoint(tmp_path / "half.safetensors", half))
+    assert {v.dtype for v in half.state_dict.values()} == {torch.float16, torch.int64}
+    built = half.build(fuse=False)
+    assert {p.dtype for p in built.parameters()} == {torch.float32}
+    x = torch.randn(1, 3, 60, 60)
+    with torch.no_grad():
+        torch.testing.assert_close(built(x), net.eval()(x), atol=2e-2, rtol=2e-2)
+        for p in ck.build(fuse=False).parameters():  # a network built on the CPU ...
+            p.zero_()
+    assert all(v.abs().sum() > 0 for k, v in ck.state_dict.items() if "weight" in k)
+    rebuilt = ck.build(fuse=False)
+    with torch.no_grad():
+        np.testing.assert_array_equal(rebuilt(x).numpy(), net.eval()(x).numpy())
