@@ -68,8 +68,11 @@ class Checkpoint:
         # Built without memory and random initialisation (a third of a second for the
         # paper's width), then given these weights, copied (in float32) onto the device.
         target = torch.device("cpu") if device is None else torch.device(device)
-        state = {k: torch.as_tensor(v).to(target, torch.float32 if torch.as_tensor(
-            v).is_floating_point() else None, copy=True) for k, v in self.state_dict.items()}
+        state = {}
+        for k, v in self.state_dict.items():
+            v = torch.as_tensor(v)
+            state[k] = v.to(target, torch.float32 if v.is_floating_point() else v.dtype,
+                            copy=True)
         with torch.device("meta"):
             net = UNet(self.config)
         try:

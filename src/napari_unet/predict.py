@@ -275,11 +275,11 @@ def _network(ckpt: Checkpoint, device):
     """The checkpoint's inference network on ``device`` (:meth:`Checkpoint.build`), built
     once and kept with the checkpoint object for the next call on the same device: a
     model's weights go to the GPU once, not with every image."""
-    nets = ckpt.__dict__.setdefault("_networks", {})
-    if str(device) not in nets:
-        nets.clear()
-        nets[str(device)] = ckpt.build(device)
-    return nets[str(device)]
+    nets, key = ckpt.__dict__.setdefault("_networks", {}), str(device)
+    if key not in nets:
+        nets.clear()  # one network per checkpoint: the device last used
+        nets[key] = ckpt.build(device)
+    return nets[key]
 
 
 def _infer_resized(net, raw, plan: TilePlan, out, factor: float, *, batch_size: int, device,

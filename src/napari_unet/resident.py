@@ -114,10 +114,8 @@ def copy_to_host(result, out) -> None:
     machine, half of a large image's time (benchmarks/RESULTS.md)."""
     import torch
 
-    if result.device.type == "cuda" and is_pinned(out):
-        torch.from_numpy(out).copy_(result)
-        return
-    if result.device.type == "cuda":
+    direct = out.flags.writeable and out.flags.c_contiguous and out.dtype == np.float32
+    if result.device.type == "cuda" and not (direct and torch.from_numpy(out).is_pinned()):
         try:
             staging = torch.empty(result.shape, dtype=result.dtype, pin_memory=True)
         except RuntimeError:  # no page-locked memory to be had: the ordinary way
@@ -126,20 +124,7 @@ def copy_to_host(result, out) -> None:
             staging.copy_(result)
             np.copyto(out, staging.numpy())
             return
-    if out.flags.writeable and out.flags.c_contiguous and out.dtype == np.float32:
+    if direct:
         torch.from_numpy(out).copy_(result)
     else:
         out[...] = result.cpu().numpy()
-
-
-def is_pinned(array) -> bool:
-    """Whether a numpy array lies in page-locked memory (a C-contiguous float32 one)."""
-    import torch
-
-    if not (isinstance(array, np.ndarray) and array.flags.c_contiguous
-            and array.flags.writeable and array.dtype == np.float32):
-        return False
-    try:
-        return torch.from_numpy(array).is_pinned()
-    except RuntimeError:  # pragma: no cover - a build without an accelerator
-        return False
