@@ -91,8 +91,9 @@ def test_fine_tune_starts_from_the_model(cells, tmp_path):
     images, labels = cells
     first = tmp_path / "a.safetensors"
     run(train(images, labels, quick(), model_config=tiny_config(), out=first))
-    result = run(train(images, labels, quick(epochs=1, freeze_encoder=True), init_from=first,
-                       out=tmp_path / "b.safetensors"))
+    # no validation images: the fine-tuned model is kept whatever it scores
+    result = run(train(images, labels, quick(epochs=1, freeze_encoder=True, val_fraction=0),
+                       init_from=first, out=tmp_path / "b.safetensors"))
     a, b = load_checkpoint(first), load_checkpoint(tmp_path / "b.safetensors")
     assert b.config == a.config
     enc = "inc.0.weight"
@@ -101,6 +102,68 @@ def test_fine_tune_starts_from_the_model(cells, tmp_path):
     assert not np.array_equal(a.state_dict[head].numpy(), b.state_dict[head].numpy())
     assert b.training["fine_tuned_from"] == str(first)
     assert result.steps == 5
+
+
+def _scripted_validation(monkeypatch, scores):
+    import napari_unet.train as train_module
+
+    scores = iter(scores)
+    monkeypatch.setattr(train_module, "validate",
+                        lambda *a, **k: {"score": next(scores), "threshold": 0.7})
+
+
+def test_fine_tuning_keeps_the_starting_model_when_no_epoch_beats_it(cells, tmp_path,
+                                                                    monkeypatch):
+    from napari_unet.train import STARTING_MODEL_KEPT
+
+    images, labels = cells
+    first = tmp_path / "a.safetensors"
+    run(train(images, labels, quick(val_fraction=0), model_config=tiny_config(), out=first))
+    _scripted_validation(monkeypatch, [0.8, 0.5, 0.6])  # the start, then epochs 1 and 2
+    events = []
+    out = tmp_path / "b.safetensors"
+    result = run(train(images, labels, quick(), init_from=first, out=out), events.append)
+    info = [e for e in events if e.kind == "info"]
+    assert len(info) == 1 and "0.800" in info[0].message and info[0].val["score"] == 0.8
+    assert [e.kind for e in events].index("info") < [e.kind for e in events].index("step")
+    assert result.best_epoch == 0 and result.best_score == 0.8 and len(result.history) == 2
+    a, b = load_checkpoint(first), load_checkpoint(out)
+    for k, v in a.state_dict.items():
+        np.testing.assert_array_equal(v.numpy(), b.state_dict[k].numpy())
+    assert b.training["best_epoch"] == 0 and b.training["steps"] == 0
+    assert b.threshold == 0.7  # calibrated on the new validation images
+    assert b.training["fine_tuned_from"] == str(first)
+    assert "model you started from" in STARTING_MODEL_KEPT
+
+
+def test_fine_tuning_replaces_the_starting_model_by_a_better_epoch(cells, tmp_path,
+                                                                  monkeypatch):
+    images, labels = cells
+    first = tmp_path / "a.safetensors"
+    run(train(images, labels, quick(val_fraction=0), model_config=tiny_config(), out=first))
+    _scripted_validation(monkeypatch, [0.5, 0.7, 0.7])
+    out = tmp_path / "b.safetensors"
+    result = run(train(images, labels, quick(), init_from=first, out=out))
+    assert result.best_epoch == 2 and load_checkpoint(out).training["steps"] == 10
+    head = "head.weight"
+    assert not np.array_equal(load_checkpoint(first).state_dict[head].numpy(),
+                              load_checkpoint(out).state_dict[head].numpy())
+
+
+def test_fine_tuning_cancelled_at_once_leaves_the_starting_model(cells, tmp_path):
+    images, labels = cells
+    first = tmp_path / "a.safetensors"
+    run(train(images, labels, quick(val_fraction=0), model_config=tiny_config(), out=first))
+    out = tmp_path / "b.safetensors"
+    gen = train(images, labels, quick(epochs=50), init_from=first, out=out)
+    for event in gen:
+        if event.kind == "info":
+            break
+    gen.close()  # what Cancel does
+    b = load_checkpoint(out)
+    assert b.training["best_epoch"] == 0 and b.training["validation"]["score"] >= 0
+    np.testing.assert_array_equal(load_checkpoint(first).state_dict["head.weight"].numpy(),
+                                  b.state_dict["head.weight"].numpy())
 
 
 def test_time_budget_is_kept(cells):

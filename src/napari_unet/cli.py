@@ -231,7 +231,7 @@ def cmd_train(args) -> int:
     from .config import ModelConfig, TrainConfig
     from .io import collect, match_by_stem, read_image, read_pairs
     from .progress import run
-    from .train import train
+    from .train import STARTING_MODEL_KEPT, train
 
     files, images, labels = read_pairs(args.images, args.labels)
     regions = None
@@ -264,7 +264,7 @@ def cmd_train(args) -> int:
         if bar is None:  # only once the input has been accepted
             bar = tqdm(total=1000, disable=args.quiet,
                        bar_format="{l_bar}{bar}| {elapsed}<{remaining}{postfix}")
-        if event.kind in ("start", "saved"):
+        if event.kind in ("start", "saved", "info"):
             bar.write(event.message)
         elif event.kind == "epoch":
             bar.write(f"epoch {event.epoch}: loss {event.loss:.4f}, validation "
@@ -284,6 +284,8 @@ def cmd_train(args) -> int:
     print(f"saved {result.path} (best validation score {result.best_score}, "
           f"epoch {result.best_epoch}, {result.steps} steps, {result.seconds:.0f} s on "
           f"{result.device})")
+    if result.best_epoch == 0:
+        print(STARTING_MODEL_KEPT)
     if result.report is not None:
         print(f"training report: {result.report}")
     return 0

@@ -7,7 +7,9 @@
         ...
     # or: result = napari_unet.progress.run(gen)
 
-Fine-tuning is training that starts from an existing model file (``init_from``). The best
+Fine-tuning is training that starts from an existing model file (``init_from``); with
+validation images, the model it starts from is scored first and is the first candidate
+(epoch 0), so fine-tuning never hands back a model that scores worse there. The best
 model (by the validation score averaged over the last :data:`SELECTION_WINDOW` epochs) is
 saved to ``out`` whenever it improves, atomically; if the
 generator is closed early (Cancel), the best model so far stays on disk, and a model is
@@ -71,7 +73,7 @@ class TrainResult:
     checkpoint: Checkpoint
     path: Path | None
     best_score: float | None  # the kept epoch's score averaged with the epochs before it
-    best_epoch: int | None
+    best_epoch: int | None  # 0: the model fine-tuning started from scored best
     history: list[dict] = field(default_factory=list)
     device: str = ""
     seconds: float = 0.0
@@ -230,6 +232,11 @@ THRESHOLDS = {"semantic": tuple(round(0.05 * k, 2) for k in range(1, 20)),  # 0.
 #: images score single epochs noisily (DSB, 3 images: an early epoch's spike was kept twice,
 #: and those models scored lowest on held-out images; see benchmarks/RESULTS.md).
 SELECTION_WINDOW = 3
+
+#: Said when no fine-tuned epoch scored as well as the model fine-tuning started from.
+STARTING_MODEL_KEPT = ("No fine-tuned epoch scored as well on the validation images as the "
+                       "model you started from, so that model was saved as it was (with "
+                       "its threshold calibrated on your validation images).")
 #: IoU thresholds whose mean average precision scores an instances model in validation.
 VAL_IOUS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
 
@@ -431,6 +438,21 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
     stopped = "completed"
     workers = (default_workers(device) if config.loader_workers is None
                else config.loader_workers)
+    if base is not None and val_idx and procs.main:
+        # the model fine-tuning starts from is the first candidate: a fine-tuned epoch
+        # replaces it only if it scores at least as well on the validation images
+        t_val = time.perf_counter()
+        start_val = validate(net, prep, val_idx, config, device)
+        val_seconds = time.perf_counter() - t_val
+        best_score, best_epoch = start_val["score"], 0
+        task["threshold"] = start_val.get("threshold", 0.5)
+        best = snapshot({"best_epoch": 0, "steps": 0, "validation": start_val})
+        if out is not None:
+            saved_path = save_checkpoint(out, best)
+        yield TrainEvent("info", val=start_val, elapsed=time.perf_counter() - start,
+                         message=(f"the model fine-tuning starts from scores "
+                                  f"{start_val['score']:.3f} on the validation images; a "
+                                  "fine-tuned model replaces it only if it does as well"))
     batches = (ProcessBatches(sampler, config.batch_size, workers=workers,
                               seed=config.seed * 1000 + procs.rank,
                               pin_memory=device.type == "cuda")

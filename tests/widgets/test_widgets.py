@@ -359,6 +359,20 @@ def test_separation_view_keeps_napari_responsive_on_a_large_layer(make_napari_vi
     assert viewer.layers["big labels weight map"].data.shape == (4096, 4096)  # full resolution
 
 
+def test_the_train_widget_says_when_fine_tuning_kept_the_starting_model(cells_viewer,
+                                                                          tmp_path):
+    from napari_unet.train import STARTING_MODEL_KEPT, TrainResult
+
+    widget = dock(cells_viewer, "Train")
+    out = tmp_path / "m.safetensors"
+    for epoch, said in ((0, True), (3, False)):
+        result = TrainResult(checkpoint=None, path=out, best_score=0.8, best_epoch=epoch,
+                             history=[{"epoch": 1, "dice": 0.5, "score": 0.5}], device="CPU")
+        widget._on_done(result, out)
+        assert "Finished" in widget.status.text()
+        assert (STARTING_MODEL_KEPT in widget.status.text()) == said
+
+
 def test_the_shipped_nuclei_model_is_offered_for_fine_tuning_and_prediction(cells_viewer):
     train_w, predict_w = dock(cells_viewer, "Train"), dock(cells_viewer, "Predict")
     choices = [train_w.start_from.itemText(i) for i in range(train_w.start_from.count())]

@@ -213,7 +213,7 @@ class TrainWidget(QWidget):
 
     def _on_event(self, event) -> None:
         self.controls.progress(int(1000 * event.progress))
-        if event.kind == "start":
+        if event.kind in ("start", "info"):
             self.status.setText(event.message)
         elif event.kind == "epoch":
             self.plot.add(event.loss, event.val.get("score") if event.val else None)
@@ -231,6 +231,10 @@ class TrainWidget(QWidget):
             quality = (f"best validation score {result.best_score:.3f}" if "dice" in last
                        else "no validation image (train on two or more to get one)")
             text = f"Finished ({result.stopped}) on {result.device}: {quality}; saved in {out}"
+            if result.best_epoch == 0:
+                from ..train import STARTING_MODEL_KEPT
+
+                text += ". " + STARTING_MODEL_KEPT
             if result.report is not None:
                 text += f" (report: {result.report.name})"
         self.status.setText(text)
