@@ -127,6 +127,7 @@ def test_fine_tuning_keeps_the_starting_model_when_no_epoch_beats_it(cells, tmp_
     assert len(info) == 1 and "0.800" in info[0].message and info[0].val["score"] == 0.8
     assert [e.kind for e in events].index("info") < [e.kind for e in events].index("step")
     assert result.best_epoch == 0 and result.best_score == 0.8 and len(result.history) == 2
+    assert result.report is not None and result.report.exists()  # drawn with epoch 0
     a, b = load_checkpoint(first), load_checkpoint(out)
     for k, v in a.state_dict.items():
         np.testing.assert_array_equal(v.numpy(), b.state_dict[k].numpy())

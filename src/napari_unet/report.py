@@ -65,7 +65,7 @@ def write_report(model_path, result, examples=()) -> tuple[Path, Path]:
     keys = [k for k in ("dice", "ap50", "map") if history and k in history[0]]
     for key in keys or (["score"] if history else []):  # no validation image: -loss
         ax.plot(epochs, [h[key] for h in history], "o-", ms=3, label=key)
-    if result.best_epoch:
+    if result.best_epoch is not None:  # 0: the model fine-tuning started from
         ax.axvline(result.best_epoch, color="grey", ls="--", lw=1, label="saved")
     chosen = "map" if "map" in keys else "dice"
     ax.set(title=f"validation (the model kept has the best {chosen})", xlabel="epoch")
@@ -74,8 +74,10 @@ def write_report(model_path, result, examples=()) -> tuple[Path, Path]:
     ax = fig.add_subplot(grid[0, 2])
     ax.axis("off")
     best = f"{result.best_score:.4f}" if result.best_score is not None else "not validated"
+    kept = (f"the starting model kept, {len(history)} epochs" if result.best_epoch == 0
+            else f"epoch {result.best_epoch} of {len(history)}")
     ax.text(0, 1, f"{Path(model_path).name}\n\nbest validation score {best}\n"
-            f"epoch {result.best_epoch} of {len(history)}, {result.steps} steps\n"
+            f"{kept}, {result.steps} steps\n"
             f"{result.seconds:.0f} s on {result.device}\nended: {result.stopped}",
             va="top", fontsize=9, family="monospace")
     for k, (image, truth, pred) in enumerate(examples):

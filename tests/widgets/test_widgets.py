@@ -365,11 +365,14 @@ def test_the_train_widget_says_when_fine_tuning_kept_the_starting_model(cells_vi
 
     widget = dock(cells_viewer, "Train")
     out = tmp_path / "m.safetensors"
-    for epoch, said in ((0, True), (3, False)):
+    epochs = [{"epoch": 1, "dice": 0.5, "score": 0.5}]
+    # the last case: the time ran out before a fine-tuned epoch ended
+    for epoch, said, history in ((0, True, epochs), (3, False, epochs), (0, True, [])):
         result = TrainResult(checkpoint=None, path=out, best_score=0.8, best_epoch=epoch,
-                             history=[{"epoch": 1, "dice": 0.5, "score": 0.5}], device="CPU")
+                             history=history, device="CPU")
         widget._on_done(result, out)
         assert "Finished" in widget.status.text()
+        assert "best validation score 0.800" in widget.status.text()
         assert (STARTING_MODEL_KEPT in widget.status.text()) == said
 
 

@@ -228,7 +228,8 @@ class TrainWidget(QWidget):
             text = f"Cancelled. The best model so far is saved in {out}"
         else:
             last = result.history[-1] if result.history else {}
-            quality = (f"best validation score {result.best_score:.3f}" if "dice" in last
+            validated = "dice" in last or result.best_epoch == 0  # 0: the starting model
+            quality = (f"best validation score {result.best_score:.3f}" if validated
                        else "no validation image (train on two or more to get one)")
             text = f"Finished ({result.stopped}) on {result.device}: {quality}; saved in {out}"
             if result.best_epoch == 0:
