@@ -425,6 +425,12 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
                                          "high": NORM_HIGH},
                           training={**record, **extra})
 
+    def keep(val: dict, epoch: int) -> Checkpoint:
+        """The network as it is now, as the model to keep, with the threshold that ``val``
+        calibrated."""
+        task["threshold"] = val.get("threshold", 0.5)
+        return snapshot({"best_epoch": epoch, "steps": step, "validation": val})
+
     yield TrainEvent("start", message=(
         f"training on {describe_device(device)}: {len(train_idx)} training and {n_val} "
         f"validation image(s), patches {out_size} px, {steps_per_epoch} steps per epoch"))
@@ -445,8 +451,7 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
         start_val = validate(net, prep, val_idx, config, device)
         val_seconds = time.perf_counter() - t_val
         best_score, best_epoch = start_val["score"], 0
-        task["threshold"] = start_val.get("threshold", 0.5)
-        best = snapshot({"best_epoch": 0, "steps": 0, "validation": start_val})
+        best = keep(start_val, 0)
         if out is not None:
             saved_path = save_checkpoint(out, best)
         yield TrainEvent("info", val=start_val, elapsed=time.perf_counter() - start,
@@ -507,8 +512,7 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
             smoothed = float(np.mean([h["score"] for h in history[-SELECTION_WINDOW:]]))
             if best_score is None or smoothed >= best_score:  # ties: the later model
                 best_score, best_epoch = smoothed, epoch
-                task["threshold"] = val.get("threshold", 0.5)
-                best = snapshot({"best_epoch": epoch, "steps": step, "validation": val})
+                best = keep(val, epoch)
                 if out is not None and procs.main:
                     saved_path = save_checkpoint(out, best)
                     yield TrainEvent("saved", epoch, step, min(progress, 1.0),
