@@ -148,9 +148,9 @@ def fit(images, labels, names, args, *, target: str, init_from=None, out: Path) 
                       class_balance=not args.no_class_balance, dice_weight=args.dice_weight,
                       val_fraction=args.val_fraction,
                       freeze_encoder=args.freeze_encoder and init_from is not None,
-                      device=args.device)
+                      weight_average=args.weight_average, device=args.device)
     mc = ModelConfig(base_channels=args.base_channels, depth=4, padding=args.padding,
-                     norm="batch", dropout=0.0)
+                     norm="batch", dropout=args.dropout)
     t0 = time.perf_counter()
     result = run(train(images, labels, cfg, model_config=mc, init_from=init_from, out=out,
                        names=names),
@@ -171,6 +171,9 @@ def main() -> None:
     ap.add_argument("--base-channels", type=int, default=16,
                     help="width of the models trained from scratch (the pretrained model's "
                          "own width is kept when fine-tuning)")
+    ap.add_argument("--dropout", type=float, default=0.0,
+                    help="dropout at the end of the contracting path of the models trained "
+                         "from scratch (the paper: 0.5)")
     ap.add_argument("--padding", default="same", choices=["same", "valid"],
                     help="of the models trained from scratch (valid: the paper's unpadded "
                     "convolutions)")
@@ -181,6 +184,9 @@ def main() -> None:
     ap.add_argument("--freeze-encoder", action="store_true",
                     help="fine-tune the expanding path only")
     ap.add_argument("--zoom", type=float, default=0.0, help="zoom augmentation (0: off)")
+    ap.add_argument("--weight-average", type=float, default=TrainConfig.weight_average,
+                    help="decay of the weights' moving average that is validated and saved "
+                         "(0: off)")
     ap.add_argument("--min-size", type=int, default=25,
                     help="objects smaller than this (px) are removed; 25 was chosen on the "
                     "development set (dsb_dev_postprocessing.py); every model is also scored "
