@@ -148,7 +148,7 @@ def fit(images, labels, names, args, *, target: str, init_from=None, out: Path) 
                       class_balance=not args.no_class_balance, dice_weight=args.dice_weight,
                       val_fraction=args.val_fraction,
                       freeze_encoder=args.freeze_encoder and init_from is not None,
-                      weight_average=args.weight_average, device=args.device)
+                      device=args.device)
     mc = ModelConfig(base_channels=args.base_channels, depth=4, padding=args.padding,
                      norm="batch", dropout=args.dropout)
     t0 = time.perf_counter()
@@ -184,9 +184,6 @@ def main() -> None:
     ap.add_argument("--freeze-encoder", action="store_true",
                     help="fine-tune the expanding path only")
     ap.add_argument("--zoom", type=float, default=0.0, help="zoom augmentation (0: off)")
-    ap.add_argument("--weight-average", type=float, default=TrainConfig.weight_average,
-                    help="decay of the weights' moving average that is validated and saved "
-                         "(0: off)")
     ap.add_argument("--min-size", type=int, default=25,
                     help="objects smaller than this (px) are removed; 25 was chosen on the "
                     "development set (dsb_dev_postprocessing.py); every model is also scored "
@@ -234,7 +231,7 @@ def main() -> None:
                      "w0": args.w0, "sigma": args.sigma,
                      "class_balance": not args.no_class_balance,
                      "dice_weight": args.dice_weight,
-                     "val_fraction": args.val_fraction},
+                     "val_fraction": args.val_fraction, "dropout": args.dropout},
         "baseline_truth_touching_merged": score(vy, merged),
         "models": {},
     }

@@ -221,9 +221,6 @@ class TrainConfig(_DictMixin):
         size it knows; predict with the cell diameter of your images, or 'auto').
     freeze_encoder : bool
         When fine-tuning, keep the contracting path's weights fixed.
-    weight_average : float
-        Decay of an exponential moving average of the weights (for example 0.99): the
-        averaged network, not the last step's, is validated and saved. 0: off.
     seed : int
         Random seed (patches, augmentation, initial weights, validation split).
     device : str
@@ -254,7 +251,6 @@ class TrainConfig(_DictMixin):
     foreground_bias: float = 0.5
     freeze_encoder: bool = False
     match_size: bool = False
-    weight_average: float = 0.0
     seed: int = 0
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
@@ -281,8 +277,6 @@ class TrainConfig(_DictMixin):
             raise InputError(f"val_fraction must be in [0, 1), not {self.val_fraction}.")
         if not 0 <= self.foreground_bias <= 1:
             raise InputError(f"foreground_bias must be in [0, 1], not {self.foreground_bias}.")
-        if not 0 <= self.weight_average < 1:
-            raise InputError(f"weight_average must be in [0, 1), not {self.weight_average}.")
 
 
 @dataclass(frozen=True)

@@ -383,8 +383,6 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
                 p.requires_grad_(False)
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=config.learning_rate)
-    # the network that is validated and saved: the weights' moving average, if asked for
-    kept_net = WeightAverage(net, config.weight_average) if config.weight_average else None
     step_net = ddp.wrap(net, procs, device)
     precision = resolve_precision(device, config.precision)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
@@ -421,7 +419,7 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
 
     def snapshot(extra: dict) -> Checkpoint:
         state = {k: v.detach().to("cpu").contiguous().clone()
-                 for k, v in (kept_net.net if kept_net else net).state_dict().items()}
+                 for k, v in net.state_dict().items()}
         return Checkpoint(config=mc, state_dict=state, task=task,
                           normalization={"kind": "percentile", "low": NORM_LOW,
                                          "high": NORM_HIGH},
@@ -491,8 +489,6 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
                 scaler.step(opt)
                 scaler.update()
                 step += 1
-                if kept_net:
-                    kept_net.update(step)
                 losses.append(float(loss.detach()))
                 rate = (len(losses) * config.batch_size * procs.world
                         / (time.perf_counter() - t_epoch))
@@ -503,8 +499,7 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
                 stopped = "time budget"
                 break
             t_val = time.perf_counter()
-            val = (validate(kept_net.net if kept_net else net, prep, val_idx, config, device)
-                   if val_idx and procs.main
+            val = (validate(net, prep, val_idx, config, device) if val_idx and procs.main
                    else {"score": -float(np.mean(losses))})
             val_seconds = ddp.share(time.perf_counter() - t_val, procs, device)
             entry = {"epoch": epoch, "step": step, "loss": float(np.mean(losses)),
@@ -544,34 +539,6 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
     if saved_path is not None:
         result.report = _report(result, prep, val_idx, device)
     return result
-
-
-class WeightAverage:
-    """An exponential moving average of a network's weights and normalisation statistics
-    (Polyak averaging, as in timm's model EMA): after step ``n`` each is moved towards the
-    trained network's by ``1 - min(decay, (1 + n) / (10 + n))``, so that the first steps
-    are not averaged with the random initial weights for long."""
-
-    def __init__(self, net, decay: float):
-        import copy
-
-        self.net = copy.deepcopy(net).eval()
-        for p in self.net.parameters():
-            p.requires_grad_(False)
-        self.source = net
-        self.decay = decay
-
-    def update(self, step: int) -> None:
-        import torch
-
-        rate = 1 - min(self.decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            mine = self.net.state_dict()
-            for name, value in self.source.state_dict().items():
-                if value.is_floating_point():
-                    mine[name].lerp_(value.detach(), rate)
-                else:
-                    mine[name].copy_(value)
 
 
 def _report(result: TrainResult, prep: _Prepared, val_idx: Sequence[int], device) -> Path | None:
