@@ -58,6 +58,8 @@ def main() -> None:
                     help="of the training steps (auto: bf16 on GPUs and CPUs that have it)")
     ap.add_argument("--base-channels", type=int, default=16)
     ap.add_argument("--depth", type=int, default=4)
+    ap.add_argument("--dropout", type=float, default=0.0,
+                    help="dropout at the end of the contracting path (the paper: 0.5)")
     ap.add_argument("--padding", default="same", choices=["valid", "same"])
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--patch-size", type=int, default=256)
@@ -95,7 +97,7 @@ def main() -> None:
                       val_fraction=args.val_fraction, seed=args.seed, device=args.device,
                       precision=args.precision)
     mc = ModelConfig(base_channels=args.base_channels, depth=args.depth, padding=args.padding,
-                     norm="batch", dropout=0.0)
+                     norm="batch", dropout=args.dropout)
     t0 = time.perf_counter()
     result = run(train(train_x, train_y, cfg, model_config=mc, out=args.model_out),
                  lambda e: e.kind == "epoch" and print(
