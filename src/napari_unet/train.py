@@ -458,6 +458,8 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
                          message=(f"the model fine-tuning starts from scores "
                                   f"{start_val['score']:.3f} on the validation images; a "
                                   "fine-tuned model replaces it only if it does as well"))
+    # every process stops by rank 0's clock and validation time (the start's included)
+    val_seconds = ddp.share(val_seconds, procs, device)
     batches = (ProcessBatches(sampler, config.batch_size, workers=workers,
                               seed=config.seed * 1000 + procs.rank,
                               pin_memory=device.type == "cuda")
