@@ -4,7 +4,9 @@ Reports, as JSON on stdout: pixel error, foreground (cell interior) Dice and ada
 error of the U-Net (at the foreground threshold the training calibrated on its own validation
 images, taken from 00-24, and at 0.5; with and without test-time rotations/flips), next
 to two baselines measured in the same run on the same slices: 'all interior' (every pixel
-called cell) and 'otsu' (a smoothed Otsu threshold).
+called cell) and 'otsu' (a smoothed Otsu threshold). The model shifts its probabilities by
+the annotations' sub-pixel offset that the training calibrated on its validation slices
+(napari_unet.label_offset); the same model is also scored without that shift.
 
     python benchmarks/isbi_membrane.py --time-budget 900 --out benchmarks/out/isbi_cpu.json
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +75,10 @@ def main() -> None:
                     help="the weight map's class-frequency term w_c (default off, see "
                          "benchmarks/RESULTS.md)")
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--label-offset", action=argparse.BooleanOptionalAction, default=True,
+                    help="calibrate the annotations' sub-pixel offset on the validation "
+                         "slices (napari_unet.label_offset); the model is also scored "
+                         "without it")
     ap.add_argument("--val-fraction", type=float, default=0.1,
                     help="share of slices 00-24 held out for model selection and threshold "
                          "calibration (0: train on all 25, keep the last model, threshold 0.5)")
@@ -95,7 +102,7 @@ def main() -> None:
                       patch_size=args.patch_size, w0=args.w0, dice_weight=args.dice_weight,
                       class_balance=args.class_balance, learning_rate=args.lr,
                       val_fraction=args.val_fraction, seed=args.seed, device=args.device,
-                      precision=args.precision)
+                      precision=args.precision, label_offset=args.label_offset)
     mc = ModelConfig(base_channels=args.base_channels, depth=args.depth, padding=args.padding,
                      norm="batch", dropout=args.dropout)
     t0 = time.perf_counter()
@@ -105,17 +112,24 @@ def main() -> None:
                      file=sys.stderr))
     train_s = time.perf_counter() - t0
 
+    ckpt = result.checkpoint
+    # the same model without its calibrated label offset: the baseline of that step
+    plain = replace(ckpt, task={k: v for k, v in ckpt.task.items() if k != "label_offset"})
     rows, rows05, rows_tta, t_pred = [], [], [], time.perf_counter()
-    threshold = result.checkpoint.threshold  # calibrated on the training validation split
+    rows_plain, rows_plain_tta = [], []
+    threshold = ckpt.threshold  # calibrated on the training validation split
     for x, t in zip(test_x, truth):
-        r = run(predict(result.checkpoint, x, PredictConfig(device=args.device), labels=False))
+        r = run(predict(ckpt, x, PredictConfig(device=args.device), labels=False))
         rows.append(scores(t, r.probabilities[1] > threshold))
         rows05.append(scores(t, r.probabilities[1] > 0.5))
     pred_s = time.perf_counter() - t_pred
     for x, t in zip(test_x, truth):
-        r = run(predict(result.checkpoint, x, PredictConfig(device=args.device, tta=True),
-                        labels=False))
+        r = run(predict(ckpt, x, PredictConfig(device=args.device, tta=True), labels=False))
         rows_tta.append(scores(t, r.probabilities[1] > threshold))
+        for cfg, out in ((PredictConfig(device=args.device), rows_plain),
+                         (PredictConfig(device=args.device, tta=True), rows_plain_tta)):
+            r = run(predict(plain, x, cfg, labels=False))
+            out.append(scores(t, r.probabilities[1] > threshold))
 
     from skimage.filters import gaussian, threshold_otsu
     otsu = []
@@ -136,10 +150,14 @@ def main() -> None:
                   "patch_size": args.patch_size, "w0": args.w0, "mode": args.mode,
                   "class_balance": args.class_balance, "lr": args.lr,
                   "val_fraction": args.val_fraction, "precision": args.precision,
-                  "dice_weight": args.dice_weight,
+                  "dice_weight": args.dice_weight, "label_offset": args.label_offset,
                   "history": result.history},
         "test": {"slices": "25-29", "predict_seconds": round(pred_s, 2)},
-        "unet": {**mean(rows), "threshold": threshold},
+        "unet": {**mean(rows), "threshold": threshold,
+                 "label_offset": list(ckpt.label_offset),
+                 "label_offset_calibration": ckpt.training.get("label_offset")},
+        "unet_without_label_offset": {**mean(rows_plain), "threshold": threshold},
+        "unet_tta_without_label_offset": {**mean(rows_plain_tta), "threshold": threshold},
         "unet_threshold_0.5": mean(rows05),
         "unet_tta": {**mean(rows_tta), "threshold": threshold,
                      "note": "averaged over the 8 rotations/flips, as the paper averages "

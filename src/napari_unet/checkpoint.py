@@ -52,6 +52,17 @@ class Checkpoint:
         return float(t) if isinstance(t, (int, float)) and 0 < t < 1 else 0.5
 
     @property
+    def label_offset(self) -> tuple[float, float]:
+        """Shift ``(dy, dx)`` in pixels from the network's probabilities to where the
+        annotations were drawn, calibrated on the validation images
+        (:mod:`napari_unet.label_offset`); ``(0, 0)`` if none."""
+        o = self.task.get("label_offset")
+        if (isinstance(o, (list, tuple)) and len(o) == 2
+                and all(isinstance(v, (int, float)) and abs(v) <= 2 for v in o)):
+            return float(o[0]), float(o[1])
+        return 0.0, 0.0
+
+    @property
     def object_diameter(self) -> float | None:
         """Median diameter (px) of the objects the model was trained on; None if unknown."""
         return _diameter(self.task)

@@ -221,6 +221,10 @@ class TrainConfig(_DictMixin):
         size it knows; predict with the cell diameter of your images, or 'auto').
     freeze_encoder : bool
         When fine-tuning, keep the contracting path's weights fixed.
+    label_offset : bool
+        Semantic models: after training, find on the validation images whether the
+        annotations lie a fraction of a pixel off what the network draws, and keep that
+        shift with the model for prediction (:mod:`napari_unet.label_offset`).
     seed : int
         Random seed (patches, augmentation, initial weights, validation split).
     device : str
@@ -251,6 +255,7 @@ class TrainConfig(_DictMixin):
     foreground_bias: float = 0.5
     freeze_encoder: bool = False
     match_size: bool = False
+    label_offset: bool = True
     seed: int = 0
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"

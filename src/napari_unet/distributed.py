@@ -113,6 +113,7 @@ class _BlockJob:
 
     def __call__(self, sl, image) -> None:
         from .device import auto_batch_size, auto_tile_size, resolve_precision
+        from .label_offset import shift_margin
         from .predict import infer_plane
         from .tiling import plan_tiles
 
@@ -125,13 +126,15 @@ class _BlockJob:
         shape = tuple(s.stop - s.start for s in sl)
         precision = resolve_precision(device, self.config.precision)
         tile_size = self.config.tile_size or auto_tile_size(ckpt.config, device, precision)
-        plan = plan_tiles(shape, ckpt.config, tile_size, self.config.halo)
+        plan = plan_tiles(shape, ckpt.config, tile_size, self.config.halo,
+                          shift_margin(ckpt.label_offset))
         buf = np.zeros((ckpt.config.out_channels, *shape), np.float32)
         batch = self.config.batch_size or auto_batch_size(ckpt.config, plan.input_shape,
                                                           device, precision)
         for _ in infer_plane(net, image, plan, buf, batch_size=batch, device=device,
                              tta=self.config.tta, lo=self.lo, hi=self.hi,
-                             origin=(sl[0].start, sl[1].start), precision=precision):
+                             origin=(sl[0].start, sl[1].start), precision=precision,
+                             label_offset=ckpt.label_offset):
             pass
         self.out[(slice(None), *sl)] = buf
 

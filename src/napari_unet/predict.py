@@ -33,6 +33,7 @@ from .instances import (
     labels_from_probabilities,
     remove_small_objects,
 )
+from .label_offset import shift_margin
 from .scale import (
     NO_CELL_SIZE,
     median_diameter,
@@ -158,7 +159,7 @@ def _unturn_vectors(v, k: int, flip: bool):
 def infer_plane(net, image, plan: TilePlan, out, *, batch_size: int, device,
                 tta: bool = False, notes: list[str] | None = None, lo=None, hi=None,
                 origin: tuple[int, int] = (0, 0), precision: str = "fp32",
-                resident: bool | None = None) -> Iterator[int]:
+                resident: bool | None = None, label_offset=(0.0, 0.0)) -> Iterator[int]:
     """Run ``net`` over the tiles of one channels-last ``(H, W, C)`` image.
 
     ``image`` is normalised already, or raw with the normalisation's ``lo``/``hi``, applied
@@ -179,6 +180,10 @@ def infer_plane(net, image, plan: TilePlan, out, *, batch_size: int, device,
       back in one copy. The host then does nothing per tile, which was most of the time
       of a large image on a GPU (end to end 0.24x of the network alone, H200, 4096 px).
 
+    ``label_offset`` (a model's :attr:`~napari_unet.checkpoint.Checkpoint.label_offset`)
+    shifts each tile's probabilities before its centre is kept, so that they lie where the
+    model's annotations were drawn (:mod:`napari_unet.label_offset`).
+
     When the device runs out of memory, the batch is halved and retried (saying so in
     ``notes``); with one tile per batch it gives up with a sentence that says what to change.
     """
@@ -187,6 +192,7 @@ def infer_plane(net, image, plan: TilePlan, out, *, batch_size: int, device,
     import torch
 
     from .device import autocast, memory_format
+    from .label_offset import shift
 
     tiles = list(plan)
     oy, ox = origin
@@ -244,6 +250,8 @@ def infer_plane(net, image, plan: TilePlan, out, *, batch_size: int, device,
                     x = x.to(device, memory_format=memory_format(device), non_blocking=pin)
                     with autocast(device, precision):
                         prob = forward(net, x, tta)
+                    if any(label_offset):
+                        prob = shift(prob, label_offset)
                     write(chunk, prob)
                 except (RuntimeError, MemoryError) as err:
                     if not freed_after_out_of_memory(err, device):
@@ -284,16 +292,18 @@ def _network(ckpt: Checkpoint, device):
 
 def _infer_resized(net, raw, plan: TilePlan, out, factor: float, *, batch_size: int, device,
                    tta: bool, notes: list[str], precision: str, vectors: bool,
-                   name: str) -> Iterator[int]:
+                   name: str, label_offset=(0.0, 0.0)) -> Iterator[int]:
     """:func:`infer_plane` on one channels-last plane magnified by ``factor`` (the whole
-    plane is resized for it), its probabilities resized back into ``out``."""
+    plane is resized for it, and ``label_offset`` with it), its probabilities resized back
+    into ``out``."""
     work = out
     if factor != 1.0:
         raw = resize_image(np.asarray(raw), plan.shape)
         work = np.zeros((out.shape[0], *plan.shape), np.float32)
     lo, hi = percentiles(raw, name=name)
     yield from infer_plane(net, raw, plan, work, batch_size=batch_size, device=device,
-                           tta=tta, notes=notes, lo=lo, hi=hi, precision=precision)
+                           tta=tta, notes=notes, lo=lo, hi=hi, precision=precision,
+                           label_offset=tuple(factor * o for o in label_offset))
     if factor != 1.0:
         out[...] = resize_probabilities(work, tuple(out.shape[1:]), vectors=vectors)
 
@@ -457,7 +467,8 @@ def predict(model, image, config: PredictConfig | None = None, *, out_probabilit
     precision = resolve_precision(device, config.precision)
     net = _network(ckpt, device)
     tile_size = config.tile_size or auto_tile_size(ckpt.config, device, precision)
-    plan = plan_tiles(scaled_shape(spatial, factor), ckpt.config, tile_size, config.halo)
+    plan = plan_tiles(scaled_shape(spatial, factor), ckpt.config, tile_size, config.halo,
+                      shift_margin(ckpt.label_offset, factor))
     batch_size = config.batch_size or auto_batch_size(ckpt.config, plan.input_shape, device,
                                                       precision)
     scratch = None
@@ -483,7 +494,8 @@ def predict(model, image, config: PredictConfig | None = None, *, out_probabilit
     notes: list[str] = []
     run_plane = functools.partial(_infer_resized, net, batch_size=batch_size, device=device,
                                   tta=config.tta, notes=notes, precision=precision,
-                                  vectors=ckpt.config.offsets, name=name)
+                                  vectors=ckpt.config.offsets, name=name,
+                                  label_offset=ckpt.label_offset)
     threshold = ckpt.threshold if config.threshold is None else config.threshold
     to_labels = functools.partial(labels_from_probabilities, mode=ckpt.mode,
                                   target=ckpt.target, threshold=threshold,
@@ -503,7 +515,7 @@ def predict(model, image, config: PredictConfig | None = None, *, out_probabilit
             yield PredictEvent(0, len(plan) * n, 0, n, notes[-1])
             if factor != 1.0:
                 plan = plan_tiles(scaled_shape(spatial, factor), ckpt.config, tile_size,
-                                  config.halo)
+                                  config.halo, shift_margin(ckpt.label_offset, factor))
                 first = None
         total = len(plan) * n
         for k in range(n):

@@ -62,31 +62,41 @@ class Geometry:
     align : int
         Tile starts are multiples of this (2**depth).
     crop : int
-        Index, in the network's output, of the first kept pixel (0 for 'valid', ``halo``
-        for 'same' padding).
+        Index, in the network's output, of the first kept pixel (``margin`` for 'valid',
+        ``halo`` for 'same' padding).
+    margin : int
+        Output pixels computed around each kept region and not kept (at least this many
+        for 'same' padding), so that a shift of the output by up to ``margin`` pixels
+        (:mod:`napari_unet.label_offset`) is exact across tile seams.
     """
 
     halo: int
     align: int
     crop: int
     config: ModelConfig
+    margin: int = 0
 
     @classmethod
-    def for_model(cls, config: ModelConfig, halo: int | None = None) -> Geometry:
+    def for_model(cls, config: ModelConfig, halo: int | None = None,
+                  margin: int = 0) -> Geometry:
         """The exact geometry, or for a 'same' padding network a smaller ``halo`` (rounded
         up to the pooling grid): faster, no longer exactly one pass over the whole image."""
         align = 2**config.depth
-        if halo is None or config.padding == "valid":
+        margin = max(int(margin), 0)
+        if config.padding == "valid":
+            return cls(halo=config.context() + margin, align=align, crop=margin,
+                       config=config, margin=margin)
+        if halo is None:
             halo = config.context()
         else:
             halo = min(-(-max(int(halo), 0) // align) * align, config.context())
-        return cls(halo=halo, align=align,
-                   crop=0 if config.padding == "valid" else halo, config=config)
+        halo = max(halo, -(-margin // align) * align)
+        return cls(halo=halo, align=align, crop=halo, config=config, margin=margin)
 
     def stride(self, input_size: int) -> int:
         """Kept pixels per tile for an accepted input size (a multiple of ``align``)."""
         if self.config.padding == "valid":
-            usable = self.config.output_size(input_size)
+            usable = self.config.output_size(input_size) - 2 * self.margin
         else:
             usable = input_size - 2 * self.halo
         return max(usable // self.align * self.align, 0)
@@ -152,10 +162,10 @@ class TilePlan:
 
 
 def plan_tiles(shape: tuple[int, int], config: ModelConfig, tile_size: int,
-               halo: int | None = None) -> TilePlan:
-    """Plan the overlap-tile pass of a network over an image of 2D ``shape`` (``halo``: see
-    :meth:`Geometry.for_model`)."""
-    geometry = Geometry.for_model(config, halo)
+               halo: int | None = None, margin: int = 0) -> TilePlan:
+    """Plan the overlap-tile pass of a network over an image of 2D ``shape`` (``halo``,
+    ``margin``: see :class:`Geometry`)."""
+    geometry = Geometry.for_model(config, halo, margin)
     sizes = tuple(geometry.input_for(tile_size, n) for n in shape)
     return TilePlan(
         shape=(int(shape[0]), int(shape[1])),

@@ -257,18 +257,9 @@ def validate(net, prep: _Prepared, idx: Sequence[int], config: TrainConfig, devi
     """
     from .instances import labels_from_probabilities
     from .metrics import average_precision, dice
-    from .predict import infer_plane
-    from .tiling import plan_tiles
 
     net.eval()
-    probs = []
-    for i in idx:
-        img = prep.images[i]
-        plan = plan_tiles(img.shape[:2], net.config, 512)
-        prob = np.zeros((net.config.out_channels, *img.shape[:2]), np.float32)
-        for _ in infer_plane(net, img, plan, prob, batch_size=4, device=device):
-            pass
-        probs.append(prob)
+    probs = _probabilities(net, prep, idx, device)
     net.train()
     calibrate = prep.n_classes == 2
     method = "components" if config.target == "two_class" else "auto"
@@ -299,6 +290,49 @@ def validate(net, prep: _Prepared, idx: Sequence[int], config: TrainConfig, devi
         if best is None or out["score"] > best["score"]:
             best = out
     return best
+
+
+def _probabilities(net, prep: _Prepared, idx: Sequence[int], device) -> list[np.ndarray]:
+    """``net``'s probabilities of the (normalised) images ``idx``."""
+    from .predict import infer_plane
+    from .tiling import plan_tiles
+
+    probs = []
+    for i in idx:
+        img = prep.images[i]
+        plan = plan_tiles(img.shape[:2], net.config, 512)
+        prob = np.zeros((net.config.out_channels, *img.shape[:2]), np.float32)
+        for _ in infer_plane(net, img, plan, prob, batch_size=4, device=device):
+            pass
+        probs.append(prob)
+    return probs
+
+
+def _calibrate_offset(best: Checkpoint, prep: _Prepared, idx: Sequence[int], device
+                      ) -> tuple[Checkpoint, str]:
+    """``best`` with the label offset of its validation images
+    (:mod:`napari_unet.label_offset`), and a sentence saying what was found."""
+    from . import label_offset
+
+    probs = _probabilities(best.build(device), prep, idx, device)
+    found = label_offset.estimate(probs, [prep.truths[i] for i in idx],
+                                  [prep.regions[i] for i in idx] if prep.regions else None,
+                                  best.threshold)
+    if found["error"] is None:
+        return best, ""
+    training = {**best.training, "label_offset": found}
+    dy, dx = found["offset"]
+    task = {**best.task, "label_offset": [dy, dx]}
+    if not (dy or dx):
+        message = "the annotations lie where the network draws (no sub-pixel offset)"
+    else:
+        where = ([f"{abs(dy):g} px {'below' if dy > 0 else 'above'}"] if dy else []) + (
+            [f"{abs(dx):g} px {'right of' if dx > 0 else 'left of'}"] if dx else [])
+        message = (f"the annotations lie {' and '.join(where)} what the network draws on the "
+                   "validation images; predictions are shifted to match (wrong pixels "
+                   f"{found['error']:.2%} -> {found['error_shifted']:.2%})")
+    return Checkpoint(config=best.config, state_dict=best.state_dict, task=task,
+                      normalization=best.normalization, training=training), message
 
 
 def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None, *,
@@ -460,6 +494,9 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
                                   "fine-tuned model replaces it only if it does as well"))
     # every process stops by rank 0's clock and validation time (the start's included)
     val_seconds = ddp.share(val_seconds, procs, device)
+    # the label offset is calibrated after the last epoch, at about a validation's cost
+    calibrating = bool(config.mode == "semantic" and config.label_offset and val_idx)
+    reserve = 2 if calibrating else 1
     batches = (ProcessBatches(sampler, config.batch_size, workers=workers,
                               seed=config.seed * 1000 + procs.rank,
                               pin_memory=device.type == "cuda")
@@ -473,7 +510,7 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
                 # rank 0's clock, so that every process uses the same rate and stops together
                 elapsed = ddp.share(time.perf_counter() - start, procs, device)
                 progress = (elapsed / budget) if budget else step / total_steps
-                if budget and elapsed + val_seconds >= budget:
+                if budget and elapsed + reserve * val_seconds >= budget:
                     break
                 lr = config.learning_rate * max(0.5 * (1 + math.cos(math.pi * min(progress, 1))),
                                                 0.01)
@@ -521,7 +558,7 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
                                      path=str(saved_path), val=val,
                                      message=f"saved the best model so far to {saved_path}")
             now = ddp.share(time.perf_counter() - start, procs, device)
-            if done or (budget and now + val_seconds >= budget):
+            if done or (budget and now + reserve * val_seconds >= budget):
                 stopped = "epochs" if done else "time budget"
                 break
     except GeneratorExit:
@@ -534,6 +571,13 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
             if out is not None and procs.main:
                 saved_path = save_checkpoint(out, best)
         ddp.leave(procs)
+    if calibrating and procs.main and best.training.get("validation"):
+        best, message = _calibrate_offset(best, prep, val_idx, device)
+        if message:
+            if out is not None:
+                saved_path = save_checkpoint(out, best)
+            yield TrainEvent("info", epoch, step, 1.0, elapsed=time.perf_counter() - start,
+                             message=message)
     result = TrainResult(checkpoint=best, path=saved_path, best_score=best_score,
                          best_epoch=best_epoch, history=history,
                          device=describe_device(device), seconds=time.perf_counter() - start,
