@@ -205,3 +205,14 @@ def test_predict_cuts_touching_round_cells_at_their_neck_unless_told_not_to(tmp_
                      str(out), *flags]) == 0
         labels = tifffile.imread(out / "pair.tif")
         assert labels.max() == objects and (labels > 0).sum() == (image > 100).sum()
+
+
+def test_semantic_training_calibrates_the_label_offset_unless_told_not_to(tmp_path):
+    flags = ("--mode", "semantic", "--epochs", "1", "--steps-per-epoch", "2",
+             "--base-channels", "4", "--depth", "2", "--patch-size", "64")
+    _, model = sample_and_train(tmp_path, 3, "on.safetensors", *flags)
+    assert "label_offset" in load_checkpoint(model).training  # calibrated, found or not
+    _, model = sample_and_train(tmp_path, 3, "off.safetensors", *flags, "--no-label-offset")
+    ck = load_checkpoint(model)
+    assert "label_offset" not in ck.training and ck.label_offset == (0.0, 0.0)
+    assert ck.training["config"]["label_offset"] is False

@@ -127,3 +127,15 @@ def test_a_model_with_regression_channels_is_refused_with_a_sentence(tmp_path, c
     err = capsys.readouterr().err
     assert target in err and "Traceback" not in err
     assert not (tmp_path / "d.zip").exists()
+
+
+def test_the_readme_states_a_label_offset_the_weights_alone_do_not_apply(trained, tmp_path):
+    from dataclasses import replace
+
+    from napari_unet.modelzoo import _readme
+
+    ckpt = load_checkpoint(trained)
+    plain = _readme(ckpt, "plain", tmp_path / "plain.md").read_text()
+    moved = replace(ckpt, task={**ckpt.task, "label_offset": [-0.5, 0.25]})
+    text = _readme(moved, "moved", tmp_path / "moved.md").read_text()
+    assert "(-0.5, 0.25) px" in text and "annotations this model" not in plain

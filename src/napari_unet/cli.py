@@ -83,6 +83,9 @@ def _add_train(sub) -> None:
                    help="random zoom augmentation by up to a factor 1+ZOOM either way")
     p.add_argument("--no-class-balance", action="store_true",
                    help="leave out the weight map's class-frequency term w_c")
+    p.add_argument("--no-label-offset", action="store_true",
+                   help="semantic mode: do not calibrate the annotations' sub-pixel offset "
+                   "on the validation images (napari_unet.label_offset)")
     p.add_argument("--freeze-encoder", action="store_true",
                    help="with --from: train the expanding path only")
     _add_device(p)
@@ -251,7 +254,7 @@ def cmd_train(args) -> int:
         dice_weight=args.dice_weight, val_fraction=args.val_fraction,
         augment=not args.no_augment, zoom=args.zoom, class_balance=not args.no_class_balance,
         freeze_encoder=args.freeze_encoder, match_size=args.match_size, seed=args.seed,
-        device=args.device, precision=args.precision)
+        device=args.device, precision=args.precision, label_offset=not args.no_label_offset)
     mc = ModelConfig(base_channels=args.base_channels, depth=args.depth, padding=args.padding,
                      norm=args.norm, dropout=0.0)
     bar = None

@@ -13,7 +13,8 @@ the PyTorch weights (a ``.pt`` file is a pickle); the model's metadata is also c
 
 Preprocessing is the percentile scaling napari-unet trains with (1st to 99.8th percentile
 of each channel to 0..1) and postprocessing the softmax over classes, so a consumer's output
-is the class probabilities :func:`napari_unet.predict.predict` gives.
+is the class probabilities :func:`napari_unet.predict.predict` gives (before the shift by a
+semantic model's label offset, :mod:`napari_unet.label_offset`, which the README states).
 
 The ``bioimageio.spec`` package (and ``bioimageio.core`` to test a package) are needed here
 only: ``pip install "napari-unet[bioimageio]"``.
@@ -97,7 +98,7 @@ task: {ckpt.mode} ({ckpt.target if ckpt.mode == 'instances' else 'classes'}).
 Input: a 2D image, scaled per channel from its 1st..99.8th percentile to 0..1. Output: the
 class probabilities (softmax). For instance models, class 1 is the cell interior with a
 background line between touching cells; label its connected components (napari-unet's
-'components' separation) at the calibrated threshold {ckpt.threshold}.
+'components' separation) at the calibrated threshold {ckpt.threshold}.{_offset_note(ckpt)}
 
 ## Training
 
@@ -146,6 +147,16 @@ def _onnx(net, x: np.ndarray, path: Path) -> bool:
 ONNX_OPSET = 17
 #: The napari-unet model file inside an exported package (an attachment).
 MODEL_FILE = "model.safetensors"
+
+
+def _offset_note(ckpt) -> str:
+    dy, dx = ckpt.label_offset
+    if not (dy or dx):
+        return ""
+    return (f"\nThe annotations this model learned from lie ({dy:g}, {dx:g}) px (rows, "
+            "columns) from what the network draws; napari-unet shifts the probabilities by "
+            "that much (out[y, x] = p[y - dy, x - dx]), which this package's weights alone "
+            "do not do.")
 
 
 def export_package(model, out, *, name: str | None = None, authors=None,
