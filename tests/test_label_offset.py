@@ -4,13 +4,15 @@ validation images, and prediction applying a model's offset."""
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_config
 
 from napari_unet import label_offset
-from napari_unet.checkpoint import Checkpoint
-from napari_unet.config import ModelConfig, PredictConfig
+from napari_unet.checkpoint import Checkpoint, load_checkpoint
+from napari_unet.config import ModelConfig, PredictConfig, TrainConfig
 from napari_unet.model import UNet
 from napari_unet.predict import predict
 from napari_unet.progress import run
+from napari_unet.train import train
 
 
 def test_shift_moves_content_by_whole_and_fractional_pixels():
@@ -108,12 +110,6 @@ def _bright_discs(seed: int, shift_down: int):
 
 @pytest.mark.parametrize("shift_down", [0, 1])
 def test_training_finds_and_keeps_the_annotations_offset(tmp_path, shift_down):
-    from conftest import tiny_config
-
-    from napari_unet.checkpoint import load_checkpoint
-    from napari_unet.config import TrainConfig
-    from napari_unet.train import train
-
     pairs = [_bright_discs(s, shift_down) for s in range(4)]
     events = []
     cfg = TrainConfig(mode="semantic", epochs=8, steps_per_epoch=10, batch_size=4,
