@@ -47,6 +47,18 @@ def test_estimate_finds_the_offset_of_shifted_annotations(true_offset):
     assert found["error_shifted"] < found["error"]
 
 
+def test_estimate_uses_the_most_likely_class_of_multiclass_models():
+    two = _discs(seed=5)
+    third = np.roll(_discs(seed=6)[1], 3, axis=1) * 0.9
+    prob = np.stack([two[0] * (1 - third), two[1] * (1 - third), third]).astype(np.float32)
+    prob /= prob.sum(0, keepdims=True)
+    truth = label_offset.classes(label_offset.shift(torch.from_numpy(prob), (0.5, -0.5)),
+                                 0.5).numpy()
+    assert set(np.unique(truth)) == {0, 1, 2}
+    found = label_offset.estimate([prob], [truth], threshold=0.5)
+    assert found["offset"] == [0.5, -0.5]
+
+
 def test_estimate_keeps_no_shift_for_annotations_on_the_images_grid():
     probs = [_discs(seed=s) for s in range(3)]
     truths = [(p[1] > 0.5).astype(int) for p in probs]
