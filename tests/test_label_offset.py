@@ -9,10 +9,17 @@ from conftest import tiny_config
 from napari_unet import label_offset
 from napari_unet.checkpoint import Checkpoint, load_checkpoint
 from napari_unet.config import ModelConfig, PredictConfig, TrainConfig
+from napari_unet.instances import labels_from_probabilities
 from napari_unet.model import UNet
 from napari_unet.predict import predict
 from napari_unet.progress import run
 from napari_unet.train import train
+
+
+def _drawn(prob: np.ndarray, offset) -> np.ndarray:
+    """The class map prediction draws from ``prob`` shifted by ``offset``."""
+    moved = label_offset.shift(torch.from_numpy(prob), offset).numpy()
+    return labels_from_probabilities(moved, mode="semantic", threshold=0.5)
 
 
 def test_shift_moves_content_by_whole_and_fractional_pixels():
@@ -40,8 +47,7 @@ def _discs(shape=(96, 96), seed=0):
 @pytest.mark.parametrize("true_offset", [(-0.5, 0.25), (1.0, 0.0), (0.0, -0.75)])
 def test_estimate_finds_the_offset_of_shifted_annotations(true_offset):
     probs = [_discs(seed=s) for s in range(3)]
-    truths = [label_offset.classes(label_offset.shift(torch.from_numpy(p), true_offset),
-                                   0.5).numpy().astype(int) for p in probs]
+    truths = [_drawn(p, true_offset) for p in probs]
     found = label_offset.estimate(probs, truths, threshold=0.5)
     assert found["offset"] == list(true_offset)
     assert found["error_shifted"] < found["error"]
@@ -52,8 +58,7 @@ def test_estimate_uses_the_most_likely_class_of_multiclass_models():
     third = np.roll(_discs(seed=6)[1], 3, axis=1) * 0.9
     prob = np.stack([two[0] * (1 - third), two[1] * (1 - third), third]).astype(np.float32)
     prob /= prob.sum(0, keepdims=True)
-    truth = label_offset.classes(label_offset.shift(torch.from_numpy(prob), (0.5, -0.5)),
-                                 0.5).numpy()
+    truth = _drawn(prob, (0.5, -0.5))
     assert set(np.unique(truth)) == {0, 1, 2}
     found = label_offset.estimate([prob], [truth], threshold=0.5)
     assert found["offset"] == [0.5, -0.5]
@@ -69,8 +74,7 @@ def test_estimate_keeps_no_shift_for_annotations_on_the_images_grid():
 
 def test_estimate_scores_only_the_labelled_regions():
     prob = _discs()
-    truth = label_offset.classes(label_offset.shift(torch.from_numpy(prob), (0.0, 1.0)),
-                                 0.5).numpy().astype(int)
+    truth = _drawn(prob, (0.0, 1.0))
     nothing = np.zeros(truth.shape, bool)
     found = label_offset.estimate([prob], [truth], [nothing], threshold=0.5)
     assert found["error"] is None and found["offset"] == [0.0, 0.0]

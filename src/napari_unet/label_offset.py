@@ -10,8 +10,9 @@ pixels at every membrane edge on the annotations' side.
 After training, :func:`estimate` tries shifts of the validation probabilities on a grid
 of quarter pixels up to one pixel either way and keeps the one with the fewest pixels of
 the wrong class, when it removes at least :data:`MIN_GAIN` of them; the model file keeps it
-(``task["label_offset"]``) and prediction shifts the probabilities by it (:func:`shift`), tile
-by tile, each tile computing :func:`shift_margin` pixels more around what it keeps. Annotations drawn on the image's own grid keep ``(0, 0)`` (DSB 2018 nuclei: the
+(``task["label_offset"]``) and prediction shifts the probabilities by it (:func:`shift`),
+tile by tile, each tile computing :func:`shift_margin` pixels more around what it keeps.
+Annotations drawn on the image's own grid keep ``(0, 0)`` (DSB 2018 nuclei: the
 cross-correlation peaks at 0, 0).
 """
 
@@ -57,11 +58,6 @@ def _whole(prob, k: int, axis: int):
     return prob.index_select(axis % prob.dim(), idx)
 
 
-def classes(prob, threshold: float):
-    """Class map of semantic probabilities ``(C, H, W)`` as prediction draws it."""
-    return prob[1] > threshold if prob.shape[0] == 2 else prob.argmax(0)
-
-
 def estimate(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray],
              regions: Sequence | None = None, threshold: float = 0.5) -> dict:
     """The shift of semantic probabilities that best matches their annotations.
@@ -85,6 +81,8 @@ def estimate(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray],
     """
     import torch
 
+    from .instances import labels_from_probabilities
+
     regions = regions or [None] * len(probs)
     wrong = {(dy, dx): 0 for dy in GRID for dx in GRID}
     counted = 0
@@ -92,13 +90,15 @@ def estimate(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray],
         if counted >= MAX_PIXELS:
             break
         p = torch.from_numpy(np.ascontiguousarray(prob, np.float32))
-        t = torch.from_numpy(np.asarray(truth).astype(np.int64))
-        keep = None if region is None else torch.from_numpy(np.asarray(region, bool))
-        counted += int(t.numel() if keep is None else keep.sum())
+        t = np.asarray(truth)
+        keep = None if region is None else np.asarray(region, bool)
+        counted += int(t.size if keep is None else keep.sum())
         for dy in GRID:
             rows = shift(p, (dy, 0.0))
             for dx in GRID:
-                miss = classes(shift(rows, (0.0, dx)), threshold) != t
+                drawn = labels_from_probabilities(shift(rows, (0.0, dx)).numpy(),
+                                                  mode="semantic", threshold=threshold)
+                miss = drawn != t
                 if keep is not None:
                     miss &= keep
                 wrong[dy, dx] += int(miss.sum())

@@ -22,7 +22,7 @@ import logging
 import math
 import time
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -320,9 +320,9 @@ def _calibrate_offset(best: Checkpoint, prep: _Prepared, idx: Sequence[int], dev
                                   best.threshold)
     if found["error"] is None:
         return best, ""
-    training = {**best.training, "label_offset": found}
     dy, dx = found["offset"]
-    task = {**best.task, "label_offset": [dy, dx]}
+    best = replace(best, task={**best.task, "label_offset": [dy, dx]},
+                   training={**best.training, "label_offset": found})
     if not (dy or dx):
         message = "the annotations lie where the network draws (no sub-pixel offset)"
     else:
@@ -331,8 +331,7 @@ def _calibrate_offset(best: Checkpoint, prep: _Prepared, idx: Sequence[int], dev
         message = (f"the annotations lie {' and '.join(where)} what the network draws on the "
                    "validation images; predictions are shifted to match (wrong pixels "
                    f"{found['error']:.2%} -> {found['error_shifted']:.2%})")
-    return Checkpoint(config=best.config, state_dict=best.state_dict, task=task,
-                      normalization=best.normalization, training=training), message
+    return best, message
 
 
 def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None, *,
