@@ -101,6 +101,12 @@ def test_training_refuses_a_model_of_another_channel_count(tmp_path):
         run(train([good_image()], [GOOD_LABELS], quick(), init_from=path))
 
 
+def test_training_refuses_images_of_channel_counts_that_do_not_mix():
+    two = np.stack([good_image(), good_image()[::-1]], axis=-1)
+    with pytest.raises(NapariUNetError, match=r"different channel counts \[1, 2\]\.$"):
+        run(train([good_image(), two], [GOOD_LABELS] * 2, quick(), model_config=tiny_config()))
+
+
 # ---- prediction ---------------------------------------------------------------------------
 def model_file(tmp_path, channels=1):
     torch.manual_seed(0)
@@ -112,7 +118,8 @@ def model_file(tmp_path, channels=1):
 PREDICT_REFUSED = [
     ("NaN", 1, with_nan(), "NaN"),
     ("inf", 1, with_inf(), "infinite"),
-    ("RGB for a grey model", 1, np.stack([good_image()] * 3, axis=-1), "RGB"),
+    ("colour RGB for a grey model", 1,
+     np.stack([good_image(), good_image()[::-1], good_image()], axis=-1), "RGB"),
     ("grey for an RGB model", 3, good_image(), "channel"),
     ("2 channels for an RGB model", 3, np.stack([good_image()] * 2, axis=-1), "channel"),
     ("4D stack for a grey model", 1, np.zeros((2, 3, H, W), np.uint8), "shape"),

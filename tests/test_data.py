@@ -1,7 +1,13 @@
 import numpy as np
 import pytest
 
-from napari_unet.data import as_channels_last, image_for_model, normalize, training_planes
+from napari_unet.data import (
+    as_channels_last,
+    grey_of_colour,
+    image_for_model,
+    normalize,
+    training_planes,
+)
 from napari_unet.errors import InputError
 
 
@@ -66,3 +72,15 @@ def test_percentiles_of_integer_images_by_counting_equal_numpys(dtype, top, shap
     np.testing.assert_array_equal(lo, want[0].astype(np.float32))
     np.testing.assert_array_equal(hi, want[1].astype(np.float32))
     assert lo.dtype == hi.dtype == np.float32 and lo.shape == (shape[-1],)
+
+
+def test_grey_of_colour_finds_the_grey_image_an_rgb_array_holds(rng):
+    grey = rng.integers(0, 255, (20, 30), dtype=np.uint8)
+    flat = np.full_like(grey, 10)
+    g, why = grey_of_colour(np.stack([grey, grey, grey, flat], -1))
+    assert g is not None and np.array_equal(g, grey) and "equal" in why
+    g, why = grey_of_colour(np.stack([flat, grey, flat], -1))  # constant, not only zero
+    assert np.array_equal(g, grey) and why == "only its green channel holds signal"
+    assert grey_of_colour(np.stack([grey, grey[::-1], flat], -1)) == (None, "")  # colour
+    assert grey_of_colour(np.stack([grey] * 5, -1)) == (None, "")  # not RGB
+    assert grey_of_colour(np.stack([grey] * 3, -1).tolist()) == (None, "")  # not in memory

@@ -57,10 +57,30 @@ def test_wrong_layout_is_refused(tmp_path, shape, match):
         next(predict(model, np.zeros(shape, np.float32)))
 
 
-def test_rgb_image_for_a_grey_model_is_refused(tmp_path):
+def test_colour_image_for_a_grey_model_is_refused(tmp_path, rng):
     model = make_model(tmp_path)
-    with pytest.raises(InputError, match="RGB"):
-        next(predict(model, np.zeros((64, 64, 3), np.uint8)))
+    with pytest.raises(InputError, match="RGB image .* in colour.*Split RGB"):
+        next(predict(model, rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)))
+
+
+@pytest.mark.parametrize("how,why", [("equal", "its three colour channels are equal"),
+                                     ("blue", "only its blue channel holds signal")])
+def test_grey_image_saved_as_rgb_is_read_as_grey(tmp_path, rng, how, why):
+    model = make_model(tmp_path)
+    grey = rng.integers(0, 255, (64, 80), dtype=np.uint8)
+    zero = np.zeros_like(grey)
+    rgb = np.stack([grey] * 3 if how == "equal" else [zero, zero, grey], -1)
+    rgba = np.concatenate([rgb, np.full_like(grey, 255)[..., None]], -1)
+    expected = run(predict(model, grey))
+    assert not expected.notes
+    for image in (rgb, rgba):
+        result = run(predict(model, image))
+        assert result.notes == [f"read as grey ({why})"]
+        np.testing.assert_array_equal(result.probabilities, expected.probabilities)
+        np.testing.assert_array_equal(result.labels, expected.labels)
+    stack = run(predict(model, np.stack([rgb, rgb[::-1]])))
+    assert stack.labels.shape == (2, 64, 80)
+    np.testing.assert_array_equal(stack.probabilities[0], expected.probabilities)
 
 
 class _OutOfMemoryAbove(torch.nn.Module):

@@ -205,6 +205,27 @@ def test_semantic_multiclass_and_rgb(tmp_path):
     assert result.checkpoint.object_diameter is None  # classes, not cells: nothing to rescale
 
 
+def test_grey_images_saved_as_rgb_train_and_fine_tune_a_grey_model(cells, tmp_path):
+    images, labels = cells
+    zero = np.zeros_like(images[1])
+    rgb = [np.stack([images[0]] * 3, -1), np.stack([zero, images[1], zero], -1)]
+    gen = train(rgb + images[2:], labels, quick(), model_config=tiny_config(),
+                out=tmp_path / "grey.safetensors")
+    start = next(gen)
+    assert start.message.endswith("; image 1 read as grey (its three colour channels are "
+                                  "equal); image 2 read as grey (only its green channel "
+                                  "holds signal)")
+    result = run(gen)
+    assert result.checkpoint.config.in_channels == 1
+    # fine-tuning a grey model on them (as the shipped nuclei model on RGB exports)
+    tuned = run(train(rgb, labels[:2], quick(), init_from=result.checkpoint))
+    assert tuned.checkpoint.config.in_channels == 1
+    # grey images join colour ones as three equal channels
+    colour = np.stack([images[0], images[0][::-1], zero], -1)
+    mixed = run(train([colour, images[1]], labels[:2], quick(), model_config=tiny_config()))
+    assert mixed.checkpoint.config.in_channels == 3
+
+
 @pytest.mark.parametrize("labels,match", [
     ([np.zeros((64, 64), np.uint16)], "no object"),
     ([np.zeros((60, 64), np.uint16)], "differ"),

@@ -45,6 +45,65 @@ def as_channels_last(image, name: str = "image", channels: int | None = None) ->
     return arr
 
 
+COLOURS = ("red", "green", "blue")
+
+
+def grey_of_colour(image) -> tuple[np.ndarray | None, str]:
+    """The grey image that an RGB(A) array ``(..., 3|4)`` holds, if it holds one.
+
+    A grey image saved as RGB has three equal colour channels; one fluorescence channel
+    shown in its colour (DAPI in blue) has one colour channel that varies and two that are
+    constant. Either is that one channel (alpha is ignored). Returns ``(grey, why)``, or
+    ``(None, "")`` for a real colour image or one that is not in memory (lazy arrays are
+    not read whole to find out).
+    """
+    if not isinstance(image, np.ndarray) or image.ndim < 3 or image.shape[-1] not in (3, 4):
+        return None, ""
+    red = image[..., 0]
+    if np.array_equal(red, image[..., 1]) and np.array_equal(red, image[..., 2]):
+        return red, "its three colour channels are equal"
+    varying = [c for c in range(3) if image[..., c].size and np.ptp(image[..., c]) > 0]
+    if len(varying) == 1:
+        return image[..., varying[0]], f"only its {COLOURS[varying[0]]} channel holds signal"
+    return None, ""
+
+
+def match_channels(images: list, names: list, channels: int | None = None
+                   ) -> tuple[list, list[str]]:
+    """Channels-last training images brought to one channel count; ``(images, notes)``.
+
+    ``channels``: what the model to fine-tune reads, if any. RGB images that hold a grey
+    image (:func:`grey_of_colour`) are read as grey where the model reads one channel, or
+    where no image of the set has real colour; grey images join a set of colour images
+    as three equal channels, and colour images lose their alpha channel. Anything else is
+    left for the caller to refuse.
+    """
+    if {a.shape[-1] for a in images} <= {1}:
+        return images, []
+    greys = [grey_of_colour(a) if a.shape[-1] in (3, 4) else (None, "") for a in images]
+    colour = [a.shape[-1] in (3, 4) and g is None for a, (g, _) in zip(images, greys)]
+    out, done = list(images), {}
+    if channels == 1 or (channels is None and not any(colour)):
+        for k, (grey, why) in enumerate(greys):
+            if grey is not None:
+                out[k] = grey[..., None]
+                done.setdefault(f"read as grey ({why})", []).append(names[k])
+    elif channels in (None, 3) and any(colour):
+        for k, a in enumerate(images):
+            if a.shape[-1] == 1:
+                out[k] = np.repeat(a, 3, axis=-1)
+                done.setdefault("grey: used as three equal colour channels", []).append(names[k])
+            elif a.shape[-1] == 4:
+                out[k] = a[..., :3]
+    return out, [f"{_some(which)} {what}" for what, which in done.items()]
+
+
+def _some(names: list) -> str:
+    """Names in a sentence: one or two by name, more by count."""
+    unique = list(dict.fromkeys(names))
+    return " and ".join(unique) if len(unique) <= 2 else f"{len(names)} images"
+
+
 def percentiles(image: np.ndarray, low: float = NORM_LOW, high: float = NORM_HIGH,
                 name: str = "the image"):
     """Per-channel low/high percentiles of a ``(H, W, C)`` image (subsampled if large)."""

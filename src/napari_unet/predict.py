@@ -24,7 +24,7 @@ import numpy as np
 from . import resident as _resident
 from .checkpoint import Checkpoint, load_checkpoint
 from .config import PredictConfig
-from .data import as_channels_last, normalize_channels_first, percentiles
+from .data import as_channels_last, grey_of_colour, normalize_channels_first, percentiles
 from .device import freed_after_out_of_memory
 from .errors import InputError
 from .instances import (
@@ -104,8 +104,10 @@ def split_planes(image, channels: int, name: str = "image") -> tuple[bool, int]:
                              "channels expects (H, W, C) or (N, H, W, C).")
     elif nd == 3:
         if rgb_like and image.shape[0] > 4 and image.shape[1] > 4:
-            raise InputError(f"{name} looks like an RGB image {tuple(image.shape)}, but the "
-                             "model was trained on single-channel images.")
+            raise InputError(f"{name} looks like an RGB image {tuple(image.shape)} in colour, "
+                             "but the model was trained on single-channel images: use the "
+                             "channel that shows the cells (in napari: right-click the layer, "
+                             "Split RGB).")
         stack = True
     elif nd == 4 and channels > 1:
         stack = True
@@ -113,6 +115,17 @@ def split_planes(image, channels: int, name: str = "image") -> tuple[bool, int]:
         raise InputError(f"{name} has shape {tuple(image.shape)}, which this model "
                          f"({channels} channel(s)) cannot read as 2D images or a stack.")
     return stack, (int(image.shape[0]) if stack else 1)
+
+
+def grey_for_grey_model(image) -> tuple[object, list[str]]:
+    """An RGB(A) image or stack of them that holds a grey image (:func:`grey_of_colour`),
+    as that grey image, for a model that reads one channel; ``(image, notes)``."""
+    colour = image.shape[-1] in (3, 4) and (
+        image.ndim == 4 or (image.ndim == 3 and image.shape[0] > 4 and image.shape[1] > 4))
+    grey, why = grey_of_colour(image) if colour else (None, "")
+    if grey is None:
+        return image, []
+    return grey, [f"read as grey ({why})"]
 
 
 def forward(net, x, tta: bool = False):
@@ -443,6 +456,9 @@ def predict(model, image, config: PredictConfig | None = None, *, out_probabilit
     channels = ckpt.config.in_channels
     if not hasattr(image, "shape"):
         image = np.asarray(image)
+    read_as = []
+    if channels == 1:
+        image, read_as = grey_for_grey_model(image)
     stack, n = split_planes(image, channels, name)
     spatial = tuple(image.shape[1:3] if stack else image.shape[:2])
     channels_out = ckpt.config.out_channels
@@ -491,7 +507,7 @@ def predict(model, image, config: PredictConfig | None = None, *, out_probabilit
     yield PredictEvent(0, len(plan) * n, 0, n, f"predicting on {describe_device(device)} "
                        f"({precision}, {batch_size} tile(s) of {plan.input_shape[0]} px a "
                        f"batch{resized})")
-    notes: list[str] = []
+    notes: list[str] = read_as
     run_plane = functools.partial(_infer_resized, net, batch_size=batch_size, device=device,
                                   tta=config.tta, notes=notes, precision=precision,
                                   vectors=ckpt.config.offsets, name=name,

@@ -36,6 +36,7 @@ from .data import (
     PatchSampler,
     as_channels_last,
     check_pair,
+    match_channels,
     normalize,
 )
 from .errors import InputError
@@ -91,13 +92,16 @@ class _Prepared:
     n_classes: int
     channels: int
     regions: list[np.ndarray | None] = field(default_factory=list)  # annotated, or None
+    notes: list[str] = field(default_factory=list)  # what was done to the images, in words
 
 
 def prepare(images: Sequence, labels: Sequence, config: TrainConfig,
             n_classes: int | None = None, names: Sequence[str] | None = None,
-            regions: Sequence | None = None) -> _Prepared:
+            regions: Sequence | None = None, channels: int | None = None) -> _Prepared:
     """Check image/label pairs and build normalised images, targets and weight maps
-    (images with an annotated region are cropped around it, :func:`crop_to_region`)."""
+    (images with an annotated region are cropped around it, :func:`crop_to_region`).
+    ``n_classes`` and ``channels``: those of the model to fine-tune, if any; RGB images that
+    hold a grey image are read as grey where that fits (:func:`match_channels`)."""
     if len(images) != len(labels):
         raise InputError(f"{len(images)} images but {len(labels)} label images were given.")
     if len(images) == 0:
@@ -118,9 +122,10 @@ def prepare(images: Sequence, labels: Sequence, config: TrainConfig,
         imgs.append(arr)
         labs.append(lab.astype(np.int64))
         regs.append(region)
-    channels = {a.shape[-1] for a in imgs}
-    if len(channels) > 1:
-        raise InputError(f"the training images have different channel counts {sorted(channels)}.")
+    imgs, notes = match_channels(imgs, names, channels)
+    counts = {a.shape[-1] for a in imgs}
+    if len(counts) > 1:
+        raise InputError(f"the training images have different channel counts {sorted(counts)}.")
     what = f"the labels of {names[0]}" if named and len(set(names)) == 1 else "the labels"
     if not any(lab.any() for lab in labs):
         raise InputError(f"{what} contain no object: paint or load some labels first.")
@@ -157,7 +162,7 @@ def prepare(images: Sequence, labels: Sequence, config: TrainConfig,
                                   balance=config.class_balance, region=r)
                  for t, r in zip(truths, regs)]
     return _Prepared(norm, [p[0] for p in pairs], [p[1] for p in pairs], truths, k,
-                     channels.pop(), regs)
+                     counts.pop(), regs, notes)
 
 
 #: Image kept around an annotated region's bounding box as real context for the network
@@ -382,7 +387,7 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
         images, labels, regions, resized = at_model_size(images, labels, regions, names, base,
                                                          config)
     prep = prepare(images, labels, config, base.config.n_classes if base else None, names,
-                   regions)
+                   regions, base.config.in_channels if base else None)
     if base is not None:
         mc = base.config
         if mc.in_channels != prep.channels:
@@ -466,7 +471,8 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
 
     yield TrainEvent("start", message=(
         f"training on {describe_device(device)}: {len(train_idx)} training and {n_val} "
-        f"validation image(s), patches {out_size} px, {steps_per_epoch} steps per epoch"))
+        f"validation image(s), patches {out_size} px, {steps_per_epoch} steps per epoch"
+        + "".join(f"; {note}" for note in prep.notes)))
 
     best: Checkpoint | None = None
     best_score = best_epoch = None

@@ -194,6 +194,24 @@ def test_prediction_adds_labels_of_the_right_shape_and_scale(cells_viewer, qtbot
     assert len(cells_viewer.layers) == n_layers
 
 
+def test_an_rgb_layer_holding_a_grey_image_is_predicted_as_grey(cells_viewer, qtbot,
+                                                                model_file):
+    """Fluorescence exported as RGB (DAPI in blue) with a grey model: the same labels as
+    the grey image, and the status says how the layer was read."""
+    grey = cells_viewer.layers["cells"].data
+    zero = np.zeros_like(grey)
+    cells_viewer.add_image(np.stack([zero, zero, grey], -1), name="blue", rgb=True)
+    widget = predict_dock(cells_viewer, model_file)
+    for name in ("cells", "blue"):
+        widget.image.setCurrentText(name)
+        widget.controls.start_btn.click()
+        wait_done(qtbot, widget)
+    assert "Read as grey (only its blue channel holds signal)" in widget.status.text()
+    blue = cells_viewer.layers["blue segmentation"].data
+    assert blue.shape == grey.shape and blue.max() > 0
+    np.testing.assert_array_equal(blue, cells_viewer.layers["cells segmentation"].data)
+
+
 def test_prediction_of_a_stack(make_napari_viewer, qtbot, model_file, tmp_path):
     from _models import thresholding_model
 
@@ -288,8 +306,9 @@ def test_bad_image_for_prediction_notifies(cells_viewer, qtbot, notes, model_fil
         cells_viewer.add_image(np.full((40, 40), np.nan, np.float32), name="wrong")
         expected = "NaN"
     else:
-        cells_viewer.add_image(np.zeros((40, 40, 3), np.uint8), name="wrong", rgb=True)
-        expected = "channel"
+        colour = np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)
+        cells_viewer.add_image(colour, name="wrong", rgb=True)
+        expected = "Split RGB"
     widget = predict_dock(cells_viewer, model_file)
     widget.image.setCurrentText("wrong")
     widget.controls.start_btn.click()
