@@ -30,6 +30,26 @@ def test_every_widget_docks(make_napari_viewer, name):
     assert any(name in key for key in viewer.window.dock_widgets)
 
 
+@pytest.mark.parametrize("name,inside", [("Train", ("w0", "lr", "padding")),
+                                         ("Predict", ("tile", "threshold", "tta"))])
+def test_advanced_settings_start_folded_away(make_napari_viewer, qtbot, name, inside):
+    widget = dock(make_napari_viewer(), name)
+
+    def shown(field):
+        return getattr(widget, field).isVisibleTo(widget)
+
+    assert not widget.advanced.expanded
+    assert not any(shown(field) for field in inside)
+    assert shown("device") and shown("amount" if name == "Train" else "diameter")
+    widget.advanced.toggle.click()
+    assert widget.advanced.expanded
+    assert all(shown(field) for field in inside)
+    if name == "Predict":  # the threshold is typed only when the model's is not used
+        assert not widget.threshold.isEnabled()
+        widget.own_threshold.setChecked(False)
+        assert widget.threshold.isEnabled()
+
+
 def test_training_through_the_widget_saves_a_model(cells_viewer, qtbot, models_home):
     widget = dock(cells_viewer, "Train")
     assert widget.image.currentText() == "cells"

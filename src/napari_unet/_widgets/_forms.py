@@ -123,3 +123,41 @@ def device_choice() -> tuple[QComboBox, QLabel]:
     label = QLabel(describe("auto"))
     box.currentTextChanged.connect(lambda name: label.setText(describe(name)))
     return box, label
+
+
+class Collapsible(QWidget):
+    """A titled section of form rows, shown or hidden by clicking its title (settings most
+    people never change stay out of the way); ``form`` takes the rows."""
+
+    def __init__(self, title: str, *, expanded: bool = False, parent=None) -> None:
+        from qtpy.QtCore import Qt
+        from qtpy.QtWidgets import QFormLayout, QToolButton, QVBoxLayout
+
+        super().__init__(parent)
+        self.toggle = QToolButton()
+        self.toggle.setText(title)
+        self.toggle.setCheckable(True)
+        self.toggle.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
+        self.toggle.setStyleSheet("QToolButton { border: none; }")
+        self.body = QWidget()
+        self.form = QFormLayout(self.body)
+        self.form.setContentsMargins(0, 0, 0, 0)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.toggle)
+        layout.addWidget(self.body)
+        self.toggle.toggled.connect(self.set_expanded)
+        self.set_expanded(expanded)
+
+    def set_expanded(self, on: bool) -> None:
+        from qtpy.QtCore import Qt
+
+        if self.toggle.isChecked() != on:
+            self.toggle.setChecked(on)  # comes back here through toggled
+            return
+        self.toggle.setArrowType(Qt.DownArrow if on else Qt.RightArrow)
+        self.body.setVisible(on)
+
+    @property
+    def expanded(self) -> bool:
+        return self.toggle.isChecked()

@@ -21,7 +21,16 @@ from ..config import PredictConfig
 from ..data import image_for_model
 from ..errors import InputError, NapariUNetError
 from ..pretrained import resolve_model, shipped_choices
-from ._forms import FROM_FILE, LayerCombo, PathPicker, check, combo, device_choice, spin
+from ._forms import (
+    FROM_FILE,
+    Collapsible,
+    LayerCombo,
+    PathPicker,
+    check,
+    combo,
+    device_choice,
+    spin,
+)
 from ._outputs import inputs, predict_to_disk, show_result
 from ._runner import RunControls
 
@@ -84,7 +93,10 @@ class PredictWidget(QWidget):
         self.batch = spin(0, 0, 256, tip="tiles per forward pass (auto: from the free memory)",
                           special="auto")
         self.own_threshold = check("use the model's calibrated threshold", checked=True)
-        self.threshold = spin(0.5, 0.01, 0.99, decimals=2, step=0.05)
+        self.threshold = spin(0.5, 0.01, 0.99, decimals=2, step=0.05,
+                              tip="foreground threshold of the probability")
+        self.threshold.setEnabled(False)
+        self.own_threshold.toggled.connect(lambda on: self.threshold.setEnabled(not on))
         self.method = combo(["auto", "components", "watershed"],
                             "how touching objects are separated (auto: the model's own "
                             "way, a seeded watershed or, for an offsets model, centre "
@@ -135,15 +147,6 @@ class PredictWidget(QWidget):
         row.addWidget(refresh)
         form.addRow("Model", row)
         form.addRow("", self.model_file)
-        form.addRow("Tile size", self.tile)
-        form.addRow("Batch size", self.batch)
-        form.addRow("", self.own_threshold)
-        form.addRow("Threshold", self.threshold)
-        row = QHBoxLayout()
-        row.addWidget(self.method, 1)
-        row.addWidget(self.necks)
-        form.addRow("Separation", row)
-        form.addRow("Min. size", self.min_size)
         row = QHBoxLayout()
         row.addWidget(self.diameter, 1)
         row.addWidget(self.estimate)
@@ -151,9 +154,21 @@ class PredictWidget(QWidget):
         form.addRow("", self.diameter_hint)
         form.addRow("Link planes", self.link)
         form.addRow("", self.probabilities)
-        form.addRow("", self.tta)
         form.addRow("Device", self.device)
         form.addRow("", self.device_label)
+        self.advanced = Collapsible("Advanced settings")
+        more = self.advanced.form
+        more.addRow("", self.own_threshold)
+        more.addRow("Threshold", self.threshold)
+        row = QHBoxLayout()
+        row.addWidget(self.method, 1)
+        row.addWidget(self.necks)
+        more.addRow("Separation", row)
+        more.addRow("Min. size", self.min_size)
+        more.addRow("", self.tta)
+        more.addRow("Tile size", self.tile)
+        more.addRow("Batch size", self.batch)
+        form.addRow(self.advanced)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.controls)

@@ -20,7 +20,16 @@ from ..config import MODEL_PRESETS, TARGETS, ModelConfig, TrainConfig
 from ..data import training_planes
 from ..errors import InputError, NapariUNetError
 from ..pretrained import shipped_choices
-from ._forms import FROM_FILE, LayerCombo, PathPicker, check, combo, device_choice, spin
+from ._forms import (
+    FROM_FILE,
+    Collapsible,
+    LayerCombo,
+    PathPicker,
+    check,
+    combo,
+    device_choice,
+    spin,
+)
 from ._plot import LossPlot
 from ._regions import region_mask
 from ._runner import RunControls
@@ -93,18 +102,11 @@ class TrainWidget(QWidget):
         form.addRow("Labelled in", self.region)
         form.addRow(add, self.pairs)
         form.addRow("Label mode", self.mode)
-        form.addRow("Instance target", self.target)
         form.addRow("Model size", self.size)
-        form.addRow("Padding", self.padding)
         row = QHBoxLayout()
         row.addWidget(self.amount)
         row.addWidget(self.unit)
         form.addRow("Train for", row)
-        form.addRow("w0", self.w0)
-        form.addRow("sigma", self.sigma)
-        form.addRow("Augment", self.augment)
-        form.addRow("Validation", self.val)
-        form.addRow("Learning rate", self.lr)
         form.addRow("Start from", self.start_from)
         form.addRow("", self.init_file)
         form.addRow("", self.freeze)
@@ -112,6 +114,16 @@ class TrainWidget(QWidget):
         form.addRow("Device", self.device)
         form.addRow("", self.device_label)
         form.addRow("Save model to", self.out)
+        self.advanced = Collapsible("Advanced settings")
+        more = self.advanced.form
+        more.addRow("Instance target", self.target)
+        more.addRow("Padding", self.padding)
+        more.addRow("w0", self.w0)
+        more.addRow("sigma", self.sigma)
+        more.addRow("Augment", self.augment)
+        more.addRow("Validation", self.val)
+        more.addRow("Learning rate", self.lr)
+        form.addRow(self.advanced)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.controls)
@@ -161,7 +173,7 @@ class TrainWidget(QWidget):
             name = f"{img_name} / {lab_name}"
             region = (region_mask(self.viewer.layers[region_name], lab)
                       if region_name is not None else None)
-            ims, labs, regs, skipped = training_planes(
+            ims, labs, regs, _ = training_planes(
                 np.array(img.data), np.array(lab.data), rgb=img.rgb, name=name, region=region)
             if not ims:
                 raise InputError(f"labels layer '{lab_name}' has no labelled pixel: paint "
