@@ -165,6 +165,52 @@ def prepare(images: Sequence, labels: Sequence, config: TrainConfig,
                      counts.pop(), regs, notes)
 
 
+#: One image is split for validation only if its longer side has at least this many pixels
+#: and the strip held out holds at least :data:`STRIP_MIN_OBJECTS` labelled objects; the
+#: strip is at least :data:`STRIP_MIN_WIDTH` px wide.
+STRIP_MIN_SIDE = 192
+STRIP_MIN_OBJECTS = 3
+STRIP_MIN_WIDTH = 64
+
+
+def hold_out_strip(prep: _Prepared, share: float, instances: bool) -> _Prepared:
+    """One prepared image split in two: a strip across it, ``share`` of its longer side
+    (:data:`STRIP_MIN_WIDTH` px to half the image), becomes a validation image of its own
+    and the rest the training image, so that a model trained on a single labelled image
+    still has its epochs compared, its threshold calibrated and its label offset found on
+    pixels it never learnt from. The strip is taken at the end of the longer side, else at
+    its start, else across the shorter side, wherever it first holds at least
+    :data:`STRIP_MIN_OBJECTS` labelled objects (semantic labels: a labelled pixel);
+    objects that the cut crosses are cut in both parts. Left whole (without validation, as
+    before) if no side of :data:`STRIP_MIN_SIDE` px or more has such a strip."""
+    truth = prep.truths[0]
+    region = prep.regions[0] if prep.regions else None
+    long_axis = int(truth.shape[1] > truth.shape[0])
+    width = min(max(int(round(share * max(truth.shape))), STRIP_MIN_WIDTH),
+                max(truth.shape) // 2)
+    for axis in (long_axis, 1 - long_axis):
+        length = truth.shape[axis]
+        if length < STRIP_MIN_SIDE or width > length // 2:
+            continue
+        for train_part, strip_part in ((slice(0, length - width), slice(length - width, None)),
+                                       (slice(width, None), slice(0, width))):
+            def parts(array, a=axis, keep=(train_part, strip_part)):
+                # every map is spatial first: (H, W) or (H, W, C)
+                return [None if array is None else array[(slice(None),) * a + (k,)]
+                        for k in keep]
+
+            strip = parts(truth)[1] * (1 if region is None else parts(region)[1])
+            if (len(np.unique(strip[strip > 0])) >= STRIP_MIN_OBJECTS if instances
+                    else strip.any()):
+                where = ["bottom", "top", "right", "left"][2 * axis + (strip_part.start == 0)]
+                return _Prepared(
+                    parts(prep.images[0]), parts(prep.targets[0]), parts(prep.weights[0]),
+                    parts(truth), prep.n_classes, prep.channels, parts(region),
+                    [*prep.notes, f"the {where} {width} px of the image held out for "
+                     "validation"])
+    return prep
+
+
 #: Image kept around an annotated region's bounding box as real context for the network
 #: (px); it carries no loss.
 REGION_MARGIN = 64
@@ -404,10 +450,17 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
 
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
+    n_given = len(prep.images)
+    if n_given == 1 and config.val_fraction > 0:  # a strip of the one image validates
+        prep = hold_out_strip(prep, config.val_fraction, config.mode == "instances")
     n = len(prep.images)
-    n_val = 0 if n < 2 or config.val_fraction == 0 else max(1, round(config.val_fraction * n))
-    order = rng.permutation(n)
-    val_idx, train_idx = sorted(order[:n_val].tolist()), sorted(order[n_val:].tolist())
+    if n > n_given:  # the image and its strip
+        n_val, val_idx, train_idx = 1, [1], [0]
+    else:
+        n_val = (0 if n < 2 or config.val_fraction == 0
+                 else max(1, round(config.val_fraction * n)))
+        order = rng.permutation(n)
+        val_idx, train_idx = sorted(order[:n_val].tolist()), sorted(order[n_val:].tolist())
 
     procs, device_name = ddp.join(config.device)
     device = resolve_device(device_name)
@@ -446,7 +499,8 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
         if diameter:
             task["object_diameter"] = round(diameter, 2)
     record = {
-        "config": config.to_dict(), "images": n, "validation_images": n_val,
+        "config": config.to_dict(), "images": n_given, "validation_images": n_val,
+        "validation_strip": n > n_given,
         "annotated_regions": sum(r is not None for r in prep.regions),
         "resized_to_the_models_cell_size": resized,
         "fine_tuned_from": (None if base is None else
