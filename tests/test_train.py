@@ -87,6 +87,33 @@ def test_events_result_and_saved_best_model(cells, tmp_path):
     assert 12 < ck.object_diameter < 18
 
 
+def test_a_single_image_gives_a_strip_of_itself_for_validation():
+    image, labels = touching_cells((200, 260), n_cells=40, radius=10, seed=0)
+    gen = train([image], [labels], quick(val_fraction=0.2),
+                model_config=tiny_config(padding="same"))
+    start = next(gen)  # 20 % of 260 px is 52, less than the strip's least width
+    assert start.message.endswith("; the right 64 px of the image held out for validation")
+    result = run(gen)
+    assert result.checkpoint.training["validation_images"] == 1
+    assert result.checkpoint.training["validation_strip"] is True
+    assert all("dice" in h for h in result.history)  # every epoch validated
+    # labelled on its left part only: the strip is taken where the objects are
+    half = labels * (np.arange(260) < 150)
+    gen = train([image], [half], quick(), model_config=tiny_config(padding="same"))
+    assert next(gen).message.endswith("the left 88 px of the image held out for validation")
+    gen.close()
+
+
+@pytest.mark.parametrize("shape,val_fraction", [((100, 120), 0.2), ((200, 260), 0.0)])
+def test_no_strip_of_a_small_image_or_without_validation(shape, val_fraction):
+    image, labels = touching_cells(shape, n_cells=12, radius=8, seed=0)
+    result = run(train([image], [labels], quick(val_fraction=val_fraction),
+                       model_config=tiny_config(padding="same")))
+    assert result.checkpoint.training["validation_images"] == 0
+    assert result.checkpoint.training["validation_strip"] is False
+    assert not any("dice" in h for h in result.history)
+
+
 def test_fine_tune_starts_from_the_model(cells, tmp_path):
     images, labels = cells
     first = tmp_path / "a.safetensors"

@@ -242,7 +242,8 @@ class TrainWidget(QWidget):
             last = result.history[-1] if result.history else {}
             validated = "dice" in last or result.best_epoch == 0  # 0: the starting model
             quality = (f"best validation score {result.best_score:.3f}" if validated
-                       else "no validation image (train on two or more to get one)")
+                       else "no validation image (label a second image, or a larger "
+                             "one, to get one)")
             text = f"Finished ({result.stopped}) on {result.device}: {quality}; saved in {out}"
             if result.best_epoch == 0:
                 from ..train import STARTING_MODEL_KEPT
