@@ -80,7 +80,9 @@ class TrainWidget(QWidget):
         self.w0 = spin(10, 0, 100, decimals=1, tip="border weight amplitude w0")
         self.sigma = spin(5, 0.5, 50, decimals=1, tip="border weight width sigma (px)")
         self.augment = check("elastic deformation, flips, rotations", checked=True)
-        self.val = spin(0.2, 0, 0.9, decimals=2, step=0.05, tip="share of images held out")
+        self.val = spin(0.2, 0, 0.9, decimals=2, step=0.05,
+                        tip="share of images held out to keep the best epoch and calibrate "
+                            "the threshold (of a single image: a strip of it)")
         self.lr = spin(0.001, 0.00001, 0.1, decimals=5, step=0.0005, tip="learning rate")
         self.start_from = combo([NEW_MODEL])
         self.start_from.setToolTip("Fine-tune: start from a model trained before")
