@@ -95,7 +95,7 @@ def test_a_single_image_gives_a_strip_of_itself_for_validation():
     assert start.message.endswith("; the right 64 px of the image held out for validation")
     result = run(gen)
     assert result.checkpoint.training["validation_images"] == 1
-    assert result.checkpoint.training["validation_strip"] is True
+    assert result.checkpoint.training["validation_strips"] == 1
     assert all("dice" in h for h in result.history)  # every epoch validated
     # labelled on its left part only: the strip is taken where the objects are
     half = labels * (np.arange(260) < 150)
@@ -104,13 +104,33 @@ def test_a_single_image_gives_a_strip_of_itself_for_validation():
     gen.close()
 
 
+def test_a_few_images_give_strips_many_give_whole_images():
+    """Holding out one of two images would halve what is learnt from: each gives a strip
+    instead. With many images, whole ones are held out, as before."""
+    pairs = [touching_cells((200, 260), n_cells=40, radius=10, seed=s) for s in range(6)]
+    images, labels = [p[0] for p in pairs], [p[1] for p in pairs]
+    gen = train(images[:2], labels[:2], quick(val_fraction=0.2),
+                model_config=tiny_config(padding="same"))
+    assert next(gen).message.endswith("2 training and 2 validation image(s), patches 48 px, "
+                                      "5 steps per epoch; a strip of 2 of the 2 images (64 px "
+                                      "across) held out for validation")
+    result = run(gen)
+    assert result.checkpoint.training["validation_strips"] == 2
+    assert all("dice" in h for h in result.history)
+    # six images: one of them held out whole (20 % of 6), as before
+    result = run(train(images, labels, quick(val_fraction=0.2),
+                       model_config=tiny_config(padding="same")))
+    assert result.checkpoint.training["validation_strips"] == 0
+    assert result.checkpoint.training["validation_images"] == 1
+
+
 @pytest.mark.parametrize("shape,val_fraction", [((100, 120), 0.2), ((200, 260), 0.0)])
 def test_no_strip_of_a_small_image_or_without_validation(shape, val_fraction):
     image, labels = touching_cells(shape, n_cells=12, radius=8, seed=0)
     result = run(train([image], [labels], quick(val_fraction=val_fraction),
                        model_config=tiny_config(padding="same")))
     assert result.checkpoint.training["validation_images"] == 0
-    assert result.checkpoint.training["validation_strip"] is False
+    assert result.checkpoint.training["validation_strips"] == 0
     assert not any("dice" in h for h in result.history)
 
 

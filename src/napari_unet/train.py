@@ -173,18 +173,9 @@ STRIP_MIN_OBJECTS = 3
 STRIP_MIN_WIDTH = 64
 
 
-def hold_out_strip(prep: _Prepared, share: float, instances: bool) -> _Prepared:
-    """One prepared image split in two: a strip across it, ``share`` of its longer side
-    (:data:`STRIP_MIN_WIDTH` px to half the image), becomes a validation image of its own
-    and the rest the training image, so that a model trained on a single labelled image
-    still has its epochs compared, its threshold calibrated and its label offset found on
-    pixels it never learnt from. The strip is taken at the end of the longer side, else at
-    its start, else across the shorter side, wherever it first holds at least
-    :data:`STRIP_MIN_OBJECTS` labelled objects (semantic labels: a labelled pixel);
-    objects that the cut crosses are cut in both parts. Left whole (without validation, as
-    before) if no side of :data:`STRIP_MIN_SIDE` px or more has such a strip."""
-    truth = prep.truths[0]
-    region = prep.regions[0] if prep.regions else None
+def _strip(truth, region, share: float, instances: bool):
+    """Where to cut a validation strip off one image (see :func:`hold_out_strips`):
+    ``(axis, training part, strip, where, width)``, or None."""
     long_axis = int(truth.shape[1] > truth.shape[0])
     width = min(max(int(round(share * max(truth.shape))), STRIP_MIN_WIDTH),
                 max(truth.shape) // 2)
@@ -192,23 +183,59 @@ def hold_out_strip(prep: _Prepared, share: float, instances: bool) -> _Prepared:
         length = truth.shape[axis]
         if length < STRIP_MIN_SIDE or width > length // 2:
             continue
-        for train_part, strip_part in ((slice(0, length - width), slice(length - width, None)),
-                                       (slice(width, None), slice(0, width))):
-            def parts(array, a=axis, keep=(train_part, strip_part)):
-                # every map is spatial first: (H, W) or (H, W, C)
-                return [None if array is None else array[(slice(None),) * a + (k,)]
-                        for k in keep]
+        for keep, strip in ((slice(0, length - width), slice(length - width, None)),
+                            (slice(width, None), slice(0, width))):
+            index = (slice(None),) * axis + (strip,)
+            held = truth[index] * (1 if region is None else region[index])
+            if (len(np.unique(held[held > 0])) >= STRIP_MIN_OBJECTS if instances
+                    else held.any()):
+                where = ["bottom", "top", "right", "left"][2 * axis + (strip.start == 0)]
+                return axis, keep, strip, where, width
+    return None
 
-            strip = parts(truth)[1] * (1 if region is None else parts(region)[1])
-            if (len(np.unique(strip[strip > 0])) >= STRIP_MIN_OBJECTS if instances
-                    else strip.any()):
-                where = ["bottom", "top", "right", "left"][2 * axis + (strip_part.start == 0)]
-                return _Prepared(
-                    parts(prep.images[0]), parts(prep.targets[0]), parts(prep.weights[0]),
-                    parts(truth), prep.n_classes, prep.channels, parts(region),
-                    [*prep.notes, f"the {where} {width} px of the image held out for "
-                     "validation"])
-    return prep
+
+def hold_out_strips(prep: _Prepared, share: float, instances: bool
+                    ) -> tuple[_Prepared, list[int]]:
+    """Prepared images split in two for validation: a strip across each, ``share`` of its
+    longer side (:data:`STRIP_MIN_WIDTH` px to half the image), becomes a validation image
+    of its own and the rest stays a training image, so that a model trained on one or a
+    few labelled images still has its epochs compared, its threshold calibrated and its
+    label offset found on pixels it never learnt from, without giving up a whole image. The
+    strip is taken at the end of the longer side, else at its start, else across the
+    shorter side, wherever it first holds at least :data:`STRIP_MIN_OBJECTS` labelled
+    objects (semantic labels: a labelled pixel); objects that the cut crosses are cut in
+    both parts. An image of which no side of :data:`STRIP_MIN_SIDE` px or more has such a
+    strip is trained on whole. Returns the training parts (in their order) followed by the
+    strips, and the strips' indices (none: ``prep`` unchanged)."""
+    cuts = [_strip(t, r, share, instances)
+            for t, r in zip(prep.truths, prep.regions or [None] * len(prep.truths))]
+    if not any(cuts):
+        return prep, []
+    fields = ("images", "targets", "weights", "truths", "regions")
+    kept = {f: [] for f in fields}
+    held = {f: [] for f in fields}
+    for i, cut in enumerate(cuts):
+        for f in fields:
+            array = (getattr(prep, f) or [None] * len(cuts))[i]
+            if cut is None:
+                kept[f].append(array)
+                continue
+            axis, keep, strip = cut[:3]
+            part = (lambda k, a=array, x=axis: None if a is None  # spatial first
+                    else a[(slice(None),) * x + (k,)])
+            kept[f].append(part(keep))
+            held[f].append(part(strip))
+    made = [c for c in cuts if c]
+    widths = sorted({c[4] for c in made})
+    across = f"{widths[0]}" if len(widths) == 1 else f"{widths[0]}–{widths[-1]}"
+    note = (f"the {made[0][3]} {made[0][4]} px of the image held out for validation"
+            if len(cuts) == 1 else
+            f"a strip of {len(made)} of the {len(cuts)} images ({across} px across) held out "
+            "for validation")
+    n = len(cuts)
+    out = _Prepared(*(kept[f] + held[f] for f in fields[:4]), prep.n_classes,
+                    prep.channels, kept["regions"] + held["regions"], [*prep.notes, note])
+    return out, list(range(n, n + len(made)))
 
 
 #: Image kept around an annotated region's bounding box as real context for the network
@@ -450,12 +477,14 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
 
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
-    n_given = len(prep.images)
-    if n_given == 1 and config.val_fraction > 0:  # a strip of the one image validates
-        prep = hold_out_strip(prep, config.val_fraction, config.mode == "instances")
+    n_given, share = len(prep.images), config.val_fraction
+    whole = 0 if n_given < 2 or share == 0 else max(1, round(share * n_given))
+    val_idx = []
+    if share > 0 and (n_given == 1 or whole > 2 * share * n_given):  # one image, or few
+        prep, val_idx = hold_out_strips(prep, share, config.mode == "instances")
     n = len(prep.images)
-    if n > n_given:  # the image and its strip
-        n_val, val_idx, train_idx = 1, [1], [0]
+    if val_idx:  # strips of the images validate
+        n_val, train_idx = len(val_idx), list(range(n_given))
     else:
         n_val = (0 if n < 2 or config.val_fraction == 0
                  else max(1, round(config.val_fraction * n)))
@@ -500,7 +529,7 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
             task["object_diameter"] = round(diameter, 2)
     record = {
         "config": config.to_dict(), "images": n_given, "validation_images": n_val,
-        "validation_strip": n > n_given,
+        "validation_strips": n - n_given,
         "annotated_regions": sum(r is not None for r in prep.regions),
         "resized_to_the_models_cell_size": resized,
         "fine_tuned_from": (None if base is None else
