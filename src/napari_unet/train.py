@@ -177,7 +177,7 @@ def _strip(truth, region, share: float, instances: bool):
     """Where to cut a validation strip off one image (see :func:`hold_out_strips`):
     ``(axis, training part, strip, where, width)``, or None."""
     long_axis = int(truth.shape[1] > truth.shape[0])
-    width = min(max(int(round(share * max(truth.shape))), STRIP_MIN_WIDTH),
+    width = min(max(round(share * max(truth.shape)), STRIP_MIN_WIDTH),
                 max(truth.shape) // 2)
     for axis in (long_axis, 1 - long_axis):
         length = truth.shape[axis]
