@@ -478,6 +478,7 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
     n_given, share = len(prep.images), config.val_fraction
+    regions_given = sum(r is not None for r in prep.regions)
     whole = 0 if n_given < 2 or share == 0 else max(1, round(share * n_given))
     val_idx = []
     if share > 0 and (n_given == 1 or whole > 2 * share * n_given):  # one image, or few
@@ -530,7 +531,7 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
     record = {
         "config": config.to_dict(), "images": n_given, "validation_images": n_val,
         "validation_strips": n - n_given,
-        "annotated_regions": sum(r is not None for r in prep.regions),
+        "annotated_regions": regions_given,
         "resized_to_the_models_cell_size": resized,
         "fine_tuned_from": (None if base is None else
                             str(init_from) if isinstance(init_from, (str, Path)) else "model"),
