@@ -43,14 +43,16 @@ def fit(images, labels, names, val_fraction: float, args, strips: bool = True) -
     first = []
     import napari_unet.train as engine
 
-    rule = engine.hold_out_strips
+    rule, above = engine.hold_out_strips, engine.STRIPS_ABOVE
     if not strips:  # the rule before strips: whole images, none of a single image
         engine.hold_out_strips = lambda prep, *a: (prep, [])
+    elif args.force_strips:  # strips whatever the number of images
+        engine.STRIPS_ABOVE = 0.0
     try:
         result = run(train(images, labels, cfg, model_config=mc, names=names),
                      lambda e: e.kind == "start" and first.append(e.message))
     finally:
-        engine.hold_out_strips = rule
+        engine.hold_out_strips, engine.STRIPS_ABOVE = rule, above
     ck = result.checkpoint
     return ck, {"seconds": round(time.perf_counter() - t0, 1), "steps": result.steps,
                 "epochs": len(result.history), "kept_epoch": result.best_epoch,
@@ -67,6 +69,9 @@ def main() -> None:
                     "where the rule before held one of the two out whole)")
     ap.add_argument("--time-budget", type=float, default=120, help="seconds per model")
     ap.add_argument("--padding", default="valid", choices=["valid", "same"])
+    ap.add_argument("--force-strips", action="store_true",
+                    help="strips even where the engine would hold out whole images (to "
+                    "measure where its rule should change)")
     ap.add_argument("--val-fraction", type=float, default=0.2,
                     help="the strip's share (the Train widget's default)")
     ap.add_argument("--seed", type=int, default=0)

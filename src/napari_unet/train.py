@@ -169,6 +169,9 @@ def prepare(images: Sequence, labels: Sequence, config: TrainConfig,
 #: and the strip held out holds at least :data:`STRIP_MIN_OBJECTS` labelled objects; the
 #: strip is at least :data:`STRIP_MIN_WIDTH` px wide.
 STRIP_MIN_SIDE = 192
+#: Strips validate instead of whole images where the whole images held out would be more
+#: than this many times the validation share of the images (with few images, one is a lot).
+STRIPS_ABOVE = 2.0
 STRIP_MIN_OBJECTS = 3
 STRIP_MIN_WIDTH = 64
 
@@ -481,7 +484,7 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
     regions_given = sum(r is not None for r in prep.regions)
     whole = 0 if n_given < 2 or share == 0 else max(1, round(share * n_given))
     val_idx = []
-    if share > 0 and (n_given == 1 or whole > 2 * share * n_given):  # one image, or few
+    if share > 0 and (n_given == 1 or whole > STRIPS_ABOVE * share * n_given):  # few
         prep, val_idx = hold_out_strips(prep, share, config.mode == "instances")
     n = len(prep.images)
     if val_idx:  # strips of the images validate
