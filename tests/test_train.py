@@ -117,6 +117,9 @@ def test_a_few_images_give_strips_many_give_whole_images():
     result = run(gen)
     assert result.checkpoint.training["validation_strips"] == 2
     assert all("dice" in h for h in result.history)
+    result = run(train(images[:3], labels[:3], quick(val_fraction=0.2),
+                       model_config=tiny_config(padding="same")))
+    assert result.checkpoint.training["validation_strips"] == 3  # one whole would be 33 %
     # six images: one of them held out whole (20 % of 6), as before
     result = run(train(images, labels, quick(val_fraction=0.2),
                        model_config=tiny_config(padding="same")))

@@ -68,7 +68,7 @@ def _add_train(sub) -> None:
                    help="border weight width in pixels (default 5)")
     p.add_argument("--val-fraction", type=float, default=0.1,
                    help="share of the images held out to keep the best model and calibrate "
-                   "the threshold (default 0.1; of one to four images, a strip of that "
+                   "the threshold (default 0.1; of one to six images, a strip of that "
                    "share of each image's longer side, at least 64 px)")
     p.add_argument("--batch-size", type=int, default=4, help="patches per step (default 4)")
     p.add_argument("--patch-size", type=int, default=256,

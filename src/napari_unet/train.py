@@ -170,8 +170,10 @@ def prepare(images: Sequence, labels: Sequence, config: TrainConfig,
 #: strip is at least :data:`STRIP_MIN_WIDTH` px wide.
 STRIP_MIN_SIDE = 192
 #: Strips validate instead of whole images where the whole images held out would be more
-#: than this many times the validation share of the images (with few images, one is a lot).
-STRIPS_ABOVE = 2.0
+#: than this many times the validation share of the images (with few images, one is a lot):
+#: up to 3 images at a share of 0.2, 6 at 0.1 (benchmarks/RESULTS.md, "One labelled image,
+#: or two").
+STRIPS_ABOVE = 1.5
 STRIP_MIN_OBJECTS = 3
 STRIP_MIN_WIDTH = 64
 
