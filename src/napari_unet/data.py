@@ -80,7 +80,7 @@ def match_channels(images: list, names: list, channels: int | None = None
     """
     if {a.shape[-1] for a in images} <= {1}:
         return images, []
-    greys = [grey_of_colour(a) if a.shape[-1] in (3, 4) else (None, "") for a in images]
+    greys = [grey_of_colour(a) for a in images]
     colour = [a.shape[-1] in (3, 4) and g is None for a, (g, _) in zip(images, greys)]
     out, done = list(images), {}
     if channels == 1 or (channels is None and not any(colour)):

@@ -88,13 +88,19 @@ def as_checkpoint(model) -> Checkpoint:
     raise InputError(f"expected a model file or a loaded model, not {type(model).__name__}.")
 
 
+def looks_like_rgb(image) -> bool:
+    """``(H, W, 3|4)`` or ``(N, H, W, 3|4)``: colour channels last (a stack of three or four
+    tiny planes is not taken for one)."""
+    return image.shape[-1] in (3, 4) and (
+        image.ndim == 4 or (image.ndim == 3 and image.shape[0] > 4 and image.shape[1] > 4))
+
+
 def split_planes(image, channels: int, name: str = "image") -> tuple[bool, int]:
     """Decide whether ``image`` is one 2D image or a stack, given the model's channels.
 
     Returns ``(is_stack, n_planes)``.
     """
     nd = image.ndim
-    rgb_like = nd >= 3 and image.shape[-1] in (3, 4)
     if nd == 2:
         stack = False
     elif nd == 3 and channels > 1:
@@ -103,7 +109,7 @@ def split_planes(image, channels: int, name: str = "image") -> tuple[bool, int]:
             raise InputError(f"{name} has shape {tuple(image.shape)}; a model for {channels} "
                              "channels expects (H, W, C) or (N, H, W, C).")
     elif nd == 3:
-        if rgb_like and image.shape[0] > 4 and image.shape[1] > 4:
+        if looks_like_rgb(image):
             raise InputError(f"{name} looks like an RGB image {tuple(image.shape)} in colour, "
                              "but the model was trained on single-channel images: use the "
                              "channel that shows the cells (in napari: right-click the layer, "
@@ -120,9 +126,7 @@ def split_planes(image, channels: int, name: str = "image") -> tuple[bool, int]:
 def grey_for_grey_model(image) -> tuple[object, list[str]]:
     """An RGB(A) image or stack of them that holds a grey image (:func:`grey_of_colour`),
     as that grey image, for a model that reads one channel; ``(image, notes)``."""
-    colour = image.shape[-1] in (3, 4) and (
-        image.ndim == 4 or (image.ndim == 3 and image.shape[0] > 4 and image.shape[1] > 4))
-    grey, why = grey_of_colour(image) if colour else (None, "")
+    grey, why = grey_of_colour(image) if looks_like_rgb(image) else (None, "")
     if grey is None:
         return image, []
     return grey, [f"read as grey ({why})"]

@@ -491,9 +491,8 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
     n = len(prep.images)
     if val_idx:  # strips of the images validate
         n_val, train_idx = len(val_idx), list(range(n_given))
-    else:
-        n_val = (0 if n < 2 or config.val_fraction == 0
-                 else max(1, round(config.val_fraction * n)))
+    else:  # whole images validate (n == n_given)
+        n_val = whole
         order = rng.permutation(n)
         val_idx, train_idx = sorted(order[:n_val].tolist()), sorted(order[n_val:].tolist())
 

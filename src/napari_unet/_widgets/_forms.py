@@ -146,15 +146,13 @@ class Collapsible(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.toggle)
         layout.addWidget(self.body)
-        self.toggle.toggled.connect(self.set_expanded)
-        self.set_expanded(expanded)
+        self.toggle.toggled.connect(self._show)
+        self.toggle.setChecked(expanded)
+        self._show(expanded)
 
-    def set_expanded(self, on: bool) -> None:
+    def _show(self, on: bool) -> None:
         from qtpy.QtCore import Qt
 
-        if self.toggle.isChecked() != on:
-            self.toggle.setChecked(on)  # comes back here through toggled
-            return
         self.toggle.setArrowType(Qt.DownArrow if on else Qt.RightArrow)
         self.body.setVisible(on)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Generator
+from dataclasses import dataclass, replace
 
 from napari.qt.threading import create_worker
 from napari.utils import progress
@@ -125,3 +126,39 @@ class RunControls(QWidget):
         self.run = None
         if self.on_finished is not None:
             self.on_finished()
+
+
+@dataclass
+class LayerDone:
+    """One layer of several predicted: shown in the viewer when it reaches the GUI thread."""
+
+    layer: object
+    result: object
+
+
+def _named(gen, name: str):
+    """A prediction's events, their messages saying which layer they are about."""
+    try:
+        while True:
+            try:
+                event = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            yield replace(event, message=f"{name}: {event.message or 'predicting'}")
+    finally:
+        gen.close()
+
+
+def each_layer(jobs):
+    """Run ``(layer, prediction)`` jobs in turn (the first one started already), yielding
+    their progress and a :class:`LayerDone` after each; a layer the engine refuses is
+    skipped and named in the list returned."""
+    skipped = []
+    for layer, gen in jobs:
+        try:
+            result = yield from _named(gen, layer.name)
+        except NapariUNetError as err:
+            skipped.append((layer.name, str(err)))
+            continue
+        yield LayerDone(layer, result)
+    return skipped

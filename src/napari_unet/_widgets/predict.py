@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-
 import numpy as np
 from napari.layers import Image
 from napari.utils.notifications import show_error, show_info
@@ -32,43 +30,7 @@ from ._forms import (
     spin,
 )
 from ._outputs import inputs, predict_to_disk, show_result
-from ._runner import RunControls
-
-
-@dataclass
-class LayerDone:
-    """One layer of several predicted: shown in the viewer when it reaches the GUI thread."""
-
-    layer: object
-    result: object
-
-
-def _named(gen, name: str):
-    """A prediction's events, their messages saying which layer they are about."""
-    try:
-        while True:
-            try:
-                event = next(gen)
-            except StopIteration as stop:
-                return stop.value
-            yield replace(event, message=f"{name}: {event.message or 'predicting'}")
-    finally:
-        gen.close()
-
-
-def each_layer(jobs):
-    """Run ``(layer, prediction)`` jobs in turn (the first one started already), yielding
-    their progress and a :class:`LayerDone` after each; a layer the engine refuses is
-    skipped and named in the list returned."""
-    skipped = []
-    for layer, gen in jobs:
-        try:
-            result = yield from _named(gen, layer.name)
-        except NapariUNetError as err:
-            skipped.append((layer.name, str(err)))
-            continue
-        yield LayerDone(layer, result)
-    return skipped
+from ._runner import LayerDone, RunControls, each_layer
 
 
 class PredictWidget(QWidget):
