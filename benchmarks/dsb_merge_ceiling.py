@@ -210,7 +210,7 @@ def main() -> None:
         val = [p[1] for p in probabilities(ck, val_images, args.device)[0]]
         rows = {}
 
-        def put(key, preds):
+        def put(key, preds, rows=rows, name=name):
             rows[key] = score(val_truths, [_finish(x, MIN_SIZE) for x in preds])
             s = rows[key]
             print(f"{name} {key}: AP@0.5 {s['ap50']:.3f} mAP {s['map']:.3f} touching "
