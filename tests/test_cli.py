@@ -216,3 +216,30 @@ def test_semantic_training_calibrates_the_label_offset_unless_told_not_to(tmp_pa
     ck = load_checkpoint(model)
     assert "label_offset" not in ck.training and ck.label_offset == (0.0, 0.0)
     assert ck.training["config"]["label_offset"] is False
+
+
+def test_ctrl_c_keeps_the_best_model_with_its_label_offset(tmp_path):
+    import os
+    import signal
+    import time
+
+    data = tmp_path / "demo"
+    assert main(["sample", str(data), "--count", "3"]) == 0
+    model = tmp_path / "m.safetensors"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "napari_unet.cli", "-q", "train", str(data / "images"),
+         str(data / "labels"), "--out", str(model), "--mode", "semantic", "--epochs", "10000",
+         "--steps-per-epoch", "2", "--base-channels", "4", "--depth", "2",
+         "--patch-size", "64"], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not model.exists():  # the first epoch's model is saved
+            assert child.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        os.kill(child.pid, signal.SIGINT)
+        _, err = child.communicate(timeout=120)
+    finally:
+        child.kill()
+    assert child.returncode == 130
+    assert f"the best model so far is saved in {model}" in err and "Traceback" not in err
+    assert "label_offset" in load_checkpoint(model).training  # calibrated, found or not

@@ -144,3 +144,25 @@ def test_training_finds_and_keeps_the_annotations_offset(tmp_path, shift_down):
         assert any("no sub-pixel offset" in m for m in said)
     calibration = result.checkpoint.training["label_offset"]
     assert calibration["error_shifted"] <= calibration["error"]
+
+
+def test_a_cancelled_training_keeps_the_offset_of_its_best_model(tmp_path):
+    """Cancel after the last epoch, before the calibration that follows it: the file still
+    holds the best model with its label offset (found while the generator closes)."""
+    pairs = [_bright_discs(s, 1) for s in range(4)]
+    cfg = TrainConfig(mode="semantic", epochs=8, steps_per_epoch=10, batch_size=4,
+                      patch_size=48, val_fraction=0.25, learning_rate=3e-3)
+    gen = train([p[0] for p in pairs], [p[1] for p in pairs], cfg,
+                model_config=tiny_config(norm="batch", base_channels=8),
+                out=tmp_path / "m.safetensors")
+    said = []
+    for event in gen:
+        said.append(event.message or "")
+        if event.kind == "epoch" and event.epoch == cfg.epochs:
+            gen.close()  # what the widget's Cancel does
+            break
+    assert not any(" lie " in m for m in said)  # the calibration had not run yet
+    saved = load_checkpoint(tmp_path / "m.safetensors")
+    dy, dx = saved.label_offset
+    assert 0.5 <= dy <= 1.25 and abs(dx) <= 0.25
+    assert saved.training["label_offset"]["error_shifted"] < saved.training["label_offset"]["error"]

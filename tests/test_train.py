@@ -413,3 +413,19 @@ def test_offsets_target_trains_vector_channels_and_predicts_objects(cells, tmp_p
     good = torch.cat([cls_logits, vec], 1)
     bad = torch.cat([cls_logits, torch.zeros_like(vec)], 1)
     assert unet_loss(good, t, wt, offsets=True) < unet_loss(bad, t, wt, offsets=True) - 0.1
+
+
+def test_an_error_in_the_event_handler_closes_the_training_at_once(cells, tmp_path):
+    """Ctrl-C in the command line's progress bar (or any error of the caller's handler)
+    closes the generator before the exception goes on: the best model is saved by then."""
+    out = tmp_path / "m.safetensors"
+
+    def stop_after_the_first_save(event):
+        if event.kind == "saved":
+            raise KeyboardInterrupt
+
+    gen = train(*cells, quick(epochs=50), model_config=tiny_config(), out=out)
+    with pytest.raises(KeyboardInterrupt):
+        run(gen, stop_after_the_first_save)
+    assert gen.gi_frame is None  # closed, not left for the garbage collector
+    assert load_checkpoint(out).training["validation"] is not None

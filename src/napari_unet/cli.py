@@ -68,7 +68,7 @@ def _add_train(sub) -> None:
                    help="border weight width in pixels (default 5)")
     p.add_argument("--val-fraction", type=float, default=0.1,
                    help="share of the images held out to keep the best model and calibrate "
-                   "the threshold (default 0.1; of one to six images, a strip of that "
+                   "the threshold (default 0.1; of one to five images, a strip of that "
                    "share of each image's longer side, at least 64 px)")
     p.add_argument("--batch-size", type=int, default=4, help="patches per step (default 4)")
     p.add_argument("--patch-size", type=int, default=256,
@@ -278,9 +278,18 @@ def cmd_train(args) -> int:
             bar.set_postfix(epoch=event.epoch, loss=f"{event.loss:.3f}", refresh=False)
         bar.refresh()
 
-    result = run(train(images, labels, cfg, model_config=mc, init_from=args.init_from,
-                       out=args.out, names=[a.name for a in files], regions=regions),
-                 show)
+    try:
+        result = run(train(images, labels, cfg, model_config=mc, init_from=args.init_from,
+                           out=args.out, names=[a.name for a in files], regions=regions),
+                     show)
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
+        if not rank and Path(args.out).exists():
+            print(f"napari-unet: interrupted; the best model so far is saved in {args.out}",
+                  file=sys.stderr)
+            return 130
+        raise
     if bar is not None:
         bar.close()
     if rank:

@@ -654,7 +654,7 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
             if done or (budget and now + reserve * val_seconds >= budget):
                 stopped = "epochs" if done else "time budget"
                 break
-    except GeneratorExit:
+    except (GeneratorExit, KeyboardInterrupt):  # Cancel, or Ctrl-C on the command line
         stopped = "cancelled"
         raise
     finally:
@@ -664,6 +664,13 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
             if out is not None and procs.main:
                 saved_path = save_checkpoint(out, best)
         ddp.leave(procs)
+        if stopped == "cancelled" and calibrating and procs.main and out is not None \
+                and best.training.get("validation"):
+            # a cancelled training's file is its best model, label offset included (one
+            # validation pass more); nothing can be yielded any more
+            calibrated, message = _calibrate_offset(best, prep, val_idx, device)
+            if message:
+                save_checkpoint(out, calibrated)
     if calibrating and procs.main and best.training.get("validation"):
         best, message = _calibrate_offset(best, prep, val_idx, device)
         if message:
