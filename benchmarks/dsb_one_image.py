@@ -43,16 +43,16 @@ def fit(images, labels, names, val_fraction: float, args, strips: bool = True) -
     first = []
     import napari_unet.train as engine
 
-    rule, above = engine.hold_out_strips, engine.STRIPS_ABOVE
+    rule, up_to = engine.hold_out_strips, engine.STRIPS_UP_TO
     if not strips:  # the rule before strips: whole images, none of a single image
         engine.hold_out_strips = lambda prep, *a: (prep, [])
     elif args.force_strips:  # strips whatever the number of images
-        engine.STRIPS_ABOVE = 0.0
+        engine.STRIPS_UP_TO = len(images)
     try:
         result = run(train(images, labels, cfg, model_config=mc, names=names),
                      lambda e: e.kind == "start" and first.append(e.message))
     finally:
-        engine.hold_out_strips, engine.STRIPS_ABOVE = rule, above
+        engine.hold_out_strips, engine.STRIPS_UP_TO = rule, up_to
     ck = result.checkpoint
     return ck, {"seconds": round(time.perf_counter() - t0, 1), "steps": result.steps,
                 "epochs": len(result.history), "kept_epoch": result.best_epoch,

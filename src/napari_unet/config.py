@@ -208,7 +208,8 @@ class TrainConfig(_DictMixin):
         paper's loss alone, which separated more touching nuclei on DSB 2018 at the same
         AP@0.5; see benchmarks/RESULTS.md).
     val_fraction : float
-        Share of the training images held out for validation (0: none).
+        Share of the training images held out for validation (0: none); of one to five
+        images, a strip of that share of each image's longer side instead.
     augment : bool
         Elastic deformation, flips, 90 degree rotations and intensity changes.
     zoom : float

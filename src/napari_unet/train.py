@@ -169,11 +169,11 @@ def prepare(images: Sequence, labels: Sequence, config: TrainConfig,
 #: and the strip held out holds at least :data:`STRIP_MIN_OBJECTS` labelled objects; the
 #: strip is at least :data:`STRIP_MIN_WIDTH` px wide.
 STRIP_MIN_SIDE = 192
-#: Strips validate instead of whole images where the whole images held out would be more
-#: than this many times the validation share of the images (with few images, one is a lot):
-#: up to 3 images at a share of 0.2, 6 at 0.1 (benchmarks/RESULTS.md, "One labelled image,
-#: or two").
-STRIPS_ABOVE = 1.5
+#: Strips validate instead of whole images where at most this many images are labelled:
+#: holding one of a few out whole takes much of what there is to learn from (DSB, the Train
+#: widget's defaults: strips scored higher from one, two, three, four and five images;
+#: benchmarks/RESULTS.md, "One labelled image, or two").
+STRIPS_UP_TO = 5
 STRIP_MIN_OBJECTS = 3
 STRIP_MIN_WIDTH = 64
 
@@ -486,7 +486,7 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
     regions_given = sum(r is not None for r in prep.regions)
     whole = 0 if n_given < 2 or share == 0 else max(1, round(share * n_given))
     val_idx = []
-    if share > 0 and (n_given == 1 or whole > STRIPS_ABOVE * share * n_given):  # few
+    if share > 0 and n_given <= STRIPS_UP_TO:  # few images: a strip of each
         prep, val_idx = hold_out_strips(prep, share, config.mode == "instances")
     n = len(prep.images)
     if val_idx:  # strips of the images validate

@@ -82,7 +82,7 @@ class TrainWidget(QWidget):
         self.augment = check("elastic deformation, flips, rotations", checked=True)
         self.val = spin(0.2, 0, 0.9, decimals=2, step=0.05,
                         tip="share of images held out to keep the best epoch and calibrate "
-                            "the threshold (of one to three images: a strip of each)")
+                            "the threshold (of one to five images: a strip of each)")
         self.lr = spin(0.001, 0.00001, 0.1, decimals=5, step=0.0005, tip="learning rate")
         self.start_from = combo([NEW_MODEL])
         self.start_from.setToolTip("Fine-tune: start from a model trained before")
