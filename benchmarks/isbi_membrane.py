@@ -82,6 +82,10 @@ def main() -> None:
     ap.add_argument("--val-fraction", type=float, default=0.1,
                     help="share of slices 00-24 held out for model selection and threshold "
                          "calibration (0: train on all 25, keep the last model, threshold 0.5)")
+    ap.add_argument("--strips", action="store_true",
+                    help="validate on a strip of each of the 25 slices (the rule for one to "
+                         "five images, napari_unet.train.hold_out_strips) instead of whole "
+                         "slices")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path)
@@ -93,6 +97,10 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.strips:
+        import napari_unet.train as engine
+
+        engine.STRIPS_UP_TO = 25
     train_x, train_y = load(range(0, 25))
     test_x, test_y = load(range(25, 30))
     truth = [y > 127 for y in test_y]
@@ -151,6 +159,9 @@ def main() -> None:
                   "class_balance": args.class_balance, "lr": args.lr,
                   "val_fraction": args.val_fraction, "precision": args.precision,
                   "dice_weight": args.dice_weight, "label_offset": args.label_offset,
+                  "strips": args.strips,
+                  "validation_images": result.checkpoint.training.get("validation_images"),
+                  "validation_strips": result.checkpoint.training.get("validation_strips"),
                   "history": result.history},
         "test": {"slices": "25-29", "predict_seconds": round(pred_s, 2)},
         "unet": {**mean(rows), "threshold": threshold,
