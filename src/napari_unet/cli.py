@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from .config import TARGETS
@@ -278,6 +279,7 @@ def cmd_train(args) -> int:
             bar.set_postfix(epoch=event.epoch, loss=f"{event.loss:.3f}", refresh=False)
         bar.refresh()
 
+    started = time.time()
     try:
         result = run(train(images, labels, cfg, model_config=mc, init_from=args.init_from,
                            out=args.out, names=[a.name for a in files], regions=regions),
@@ -285,7 +287,8 @@ def cmd_train(args) -> int:
     except KeyboardInterrupt:
         if bar is not None:
             bar.close()
-        if not rank and Path(args.out).exists():
+        saved = Path(args.out)
+        if not rank and saved.exists() and saved.stat().st_mtime >= started:  # this run's
             print(f"napari-unet: interrupted; the best model so far is saved in {args.out}",
                   file=sys.stderr)
             return 130
