@@ -104,6 +104,34 @@ def test_a_single_image_gives_a_strip_of_itself_for_validation():
     gen.close()
 
 
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_a_strip_is_predicted_as_it_is_in_its_image(padding):
+    """The validation strip is predicted with the network's context of real image beside
+    it and scored on the strip alone: its probabilities are those of the whole image (cut
+    off without the context, the border effects would differ)."""
+    import torch
+
+    from napari_unet.device import resolve_device
+    from napari_unet.model import UNet
+    from napari_unet.train import _probabilities, hold_out_strips, prepare
+
+    image, labels = touching_cells((200, 260), n_cells=40, radius=10, seed=0)
+    prep = prepare([image], [labels], quick(val_fraction=0.2))
+    mc = tiny_config(padding=padding, in_channels=prep.channels, n_classes=prep.n_classes)
+    torch.manual_seed(0)
+    net = UNet(mc).eval()
+    cpu = resolve_device("cpu")
+    whole = _probabilities(net, prep, [0], cpu)[0][..., -64:]  # the right 64 px
+    held, idx = hold_out_strips(prep, 0.2, True, context=mc.context(), grid=2 ** mc.depth)
+    assert held.images[idx[0]].shape[1] >= 64 + mc.context()
+    assert held.regions[idx[0]].sum() == 200 * 64 and held.regions[idx[0]][:, -64:].all()
+    assert held.images[0].shape[1] == 260 - 64  # the training part is the rest
+    strip = _probabilities(net, held, idx, cpu)[0][..., -64:]
+    np.testing.assert_allclose(strip, whole, atol=1e-5)
+    alone, idx = hold_out_strips(prep, 0.2, True)  # no context: mirrored at the cut
+    assert not np.allclose(_probabilities(net, alone, idx, cpu)[0], whole, atol=1e-3)
+
+
 def test_a_few_images_give_strips_many_give_whole_images():
     """Holding out one of two (or five) images would take much of what is learnt from:
     each gives a strip instead. From six images on, whole ones are held out."""

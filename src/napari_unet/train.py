@@ -199,8 +199,8 @@ def _strip(truth, region, share: float, instances: bool):
     return None
 
 
-def hold_out_strips(prep: _Prepared, share: float, instances: bool
-                    ) -> tuple[_Prepared, list[int]]:
+def hold_out_strips(prep: _Prepared, share: float, instances: bool, context: int = 0,
+                    grid: int = 1) -> tuple[_Prepared, list[int]]:
     """Prepared images split in two for validation: a strip across each, ``share`` of its
     longer side (:data:`STRIP_MIN_WIDTH` px to half the image), becomes a validation image
     of its own and the rest stays a training image, so that a model trained on one or a
@@ -210,8 +210,12 @@ def hold_out_strips(prep: _Prepared, share: float, instances: bool
     shorter side, wherever it first holds at least :data:`STRIP_MIN_OBJECTS` labelled
     objects (semantic labels: a labelled pixel); objects that the cut crosses are cut in
     both parts. An image of which no side of :data:`STRIP_MIN_SIDE` px or more has such a
-    strip is trained on whole. Returns the training parts (in their order) followed by the
-    strips, and the strips' indices (none: ``prep`` unchanged)."""
+    strip is trained on whole. A strip is validated with up to ``context`` px of the
+    training part beside it as the network's input (the network's own context, so that the
+    strip is predicted as it would be in its image, not with mirrored borders where the cut
+    is), and scored on the strip alone (its region); the context starts on the network's
+    pooling ``grid`` of the image, so the strip's prediction is the image's. Returns the training parts (in their
+    order) followed by the strips, and the strips' indices (none: ``prep`` unchanged)."""
     cuts = [_strip(t, r, share, instances)
             for t, r in zip(prep.truths, prep.regions or [None] * len(prep.truths))]
     if not any(cuts):
@@ -229,7 +233,14 @@ def hold_out_strips(prep: _Prepared, share: float, instances: bool
             part = (lambda k, a=array, x=axis: None if a is None  # spatial first
                     else a[(slice(None),) * x + (k,)])
             kept[f].append(part(keep))
-            held[f].append(part(strip))
+            first = max(strip.start - context, 0)
+            seen = (slice(first - first % grid, None) if strip.start
+                    else slice(0, strip.stop + context))  # the strip and its context
+            if f == "regions":  # scored on the strip only
+                scored = np.zeros(prep.truths[i].shape[:2], bool)
+                scored[(slice(None),) * axis + (strip,)] = True
+                array = scored if array is None else scored & (array > 0)
+            held[f].append(None if array is None else array[(slice(None),) * axis + (seen,)])
     made = [c for c in cuts if c]
     widths = sorted({c[4] for c in made})
     across = f"{widths[0]}" if len(widths) == 1 else f"{widths[0]}–{widths[-1]}"
@@ -487,7 +498,8 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
     whole = 0 if n_given < 2 or share == 0 else max(1, round(share * n_given))
     val_idx = []
     if share > 0 and n_given <= STRIPS_UP_TO:  # few images: a strip of each
-        prep, val_idx = hold_out_strips(prep, share, config.mode == "instances")
+        prep, val_idx = hold_out_strips(prep, share, config.mode == "instances",
+                                        context=mc.context(), grid=2 ** mc.depth)
     n = len(prep.images)
     if val_idx:  # strips of the images validate
         n_val, train_idx = len(val_idx), list(range(n_given))
