@@ -45,7 +45,7 @@ def fit(images, labels, names, val_fraction: float, args, strips: bool = True) -
 
     rule, up_to = engine.hold_out_strips, engine.STRIPS_UP_TO
     if not strips:  # the rule before strips: whole images, none of a single image
-        engine.hold_out_strips = lambda prep, *a: (prep, [])
+        engine.hold_out_strips = lambda prep, *a, **k: (prep, [])
     elif args.force_strips:  # strips whatever the number of images
         engine.STRIPS_UP_TO = len(images)
     try:
