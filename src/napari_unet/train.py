@@ -214,8 +214,9 @@ def hold_out_strips(prep: _Prepared, share: float, instances: bool, context: int
     training part beside it as the network's input (the network's own context, so that the
     strip is predicted as it would be in its image, not with mirrored borders where the cut
     is), and scored on the strip alone (its region); the context starts on the network's
-    pooling ``grid`` of the image, so the strip's prediction is the image's. Returns the training parts (in their
-    order) followed by the strips, and the strips' indices (none: ``prep`` unchanged)."""
+    pooling ``grid`` of the image, so the strip's prediction is the image's. Returns the
+    training parts (in their order) followed by the strips, and the strips' indices (none:
+    ``prep`` unchanged)."""
     cuts = [_strip(t, r, share, instances)
             for t, r in zip(prep.truths, prep.regions or [None] * len(prep.truths))]
     if not any(cuts):
@@ -563,6 +564,16 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
                                          "high": NORM_HIGH},
                           training={**record, **extra})
 
+    def with_offset(best: Checkpoint) -> tuple[Checkpoint, str]:
+        """``best`` with a semantic model's label offset calibrated (and saved to ``out``),
+        and the sentence that says what was found ("": nothing was calibrated)."""
+        if not (calibrating and procs.main and best.training.get("validation")):
+            return best, ""
+        best, message = _calibrate_offset(best, prep, val_idx, device)
+        if message and out is not None:
+            save_checkpoint(out, best)
+        return best, message
+
     def keep(val: dict, epoch: int) -> Checkpoint:
         """The network as it is now, as the model to keep, with the threshold that ``val``
         calibrated."""
@@ -676,20 +687,14 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
             if out is not None and procs.main:
                 saved_path = save_checkpoint(out, best)
         ddp.leave(procs)
-        if stopped == "cancelled" and calibrating and procs.main and out is not None \
-                and best.training.get("validation"):
+        if stopped == "cancelled" and out is not None:
             # a cancelled training's file is its best model, label offset included (one
             # validation pass more); nothing can be yielded any more
-            calibrated, message = _calibrate_offset(best, prep, val_idx, device)
-            if message:
-                save_checkpoint(out, calibrated)
-    if calibrating and procs.main and best.training.get("validation"):
-        best, message = _calibrate_offset(best, prep, val_idx, device)
-        if message:
-            if out is not None:
-                saved_path = save_checkpoint(out, best)
-            yield TrainEvent("info", epoch, step, 1.0, elapsed=time.perf_counter() - start,
-                             message=message)
+            with_offset(best)
+    best, message = with_offset(best)
+    if message:
+        yield TrainEvent("info", epoch, step, 1.0, elapsed=time.perf_counter() - start,
+                         message=message)
     result = TrainResult(checkpoint=best, path=saved_path, best_score=best_score,
                          best_epoch=best_epoch, history=history,
                          device=describe_device(device), seconds=time.perf_counter() - start,
