@@ -408,6 +408,11 @@ def test_a_single_epochs_spike_in_validation_is_not_the_model_kept(cells, monkey
                        model_config=tiny_config()))
     assert result.best_epoch == 6  # not epoch 2 (0.9 alone)
     assert result.best_score == pytest.approx((0.7 + 0.8 + 0.8) / 3)
+    # the report says which epochs that score averages
+    from napari_unet.report import summary
+
+    assert "best validation score 0.7667\n(map averaged over epochs 4-6)" in summary(
+        "m", result, "map")
 
 
 def test_offsets_target_trains_vector_channels_and_predicts_objects(cells, tmp_path):

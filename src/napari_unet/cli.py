@@ -297,7 +297,8 @@ def cmd_train(args) -> int:
         bar.close()
     if rank:
         return 0
-    print(f"saved {result.path} (best validation score {result.best_score}, "
+    score = "none" if result.best_score is None else f"{result.best_score:.4f}"
+    print(f"saved {result.path} (best validation score {score}, "
           f"epoch {result.best_epoch}, {result.steps} steps, {result.seconds:.0f} s on "
           f"{result.device})")
     if result.best_epoch == 0:

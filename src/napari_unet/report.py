@@ -29,6 +29,22 @@ def _outline(labels: np.ndarray) -> np.ndarray:
     return find_boundaries(labels, mode="inner")
 
 
+def summary(name: str, result, chosen: str | None) -> str:
+    """The report's text: the model kept, and the validation score that chose it (``chosen``:
+    the metric it averages, None where no image was validated)."""
+    from .train import SELECTION_WINDOW
+
+    best = f"{result.best_score:.4f}" if result.best_score is not None else "not validated"
+    window = [h["epoch"] for h in result.history if h["epoch"] <= (result.best_epoch or 0)]
+    window = window[-SELECTION_WINDOW:]
+    if chosen and len(window) > 1:  # the score that chose the model
+        best += f"\n({chosen} averaged over epochs {window[0]}-{window[-1]})"
+    kept = (f"the starting model kept, {len(result.history)} epochs" if result.best_epoch == 0
+            else f"epoch {result.best_epoch} of {len(result.history)}")
+    return (f"{name}\n\nbest validation score {best}\n{kept}, {result.steps} steps\n"
+            f"{result.seconds:.0f} s on {result.device}\nended: {result.stopped}")
+
+
 def write_report(model_path, result, examples=()) -> tuple[Path, Path]:
     """Write the report of a :class:`~napari_unet.train.TrainResult`.
 
@@ -68,17 +84,12 @@ def write_report(model_path, result, examples=()) -> tuple[Path, Path]:
     if result.best_epoch is not None:  # 0: the model fine-tuning started from
         ax.axvline(result.best_epoch, color="grey", ls="--", lw=1, label="saved")
     chosen = "map" if "map" in keys else "dice"
-    ax.set(title=f"validation (the model kept has the best {chosen})", xlabel="epoch")
+    ax.set(title=f"validation (the model kept: the best {chosen})", xlabel="epoch")
     if history:
         ax.legend(fontsize=8)
     ax = fig.add_subplot(grid[0, 2])
     ax.axis("off")
-    best = f"{result.best_score:.4f}" if result.best_score is not None else "not validated"
-    kept = (f"the starting model kept, {len(history)} epochs" if result.best_epoch == 0
-            else f"epoch {result.best_epoch} of {len(history)}")
-    ax.text(0, 1, f"{Path(model_path).name}\n\nbest validation score {best}\n"
-            f"{kept}, {result.steps} steps\n"
-            f"{result.seconds:.0f} s on {result.device}\nended: {result.stopped}",
+    ax.text(0, 1, summary(Path(model_path).name, result, chosen if keys else None),
             va="top", fontsize=9, family="monospace")
     for k, (image, truth, pred) in enumerate(examples):
         ax = fig.add_subplot(grid[1, k])
