@@ -31,6 +31,29 @@ def test_training_planes_for_every_layer_layout():
     assert len(stack) == 2 and stack[0].shape == (20, 30, 2)
 
 
+@pytest.mark.parametrize("channels", [None, 2])
+def test_training_planes_read_only_the_labelled_planes_of_a_lazy_image(channels):
+    """A large lazy stack with a few labelled planes: only those planes are read (napari
+    would otherwise load the whole stack on its GUI thread), each as a copy."""
+    da = pytest.importorskip("dask.array")
+    read = []
+
+    def plane(block, block_info=None):
+        read.append(block_info[0]["chunk-location"][0])
+        return block
+
+    shape = (5, 20, 30) if channels is None else (5, channels, 20, 30)
+    stack = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+    lazy = da.from_array(stack, chunks=(1,) + shape[1:]).map_blocks(plane, dtype=np.float32)
+    lab = np.zeros((5, 20, 30), np.int32)
+    lab[3, 2:5, 2:5] = 1
+    images, labels, _, skipped = training_planes(lazy, lab)
+    assert read == [3] and skipped == 4 and len(images) == 1
+    expected = stack[3] if channels is None else np.moveaxis(stack[3], 0, -1)
+    np.testing.assert_array_equal(images[0], expected)
+    assert isinstance(images[0], np.ndarray) and images[0].flags.c_contiguous
+
+
 def test_training_planes_mismatch_is_one_sentence():
     with pytest.raises(InputError, match="do not match"):
         training_planes(np.ones((20, 31)), np.ones((20, 30), np.int32), name="a / b")

@@ -260,18 +260,20 @@ def training_planes(image, labels, *, rgb: bool = False, name: str = "image", re
     the same plane count. ``region``: a boolean array of the labels' shape, where the labels
     are complete (a plane with a region but no label is kept: its region has no object).
     Returns ``(images, labels, regions, skipped)`` with channels-last images (regions are
-    None without ``region``, and for planes it does not touch).
+    None without ``region``, and for planes it does not touch). The images are copies, and
+    a lazy ``image`` (Dask, zarr) is read only in the planes that are kept.
     """
     img, lab = image, np.asarray(labels)
     ishape, lshape = tuple(img.shape), tuple(lab.shape)
     if rgb and ishape[:-1] != lshape:
         raise InputError(f"{name}: image shape {ishape[:-1]} and labels shape {lshape} differ.")
+    first = False  # channels first, moved last as each kept plane is read
     if rgb or ishape == lshape:
         planes = [img] if lab.ndim == 2 else [img[k] for k in range(lshape[0])]
     elif lab.ndim == 2 and img.ndim == 3 and ishape[1:] == lshape:
-        planes = [np.moveaxis(np.asarray(img), 0, -1)]  # channels first
+        planes, first = [img], True
     elif img.ndim == 4 and lab.ndim == 3 and ishape[0] == lshape[0] and ishape[2:] == lshape[1:]:
-        planes = [np.moveaxis(np.asarray(img[k]), 0, -1) for k in range(lshape[0])]
+        planes, first = [img[k] for k in range(lshape[0])], True
     else:
         raise InputError(f"{name}: image shape {ishape} and labels shape {lshape} do not match.")
     if lab.ndim not in (2, 3):
@@ -285,7 +287,11 @@ def training_planes(image, labels, *, rgb: bool = False, name: str = "image", re
         region = np.asarray(region, bool)
         reg_planes = [r if r.any() else None for r in ([region] if lab.ndim == 2 else region)]
     keep = [k for k, p in enumerate(lab_planes) if np.any(p) or reg_planes[k] is not None]
-    return ([np.asarray(planes[k]) for k in keep], [lab_planes[k] for k in keep],
+    def read(plane):
+        plane = np.asarray(plane)
+        return np.array(np.moveaxis(plane, 0, -1) if first else plane, order="C")
+
+    return ([read(planes[k]) for k in keep], [lab_planes[k] for k in keep],
             [reg_planes[k] for k in keep], len(lab_planes) - len(keep))
 
 

@@ -530,3 +530,32 @@ def test_every_image_layer_is_segmented_in_turn_and_a_bad_one_is_skipped(cells_v
     names = [layer.name for layer in cells_viewer.layers]
     assert not any("probabilities segmentation" in name for name in names), names
     np.testing.assert_allclose(cells_viewer.layers["cells segmentation"].scale, (2.0, 0.5))
+
+
+def test_training_on_a_lazy_stack_reads_only_its_labelled_planes(make_napari_viewer,
+                                                                 models_home):
+    """An image opened lazily (Dask; a multiscale one as well) with one plane labelled: the
+    Train widget's snapshot on napari's GUI thread reads that plane, not the whole stack."""
+    da = pytest.importorskip("dask.array")
+    from napari_unet.synthetic import touching_cells
+
+    image, labels = touching_cells((96, 96), n_cells=10, radius=8, seed=0)
+    stack = np.stack([image] * 6)
+    read = []
+
+    def plane(block, block_info=None):
+        read.append(block_info[0]["chunk-location"][0])
+        return block
+
+    lazy = da.from_array(stack, chunks=(1, 96, 96)).map_blocks(plane, dtype=stack.dtype)
+    viewer = make_napari_viewer()
+    viewer.add_image([lazy, lazy[:, ::2, ::2]], multiscale=True, name="stack")
+    painted = np.zeros(stack.shape, np.int32)
+    painted[4] = labels
+    viewer.add_labels(painted, name="stack labels")
+    widget = dock(viewer, "Train")
+    read.clear()  # napari reads what it shows
+    images, labs, _, _ = widget.snapshot()
+    assert set(read) == {4} and len(images) == 1
+    np.testing.assert_array_equal(images[0], image)
+    np.testing.assert_array_equal(labs[0], labels)
