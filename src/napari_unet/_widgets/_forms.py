@@ -21,6 +21,12 @@ from qtpy.QtWidgets import (
 FROM_FILE = "model file…"
 
 
+def full_resolution(layer):
+    """A layer's data at full resolution: level 0 of a multiscale layer, as it is (lazy or
+    not) otherwise."""
+    return layer.data[0] if layer.multiscale else layer.data
+
+
 class LayerCombo(QComboBox):
     """A combo box of the viewer's layers of one kind, kept up to date; ``none`` is an
     optional first choice that stands for no layer."""

@@ -27,6 +27,7 @@ from ._forms import (
     check,
     combo,
     device_choice,
+    full_resolution,
     spin,
 )
 from ._outputs import inputs, predict_to_disk, show_result
@@ -217,8 +218,8 @@ class PredictWidget(QWidget):
         """The prediction of one layer (its data read here, on the GUI thread)."""
         from ..predict import predict
 
-        source = layer.data[0] if layer.multiscale else layer.data  # full resolution
-        data = image_for_model(source, rgb=layer.rgb, channels=ckpt.config.in_channels)
+        data = image_for_model(full_resolution(layer), rgb=layer.rgb,
+                               channels=ckpt.config.in_channels)
         if not isinstance(data, np.ndarray):  # lazy (Dask, zarr, multiscale): to disk
             return predict_to_disk(ckpt, data, cfg, layer.name, self.probabilities.isChecked())
         return predict(ckpt, data, cfg, name=f"layer '{layer.name}'")

@@ -26,7 +26,7 @@ from qtpy.QtWidgets import (
 from ..errors import InputError
 from ..instances import separated_objects
 from ..targets import instance_targets, relabel_objects
-from ._forms import LayerCombo
+from ._forms import LayerCombo, full_resolution
 from ._outputs import put_layer
 
 
@@ -136,7 +136,7 @@ class SeparationWidget(QWidget):
         """A function that reads the 2D labels plane in view (the whole layer if it is
         2D): a copy made now of an in-memory layer, which the user may paint on; a lazy
         layer's plane is read when called, in the thread."""
-        data = layer.data[0] if layer.multiscale else layer.data  # full resolution
+        data = full_resolution(layer)
         if data.ndim == 3:
             index = int(np.clip(self.viewer.dims.current_step[-3], 0, data.shape[0] - 1))
             data = data[index]

@@ -28,6 +28,7 @@ from ._forms import (
     check,
     combo,
     device_choice,
+    full_resolution,
     spin,
 )
 from ._plot import LossPlot
@@ -175,10 +176,9 @@ class TrainWidget(QWidget):
             name = f"{img_name} / {lab_name}"
             region = (region_mask(self.viewer.layers[region_name], lab)
                       if region_name is not None else None)
-            ims, labs, regs, _ = training_planes(  # reads only the labelled planes of a
-                img.data[0] if img.multiscale else img.data,  # lazy image (a copy of each)
-                np.array(lab.data[0] if lab.multiscale else lab.data), rgb=img.rgb,
-                name=name, region=region)
+            ims, labs, regs, _ = training_planes(  # of a lazy image, only the labelled
+                full_resolution(img), np.array(full_resolution(lab)),  # planes are read
+                rgb=img.rgb, name=name, region=region)
             if not ims:
                 raise InputError(f"labels layer '{lab_name}' has no labelled pixel: paint "
                                  "some objects first.")
