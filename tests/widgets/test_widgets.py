@@ -214,6 +214,67 @@ def test_prediction_adds_labels_of_the_right_shape_and_scale(cells_viewer, qtbot
     assert len(cells_viewer.layers) == n_layers
 
 
+def test_a_segmentation_being_corrected_is_never_overwritten(cells_viewer, qtbot, model_file):
+    """Predict, correct the labels by hand, predict again: the corrected layer is kept as
+    it is and the new result goes beside it (then to that same new layer on later runs);
+    a layer of the output's name that the user made is never written either."""
+    widget = predict_dock(cells_viewer, model_file)
+    widget.controls.start_btn.click()
+    wait_done(qtbot, widget)
+    first = cells_viewer.layers["cells segmentation"]
+    first.paint((40, 40), 99)  # a correction, with napari's brush
+    corrected = first.data.copy()
+    assert (corrected == 99).any()
+    for _ in range(2):
+        widget.controls.start_btn.click()
+        wait_done(qtbot, widget)
+        np.testing.assert_array_equal(cells_viewer.layers["cells segmentation"].data,
+                                      corrected)
+        second = cells_viewer.layers["cells segmentation (2)"]
+        assert second.data.shape == (96, 96) and second.data.max() > 0
+        assert not (second.data == 99).any()
+        assert "holds your edits" in widget.status.text(), widget.status.text()
+        assert "'cells segmentation (2)'" in widget.status.text()
+    assert "cells segmentation (3)" not in cells_viewer.layers  # the unedited one reused
+
+    mine = np.zeros((64, 64), np.int32)
+    cells_viewer.add_image(np.random.default_rng(3).random((64, 64)), name="other")
+    cells_viewer.add_labels(mine, name="other segmentation")  # the user's own layer
+    widget.image.setCurrentText("other")
+    widget.controls.start_btn.click()
+    wait_done(qtbot, widget)
+    assert cells_viewer.layers["other segmentation"].data is mine
+    assert "other segmentation (2)" in cells_viewer.layers
+    assert "is not one napari-unet wrote" in widget.status.text()
+
+
+def test_a_corrected_prediction_fine_tunes_the_model_that_made_it(cells_viewer, qtbot,
+                                                                   model_file, models_home):
+    """The human-in-the-loop round: predict, correct the labels layer by hand, fine-tune
+    the same model on the corrections."""
+    from napari_unet._widgets._forms import FROM_FILE
+
+    predict = predict_dock(cells_viewer, model_file)
+    predict.controls.start_btn.click()
+    wait_done(qtbot, predict)
+    segmentation = cells_viewer.layers["cells segmentation"]
+    segmentation.fill((0, 0), 0)  # nothing in the background corner
+    segmentation.paint((48, 48), 77)  # a cell the model missed
+    train = dock(cells_viewer, "Train")
+    set_quick(train)
+    train.image.setCurrentText("cells")
+    train.labels.setCurrentText("cells segmentation")
+    train.start_from.setCurrentText(FROM_FILE)
+    train.init_file.edit.setText(str(model_file))
+    _, labels, _, _ = train.snapshot()
+    assert len(labels) == 1 and (labels[0] == 77).any()  # the corrections are trained on
+    train.controls.start_btn.click()
+    wait_done(qtbot, train)
+    assert "Finished" in train.status.text(), train.status.text()
+    saved = load_checkpoint(train.last_model)
+    assert saved.config.base_channels == load_checkpoint(model_file).config.base_channels
+
+
 def test_an_rgb_layer_holding_a_grey_image_is_predicted_as_grey(cells_viewer, qtbot,
                                                                 model_file):
     """Fluorescence exported as RGB (DAPI in blue) with a grey model: the same labels as

@@ -7,14 +7,25 @@ from __future__ import annotations
 import numpy as np
 from napari.layers import Image, Labels
 
+#: Metadata key of the layers napari-unet wrote (never segmented as "every image layer").
+OUTPUT = "napari_unet_output"
+#: Metadata key of an output Labels layer the user has painted in (never overwritten).
+EDITED = "napari_unet_edited"
+
 
 def output_name(image_name: str) -> str:
     """The Labels layer a prediction of ``image_name`` goes to (updated on a re-run)."""
     return f"{image_name} segmentation"
 
 
-def put_layer(viewer, name: str, data, kind: str, source, **kwargs) -> None:
-    """Add a layer, or update the one of that name; scale/translate follow ``source``."""
+def put_layer(viewer, name: str, data, kind: str, source, **kwargs) -> str:
+    """Add a layer, or update the one of that name that napari-unet wrote; scale/translate
+    follow ``source``. Returns the name used.
+
+    Work is never overwritten: a layer of that name that napari-unet did not write (one
+    the user opened or made), or an output Labels layer the user has since painted, filled
+    or erased in (a segmentation being corrected), is left as it is, and the data go to
+    ``"<name> (2)"`` (or the next such name that is free or holds an unedited output)."""
     nd = np.ndim(data)
     scale = list(source.scale)[-nd:] if len(source.scale) >= nd else None
     translate = list(source.translate)[-nd:] if len(source.translate) >= nd else None
@@ -23,18 +34,37 @@ def put_layer(viewer, name: str, data, kind: str, source, **kwargs) -> None:
         scale = [1.0] * extra + list(source.scale)
         translate = [0.0] * extra + list(source.translate)
     cls = Labels if kind == "labels" else Image
-    if name in viewer.layers and isinstance(viewer.layers[name], cls):
+    name = _writable_name(viewer, name, cls)
+    if name in viewer.layers:
         layer = viewer.layers[name]
         layer.data = data
         layer.scale, layer.translate = scale, translate
-        layer.metadata[OUTPUT] = True
-        return
+        return name
     add = viewer.add_labels if kind == "labels" else viewer.add_image
-    add(data, name=name, scale=scale, translate=translate, metadata={OUTPUT: True}, **kwargs)
+    layer = add(data, name=name, scale=scale, translate=translate, metadata={OUTPUT: True},
+                **kwargs)
+    if kind == "labels":
+        layer.events.paint.connect(lambda _event, layer=layer: mark_edited(layer))
+    return name
 
 
-#: Metadata key of the layers napari-unet wrote (never segmented as "every image layer").
-OUTPUT = "napari_unet_output"
+def mark_edited(layer) -> None:
+    """Record that the user edited an output layer, so that no prediction overwrites it."""
+    layer.metadata[EDITED] = True
+
+
+def _writable_name(viewer, name: str, cls) -> str:
+    """``name``, or ``"<name> (k)"`` for the smallest k from 2 whose layer is free or an
+    unedited output of kind ``cls``."""
+    for k in range(1, 10_000):
+        candidate = name if k == 1 else f"{name} ({k})"
+        if candidate not in viewer.layers:
+            return candidate
+        layer = viewer.layers[candidate]
+        if (isinstance(layer, cls) and layer.metadata.get(OUTPUT)
+                and not layer.metadata.get(EDITED)):
+            return candidate
+    raise RuntimeError(f"no free layer name for {name!r}")  # 10,000 edited copies
 
 
 def inputs(viewer) -> list:
@@ -43,22 +73,29 @@ def inputs(viewer) -> list:
             if isinstance(layer, Image) and not layer.metadata.get(OUTPUT)]
 
 
-def show_result(viewer, result, layer, probabilities: bool) -> None:
+def show_result(viewer, result, layer, probabilities: bool) -> str | None:
     """Put a prediction of ``layer`` in the viewer: its labels and, with ``probabilities``,
-    the probability map (and a distance model's distance map, an offsets model's votes)."""
-    put_layer(viewer, output_name(layer.name), result.labels, "labels", layer)
-    if not probabilities:
-        return
-    put_layer(viewer, f"{layer.name} probabilities", shown_probabilities(result), "image",
-              layer, colormap="magma", blending="additive", visible=False)
-    distance = shown_distance(result)
-    if distance is not None:
-        put_layer(viewer, f"{layer.name} distance", distance, "image", layer,
-                  colormap="viridis", blending="additive", visible=False)
-    votes = shown_votes(result)
-    if votes is not None:
-        put_layer(viewer, f"{layer.name} centre votes", votes, "image", layer,
-                  colormap="inferno", blending="additive", visible=False)
+    the probability map (and a distance model's distance map, an offsets model's votes).
+    Returns a sentence when the labels went to another layer than ``<image> segmentation``
+    (because that one holds the user's edits, or is not napari-unet's), else None."""
+    wanted = output_name(layer.name)
+    used = put_layer(viewer, wanted, result.labels, "labels", layer)
+    if probabilities:
+        put_layer(viewer, f"{layer.name} probabilities", shown_probabilities(result), "image",
+                  layer, colormap="magma", blending="additive", visible=False)
+        distance = shown_distance(result)
+        if distance is not None:
+            put_layer(viewer, f"{layer.name} distance", distance, "image", layer,
+                      colormap="viridis", blending="additive", visible=False)
+        votes = shown_votes(result)
+        if votes is not None:
+            put_layer(viewer, f"{layer.name} centre votes", votes, "image", layer,
+                      colormap="inferno", blending="additive", visible=False)
+    if used == wanted:
+        return None
+    why = ("holds your edits" if viewer.layers[wanted].metadata.get(EDITED)
+           else "is not one napari-unet wrote")
+    return f"'{wanted}' {why}, so it was left as it is; this result is in '{used}'"
 
 
 def predict_to_disk(ckpt, data, config, name: str, probabilities: bool):

@@ -246,12 +246,16 @@ class PredictWidget(QWidget):
                                      f"No layer was changed: {message}"))
             return
         self.status.setText(f"Predicting {len(jobs)} image layers…")
+        self._moved = []  # where a result went beside a layer the user edited
         self.controls.launch(each_layer(jobs), desc=f"Predicting {len(jobs)} layers", total=0,
                              on_event=self._on_event, on_done=self._on_all_done)
 
     def _on_event(self, event) -> None:
         if isinstance(event, LayerDone):  # one layer of several: shown at once
-            show_result(self.viewer, event.result, event.layer, self.probabilities.isChecked())
+            moved = show_result(self.viewer, event.result, event.layer,
+                                self.probabilities.isChecked())
+            if moved:
+                self._moved.append(moved)
             return
         self.controls.progress(event.done, event.total)
         if event.message:
@@ -260,6 +264,7 @@ class PredictWidget(QWidget):
     def _on_all_done(self, skipped) -> None:
         text = ("Cancelled; the layers finished before are kept." if skipped is None else
                 "Done" + "".join(f"; skipped {name}: {why}" for name, why in skipped) + ".")
+        text += "".join(f" {moved[0].upper()}{moved[1:]}." for moved in self._moved)
         self.status.setText(text)
         show_info(text)
 
@@ -267,11 +272,12 @@ class PredictWidget(QWidget):
         if result is None:
             self.status.setText("Cancelled; no layer was changed.")
             return
-        show_result(self.viewer, result, layer, self.probabilities.isChecked())
+        moved = show_result(self.viewer, result, layer, self.probabilities.isChecked())
         lazy = not isinstance(result.labels, np.ndarray)
         n = int(result.labels.max()) if result.mode != "semantic" and not lazy else None
         text = (f"Done in {result.seconds:.1f} s on {result.device}"
                 + (f": {n} objects." if n is not None else ".")
-                + "".join(f" {note[0].upper()}{note[1:]}." for note in result.notes))
+                + "".join(f" {note[0].upper()}{note[1:]}."
+                          for note in [*result.notes, *filter(None, [moved])]))
         self.status.setText(text)
         show_info(text)
