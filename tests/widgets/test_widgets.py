@@ -51,6 +51,7 @@ def test_advanced_settings_start_folded_away(make_napari_viewer, qtbot, name, in
 
 
 def test_training_through_the_widget_saves_a_model(cells_viewer, qtbot, models_home):
+    predict = dock(cells_viewer, "Predict")  # docked before: offered the new model at once
     widget = dock(cells_viewer, "Train")
     assert widget.image.currentText() == "cells"
     assert "CPU" in widget.device_label.text()
@@ -66,6 +67,43 @@ def test_training_through_the_widget_saves_a_model(cells_viewer, qtbot, models_h
     assert {layer.name for layer in cells_viewer.layers} == before
     assert str(saved[0]) in [widget.start_from.itemText(i)
                              for i in range(widget.start_from.count())]
+    assert predict.model.currentText() == str(saved[0])
+    assert "the one just trained" in predict.status.text()
+
+
+def test_the_model_lists_offer_files_saved_since_and_keep_the_choice(cells_viewer, qtbot,
+                                                                     model_file,
+                                                                     models_home):
+    """Opening a model list looks for models saved since (by the command line, say), and
+    a chosen model stays chosen when newer ones push it out of the newest ten."""
+    import os
+    import shutil
+
+    predict, train = dock(cells_viewer, "Predict"), dock(cells_viewer, "Train")
+    models_home.mkdir(parents=True, exist_ok=True)
+
+    def save(k):
+        path = models_home / f"m{k:02d}.safetensors"
+        shutil.copy(model_file, path)
+        os.utime(path, (1_000_000 + k, 1_000_000 + k))
+        return str(path)
+
+    def items(box):
+        return [box.itemText(i) for i in range(box.count())]
+
+    first = save(0)
+    for box in (predict.model, train.start_from):
+        assert first not in items(box)
+        box.showPopup()
+        box.hidePopup()
+        assert first in items(box)
+        box.setCurrentText(first)
+    for k in range(1, 12):
+        save(k)
+    for box in (predict.model, train.start_from):
+        box.showPopup()
+        box.hidePopup()
+        assert box.currentText() == first and save(11) in items(box)
 
 
 def test_cancel_stops_training_within_two_seconds(cells_viewer, qtbot, models_home):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -19,6 +20,24 @@ from qtpy.QtWidgets import (
 
 #: The model choice that means "the file in the path field below".
 FROM_FILE = "model file…"
+
+
+class ModelsHub(QObject):
+    """Tells the dock widgets that a training saved a model (its path), so that the
+    Predict widget offers it at once."""
+
+    saved = Signal(str)
+
+
+_HUB: ModelsHub | None = None
+
+
+def models_hub() -> ModelsHub:
+    """The one :class:`ModelsHub` of this napari session."""
+    global _HUB
+    if _HUB is None:
+        _HUB = ModelsHub()
+    return _HUB
 
 
 def full_resolution(layer):
@@ -72,6 +91,34 @@ def combo(items: list[str], tip: str = "") -> QComboBox:
     box.addItems(items)
     box.setToolTip(tip)
     return box
+
+
+class FreshCombo(QComboBox):
+    """A combo box that fills itself again (``fill()``) each time its list is opened, so
+    that it offers the model files saved since (by a training, the command line, another
+    napari)."""
+
+    def __init__(self, fill, tip: str = "") -> None:
+        super().__init__()
+        self.fill = fill
+        self.setToolTip(tip)
+
+    def showPopup(self) -> None:
+        self.fill()
+        super().showPopup()
+
+
+def refill(box: QComboBox, items: list[str]) -> None:
+    """Put ``items`` (the last one :data:`FROM_FILE`) in ``box`` and keep its choice: a
+    model file chosen before that is no longer among them (older than the newest ten)
+    stays, just before the last item."""
+    current = box.currentText()
+    if current and current not in items and Path(current).is_file():
+        items = [*items[:-1], current, items[-1]]
+    box.clear()
+    box.addItems(items)
+    if current in items:
+        box.setCurrentText(current)
 
 
 def check(text: str, tip: str = "", *, checked: bool = False) -> QCheckBox:

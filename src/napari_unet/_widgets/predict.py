@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from napari.layers import Image
 from napari.utils.notifications import show_error, show_info
@@ -22,12 +24,15 @@ from ..pretrained import resolve_model, shipped_choices
 from ._forms import (
     FROM_FILE,
     Collapsible,
+    FreshCombo,
     LayerCombo,
     PathPicker,
     check,
     combo,
     device_choice,
     full_resolution,
+    models_hub,
+    refill,
     spin,
 )
 from ._outputs import inputs, predict_to_disk, show_result
@@ -45,11 +50,9 @@ class PredictWidget(QWidget):
                            "probability maps napari-unet added); each result appears when it "
                            "is done")
         self.every.toggled.connect(lambda on: self.image.setEnabled(not on))
-        self.model = combo([], "a model trained before (newest first) or a model file")
+        self.model = FreshCombo(lambda: self.refresh_models(), "a model trained before "
+                                "(newest first), a shipped model, or a model file")
         self.model_file = PathPicker(save=False, placeholder="model file (.safetensors)")
-        refresh = QPushButton("↻")
-        refresh.setToolTip("Look for newly trained models")
-        refresh.clicked.connect(self.refresh_models)
         self.tile = spin(0, 0, 8192, step=64, special="auto",
                          tip="input tile side in pixels (auto: 512 on a CPU, on a CUDA GPU "
                          "the largest that half of its free memory holds)")
@@ -105,10 +108,7 @@ class PredictWidget(QWidget):
         row.addWidget(self.image, 1)
         row.addWidget(self.every)
         form.addRow("Image", row)
-        row = QHBoxLayout()
-        row.addWidget(self.model, 1)
-        row.addWidget(refresh)
-        form.addRow("Model", row)
+        form.addRow("Model", self.model)
         form.addRow("", self.model_file)
         row = QHBoxLayout()
         row.addWidget(self.diameter, 1)
@@ -142,6 +142,7 @@ class PredictWidget(QWidget):
         self.model_file.edit.textChanged.connect(self._describe_model)
         self.refresh_models()
         self._describe_model()
+        models_hub().saved.connect(self.use_trained_model)
 
     def _describe_model(self, *_) -> None:
         """Say what cell size the chosen model learnt (what *Cell diameter* resizes to)."""
@@ -157,11 +158,16 @@ class PredictWidget(QWidget):
                                    else "the model does not record its cell size")
 
     def refresh_models(self) -> None:
-        current = self.model.currentText()
-        self.model.clear()
-        self.model.addItems([*map(str, recent_models()), *shipped_choices(), FROM_FILE])
-        if current:
-            self.model.setCurrentText(current)
+        refill(self.model, [*map(str, recent_models()), *shipped_choices(), FROM_FILE])
+
+    def use_trained_model(self, path: str) -> None:
+        """Choose the model a training just saved (the Train widget announces it)."""
+        self.refresh_models()
+        if self.model.findText(path) >= 0:
+            self.model.setCurrentText(path)
+        else:  # saved outside the models folder
+            self.use_model_file(path)
+        self.status.setText(f"Model: the one just trained, {Path(path).name}.")
 
     def use_model_file(self, path) -> None:
         """Choose the model file ``path`` (a dropped model file lands here)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from napari.layers import Image, Labels, Shapes
 from napari.utils.notifications import show_error, show_info
@@ -23,12 +25,15 @@ from ..pretrained import shipped_choices
 from ._forms import (
     FROM_FILE,
     Collapsible,
+    FreshCombo,
     LayerCombo,
     PathPicker,
     check,
     combo,
     device_choice,
     full_resolution,
+    models_hub,
+    refill,
     spin,
 )
 from ._plot import LossPlot
@@ -85,8 +90,8 @@ class TrainWidget(QWidget):
                         tip="share of images held out to keep the best epoch and calibrate "
                             "the threshold (of one to five images: a strip of each)")
         self.lr = spin(0.001, 0.00001, 0.1, decimals=5, step=0.0005, tip="learning rate")
-        self.start_from = combo([NEW_MODEL])
-        self.start_from.setToolTip("Fine-tune: start from a model trained before")
+        self.start_from = FreshCombo(lambda: self.refresh_models(), "Fine-tune: start "
+                                     "from a shipped model or one trained before")
         self.init_file = PathPicker(save=False, placeholder="model to fine-tune")
         self.freeze = check("freeze the encoder")
         self.match = check("at the model's cell size", "resize the images so that their cells "
@@ -137,11 +142,8 @@ class TrainWidget(QWidget):
 
     # ---- choices ------------------------------------------------------------------------
     def refresh_models(self) -> None:
-        current = self.start_from.currentText()
-        self.start_from.clear()
-        self.start_from.addItems([NEW_MODEL, *shipped_choices(), *map(str, recent_models()),
-                                  FROM_FILE])
-        self.start_from.setCurrentText(current if current else NEW_MODEL)
+        refill(self.start_from, [NEW_MODEL, *shipped_choices(), *map(str, recent_models()),
+                                 FROM_FILE])
 
     def _add_pair(self) -> None:
         if self.image.currentText() and self.labels.currentText():
@@ -240,6 +242,8 @@ class TrainWidget(QWidget):
 
     def _on_done(self, result, out) -> None:
         self.last_model = str(out)
+        if Path(out).is_file():  # finished, or cancelled after a model was saved
+            models_hub().saved.emit(str(out))
         if result is None:
             text = f"Cancelled. The best model so far is saved in {out}"
         else:
