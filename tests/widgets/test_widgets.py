@@ -289,7 +289,7 @@ def test_a_segmentation_being_corrected_is_never_overwritten(cells_viewer, qtbot
 def test_a_corrected_prediction_fine_tunes_the_model_that_made_it(cells_viewer, qtbot,
                                                                    model_file, models_home):
     """The human-in-the-loop round: predict, correct the labels layer by hand, fine-tune
-    the same model on the corrections."""
+    the same model (which the Train widget offers) on the corrections."""
     from napari_unet._widgets._forms import FROM_FILE
 
     predict = predict_dock(cells_viewer, model_file)
@@ -301,9 +301,12 @@ def test_a_corrected_prediction_fine_tunes_the_model_that_made_it(cells_viewer, 
     train = dock(cells_viewer, "Train")
     set_quick(train)
     train.image.setCurrentText("cells")
+    assert train.start_from.currentText() == "new model"  # 'cells labels' are hand-made
     train.labels.setCurrentText("cells segmentation")
-    train.start_from.setCurrentText(FROM_FILE)
-    train.init_file.edit.setText(str(model_file))
+    # the model that made the segmentation is offered for fine-tuning
+    assert train.start_from.currentText() == FROM_FILE
+    assert train.init_file.text() == str(model_file)
+    assert "the model that made 'cells segmentation'" in train.status.text()
     _, labels, _, _ = train.snapshot()
     assert len(labels) == 1 and (labels[0] == 77).any()  # the corrections are trained on
     train.controls.start_btn.click()
@@ -514,7 +517,8 @@ def test_the_train_widget_says_when_fine_tuning_kept_the_starting_model(cells_vi
         assert (STARTING_MODEL_KEPT in widget.status.text()) == said
 
 
-def test_the_shipped_nuclei_model_is_offered_for_fine_tuning_and_prediction(cells_viewer):
+def test_the_shipped_nuclei_model_is_offered_for_fine_tuning_and_prediction(cells_viewer,
+                                                                           qtbot):
     train_w, predict_w = dock(cells_viewer, "Train"), dock(cells_viewer, "Predict")
     choices = [train_w.start_from.itemText(i) for i in range(train_w.start_from.count())]
     assert "nuclei (shipped)" in choices
@@ -524,6 +528,11 @@ def test_the_shipped_nuclei_model_is_offered_for_fine_tuning_and_prediction(cell
     assert load_checkpoint(init).config.in_channels == 1 and cfg.match_size
     predict_w.model.setCurrentText("nuclei (shipped)")
     assert load_checkpoint(predict_w.model_path()).mode == "instances"
+    train_w.start_from.setCurrentText("new model")
+    predict_w.controls.start_btn.click()
+    wait_done(qtbot, predict_w)
+    train_w.labels.setCurrentText("cells segmentation")  # what it made: offered to fine-tune
+    assert train_w.start_from.currentText() == "nuclei (shipped)"
 
 
 def test_a_cell_diameter_resizes_and_gives_labels_at_the_images_size(cells_viewer, qtbot,

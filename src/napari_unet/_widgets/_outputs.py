@@ -11,6 +11,8 @@ from napari.layers import Image, Labels
 OUTPUT = "napari_unet_output"
 #: Metadata key of an output Labels layer the user has painted in (never overwritten).
 EDITED = "napari_unet_edited"
+#: Metadata key of a segmentation's model (what the Train widget offers to fine-tune on it).
+MODEL = "napari_unet_model"
 
 
 def output_name(image_name: str) -> str:
@@ -18,9 +20,10 @@ def output_name(image_name: str) -> str:
     return f"{image_name} segmentation"
 
 
-def put_layer(viewer, name: str, data, kind: str, source, **kwargs) -> str:
+def put_layer(viewer, name: str, data, kind: str, source, metadata: dict | None = None,
+              **kwargs) -> str:
     """Add a layer, or update the one of that name that napari-unet wrote; scale/translate
-    follow ``source``. Returns the name used.
+    follow ``source``; ``metadata`` is added to the layer's. Returns the name used.
 
     Work is never overwritten: a layer of that name that napari-unet did not write (one
     the user opened or made), or an output Labels layer the user has since painted, filled
@@ -39,10 +42,11 @@ def put_layer(viewer, name: str, data, kind: str, source, **kwargs) -> str:
         layer = viewer.layers[name]
         layer.data = data
         layer.scale, layer.translate = scale, translate
+        layer.metadata.update(metadata or {})
         return name
     add = viewer.add_labels if kind == "labels" else viewer.add_image
-    layer = add(data, name=name, scale=scale, translate=translate, metadata={OUTPUT: True},
-                **kwargs)
+    layer = add(data, name=name, scale=scale, translate=translate,
+                metadata={OUTPUT: True, **(metadata or {})}, **kwargs)
     if kind == "labels":
         layer.events.paint.connect(lambda _event, layer=layer: mark_edited(layer))
     return name
@@ -73,13 +77,14 @@ def inputs(viewer) -> list:
             if isinstance(layer, Image) and not layer.metadata.get(OUTPUT)]
 
 
-def show_result(viewer, result, layer, probabilities: bool) -> str | None:
-    """Put a prediction of ``layer`` in the viewer: its labels and, with ``probabilities``,
-    the probability map (and a distance model's distance map, an offsets model's votes).
-    Returns a sentence when the labels went to another layer than ``<image> segmentation``
-    (because that one holds the user's edits, or is not napari-unet's), else None."""
+def show_result(viewer, result, layer, probabilities: bool, model: str) -> str | None:
+    """Put a prediction of ``layer`` by ``model`` (as the Predict widget names it) in the
+    viewer: its labels and, with ``probabilities``, the probability map (and a distance
+    model's distance map, an offsets model's votes). Returns a sentence when the labels
+    went to another layer than ``<image> segmentation`` (because that one holds the user's
+    edits, or is not napari-unet's), else None."""
     wanted = output_name(layer.name)
-    used = put_layer(viewer, wanted, result.labels, "labels", layer)
+    used = put_layer(viewer, wanted, result.labels, "labels", layer, {MODEL: model})
     if probabilities:
         put_layer(viewer, f"{layer.name} probabilities", shown_probabilities(result), "image",
                   layer, colormap="magma", blending="additive", visible=False)

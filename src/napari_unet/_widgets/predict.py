@@ -235,7 +235,8 @@ class PredictWidget(QWidget):
         try:
             if not layers or layers[0] is None:
                 raise InputError("choose an image layer to segment.")
-            ckpt = load_checkpoint(self.model_path())
+            self._running = self.model_path()  # recorded with the segmentations
+            ckpt = load_checkpoint(self._running)
             cfg = self.config()
             jobs = [(layer, self._job(ckpt, cfg, layer)) for layer in layers]
             next(jobs[0][1])  # checks the image against the model here, before the thread
@@ -259,7 +260,7 @@ class PredictWidget(QWidget):
     def _on_event(self, event) -> None:
         if isinstance(event, LayerDone):  # one layer of several: shown at once
             moved = show_result(self.viewer, event.result, event.layer,
-                                self.probabilities.isChecked())
+                                self.probabilities.isChecked(), self._running)
             if moved:
                 self._moved.append(moved)
             return
@@ -278,7 +279,8 @@ class PredictWidget(QWidget):
         if result is None:
             self.status.setText("Cancelled; no layer was changed.")
             return
-        moved = show_result(self.viewer, result, layer, self.probabilities.isChecked())
+        moved = show_result(self.viewer, result, layer, self.probabilities.isChecked(),
+                            self._running)
         lazy = not isinstance(result.labels, np.ndarray)
         n = int(result.labels.max()) if result.mode != "semantic" and not lazy else None
         text = (f"Done in {result.seconds:.1f} s on {result.device}"

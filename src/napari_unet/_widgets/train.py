@@ -36,6 +36,7 @@ from ._forms import (
     refill,
     spin,
 )
+from ._outputs import MODEL
 from ._plot import LossPlot
 from ._regions import region_mask
 from ._runner import RunControls
@@ -139,11 +140,30 @@ class TrainWidget(QWidget):
         layout.addWidget(self.plot)
         layout.addStretch()
         self.refresh_models()
+        self.labels.currentTextChanged.connect(self._suggest_start)
+        self._suggest_start()
 
     # ---- choices ------------------------------------------------------------------------
     def refresh_models(self) -> None:
         refill(self.start_from, [NEW_MODEL, *shipped_choices(), *map(str, recent_models()),
                                  FROM_FILE])
+
+    def _suggest_start(self, *_) -> None:
+        """Labels that napari-unet predicted (and you corrected): offer to fine-tune the
+        model that made them, if no other starting model has been chosen."""
+        layer = self.labels.layer()
+        model = layer.metadata.get(MODEL) if layer is not None else None
+        if not model or self.start_from.currentText() != NEW_MODEL:
+            return
+        if self.start_from.findText(model) >= 0:
+            self.start_from.setCurrentText(model)
+        elif Path(model).is_file():
+            self.start_from.setCurrentText(FROM_FILE)
+            self.init_file.edit.setText(model)
+        else:
+            return
+        self.status.setText(f"Starting from the model that made '{layer.name}', to "
+                            "fine-tune it on your corrections (or choose a new model).")
 
     def _add_pair(self) -> None:
         if self.image.currentText() and self.labels.currentText():
