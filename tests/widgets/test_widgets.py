@@ -5,6 +5,7 @@ import pytest
 from conftest import dock
 from qtpy.QtCore import QTimer
 
+from napari_unet._widgets._forms import FROM_FILE
 from napari_unet.checkpoint import load_checkpoint
 from napari_unet.config import PredictConfig
 from napari_unet.predict import predict
@@ -64,11 +65,23 @@ def test_training_through_the_widget_saves_a_model(cells_viewer, qtbot, models_h
     assert len(saved) == 1 and widget.last_model == str(saved[0])
     assert load_checkpoint(saved[0]).config.base_channels == 8
     assert "Finished" in widget.status.text() and len(widget.plot.loss) == 1
+    assert _drawn(widget.plot, (255, 140, 0))  # one epoch: a dot of loss
+    widget.plot.clear()
+    assert not _drawn(widget.plot, (255, 140, 0))
+    widget.plot.add(0.4, 0.6)
+    assert _drawn(widget.plot, (255, 140, 0)) and _drawn(widget.plot, (60, 140, 255))
     assert {layer.name for layer in cells_viewer.layers} == before
     assert str(saved[0]) in [widget.start_from.itemText(i)
                              for i in range(widget.start_from.count())]
     assert predict.model.currentText() == str(saved[0])
     assert "the one just trained" in predict.status.text()
+
+
+def _drawn(plot, rgb) -> bool:
+    """Whether the plot's picture holds pixels of colour ``rgb`` (one epoch: a dot)."""
+    image = plot.grab().toImage()
+    return any(image.pixelColor(x, y).getRgb()[:3] == rgb
+               for x in range(image.width()) for y in range(image.height()))
 
 
 def test_the_model_lists_offer_files_saved_since_and_keep_the_choice(cells_viewer, qtbot,
@@ -290,8 +303,6 @@ def test_a_corrected_prediction_fine_tunes_the_model_that_made_it(cells_viewer, 
                                                                    model_file, models_home):
     """The human-in-the-loop round: predict, correct the labels layer by hand, fine-tune
     the same model (which the Train widget offers) on the corrections."""
-    from napari_unet._widgets._forms import FROM_FILE
-
     predict = predict_dock(cells_viewer, model_file)
     predict.controls.start_btn.click()
     wait_done(qtbot, predict)
@@ -528,6 +539,11 @@ def test_the_shipped_nuclei_model_is_offered_for_fine_tuning_and_prediction(cell
     assert load_checkpoint(init).config.in_channels == 1 and cfg.match_size
     predict_w.model.setCurrentText("nuclei (shipped)")
     assert load_checkpoint(predict_w.model_path()).mode == "instances"
+    # the path fields show only for "model file…"
+    assert predict_w.model_file.isHidden() and train_w.init_file.isHidden()
+    predict_w.model.setCurrentText(FROM_FILE)
+    assert not predict_w.model_file.isHidden()
+    predict_w.model.setCurrentText("nuclei (shipped)")
     train_w.start_from.setCurrentText("new model")
     predict_w.controls.start_btn.click()
     wait_done(qtbot, predict_w)

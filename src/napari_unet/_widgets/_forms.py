@@ -121,6 +121,13 @@ def refill(box: QComboBox, items: list[str]) -> None:
         box.setCurrentText(current)
 
 
+def shown_for(widget: QWidget, box: QComboBox, choice: str) -> None:
+    """Show ``widget`` only while ``box`` shows ``choice`` (a path field for "model
+    file…")."""
+    box.currentTextChanged.connect(lambda text: widget.setVisible(text == choice))
+    widget.setVisible(box.currentText() == choice)
+
+
 def check(text: str, tip: str = "", *, checked: bool = False) -> QCheckBox:
     box = QCheckBox(text)
     box.setChecked(checked)

@@ -45,10 +45,13 @@ class LossPlot(QWidget):
         p.drawRect(rect)
         text = "loss (orange), validation score (blue)" if self.loss else "no epoch yet"
         p.drawText(self.rect().adjusted(8, 0, 0, 0), Qt.AlignTop | Qt.AlignLeft, text)
-        if len(self.loss) > 1:
-            p.setPen(QPen(QColor(255, 140, 0), 2))
-            p.drawPolyline(self._line(self.loss, 0.0, max(self.loss), rect))
-        if len(self.score) > 1:
-            p.setPen(QPen(QColor(60, 140, 255), 2))
-            p.drawPolyline(self._line(self.score, 0.0, 1.0, rect))
+        for values, hi, color in ((self.loss, max(self.loss, default=1.0), (255, 140, 0)),
+                                  (self.score, 1.0, (60, 140, 255))):
+            line = self._line(values, 0.0, hi, rect)
+            p.setPen(QPen(QColor(*color), 2))
+            p.setBrush(QColor(*color))
+            if len(values) > 1:
+                p.drawPolyline(line)
+            elif values:  # one epoch so far: a dot
+                p.drawEllipse(line[0], 3, 3)
         p.end()

@@ -33,6 +33,7 @@ from ._forms import (
     full_resolution,
     models_hub,
     refill,
+    shown_for,
     spin,
 )
 from ._outputs import inputs, predict_to_disk, show_result
@@ -141,6 +142,7 @@ class PredictWidget(QWidget):
         self.model.currentTextChanged.connect(self._describe_model)
         self.model_file.edit.textChanged.connect(self._describe_model)
         self.refresh_models()
+        shown_for(self.model_file, self.model, FROM_FILE)
         self._describe_model()
         models_hub().saved.connect(self.use_trained_model)
 

@@ -34,6 +34,7 @@ from ._forms import (
     full_resolution,
     models_hub,
     refill,
+    shown_for,
     spin,
 )
 from ._outputs import MODEL
@@ -140,6 +141,7 @@ class TrainWidget(QWidget):
         layout.addWidget(self.plot)
         layout.addStretch()
         self.refresh_models()
+        shown_for(self.init_file, self.start_from, FROM_FILE)
         self.labels.currentTextChanged.connect(self._suggest_start)
         self._suggest_start()
 
