@@ -240,3 +240,54 @@ def test_automatic_tile_size_fills_half_the_free_gpu_memory_within_32_bit_indexi
     assert PredictConfig().tile_size == 0
     with pytest.raises(InputError, match="tile_size must be a number of pixels"):
         PredictConfig(tile_size=-1)
+
+
+def _model_with_cell_size(diameter=10.0, target="two_class"):
+    torch.manual_seed(0)
+    net = UNet(tiny_config(padding="same", norm="none", offsets=target == "offsets"))
+    return Checkpoint(net.config, net.state_dict(), task={
+        "mode": "instances", "target": target, "n_classes": 2, "threshold": 0.5,
+        "object_diameter": diameter})
+
+
+@pytest.mark.parametrize("diameter", [None, 20.0])
+@pytest.mark.parametrize("planes", [0, 3])
+@pytest.mark.parametrize("target", ["two_class", "offsets"])
+def test_relabelling_gives_what_predicting_with_those_settings_gives(rng, diameter, planes,
+                                                                     target):
+    """Trying other separation settings on the probabilities already computed gives the
+    labels a new prediction with them would give, for images resized to the model's cell
+    size (whose scale centre voting uses) and for stacks with linked planes too."""
+    from napari_unet.predict import relabel
+
+    ckpt = _model_with_cell_size(target=target)
+    shape = (planes, 80, 72) if planes else (80, 72)
+    image = rng.normal(size=shape).astype(np.float32)
+    first_cfg = PredictConfig(device="cpu", precision="fp32", tile_size=64,
+                              diameter=diameter)
+    first = run(predict(ckpt, image, first_cfg))
+    fg = first.probabilities[..., 1, :, :] if planes == 0 else first.probabilities[:, 1]
+    assert first.factor == (0.5 if diameter else 1.0)
+    for change in (dict(threshold=float(np.quantile(fg, 0.4))),
+                   dict(threshold=float(np.quantile(fg, 0.6)), min_size=5,
+                        instance_method="components"),
+                   dict(threshold=float(np.quantile(fg, 0.5)), cut_necks=False,
+                        link_planes=0.25 if planes else 0.0)):
+        cfg = first_cfg.replace(**change)
+        events = []
+        again = run(relabel(ckpt, first, cfg), events.append)
+        fresh = run(predict(ckpt, image, cfg))
+        assert again.labels.max() > 1  # objects to compare
+        np.testing.assert_array_equal(again.labels, fresh.labels)
+        assert again.labels.dtype == fresh.labels.dtype
+        assert again.probabilities is first.probabilities
+        assert events[-1].done == events[-1].total
+
+
+def test_relabelling_needs_probabilities_in_memory(rng):
+    from napari_unet.predict import PredictResult, relabel
+
+    gone = PredictResult(labels=None, probabilities=object(), device="CPU", seconds=0.0,
+                         mode="instances", target="two_class")
+    with pytest.raises(InputError, match="kept on disk and are gone; predict again"):
+        run(relabel(_model_with_cell_size(), gone, PredictConfig()))

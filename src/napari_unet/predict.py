@@ -77,6 +77,9 @@ class PredictResult:
     mode: str
     target: str
     notes: list[str] = field(default_factory=list)
+    #: How much each image was magnified for the network (1: at its own size), so that
+    #: :func:`relabel` labels the probabilities again as they were labelled.
+    factor: float = 1.0
 
 
 def as_checkpoint(model) -> Checkpoint:
@@ -516,11 +519,7 @@ def predict(model, image, config: PredictConfig | None = None, *, out_probabilit
                                   tta=config.tta, notes=notes, precision=precision,
                                   vectors=ckpt.config.offsets, name=name,
                                   label_offset=ckpt.label_offset)
-    threshold = ckpt.threshold if config.threshold is None else config.threshold
-    to_labels = functools.partial(labels_from_probabilities, mode=ckpt.mode,
-                                  target=ckpt.target, threshold=threshold,
-                                  method=config.instance_method,
-                                  cut_necks=config.cut_necks)
+    to_labels = _to_labels(ckpt, config)
     first = None  # plane 0 at the image's own size, when it was predicted to estimate
     try:
         if auto:
@@ -571,9 +570,63 @@ def predict(model, image, config: PredictConfig | None = None, *, out_probabilit
         if scratch is not None:
             out_probabilities = None
             scratch.cleanup()
-    if out_labels is None and label_out is not None and ckpt.mode != "semantic":
-        top = int(label_out.max(initial=0))
-        label_out = label_out.astype(np.uint16 if top < 2**16 else np.uint32)
+    if out_labels is None and label_out is not None:
+        label_out = _compact(label_out, ckpt.mode)
     return PredictResult(labels=label_out, probabilities=out_probabilities,
                          device=describe_device(device), seconds=time.perf_counter() - start,
-                         mode=ckpt.mode, target=ckpt.target, notes=notes)
+                         mode=ckpt.mode, target=ckpt.target, notes=notes, factor=factor)
+
+
+def _to_labels(ckpt: Checkpoint, config: PredictConfig):
+    """``labels_from_probabilities`` with the model's and ``config``'s settings."""
+    threshold = ckpt.threshold if config.threshold is None else config.threshold
+    return functools.partial(labels_from_probabilities, mode=ckpt.mode, target=ckpt.target,
+                             threshold=threshold, method=config.instance_method,
+                             cut_necks=config.cut_necks)
+
+
+def _compact(labels: np.ndarray, mode: str) -> np.ndarray:
+    """Instance labels as uint16, or uint32 beyond 65,535 objects; class maps as they are."""
+    if mode == "semantic":
+        return labels
+    return labels.astype(np.uint16 if int(labels.max(initial=0)) < 2**16 else np.uint32)
+
+
+#: The settings that only turn probabilities into labels, which :func:`relabel` redoes.
+LABEL_SETTINGS = ("threshold", "instance_method", "cut_necks", "min_size", "link_planes")
+
+
+def relabel(model, result: PredictResult, config: PredictConfig
+            ) -> Generator[PredictEvent, None, PredictResult]:
+    """Labels again from the probabilities of ``result`` (a prediction by ``model``), with
+    ``config``'s threshold, separation, minimum size and plane linking; the network is not
+    run again, so trying those settings takes a fraction of a second. The other settings
+    of ``config`` (tiles, device, test-time augmentation, diameter) change probabilities,
+    which only :func:`predict` computes. Yields an event per plane; returns a new
+    :class:`PredictResult` with the same probabilities."""
+    ckpt = as_checkpoint(model)
+    prob = result.probabilities
+    if not isinstance(prob, np.ndarray):
+        raise InputError("the probabilities of that prediction were kept on disk and are "
+                         "gone; predict again.")
+    stack = prob.ndim == 4
+    n = prob.shape[0] if stack else 1
+    link = config.link_planes if stack else 0.0
+    if link and ckpt.mode == "semantic":
+        raise InputError(SEMANTIC_LINK)
+    start = time.perf_counter()
+    to_labels = _to_labels(ckpt, config)
+    min_size = min_object_size(config, ckpt, result.factor)
+    planes = []
+    for k in range(n):
+        planes.append(_labels(to_labels, prob[k] if stack else prob, min_size,
+                              pixel_size=1.0 / result.factor))
+        yield PredictEvent(k + 1, n, k, n, "labelling")
+    labels = np.stack(planes).astype(np.int32 if ckpt.mode == "semantic" else np.uint32,
+                                     copy=False) if stack else planes[0]
+    for k in iter_link_planes(labels, link) if link else ():
+        yield PredictEvent(n, n, k - 1, n, f"linking objects across planes ({k} of {n})")
+    return PredictResult(labels=_compact(labels, ckpt.mode), probabilities=prob,
+                         device=result.device, seconds=time.perf_counter() - start,
+                         mode=ckpt.mode, target=ckpt.target, notes=list(result.notes),
+                         factor=result.factor)

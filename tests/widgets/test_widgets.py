@@ -299,6 +299,46 @@ def test_a_segmentation_being_corrected_is_never_overwritten(cells_viewer, qtbot
     assert "is not one napari-unet wrote" in widget.status.text()
 
 
+def test_changing_only_how_objects_are_labelled_reuses_the_probabilities(
+        cells_viewer, qtbot, model_file, monkeypatch):
+    """A second Predict that changes only the threshold, separation or minimum size labels
+    the probabilities of the first again (the network is not run), with the labels a
+    fresh prediction gives; changing the model's input (test-time augmentation) or the
+    image runs the network again."""
+    import napari_unet.predict as engine
+
+    calls, original = [], engine.predict
+
+    def counting(*args, **kw):
+        calls.append(1)
+        return original(*args, **kw)
+
+    monkeypatch.setattr(engine, "predict", counting)
+    widget = predict_dock(cells_viewer, model_file)
+    widget.controls.start_btn.click()
+    wait_done(qtbot, widget)
+    assert len(calls) == 1 and "again" not in widget.status.text()
+    widget.own_threshold.setChecked(False)
+    widget.threshold.setValue(0.3)
+    widget.min_size.setValue(0)
+    widget.method.setCurrentText("components")
+    widget.controls.start_btn.click()
+    wait_done(qtbot, widget)
+    assert len(calls) == 1, "the network ran again"
+    assert "labelled again from the last prediction" in widget.status.text()
+    fresh = run(original(model_file, cells_viewer.layers["cells"].data, widget.config()))
+    np.testing.assert_array_equal(cells_viewer.layers["cells segmentation"].data,
+                                  fresh.labels)
+    widget.tta.setChecked(True)  # other probabilities: predicted anew
+    widget.controls.start_btn.click()
+    wait_done(qtbot, widget)
+    assert len(calls) == 2 and "again" not in widget.status.text()
+    cells_viewer.layers["cells"].data = cells_viewer.layers["cells"].data[::-1].copy()
+    widget.controls.start_btn.click()  # the image changed: predicted anew
+    wait_done(qtbot, widget)
+    assert len(calls) == 3 and "again" not in widget.status.text()
+
+
 def test_a_corrected_prediction_fine_tunes_the_model_that_made_it(cells_viewer, qtbot,
                                                                    model_file, models_home):
     """The human-in-the-loop round: predict, correct the labels layer by hand, fine-tune

@@ -103,6 +103,11 @@ class PredictWidget(QWidget):
         self.export_btn.clicked.connect(self._ask_export)
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        #: ((what the probabilities depend on, the image data), result) of the last
+        #: prediction, so that a run that changes only labelling settings reuses them
+        self._last: tuple | None = None
+        self._pending: tuple | None = None
+        self._relabelling = False
 
         form = QFormLayout()
         row = QHBoxLayout()
@@ -232,7 +237,20 @@ class PredictWidget(QWidget):
             return predict_to_disk(ckpt, data, cfg, layer.name, self.probabilities.isChecked())
         return predict(ckpt, data, cfg, name=f"layer '{layer.name}'")
 
+    def _probabilities_key(self, layer, cfg: PredictConfig) -> tuple:
+        """What the probabilities of ``layer`` depend on: its data, the model file (as it
+        is on disk now) and every setting but those that only label them."""
+        from ..predict import LABEL_SETTINGS
+
+        path = resolve_model(self._running)
+        stat = path.stat()
+        settings = {k: v for k, v in cfg.to_dict().items() if k not in LABEL_SETTINGS}
+        return (layer.unique_id, id(layer.data), str(path), stat.st_mtime_ns, stat.st_size,
+                tuple(sorted(settings.items())))
+
     def start(self) -> None:
+        from ..predict import relabel
+
         layers = inputs(self.viewer) if self.every.isChecked() else [self.image.layer()]
         try:
             if not layers or layers[0] is None:
@@ -240,14 +258,24 @@ class PredictWidget(QWidget):
             self._running = self.model_path()  # recorded with the segmentations
             ckpt = load_checkpoint(self._running)
             cfg = self.config()
-            jobs = [(layer, self._job(ckpt, cfg, layer)) for layer in layers]
-            next(jobs[0][1])  # checks the image against the model here, before the thread
+            key = self._probabilities_key(layers[0], cfg) if len(layers) == 1 else None
+            self._relabelling = (key is not None and self._last is not None
+                                 and self._last[0][0] == key)
+            if self._relabelling:
+                # only labelling settings changed: label the same probabilities again
+                jobs = [(layers[0], relabel(ckpt, self._last[1], cfg))]
+            else:
+                jobs = [(layer, self._job(ckpt, cfg, layer)) for layer in layers]
+                next(jobs[0][1])  # checks the image against the model, before the thread
         except NapariUNetError as err:
             show_error(str(err))
             return
         if len(jobs) == 1:
             layer, gen = jobs[0]
-            self.status.setText(f"Predicting '{layer.name}'…")
+            # the data are held with the key, so that their id stays theirs
+            self._pending = (key, layer.data)
+            self.status.setText(f"Labelling '{layer.name}' again…" if self._relabelling
+                                else f"Predicting '{layer.name}'…")
             self.controls.launch(gen, desc=f"Predicting {layer.name}", total=0,
                                  on_event=self._on_event,
                                  on_done=lambda r, layer=layer: self._on_done(r, layer),
@@ -281,11 +309,15 @@ class PredictWidget(QWidget):
         if result is None:
             self.status.setText("Cancelled; no layer was changed.")
             return
+        if isinstance(result.probabilities, np.ndarray):  # in memory: kept for relabelling
+            self._last = (self._pending, result)
         moved = show_result(self.viewer, result, layer, self.probabilities.isChecked(),
                             self._running)
         lazy = not isinstance(result.labels, np.ndarray)
         n = int(result.labels.max()) if result.mode != "semantic" and not lazy else None
-        text = (f"Done in {result.seconds:.1f} s on {result.device}"
+        again = (" (labelled again from the last prediction's probabilities)"
+                 if self._relabelling else "")
+        text = (f"Done in {result.seconds:.1f} s on {result.device}{again}"
                 + (f": {n} objects." if n is not None else ".")
                 + "".join(f" {note[0].upper()}{note[1:]}."
                           for note in [*result.notes, *filter(None, [moved])]))
