@@ -266,13 +266,13 @@ def test_relabelling_gives_what_predicting_with_those_settings_gives(rng, diamet
     first_cfg = PredictConfig(device="cpu", precision="fp32", tile_size=64,
                               diameter=diameter)
     first = run(predict(ckpt, image, first_cfg))
-    fg = first.probabilities[..., 1, :, :] if planes == 0 else first.probabilities[:, 1]
+    fg = first.probabilities[..., 1, :, :]
     assert first.factor == (0.5 if diameter else 1.0)
-    for change in (dict(threshold=float(np.quantile(fg, 0.4))),
-                   dict(threshold=float(np.quantile(fg, 0.6)), min_size=5,
-                        instance_method="components"),
-                   dict(threshold=float(np.quantile(fg, 0.5)), cut_necks=False,
-                        link_planes=0.25 if planes else 0.0)):
+    for change in ({"threshold": float(np.quantile(fg, 0.4))},
+                   {"threshold": float(np.quantile(fg, 0.6)), "min_size": 5,
+                    "instance_method": "components"},
+                   {"threshold": float(np.quantile(fg, 0.5)), "cut_necks": False,
+                    "link_planes": 0.25 if planes else 0.0}):
         cfg = first_cfg.replace(**change)
         events = []
         again = run(relabel(ckpt, first, cfg), events.append)
