@@ -358,6 +358,11 @@ def test_a_corrected_prediction_fine_tunes_the_model_that_made_it(cells_viewer, 
     assert train.start_from.currentText() == FROM_FILE
     assert train.init_file.text() == str(model_file)
     assert "the model that made 'cells segmentation'" in train.status.text()
+    train.start_from.setCurrentText("new model")  # the user's choice stands
+    cells_viewer.add_labels(np.zeros((96, 96), np.int32), name="other")
+    assert train.start_from.currentText() == "new model"
+    assert train.labels.currentText() == "cells segmentation"
+    train.start_from.setCurrentText(FROM_FILE)
     _, labels, _, _ = train.snapshot()
     assert len(labels) == 1 and (labels[0] == 77).any()  # the corrections are trained on
     train.controls.start_btn.click()

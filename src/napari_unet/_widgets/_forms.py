@@ -58,13 +58,20 @@ class LayerCombo(QComboBox):
         self.refresh()
 
     def refresh(self, *_) -> None:
+        """Fill the list again; the choice changes (and says so) only if its layer went."""
         current = self.currentText()
-        self.clear()
         names = [layer.name for layer in self.viewer.layers if isinstance(layer, self.kind)]
         names = [self.none, *names] if self.none else names
-        self.addItems(names)
-        if current in names:
-            self.setCurrentText(current)
+        self.blockSignals(True)
+        try:
+            self.clear()
+            self.addItems(names)
+            if current in names:
+                self.setCurrentText(current)
+        finally:
+            self.blockSignals(False)
+        if self.currentText() != current:
+            self.currentTextChanged.emit(self.currentText())
 
     def layer(self):
         name = self.currentText()
