@@ -39,6 +39,9 @@ from ._forms import (
 from ._outputs import inputs, predict_to_disk, show_result
 from ._runner import LayerDone, RunControls, each_layer
 
+#: The largest probabilities (bytes) kept after a prediction to label them again.
+KEEP_PROBABILITIES = 1 << 30
+
 
 class PredictWidget(QWidget):
     """Segment an image layer with a trained model."""
@@ -309,8 +312,11 @@ class PredictWidget(QWidget):
         if result is None:
             self.status.setText("Cancelled; no layer was changed.")
             return
-        if isinstance(result.probabilities, np.ndarray):  # in memory: kept for relabelling
-            self._last = (self._pending, result)
+        prob = result.probabilities
+        if isinstance(prob, np.ndarray) and prob.nbytes <= KEEP_PROBABILITIES:
+            self._last = (self._pending, result)  # kept for labelling again
+        else:
+            self._last = None
         moved = show_result(self.viewer, result, layer, self.probabilities.isChecked(),
                             self._running)
         lazy = not isinstance(result.labels, np.ndarray)
