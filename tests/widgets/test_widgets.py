@@ -325,7 +325,7 @@ def test_changing_only_how_objects_are_labelled_reuses_the_probabilities(
     widget.controls.start_btn.click()
     wait_done(qtbot, widget)
     assert len(calls) == 1, "the network ran again"
-    assert "labelled again from the last prediction" in widget.status.text()
+    assert "Labelled again from the last prediction" in widget.status.text()
     fresh = run(original(model_file, cells_viewer.layers["cells"].data, widget.config()))
     np.testing.assert_array_equal(cells_viewer.layers["cells segmentation"].data,
                                   fresh.labels)

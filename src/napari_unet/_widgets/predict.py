@@ -321,9 +321,10 @@ class PredictWidget(QWidget):
                             self._running)
         lazy = not isinstance(result.labels, np.ndarray)
         n = int(result.labels.max()) if result.mode != "semantic" and not lazy else None
-        again = (" (labelled again from the last prediction's probabilities)"
-                 if self._relabelling else "")
-        text = (f"Done in {result.seconds:.1f} s on {result.device}{again}"
+        text = ((f"Labelled again from the last prediction's probabilities in "
+                 f"{result.seconds:.1f} s (the network was not run)") if self._relabelling
+                else f"Done in {result.seconds:.1f} s on {result.device}")
+        text = (text
                 + (f": {n} objects." if n is not None else ".")
                 + "".join(f" {note[0].upper()}{note[1:]}."
                           for note in [*result.notes, *filter(None, [moved])]))
