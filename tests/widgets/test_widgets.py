@@ -347,15 +347,14 @@ def test_changing_only_how_objects_are_labelled_reuses_the_probabilities(
 
 
 def test_a_corrected_prediction_fine_tunes_the_model_that_made_it(cells_viewer, qtbot,
-                                                                   model_file, models_home):
+                                                                   model_file, models_home,
+                                                                   notes):
     """The human-in-the-loop round: predict, correct the labels layer by hand, fine-tune
     the same model (which the Train widget offers) on the corrections."""
     predict = predict_dock(cells_viewer, model_file)
     predict.controls.start_btn.click()
     wait_done(qtbot, predict)
     segmentation = cells_viewer.layers["cells segmentation"]
-    segmentation.fill((0, 0), 0)  # nothing in the background corner
-    segmentation.paint((48, 48), 77)  # a cell the model missed
     train = dock(cells_viewer, "Train")
     set_quick(train)
     train.image.setCurrentText("cells")
@@ -370,11 +369,19 @@ def test_a_corrected_prediction_fine_tunes_the_model_that_made_it(cells_viewer, 
     assert train.start_from.currentText() == "new model"
     assert train.labels.currentText() == "cells segmentation"
     train.start_from.setCurrentText(FROM_FILE)
+    train.controls.start_btn.click()  # trained on as it is: said to teach nothing new
+    assert any("a prediction you have not corrected" in n for n in notes), notes
+    train.controls.cancel_btn.click()
+    wait_done(qtbot, train)
+    notes.clear()
+    segmentation.fill((0, 0), 0)  # nothing in the background corner
+    segmentation.paint((48, 48), 77)  # a cell the model missed
     _, labels, _, _ = train.snapshot()
     assert len(labels) == 1 and (labels[0] == 77).any()  # the corrections are trained on
     train.controls.start_btn.click()
     wait_done(qtbot, train)
     assert "Finished" in train.status.text(), train.status.text()
+    assert not any("not corrected" in n for n in notes), notes
     saved = load_checkpoint(train.last_model)
     assert saved.config.base_channels == load_checkpoint(model_file).config.base_channels
 

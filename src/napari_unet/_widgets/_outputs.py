@@ -52,6 +52,12 @@ def put_layer(viewer, name: str, data, kind: str, source, metadata: dict | None 
     return name
 
 
+def is_uncorrected(layer) -> bool:
+    """Whether ``layer`` holds labels napari-unet predicted that nobody has edited since."""
+    return (isinstance(layer, Labels) and bool(layer.metadata.get(MODEL))
+            and not layer.metadata.get(EDITED))
+
+
 def mark_edited(layer) -> None:
     """Record that the user edited an output layer, so that no prediction overwrites it."""
     layer.metadata[EDITED] = True

@@ -37,7 +37,7 @@ from ._forms import (
     shown_for,
     spin,
 )
-from ._outputs import MODEL
+from ._outputs import MODEL, is_uncorrected
 from ._plot import LossPlot
 from ._regions import region_mask
 from ._runner import RunControls
@@ -244,6 +244,12 @@ class TrainWidget(QWidget):
         out = self.out.path() or default_model_path(self._pair_names()[0][0])
         self.plot.clear()
         self.status.setText(f"Training… the best model is saved to {out}")
+        unchanged = [lab for _, lab, _ in self._pair_names()
+                     if lab in self.viewer.layers and is_uncorrected(self.viewer.layers[lab])]
+        if unchanged:
+            show_info(f"'{unchanged[0]}' is a prediction you have not corrected: a model "
+                      "trained on it learns what it already predicts. Paint your "
+                      "corrections into it first for a better model.")
         self.controls.launch(
             train(images, labels, cfg, model_config=mc, init_from=init, out=out, names=names,
                   regions=regions),
