@@ -3,9 +3,9 @@ import time
 import numpy as np
 import pytest
 from conftest import dock
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import Qt, QTimer
 
-from napari_unet._widgets._forms import FROM_FILE
+from napari_unet._widgets._forms import FROM_FILE, choice, choose
 from napari_unet.checkpoint import load_checkpoint
 from napari_unet.config import PredictConfig
 from napari_unet.predict import predict
@@ -71,10 +71,17 @@ def test_training_through_the_widget_saves_a_model(cells_viewer, qtbot, models_h
     widget.plot.add(0.4, 0.6)
     assert _drawn(widget.plot, (255, 140, 0)) and _drawn(widget.plot, (60, 140, 255))
     assert {layer.name for layer in cells_viewer.layers} == before
-    assert str(saved[0]) in [widget.start_from.itemText(i)
-                             for i in range(widget.start_from.count())]
-    assert predict.model.currentText() == str(saved[0])
+    assert str(saved[0]) in values(widget.start_from)
+    assert choice(predict.model) == str(saved[0])
+    assert predict.model.currentText() == saved[0].stem  # listed by name, not by path
+    assert str(saved[0]) in predict.model.itemData(predict.model.currentIndex(),
+                                                   Qt.ToolTipRole)
     assert "the one just trained" in predict.status.text()
+
+
+def values(box) -> list[str]:
+    """What the items of a model list stand for (paths for model files)."""
+    return [box.itemData(i) or box.itemText(i) for i in range(box.count())]
 
 
 def _drawn(plot, rgb) -> bool:
@@ -101,22 +108,21 @@ def test_the_model_lists_offer_files_saved_since_and_keep_the_choice(cells_viewe
         os.utime(path, (1_000_000 + k, 1_000_000 + k))
         return str(path)
 
-    def items(box):
-        return [box.itemText(i) for i in range(box.count())]
-
     first = save(0)
     for box in (predict.model, train.start_from):
-        assert first not in items(box)
+        assert first not in values(box)
         box.showPopup()
         box.hidePopup()
-        assert first in items(box)
-        box.setCurrentText(first)
+        assert first in values(box)
+        assert choose(box, first) and box.currentText() == "m00"
     for k in range(1, 12):
         save(k)
     for box in (predict.model, train.start_from):
         box.showPopup()
         box.hidePopup()
-        assert box.currentText() == first and save(11) in items(box)
+        assert choice(box) == first and save(11) in values(box)
+    assert predict.model_path() == first
+    assert train.configs()[2] == first  # the model to fine-tune
 
 
 def test_cancel_stops_training_within_two_seconds(cells_viewer, qtbot, models_home):

@@ -115,17 +115,69 @@ class FreshCombo(QComboBox):
         super().showPopup()
 
 
-def refill(box: QComboBox, items: list[str]) -> None:
-    """Put ``items`` (the last one :data:`FROM_FILE`) in ``box`` and keep its choice: a
-    model file chosen before that is no longer among them (older than the newest ten)
-    stays, just before the last item."""
-    current = box.currentText()
-    if current and current not in items and Path(current).is_file():
-        items = [*items[:-1], current, items[-1]]
-    box.clear()
-    box.addItems(items)
-    if current in items:
-        box.setCurrentText(current)
+def model_entry(path) -> tuple[str, str, str]:
+    """How a model file is listed: its name (the folder is the same for every trained
+    model, and a long path is cut off in a dock), the path it stands for, and a tooltip
+    with the path and what its training recorded."""
+    from ..checkpoint import read_header
+    from ..errors import ModelFileError
+
+    path = Path(path)
+    tip = [str(path)]
+    try:
+        training = read_header(path)[1].get("training") or {}
+    except (ModelFileError, OSError):
+        training = {}
+    score = (training.get("validation") or {}).get("score")
+    facts = [f"{training['images']} images" if training.get("images") else "",
+             f"fine-tuned from {Path(str(training['fine_tuned_from'])).name}"
+             if training.get("fine_tuned_from") else "",
+             f"validation score {score:.3f}" if isinstance(score, (int, float)) else ""]
+    if any(facts):
+        tip.append(", ".join(f for f in facts if f))
+    return path.stem, str(path), "\n".join(tip)
+
+
+def refill(box: QComboBox, items: list) -> None:
+    """Put ``items`` in ``box`` (each a text, or a ``(label, value, tooltip)`` entry of
+    :func:`model_entry`; the last :data:`FROM_FILE`) and keep its choice: a model file
+    chosen before that is no longer among them (older than the newest ten) stays, just
+    before the last item."""
+    from qtpy.QtCore import Qt
+
+    entries = [(item, item, "") if isinstance(item, str) else item for item in items]
+    current = choice(box)
+    if current and current not in [value for _, value, _ in entries] and Path(
+            current).is_file():
+        entries.insert(len(entries) - 1, model_entry(current))
+    box.blockSignals(True)
+    try:
+        box.clear()
+        for k, (label, value, tip) in enumerate(entries):
+            box.addItem(label, value)
+            if tip:
+                box.setItemData(k, tip, Qt.ToolTipRole)
+        choose(box, current)
+    finally:
+        box.blockSignals(False)
+    if choice(box) != current:
+        box.currentTextChanged.emit(box.currentText())
+
+
+def choice(box: QComboBox) -> str:
+    """What the chosen item of a model list stands for (a path for a model file)."""
+    value = box.currentData()
+    return value if isinstance(value, str) else box.currentText()
+
+
+def choose(box: QComboBox, value: str) -> bool:
+    """Choose the item of a model list that stands for ``value``; False if there is none."""
+    index = box.findData(value)
+    if index < 0:
+        index = box.findText(value)
+    if index >= 0:
+        box.setCurrentIndex(index)
+    return index >= 0
 
 
 def shown_for(widget: QWidget, box: QComboBox, choice: str) -> None:

@@ -28,9 +28,12 @@ from ._forms import (
     LayerCombo,
     PathPicker,
     check,
+    choice,
+    choose,
     combo,
     device_choice,
     full_resolution,
+    model_entry,
     models_hub,
     refill,
     shown_for,
@@ -168,14 +171,13 @@ class PredictWidget(QWidget):
                                    else "the model does not record its cell size")
 
     def refresh_models(self) -> None:
-        refill(self.model, [*map(str, recent_models()), *shipped_choices(), FROM_FILE])
+        refill(self.model, [*map(model_entry, recent_models()), *shipped_choices(),
+                            FROM_FILE])
 
     def use_trained_model(self, path: str) -> None:
         """Choose the model a training just saved (the Train widget announces it)."""
         self.refresh_models()
-        if self.model.findText(path) >= 0:
-            self.model.setCurrentText(path)
-        else:  # saved outside the models folder
+        if not choose(self.model, path):  # saved outside the models folder
             self.use_model_file(path)
         self.status.setText(f"Model: the one just trained, {Path(path).name}.")
 
@@ -212,8 +214,8 @@ class PredictWidget(QWidget):
         show_info(text)
 
     def model_path(self) -> str:
-        choice = self.model.currentText()
-        path = self.model_file.text() if choice == FROM_FILE or not choice else choice
+        chosen = choice(self.model)
+        path = self.model_file.text() if chosen == FROM_FILE or not chosen else chosen
         if not path:
             raise InputError("choose a model: train one first, or pick a model file.")
         return path

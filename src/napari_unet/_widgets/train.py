@@ -29,9 +29,12 @@ from ._forms import (
     LayerCombo,
     PathPicker,
     check,
+    choice,
+    choose,
     combo,
     device_choice,
     full_resolution,
+    model_entry,
     models_hub,
     refill,
     shown_for,
@@ -147,23 +150,21 @@ class TrainWidget(QWidget):
 
     # ---- choices ------------------------------------------------------------------------
     def refresh_models(self) -> None:
-        refill(self.start_from, [NEW_MODEL, *shipped_choices(), *map(str, recent_models()),
-                                 FROM_FILE])
+        refill(self.start_from, [NEW_MODEL, *shipped_choices(),
+                                 *map(model_entry, recent_models()), FROM_FILE])
 
     def _suggest_start(self, *_) -> None:
         """Labels that napari-unet predicted (and you corrected): offer to fine-tune the
         model that made them, if no other starting model has been chosen."""
         layer = self.labels.layer()
         model = layer.metadata.get(MODEL) if layer is not None else None
-        if not model or self.start_from.currentText() != NEW_MODEL:
+        if not model or choice(self.start_from) != NEW_MODEL:
             return
-        if self.start_from.findText(model) >= 0:
-            self.start_from.setCurrentText(model)
-        elif Path(model).is_file():
+        if not choose(self.start_from, model):
+            if not Path(model).is_file():
+                return
             self.start_from.setCurrentText(FROM_FILE)
             self.init_file.edit.setText(model)
-        else:
-            return
         self.status.setText(f"Starting from the model that made '{layer.name}', to "
                             "fine-tune it on your corrections (or choose a new model).")
 
@@ -224,10 +225,10 @@ class TrainWidget(QWidget):
             device=self.device.currentText())
         mc = ModelConfig(**MODEL_PRESETS[self.size.currentText()],
                          padding=self.padding.currentText(), norm="batch", dropout=0.0)
-        choice = self.start_from.currentText()
-        init = None if choice == NEW_MODEL else (
-            self.init_file.path() if choice == FROM_FILE else choice)
-        if choice == FROM_FILE and init is None:
+        chosen = choice(self.start_from)
+        init = None if chosen == NEW_MODEL else (
+            self.init_file.path() if chosen == FROM_FILE else chosen)
+        if chosen == FROM_FILE and init is None:
             raise InputError("choose the model file to fine-tune.")
         return cfg, mc, init
 
