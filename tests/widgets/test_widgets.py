@@ -125,6 +125,33 @@ def test_the_model_lists_offer_files_saved_since_and_keep_the_choice(cells_viewe
     assert train.configs()[2] == first  # the model to fine-tune
 
 
+def test_add_all_pairs_every_image_with_the_labels_named_after_it(make_napari_viewer):
+    """~30 images open with their labels: one click pairs them, by name; a prediction
+    nobody corrected, an image without labels and one with two candidates are not paired,
+    and the status names the last two."""
+    from napari_unet._widgets._outputs import MODEL
+
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    for name in ("a", "a 2", "b", "c", "d"):
+        viewer.add_image(rng.random((32, 32)), name=name)
+    lab = np.zeros((32, 32), np.int32)
+    lab[4:12, 4:12] = 1
+    for name in ("a labels", "a 2 labels", "b_mask", "d labels", "d.labels"):
+        viewer.add_labels(lab.copy(), name=name)
+    viewer.add_labels(lab.copy(), name="c segmentation", metadata={MODEL: "nuclei"})
+    train = dock(viewer, "Train")
+    train.add_all_pairs()
+    pairs = [train.pairs.item(i).text().split("  ⟷  ") for i in range(train.pairs.count())]
+    assert pairs == [["a", "a labels"], ["a 2", "a 2 labels"], ["b", "b_mask"]]
+    assert "no labels layer named after 'c'" in train.status.text()
+    assert "more than one labels layer named after 'd'" in train.status.text()
+    train.add_all_pairs()  # nothing twice
+    assert train.pairs.count() == 3
+    images, labels, _, names = train.snapshot()
+    assert len(images) == len(labels) == 3 and names[1] == "a 2 / a 2 labels"
+
+
 def test_cancel_stops_training_within_two_seconds(cells_viewer, qtbot, models_home):
     widget = dock(cells_viewer, "Train")
     set_quick(widget, amount=10, unit="minutes")

@@ -40,12 +40,19 @@ from ._forms import (
     shown_for,
     spin,
 )
-from ._outputs import MODEL, is_uncorrected
+from ._outputs import MODEL, inputs, is_uncorrected
 from ._plot import LossPlot
 from ._regions import region_mask
 from ._runner import RunControls
 
 NEW_MODEL = "new model"
+
+
+def named_after(labels_name: str, image_name: str) -> bool:
+    """Whether a labels layer's name is an image layer's name, then a space, '_', '-' or
+    '.' and more ('cells labels', 'cells_mask', 'cells segmentation (2)' for 'cells')."""
+    rest = labels_name[len(image_name):]
+    return labels_name.startswith(image_name) and len(rest) > 1 and rest[0] in " _-."
 #: The region choice that means every pixel of the labels layer is labelled.
 WHOLE_IMAGE = "the whole image"
 PAIR, IN = "  ⟷  ", "  in  "
@@ -73,6 +80,17 @@ class TrainWidget(QWidget):
             lambda item: self.pairs.takeItem(self.pairs.row(item)))
         add = QPushButton("Add pair")
         add.clicked.connect(self._add_pair)
+        add_all = QPushButton("Add all")
+        add_all.setToolTip("Pair every image layer with the labels layer named after it "
+                           "('cells' with 'cells labels' or a corrected 'cells "
+                           "segmentation'), each labelled in whole")
+        add_all.clicked.connect(self.add_all_pairs)
+        buttons = QWidget()
+        column = QVBoxLayout(buttons)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.addWidget(add)
+        column.addWidget(add_all)
+        column.addStretch()
 
         self.mode = combo(["instances", "semantic"], "instances: objects 1..N, touching ones "
                           "are separated; semantic: class per pixel")
@@ -113,7 +131,7 @@ class TrainWidget(QWidget):
         form.addRow("Image", self.image)
         form.addRow("Labels", self.labels)
         form.addRow("Labelled in", self.region)
-        form.addRow(add, self.pairs)
+        form.addRow(buttons, self.pairs)
         form.addRow("Label mode", self.mode)
         form.addRow("Model size", self.size)
         row = QHBoxLayout()
@@ -173,6 +191,37 @@ class TrainWidget(QWidget):
             region = self.region.layer()
             self.pairs.addItem(f"{self.image.currentText()}{PAIR}{self.labels.currentText()}"
                                + (f"{IN}{region.name}" if region is not None else ""))
+
+    def add_all_pairs(self) -> None:
+        """Add a pair for every image layer and the one labels layer named after it (its
+        name, then a space, '_', '-' or '.'; a labels layer named after two images belongs
+        to the longer name). Predictions nobody has corrected are left out; the status
+        names the images left without a pair."""
+        images = [layer.name for layer in inputs(self.viewer)]
+        owned: dict[str, list[str]] = {name: [] for name in images}
+        for layer in self.viewer.layers:
+            if not isinstance(layer, Labels) or is_uncorrected(layer):
+                continue
+            owners = [name for name in images if named_after(layer.name, name)]
+            if owners:
+                owned[max(owners, key=len)].append(layer.name)
+        present = {self.pairs.item(i).text() for i in range(self.pairs.count())}
+        added, missing, several = 0, [], []
+        for name, labels in owned.items():
+            if len(labels) != 1:
+                (several if labels else missing).append(name)
+                continue
+            text = f"{name}{PAIR}{labels[0]}"
+            if text not in present:
+                self.pairs.addItem(text)
+                added += 1
+        text = f"Added {added} pair(s)"
+        if missing:
+            text += "; no labels layer named after " + ", ".join(f"'{n}'" for n in missing)
+        if several:
+            text += ("; more than one labels layer named after "
+                     + ", ".join(f"'{n}'" for n in several) + " (add those with Add pair)")
+        self.status.setText(text + ".")
 
     def _pair_names(self) -> list[tuple[str, str, str | None]]:
         """(image, labels, shapes or None) layer names of every pair to train on."""
