@@ -140,12 +140,17 @@ def test_add_all_pairs_every_image_with_the_labels_named_after_it(make_napari_vi
     for name in ("a labels", "a 2 labels", "b_mask", "d labels", "d.labels"):
         viewer.add_labels(lab.copy(), name=name)
     viewer.add_labels(lab.copy(), name="c segmentation", metadata={MODEL: "nuclei"})
+    viewer.add_image(rng.integers(0, 255, (32, 32), dtype=np.uint8), name="e")
+    viewer.add_image(lab.astype(np.uint16), name="e_labels")  # a label TIFF opened as image
     train = dock(viewer, "Train")
     train.add_all_pairs()
     pairs = [train.pairs.item(i).text().split("  ⟷  ") for i in range(train.pairs.count())]
     assert pairs == [["a", "a labels"], ["a 2", "a 2 labels"], ["b", "b_mask"]]
     assert "no labels layer named after 'c'" in train.status.text()
     assert "more than one labels layer named after 'd'" in train.status.text()
+    assert "'e'" in train.status.text()  # no labels layer for it ...
+    assert "'e_labels' look like labels opened as images" in train.status.text()
+    assert "'e_labels'" not in train.status.text().split("no labels layer")[1].split(";")[0]
     train.add_all_pairs()  # nothing twice
     assert train.pairs.count() == 3
     images, labels, _, names = train.snapshot()

@@ -48,6 +48,16 @@ from ._runner import RunControls
 NEW_MODEL = "new model"
 
 
+def looks_like_labels(layer, images: list[str]) -> bool:
+    """An image layer of whole numbers named after another image as labels are ('cells
+    labels', 'cells_mask'): a label file napari opened as an image."""
+    words = ("label", "mask", "seg", "annot", "truth", "gt")
+    return (np.issubdtype(full_resolution(layer).dtype, np.integer) and not layer.rgb
+            and any(named_after(layer.name, name)
+                    and any(w in layer.name[len(name):].lower() for w in words)
+                    for name in images if name != layer.name))
+
+
 def named_after(labels_name: str, image_name: str) -> bool:
     """Whether a labels layer's name is an image layer's name, then a space, '_', '-' or
     '.' and more ('cells labels', 'cells_mask', 'cells segmentation (2)' for 'cells')."""
@@ -198,6 +208,9 @@ class TrainWidget(QWidget):
         to the longer name). Predictions nobody has corrected are left out; the status
         names the images left without a pair."""
         images = [layer.name for layer in inputs(self.viewer)]
+        opened_as_images = [layer.name for layer in inputs(self.viewer)
+                            if looks_like_labels(layer, images)]
+        images = [name for name in images if name not in opened_as_images]
         owned: dict[str, list[str]] = {name: [] for name in images}
         for layer in self.viewer.layers:
             if not isinstance(layer, Labels) or is_uncorrected(layer):
@@ -218,6 +231,10 @@ class TrainWidget(QWidget):
         text = f"Added {added} pair(s)"
         if missing:
             text += "; no labels layer named after " + ", ".join(f"'{n}'" for n in missing)
+        if opened_as_images:
+            text += ("; " + ", ".join(f"'{n}'" for n in opened_as_images) + " look like "
+                     "labels opened as images (napari opens TIFF files so): right-click, "
+                     "Convert to Labels, then Add all again")
         if several:
             text += ("; more than one labels layer named after "
                      + ", ".join(f"'{n}'" for n in several) + " (add those with Add pair)")
