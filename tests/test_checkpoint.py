@@ -162,3 +162,19 @@ def test_float16_weights_build_a_float32_network_that_does_not_share_them(model_
     rebuilt = ck.build(fuse=False)
     with torch.no_grad():
         np.testing.assert_array_equal(rebuilt(x).numpy(), net.eval()(x).numpy())
+
+
+def test_the_size_and_threshold_a_file_records_are_read_from_its_header(tmp_path):
+    from napari_unet.checkpoint import recorded_diameter, recorded_threshold
+
+    net = UNet(tiny_config())
+    task = {"mode": "instances", "target": "two_class", "threshold": 0.85,
+            "object_diameter": 17.5}
+    path = save_checkpoint(tmp_path / "m.safetensors", Checkpoint(net.config,
+                                                                  net.state_dict(), task))
+    assert recorded_threshold(path) == 0.85 and recorded_diameter(path) == 17.5
+    bare = save_checkpoint(tmp_path / "b.safetensors", Checkpoint(
+        net.config, net.state_dict(), {"mode": "instances", "target": "two_class"}))
+    assert recorded_threshold(bare) is None and recorded_diameter(bare) is None
+    (tmp_path / "junk.safetensors").write_bytes(b"not a model")
+    assert recorded_threshold(tmp_path / "junk.safetensors") is None

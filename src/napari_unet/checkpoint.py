@@ -250,6 +250,19 @@ def recorded_diameter(path: str | os.PathLike) -> float | None:
     return _diameter(meta.get("task"))
 
 
+def recorded_threshold(path: str | os.PathLike) -> float | None:
+    """The foreground threshold a model file records (calibrated by its training; from its
+    header alone); None if it records none or is not a napari-unet model file."""
+    try:
+        _, meta = read_header(path)
+    except (ModelFileError, OSError):
+        return None
+    task = meta.get("task")
+    t = task.get("threshold") if isinstance(task, dict) else None
+    ok = isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t < 1
+    return float(t) if ok else None
+
+
 def _diameter(task) -> float | None:
     d = task.get("object_diameter") if isinstance(task, dict) else None
     ok = isinstance(d, (int, float)) and not isinstance(d, bool) and 0 < d < 1e5

@@ -636,6 +636,10 @@ def test_the_shipped_nuclei_model_is_offered_for_fine_tuning_and_prediction(cell
     assert load_checkpoint(init).config.in_channels == 1 and cfg.match_size
     predict_w.model.setCurrentText("nuclei (shipped)")
     assert load_checkpoint(predict_w.model_path()).mode == "instances"
+    # its calibrated threshold is shown, and is where the threshold starts when unticked
+    shipped_threshold = load_checkpoint(predict_w.model_path()).threshold
+    assert f"({shipped_threshold:.2f})" in predict_w.own_threshold.text()
+    assert predict_w.threshold.value() == pytest.approx(shipped_threshold)
     # the path fields show only for "model file…"
     assert predict_w.model_file.isHidden() and train_w.init_file.isHidden()
     predict_w.model.setCurrentText(FROM_FILE)

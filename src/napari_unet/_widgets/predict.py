@@ -16,7 +16,12 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..checkpoint import load_checkpoint, recent_models, recorded_diameter
+from ..checkpoint import (
+    load_checkpoint,
+    recent_models,
+    recorded_diameter,
+    recorded_threshold,
+)
 from ..config import PredictConfig
 from ..data import image_for_model
 from ..errors import InputError, NapariUNetError
@@ -42,6 +47,7 @@ from ._forms import (
 from ._outputs import inputs, predict_to_disk, show_result
 from ._runner import LayerDone, RunControls, each_layer
 
+OWN_THRESHOLD = "use the model's calibrated threshold"
 #: The largest probabilities (bytes) kept after a prediction to label them again.
 KEEP_PROBABILITIES = 1 << 30
 
@@ -65,7 +71,7 @@ class PredictWidget(QWidget):
                          "the largest that half of its free memory holds)")
         self.batch = spin(0, 0, 256, tip="tiles per forward pass (auto: from the free memory)",
                           special="auto")
-        self.own_threshold = check("use the model's calibrated threshold", checked=True)
+        self.own_threshold = check(OWN_THRESHOLD, checked=True)
         self.threshold = spin(0.5, 0.01, 0.99, decimals=2, step=0.05,
                               tip="foreground threshold of the probability")
         self.threshold.setEnabled(False)
@@ -165,10 +171,16 @@ class PredictWidget(QWidget):
             path = None
         if path is None or path.suffix != ".safetensors" or not path.is_file():
             self.diameter_hint.setText("")  # nothing chosen yet, or a bioimage.io package
+            self.own_threshold.setText(OWN_THRESHOLD)
             return
         size = recorded_diameter(path)
         self.diameter_hint.setText(f"the model learnt cells of about {size:.0f} px" if size
                                    else "the model does not record its cell size")
+        threshold = recorded_threshold(path)
+        self.own_threshold.setText(f"{OWN_THRESHOLD} ({threshold:.2f})" if threshold
+                                   else OWN_THRESHOLD)
+        if threshold and self.own_threshold.isChecked():  # unticked, it starts from there
+            self.threshold.setValue(threshold)
 
     def refresh_models(self) -> None:
         refill(self.model, [*map(model_entry, recent_models()), *shipped_choices(),
