@@ -243,24 +243,25 @@ def read_header(path: str | os.PathLike) -> tuple[dict, dict]:
 def recorded_diameter(path: str | os.PathLike) -> float | None:
     """The cell diameter a model file records (from its header alone, nothing else is
     read); None if it records none or is not a napari-unet model file."""
-    try:
-        _, meta = read_header(path)
-    except (ModelFileError, OSError):
-        return None
-    return _diameter(meta.get("task"))
+    return _diameter(_recorded_task(path))
 
 
 def recorded_threshold(path: str | os.PathLike) -> float | None:
     """The foreground threshold a model file records (calibrated by its training; from its
     header alone); None if it records none or is not a napari-unet model file."""
+    t = _recorded_task(path).get("threshold")
+    ok = isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t < 1
+    return float(t) if ok else None
+
+
+def _recorded_task(path) -> dict:
+    """The task a model file's header records; {} for a file that is not a model."""
     try:
         _, meta = read_header(path)
     except (ModelFileError, OSError):
-        return None
+        return {}
     task = meta.get("task")
-    t = task.get("threshold") if isinstance(task, dict) else None
-    ok = isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t < 1
-    return float(t) if ok else None
+    return task if isinstance(task, dict) else {}
 
 
 def _diameter(task) -> float | None:
