@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from conftest import dock
 from qtpy.QtCore import Qt, QTimer
+from qtpy.QtWidgets import QPushButton
 
 from napari_unet._widgets._forms import FROM_FILE, choice, choose
 from napari_unet.checkpoint import load_checkpoint
@@ -155,6 +156,9 @@ def test_add_all_pairs_every_image_with_the_labels_named_after_it(make_napari_vi
     assert train.pairs.count() == 3
     images, labels, _, names = train.snapshot()
     assert len(images) == len(labels) == 3 and names[1] == "a 2 / a 2 labels"
+    [button] = [b for b in train.findChildren(QPushButton) if b.text() == "Clear"]
+    button.click()
+    assert train.pairs.count() == 0
 
 
 def test_cancel_stops_training_within_two_seconds(cells_viewer, qtbot, models_home):
@@ -752,6 +756,9 @@ def test_every_image_layer_is_segmented_in_turn_and_a_bad_one_is_skipped(cells_v
         assert cells_viewer.layers["second segmentation"].data.shape == (64, 80)
         assert "broken segmentation" not in cells_viewer.layers
         assert "skipped broken" in widget.status.text() and "NaN" in widget.status.text()
+        found = (cells_viewer.layers["cells segmentation"].data.max()
+                 + cells_viewer.layers["second segmentation"].data.max())
+        assert f"Done: 2 layer(s), {found:,} objects" in widget.status.text()
     names = [layer.name for layer in cells_viewer.layers]
     assert not any("probabilities segmentation" in name for name in names), names
     np.testing.assert_allclose(cells_viewer.layers["cells segmentation"].scale, (2.0, 0.5))

@@ -301,6 +301,7 @@ class PredictWidget(QWidget):
             return
         self.status.setText(f"Predicting {len(jobs)} image layers…")
         self._moved = []  # where a result went beside a layer the user edited
+        self._done = []  # objects found in each layer done (None: not counted)
         self.controls.launch(each_layer(jobs), desc=f"Predicting {len(jobs)} layers", total=0,
                              on_event=self._on_event, on_done=self._on_all_done)
 
@@ -310,14 +311,20 @@ class PredictWidget(QWidget):
                                 self.probabilities.isChecked(), self._running)
             if moved:
                 self._moved.append(moved)
+            labels = event.result.labels
+            self._done.append(int(labels.max()) if isinstance(labels, np.ndarray)
+                              and event.result.mode != "semantic" else None)
             return
         self.controls.progress(event.done, event.total)
         if event.message:
             self.status.setText(event.message)
 
     def _on_all_done(self, skipped) -> None:
+        counted = [n for n in self._done if n is not None]
+        objects = f", {sum(counted):,} objects" if counted else ""
         text = ("Cancelled; the layers finished before are kept." if skipped is None else
-                "Done" + "".join(f"; skipped {name}: {why}" for name, why in skipped) + ".")
+                f"Done: {len(self._done)} layer(s){objects}"
+                + "".join(f"; skipped {name}: {why}" for name, why in skipped) + ".")
         text += "".join(f" {moved[0].upper()}{moved[1:]}." for moved in self._moved)
         self.status.setText(text)
         show_info(text)

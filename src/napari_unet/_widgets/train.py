@@ -85,7 +85,7 @@ class TrainWidget(QWidget):
         self.pairs = QListWidget()
         self.pairs.setToolTip("Layer pairs to train on; empty: the pair chosen above. "
                               "Double-click a pair to remove it.")
-        self.pairs.setMaximumHeight(70)
+        self.pairs.setMaximumHeight(96)
         self.pairs.itemDoubleClicked.connect(
             lambda item: self.pairs.takeItem(self.pairs.row(item)))
         add = QPushButton("Add pair")
@@ -95,11 +95,14 @@ class TrainWidget(QWidget):
                            "('cells' with 'cells labels' or a corrected 'cells "
                            "segmentation'), each labelled in whole")
         add_all.clicked.connect(self.add_all_pairs)
+        clear = QPushButton("Clear")
+        clear.setToolTip("Remove every pair from the list")
+        clear.clicked.connect(self.pairs.clear)
         buttons = QWidget()
         column = QVBoxLayout(buttons)
         column.setContentsMargins(0, 0, 0, 0)
-        column.addWidget(add)
-        column.addWidget(add_all)
+        for button in (add, add_all, clear):
+            column.addWidget(button)
         column.addStretch()
 
         self.mode = combo(["instances", "semantic"], "instances: objects 1..N, touching ones "
