@@ -507,7 +507,7 @@ def predict(model, image, config: PredictConfig | None = None, *, out_probabilit
     start = time.perf_counter()
     label_out = out_labels
     if labels and out_labels is None:
-        label_out = np.zeros(label_shape, np.int32 if ckpt.mode == "semantic" else np.uint32)
+        label_out = np.zeros(label_shape, _label_dtype(ckpt.mode))
     resized = (", the cell size estimated first" if auto else
                f", resized by {factor:.2f} to cells of {ckpt.object_diameter:.0f} px"
                if factor != 1.0 else "")
@@ -537,6 +537,7 @@ def predict(model, image, config: PredictConfig | None = None, *, out_probabilit
                                   config.halo, shift_margin(ckpt.label_offset, factor))
                 first = None
         total = len(plan) * n
+        label_plane = _labeller(ckpt, config, factor)
         for k in range(n):
             out = plane(out_probabilities, k) if stack else out_probabilities
             if k == 0 and first is not None:  # the estimate's pass was at this size
@@ -554,8 +555,7 @@ def predict(model, image, config: PredictConfig | None = None, *, out_probabilit
                 stream_labels(ckpt, out, plane(out_labels, k) if stack else out_labels,
                                config, notes)
             elif labels:
-                lab = _labels(to_labels, np.asarray(out), min_object_size(config, ckpt, factor),
-                              pixel_size=1.0 / factor)
+                lab = label_plane(out)
                 if stack:
                     label_out[k] = lab
                 else:
@@ -583,6 +583,20 @@ def _to_labels(ckpt: Checkpoint, config: PredictConfig):
     return functools.partial(labels_from_probabilities, mode=ckpt.mode, target=ckpt.target,
                              threshold=threshold, method=config.instance_method,
                              cut_necks=config.cut_necks)
+
+
+def _labeller(ckpt: Checkpoint, config: PredictConfig, factor: float):
+    """The labels of one plane's probabilities ``(C, H, W)``, with the model's and
+    ``config``'s settings, for an image magnified by ``factor`` for the network."""
+    to_labels = _to_labels(ckpt, config)
+    min_size = min_object_size(config, ckpt, factor)
+    return lambda prob: _labels(to_labels, np.asarray(prob), min_size,
+                                pixel_size=1.0 / factor)
+
+
+def _label_dtype(mode: str):
+    """The labels of a stack while they are made (and linked): room for every object."""
+    return np.int32 if mode == "semantic" else np.uint32
 
 
 def _compact(labels: np.ndarray, mode: str) -> np.ndarray:
@@ -615,15 +629,13 @@ def relabel(model, result: PredictResult, config: PredictConfig
     if link and ckpt.mode == "semantic":
         raise InputError(SEMANTIC_LINK)
     start = time.perf_counter()
-    to_labels = _to_labels(ckpt, config)
-    min_size = min_object_size(config, ckpt, result.factor)
+    label_plane = _labeller(ckpt, config, result.factor)
     planes = []
     for k in range(n):
-        planes.append(_labels(to_labels, prob[k] if stack else prob, min_size,
-                              pixel_size=1.0 / result.factor))
+        planes.append(label_plane(prob[k] if stack else prob))
         yield PredictEvent(k + 1, n, k, n, "labelling")
-    labels = np.stack(planes).astype(np.int32 if ckpt.mode == "semantic" else np.uint32,
-                                     copy=False) if stack else planes[0]
+    labels = (np.stack(planes).astype(_label_dtype(ckpt.mode), copy=False) if stack
+              else planes[0])
     for k in iter_link_planes(labels, link) if link else ():
         yield PredictEvent(n, n, k - 1, n, f"linking objects across planes ({k} of {n})")
     return PredictResult(labels=_compact(labels, ckpt.mode), probabilities=prob,
