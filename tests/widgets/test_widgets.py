@@ -379,7 +379,7 @@ def test_changing_only_how_objects_are_labelled_reuses_the_probabilities(
     widget.controls.start_btn.click()  # the image changed: predicted anew
     wait_done(qtbot, widget)
     assert len(calls) == 3 and "again" not in widget.status.text()
-    import napari_unet._widgets.predict as dock_module
+    import napari_unet._widgets._reuse as dock_module
 
     monkeypatch.setattr(dock_module, "KEEP_PROBABILITIES", 0)  # too large to keep:
     for expected in (3, 4, 5):  # the ones kept before are used once more, then no more

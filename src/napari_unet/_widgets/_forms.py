@@ -62,16 +62,7 @@ class LayerCombo(QComboBox):
         current = self.currentText()
         names = [layer.name for layer in self.viewer.layers if isinstance(layer, self.kind)]
         names = [self.none, *names] if self.none else names
-        self.blockSignals(True)
-        try:
-            self.clear()
-            self.addItems(names)
-            if current in names:
-                self.setCurrentText(current)
-        finally:
-            self.blockSignals(False)
-        if self.currentText() != current:
-            self.currentTextChanged.emit(self.currentText())
+        _fill(self, [(name, name, "") for name in names], current)
 
     def layer(self):
         name = self.currentText()
@@ -143,13 +134,19 @@ def refill(box: QComboBox, items: list) -> None:
     :func:`model_entry`; the last :data:`FROM_FILE`) and keep its choice: a model file
     chosen before that is no longer among them (older than the newest ten) stays, just
     before the last item."""
-    from qtpy.QtCore import Qt
-
     entries = [(item, item, "") if isinstance(item, str) else item for item in items]
     current = choice(box)
     if current and current not in [value for _, value, _ in entries] and Path(
             current).is_file():
         entries.insert(len(entries) - 1, model_entry(current))
+    _fill(box, entries, current)
+
+
+def _fill(box: QComboBox, entries: list[tuple[str, str, str]], current: str) -> None:
+    """Replace the items of ``box`` by ``(label, value, tooltip)`` entries, choose
+    ``current`` again if it is among them, and say the choice changed only if it did."""
+    from qtpy.QtCore import Qt
+
     box.blockSignals(True)
     try:
         box.clear()

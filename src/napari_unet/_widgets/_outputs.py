@@ -109,6 +109,19 @@ def show_result(viewer, result, layer, probabilities: bool, model: str) -> str |
     return f"'{wanted}' {why}, so it was left as it is; this result is in '{used}'"
 
 
+def object_count(result) -> int | None:
+    """The objects of an instance prediction held in memory; None for class maps and for
+    labels written to disk."""
+    labels = result.labels
+    return (int(labels.max()) if isinstance(labels, np.ndarray) and result.mode != "semantic"
+            else None)
+
+
+def sentences(notes) -> str:
+    """Notes (lower-case clauses) as sentences to follow a status text."""
+    return "".join(f" {note[0].upper()}{note[1:]}." for note in notes if note)
+
+
 def predict_to_disk(ckpt, data, config, name: str, probabilities: bool):
     """:func:`napari_unet.predict.predict` of a lazy layer (Dask, zarr, multiscale) into
     zarr arrays on disk (in ~/napari-unet/predictions), so that it is predicted without

@@ -7,25 +7,14 @@ from pathlib import Path
 import numpy as np
 from napari.layers import Image
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtWidgets import (
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
-    QPushButton,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
-from ..checkpoint import (
-    load_checkpoint,
-    recent_models,
-    recorded_diameter,
-    recorded_threshold,
-)
+from ..checkpoint import load_checkpoint, recent_models, recorded_diameter, recorded_threshold
 from ..config import PredictConfig
 from ..data import image_for_model
 from ..errors import InputError, NapariUNetError
 from ..pretrained import resolve_model, shipped_choices
+from ._export import ExportButton
 from ._forms import (
     FROM_FILE,
     Collapsible,
@@ -44,12 +33,11 @@ from ._forms import (
     shown_for,
     spin,
 )
-from ._outputs import inputs, predict_to_disk, show_result
+from ._outputs import inputs, object_count, predict_to_disk, sentences, show_result
+from ._reuse import LastPrediction
 from ._runner import LayerDone, RunControls, each_layer
 
 OWN_THRESHOLD = "use the model's calibrated threshold"
-#: The largest probabilities (bytes) kept after a prediction to label them again.
-KEEP_PROBABILITIES = 1 << 30
 
 
 class PredictWidget(QWidget):
@@ -109,16 +97,10 @@ class PredictWidget(QWidget):
         self.tta = check("average over rotations and flips (8x slower)")
         self.device, self.device_label = device_choice()
         self.controls = RunControls("Predict", self.start)
-        self.export_btn = QPushButton("Export model to bioimage.io…")
-        self.export_btn.setToolTip("Write the chosen model as a BioImage Model Zoo package "
-                                   "(.zip) for deepImageJ, ilastik and other tools")
-        self.export_btn.clicked.connect(self._ask_export)
+        self.export_btn = ExportButton(self)
         self.status = QLabel("")
         self.status.setWordWrap(True)
-        #: ((what the probabilities depend on, the image data), result) of the last
-        #: prediction, so that a run that changes only labelling settings reuses them
-        self._last: tuple | None = None
-        self._pending: tuple | None = None
+        self.last = LastPrediction()  # labelled again when only labelling settings change
         self._relabelling = False
 
         form = QFormLayout()
@@ -198,32 +180,9 @@ class PredictWidget(QWidget):
         self.model.setCurrentText(FROM_FILE)
         self.model_file.edit.setText(str(path))
 
-    def _ask_export(self) -> None:
-        from qtpy.QtWidgets import QFileDialog
-
-        path, _ = QFileDialog.getSaveFileName(self, "Export to bioimage.io", "",
-                                              "bioimage.io package (*.zip)")
-        if path:
-            self.export_to(path if path.endswith(".zip") else f"{path}.zip")
-
     def export_to(self, path) -> None:
         """Export the chosen model as a bioimage.io package, in a worker thread."""
-        from ..modelzoo import exporting
-
-        try:
-            gen = exporting(self.model_path(), path)
-        except NapariUNetError as err:
-            show_error(str(err))
-            return
-        self.controls.launch(gen, desc="Exporting", total=0,
-                             on_event=self.status.setText,
-                             on_done=lambda out: self._exported(out),
-                             on_refused=lambda m: self.status.setText(f"Not exported: {m}"))
-
-    def _exported(self, out) -> None:
-        text = f"Exported to {out}" if out else "Export cancelled."
-        self.status.setText(text)
-        show_info(text)
+        self.export_btn.export_to(path)
 
     def model_path(self) -> str:
         chosen = choice(self.model)
@@ -254,17 +213,6 @@ class PredictWidget(QWidget):
             return predict_to_disk(ckpt, data, cfg, layer.name, self.probabilities.isChecked())
         return predict(ckpt, data, cfg, name=f"layer '{layer.name}'")
 
-    def _probabilities_key(self, layer, cfg: PredictConfig) -> tuple:
-        """What the probabilities of ``layer`` depend on: its data, the model file (as it
-        is on disk now) and every setting but those that only label them."""
-        from ..predict import LABEL_SETTINGS
-
-        path = resolve_model(self._running)
-        stat = path.stat()
-        settings = {k: v for k, v in cfg.to_dict().items() if k not in LABEL_SETTINGS}
-        return (layer.unique_id, id(layer.data), str(path), stat.st_mtime_ns, stat.st_size,
-                tuple(sorted(settings.items())))
-
     def start(self) -> None:
         from ..predict import relabel
 
@@ -275,12 +223,12 @@ class PredictWidget(QWidget):
             self._running = self.model_path()  # recorded with the segmentations
             ckpt = load_checkpoint(self._running)
             cfg = self.config()
-            key = self._probabilities_key(layers[0], cfg) if len(layers) == 1 else None
-            self._relabelling = (key is not None and self._last is not None
-                                 and self._last[0][0] == key)
-            if self._relabelling:
+            previous = (self.last.reusable(layers[0], self._running, cfg)
+                        if len(layers) == 1 else None)
+            self._relabelling = previous is not None
+            if previous is not None:
                 # only labelling settings changed: label the same probabilities again
-                jobs = [(layers[0], relabel(ckpt, self._last[1], cfg))]
+                jobs = [(layers[0], relabel(ckpt, previous, cfg))]
             else:
                 jobs = [(layer, self._job(ckpt, cfg, layer)) for layer in layers]
                 next(jobs[0][1])  # checks the image against the model, before the thread
@@ -289,8 +237,6 @@ class PredictWidget(QWidget):
             return
         if len(jobs) == 1:
             layer, gen = jobs[0]
-            # the data are held with the key, so that their id stays theirs
-            self._pending = (key, layer.data)
             self.status.setText(f"Labelling '{layer.name}' again…" if self._relabelling
                                 else f"Predicting '{layer.name}'…")
             self.controls.launch(gen, desc=f"Predicting {layer.name}", total=0,
@@ -300,7 +246,7 @@ class PredictWidget(QWidget):
                                      f"No layer was changed: {message}"))
             return
         self.status.setText(f"Predicting {len(jobs)} image layers…")
-        self._moved = []  # where a result went beside a layer the user edited
+        self._moved = []  # where a result went beside a layer the user edited (or None)
         self._done = []  # objects found in each layer done (None: not counted)
         self.controls.launch(each_layer(jobs), desc=f"Predicting {len(jobs)} layers", total=0,
                              on_event=self._on_event, on_done=self._on_all_done)
@@ -309,11 +255,8 @@ class PredictWidget(QWidget):
         if isinstance(event, LayerDone):  # one layer of several: shown at once
             moved = show_result(self.viewer, event.result, event.layer,
                                 self.probabilities.isChecked(), self._running)
-            if moved:
-                self._moved.append(moved)
-            labels = event.result.labels
-            self._done.append(int(labels.max()) if isinstance(labels, np.ndarray)
-                              and event.result.mode != "semantic" else None)
+            self._moved.append(moved)
+            self._done.append(object_count(event.result))
             return
         self.controls.progress(event.done, event.total)
         if event.message:
@@ -325,7 +268,7 @@ class PredictWidget(QWidget):
         text = ("Cancelled; the layers finished before are kept." if skipped is None else
                 f"Done: {len(self._done)} layer(s){objects}"
                 + "".join(f"; skipped {name}: {why}" for name, why in skipped) + ".")
-        text += "".join(f" {moved[0].upper()}{moved[1:]}." for moved in self._moved)
+        text += sentences(self._moved)
         self.status.setText(text)
         show_info(text)
 
@@ -333,21 +276,14 @@ class PredictWidget(QWidget):
         if result is None:
             self.status.setText("Cancelled; no layer was changed.")
             return
-        prob = result.probabilities
-        if isinstance(prob, np.ndarray) and prob.nbytes <= KEEP_PROBABILITIES:
-            self._last = (self._pending, result)  # kept for labelling again
-        else:
-            self._last = None
+        self.last.keep(result)
         moved = show_result(self.viewer, result, layer, self.probabilities.isChecked(),
                             self._running)
-        lazy = not isinstance(result.labels, np.ndarray)
-        n = int(result.labels.max()) if result.mode != "semantic" and not lazy else None
+        n = object_count(result)
         text = ((f"Labelled again from the last prediction's probabilities in "
                  f"{result.seconds:.1f} s (the network was not run)") if self._relabelling
                 else f"Done in {result.seconds:.1f} s on {result.device}")
-        text = (text
-                + (f": {n} objects." if n is not None else ".")
-                + "".join(f" {note[0].upper()}{note[1:]}."
-                          for note in [*result.notes, *filter(None, [moved])]))
+        text += (f": {n} objects." if n is not None else ".") + sentences([*result.notes,
+                                                                             moved])
         self.status.setText(text)
         show_info(text)

@@ -11,8 +11,6 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
-    QListWidget,
-    QPushButton,
     QVBoxLayout,
     QWidget,
 )
@@ -40,32 +38,15 @@ from ._forms import (
     shown_for,
     spin,
 )
-from ._outputs import MODEL, inputs, is_uncorrected
+from ._outputs import MODEL, is_uncorrected
+from ._pairs import PairList
 from ._plot import LossPlot
 from ._regions import region_mask
 from ._runner import RunControls
 
 NEW_MODEL = "new model"
-
-
-def looks_like_labels(layer, images: list[str]) -> bool:
-    """An image layer of whole numbers named after another image as labels are ('cells
-    labels', 'cells_mask'): a label file napari opened as an image."""
-    words = ("label", "mask", "seg", "annot", "truth", "gt")
-    return (np.issubdtype(full_resolution(layer).dtype, np.integer) and not layer.rgb
-            and any(named_after(layer.name, name)
-                    and any(w in layer.name[len(name):].lower() for w in words)
-                    for name in images if name != layer.name))
-
-
-def named_after(labels_name: str, image_name: str) -> bool:
-    """Whether a labels layer's name is an image layer's name, then a space, '_', '-' or
-    '.' and more ('cells labels', 'cells_mask', 'cells segmentation (2)' for 'cells')."""
-    rest = labels_name[len(image_name):]
-    return labels_name.startswith(image_name) and len(rest) > 1 and rest[0] in " _-."
 #: The region choice that means every pixel of the labels layer is labelled.
 WHOLE_IMAGE = "the whole image"
-PAIR, IN = "  ⟷  ", "  in  "
 
 
 class TrainWidget(QWidget):
@@ -82,28 +63,8 @@ class TrainWidget(QWidget):
         self.region.setToolTip("Labelled only part of the image? Draw rectangles or polygons "
                                "around the parts whose cells are all labelled in a Shapes "
                                "layer and choose it: only those parts are learnt from.")
-        self.pairs = QListWidget()
-        self.pairs.setToolTip("Layer pairs to train on; empty: the pair chosen above. "
-                              "Double-click a pair to remove it.")
-        self.pairs.setMaximumHeight(96)
-        self.pairs.itemDoubleClicked.connect(
-            lambda item: self.pairs.takeItem(self.pairs.row(item)))
-        add = QPushButton("Add pair")
-        add.clicked.connect(self._add_pair)
-        add_all = QPushButton("Add all")
-        add_all.setToolTip("Pair every image layer with the labels layer named after it "
-                           "('cells' with 'cells labels' or a corrected 'cells "
-                           "segmentation'), each labelled in whole")
-        add_all.clicked.connect(self.add_all_pairs)
-        clear = QPushButton("Clear")
-        clear.setToolTip("Remove every pair from the list")
-        clear.clicked.connect(self.pairs.clear)
-        buttons = QWidget()
-        column = QVBoxLayout(buttons)
-        column.setContentsMargins(0, 0, 0, 0)
-        for button in (add, add_all, clear):
-            column.addWidget(button)
-        column.addStretch()
+        self.pair_list = PairList(self._add_pair, self.add_all_pairs)
+        self.pairs = self.pair_list.list
 
         self.mode = combo(["instances", "semantic"], "instances: objects 1..N, touching ones "
                           "are separated; semantic: class per pixel")
@@ -144,7 +105,7 @@ class TrainWidget(QWidget):
         form.addRow("Image", self.image)
         form.addRow("Labels", self.labels)
         form.addRow("Labelled in", self.region)
-        form.addRow(buttons, self.pairs)
+        form.addRow(self.pair_list.buttons, self.pairs)
         form.addRow("Label mode", self.mode)
         form.addRow("Model size", self.size)
         row = QHBoxLayout()
@@ -202,60 +163,19 @@ class TrainWidget(QWidget):
     def _add_pair(self) -> None:
         if self.image.currentText() and self.labels.currentText():
             region = self.region.layer()
-            self.pairs.addItem(f"{self.image.currentText()}{PAIR}{self.labels.currentText()}"
-                               + (f"{IN}{region.name}" if region is not None else ""))
+            self.pair_list.add(self.image.currentText(), self.labels.currentText(),
+                               region.name if region is not None else None)
 
     def add_all_pairs(self) -> None:
-        """Add a pair for every image layer and the one labels layer named after it (its
-        name, then a space, '_', '-' or '.'; a labels layer named after two images belongs
-        to the longer name). Predictions nobody has corrected are left out; the status
-        names the images left without a pair."""
-        images = [layer.name for layer in inputs(self.viewer)]
-        opened_as_images = [layer.name for layer in inputs(self.viewer)
-                            if looks_like_labels(layer, images)]
-        images = [name for name in images if name not in opened_as_images]
-        owned: dict[str, list[str]] = {name: [] for name in images}
-        for layer in self.viewer.layers:
-            if not isinstance(layer, Labels) or is_uncorrected(layer):
-                continue
-            owners = [name for name in images if named_after(layer.name, name)]
-            if owners:
-                owned[max(owners, key=len)].append(layer.name)
-        present = {self.pairs.item(i).text() for i in range(self.pairs.count())}
-        added, missing, several = 0, [], []
-        for name, labels in owned.items():
-            if len(labels) != 1:
-                (several if labels else missing).append(name)
-                continue
-            text = f"{name}{PAIR}{labels[0]}"
-            if text not in present:
-                self.pairs.addItem(text)
-                added += 1
-        text = f"Added {added} pair(s)"
-        if missing:
-            text += "; no labels layer named after " + ", ".join(f"'{n}'" for n in missing)
-        if opened_as_images:
-            text += ("; " + ", ".join(f"'{n}'" for n in opened_as_images) + " look like "
-                     "labels opened as images (napari opens TIFF files so): right-click, "
-                     "Convert to Labels, then Add all again")
-        if several:
-            text += ("; more than one labels layer named after "
-                     + ", ".join(f"'{n}'" for n in several) + " (add those with Add pair)")
-        self.status.setText(text + ".")
+        """*Add all*: every image layer with the labels layer named after it."""
+        self.status.setText(self.pair_list.add_all(self.viewer))
 
     def _pair_names(self) -> list[tuple[str, str, str | None]]:
-        """(image, labels, shapes or None) layer names of every pair to train on."""
-        items = [self.pairs.item(i).text() for i in range(self.pairs.count())]
-        if not items:
-            region = self.region.layer()
-            return [(self.image.currentText(), self.labels.currentText(),
-                     region.name if region is not None else None)]
-        pairs = []
-        for item in items:
-            pair, _, region = item.partition(IN)
-            img, _, lab = pair.partition(PAIR)
-            pairs.append((img, lab, region or None))
-        return pairs
+        """(image, labels, shapes or None) layer names of every pair to train on: those
+        listed, or else the one chosen above."""
+        region = self.region.layer()
+        return self.pair_list.names() or [(self.image.currentText(), self.labels.currentText(),
+                                           region.name if region is not None else None)]
 
     def snapshot(self) -> tuple[list, list, list, list[str]]:
         """Copy the chosen layers' data on the GUI thread; raise InputError if unusable."""
@@ -311,10 +231,11 @@ class TrainWidget(QWidget):
         except NapariUNetError as err:
             show_error(str(err))
             return
-        out = self.out.path() or default_model_path(self._pair_names()[0][0])
+        pairs = self._pair_names()
+        out = self.out.path() or default_model_path(pairs[0][0])
         self.plot.clear()
         self.status.setText(f"Training… the best model is saved to {out}")
-        unchanged = [lab for _, lab, _ in self._pair_names()
+        unchanged = [lab for _, lab, _ in pairs
                      if lab in self.viewer.layers and is_uncorrected(self.viewer.layers[lab])]
         if unchanged:
             show_info(f"'{unchanged[0]}' is a prediction you have not corrected: a model "
