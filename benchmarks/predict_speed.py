@@ -30,6 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import DATA, command, emit, machine  # noqa: E402
 
+import napari_unet.model as unet_model  # noqa: E402
 from napari_unet.checkpoint import load_checkpoint  # noqa: E402
 from napari_unet.config import PredictConfig  # noqa: E402
 from napari_unet.data import normalize  # noqa: E402
@@ -44,7 +45,6 @@ from napari_unet.device import (  # noqa: E402
 )
 from napari_unet.io import read_image  # noqa: E402
 from napari_unet.metrics import dice  # noqa: E402
-import napari_unet.model as unet_model  # noqa: E402
 from napari_unet.model import fused_layers  # noqa: E402
 from napari_unet.predict import predict  # noqa: E402
 from napari_unet.progress import run  # noqa: E402

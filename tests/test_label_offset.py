@@ -165,4 +165,5 @@ def test_a_cancelled_training_keeps_the_offset_of_its_best_model(tmp_path):
     saved = load_checkpoint(tmp_path / "m.safetensors")
     dy, dx = saved.label_offset
     assert 0.5 <= dy <= 1.25 and abs(dx) <= 0.25
-    assert saved.training["label_offset"]["error_shifted"] < saved.training["label_offset"]["error"]
+    found = saved.training["label_offset"]
+    assert found["error_shifted"] < found["error"]

@@ -1,6 +1,8 @@
 """The package around the engine: manifest, sample data, README and CI in step."""
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,3 +32,10 @@ def test_manifest_and_sample_data():
     assert (kind_i, kind_l) == ("image", "labels")
     assert image.shape == labels.shape == (256, 256)
     assert labels.max() == 40 and np.issubdtype(labels.dtype, np.integer)
+
+
+def test_the_code_passes_ruff():
+    """The rules named in pyproject.toml hold for the package, its tests and benchmarks."""
+    done = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", str(ROOT)],
+                          capture_output=True, text=True, cwd=ROOT, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
-from conftest import tiny_config
 from _samplers import AbortingAtExitSampler, AbortingSampler
+from conftest import tiny_config
 
 from napari_unet.checkpoint import load_checkpoint
 from napari_unet.config import TrainConfig

@@ -356,9 +356,9 @@ class BatchPrefetcher:
                 return self._queue.get(timeout=0.05)
             except queue.Empty:
                 if self._error is not None:
-                    raise self._error
+                    raise self._error from None
                 if not self._thread.is_alive():
-                    raise RuntimeError("the batch thread stopped")
+                    raise RuntimeError("the batch thread stopped") from None
 
     def close(self) -> None:
         self._stop.set()

@@ -231,9 +231,8 @@ def hold_out_strips(prep: _Prepared, share: float, instances: bool, context: int
                 kept[f].append(array)
                 continue
             axis, keep, strip = cut[:3]
-            part = (lambda k, a=array, x=axis: None if a is None  # spatial first
-                    else a[(slice(None),) * x + (k,)])
-            kept[f].append(part(keep))
+            kept[f].append(None if array is None  # spatial axes first
+                           else array[(slice(None),) * axis + (keep,)])
             first = max(strip.start - context, 0)
             seen = (slice(first - first % grid, None) if strip.start
                     else slice(0, strip.stop + context))  # the strip and its context
