@@ -1,0 +1,54 @@
+"""An RGB bright-field image with a class mask, trained and predicted in napari."""
+
+import numpy as np
+from conftest import dock
+
+from napari_unet.checkpoint import load_checkpoint
+
+
+def bright_field(size=96, seed=0):
+    """Dark stained cells (class 1) with darker nuclei (class 2) on a light background, as
+    an RGB uint8 image and its class mask."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    mask = np.zeros((size, size), np.uint8)
+    for _ in range(8):
+        cy, cx = rng.integers(12, size - 12, 2)
+        r = rng.integers(7, 11)
+        mask[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = 1
+        mask[(yy - cy) ** 2 + (xx - cx) ** 2 <= (r // 2) ** 2] = 2
+    colour = np.array([[235, 230, 225], [200, 120, 170], [90, 60, 140]], float)
+    image = colour[mask] + rng.normal(0, 6, (size, size, 3))
+    return np.clip(image, 0, 255).astype(np.uint8), mask
+
+
+def test_an_rgb_image_with_a_class_mask_trains_and_predicts_classes(make_napari_viewer,
+                                                                     qtbot, models_home):
+    viewer = make_napari_viewer()
+    image, mask = bright_field()
+    viewer.add_image(image, name="bright field", rgb=True)
+    viewer.add_labels(mask, name="bright field classes")
+    train = dock(viewer, "Train")
+    train.mode.setCurrentText("semantic")
+    train.size.setCurrentText("tiny")
+    train.padding.setCurrentText("same")
+    train.unit.setCurrentText("epochs")
+    train.amount.setValue(2)
+    train.controls.start_btn.click()
+    qtbot.waitUntil(lambda: train.controls.run is None, timeout=120_000)
+    saved = list(models_home.glob("*.safetensors"))
+    assert len(saved) == 1, train.status.text()
+    model = load_checkpoint(saved[0])
+    assert (model.config.in_channels, model.config.n_classes) == (3, 3)
+
+    predict = dock(viewer, "Predict")
+    assert predict.model_path() == str(saved[0])  # the model just trained
+    predict.image.setCurrentText("bright field")
+    predict.controls.start_btn.click()
+    qtbot.waitUntil(lambda: predict.controls.run is None, timeout=120_000)
+    out = viewer.layers["bright field segmentation"]
+    assert out.data.shape == mask.shape and out.data.dtype.kind in "iu"
+    assert set(np.unique(out.data)) <= {0, 1, 2}
+    found = [((out.data == k) & (mask == k)).sum() / (mask == k).sum() for k in range(3)]
+    assert (out.data == mask).mean() > 0.85 and min(found) > 0.5, found  # every class
+    assert "bright field" in viewer.layers and "bright field classes" in viewer.layers
