@@ -164,8 +164,8 @@ def test_float16_weights_build_a_float32_network_that_does_not_share_them(model_
         np.testing.assert_array_equal(rebuilt(x).numpy(), net.eval()(x).numpy())
 
 
-def test_the_size_and_threshold_a_file_records_are_read_from_its_header(tmp_path):
-    from napari_unet.checkpoint import recorded_diameter, recorded_threshold
+def test_the_size_threshold_and_classes_a_file_records_are_read_from_its_header(tmp_path):
+    from napari_unet.checkpoint import recorded_classes, recorded_diameter, recorded_threshold
 
     net = UNet(tiny_config())
     task = {"mode": "instances", "target": "two_class", "threshold": 0.85,
@@ -178,3 +178,9 @@ def test_the_size_and_threshold_a_file_records_are_read_from_its_header(tmp_path
     assert recorded_threshold(bare) is None and recorded_diameter(bare) is None
     (tmp_path / "junk.safetensors").write_bytes(b"not a model")
     assert recorded_threshold(tmp_path / "junk.safetensors") is None
+    assert recorded_classes(path) is None
+    assert recorded_classes(tmp_path / "junk.safetensors") is None
+    classes = UNet(tiny_config(n_classes=3))
+    semantic = save_checkpoint(tmp_path / "s.safetensors", Checkpoint(
+        classes.config, classes.state_dict(), {"mode": "semantic", "n_classes": 3}))
+    assert recorded_classes(semantic) == 3

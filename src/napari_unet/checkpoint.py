@@ -254,6 +254,15 @@ def recorded_threshold(path: str | os.PathLike) -> float | None:
     return float(t) if ok else None
 
 
+def recorded_classes(path: str | os.PathLike) -> int | None:
+    """The number of classes of a semantic model file (from its header alone); None for an
+    instance model or a file that is not a napari-unet model file."""
+    task = _recorded_task(path)
+    k = task.get("n_classes")
+    ok = isinstance(k, int) and not isinstance(k, bool) and k >= 2
+    return k if ok and task.get("mode") == "semantic" else None
+
+
 def _recorded_task(path) -> dict:
     """The task a model file's header records; {} for a file that is not a model."""
     try:

@@ -24,12 +24,18 @@ def bright_field(size=96, seed=0):
 
 def test_an_rgb_image_with_a_class_mask_trains_and_predicts_classes(make_napari_viewer,
                                                                      qtbot, models_home):
+    """Settings for objects are greyed out for a model of classes, and the status gives
+    the share of each class."""
     viewer = make_napari_viewer()
     image, mask = bright_field()
     viewer.add_image(image, name="bright field", rgb=True)
     viewer.add_labels(mask, name="bright field classes")
     train = dock(viewer, "Train")
+    instance_only = (train.target, train.w0, train.sigma)
+    assert all(w.isEnabled() for w in instance_only)
     train.mode.setCurrentText("semantic")
+    assert not any(w.isEnabled() for w in instance_only)
+    assert "instances mode" in train.w0.toolTip()
     train.size.setCurrentText("tiny")
     train.padding.setCurrentText("same")
     train.unit.setCurrentText("epochs")
@@ -43,6 +49,10 @@ def test_an_rgb_image_with_a_class_mask_trains_and_predicts_classes(make_napari_
 
     predict = dock(viewer, "Predict")
     assert predict.model_path() == str(saved[0])  # the model just trained
+    labelling = (predict.method, predict.necks, predict.min_size, predict.link,
+                 predict.own_threshold, predict.threshold)
+    assert not any(w.isEnabled() for w in labelling)  # they do not apply to classes
+    assert "3 classes" in predict.diameter_hint.text()
     predict.image.setCurrentText("bright field")
     predict.controls.start_btn.click()
     qtbot.waitUntil(lambda: predict.controls.run is None, timeout=120_000)
@@ -52,3 +62,13 @@ def test_an_rgb_image_with_a_class_mask_trains_and_predicts_classes(make_napari_
     found = [((out.data == k) & (mask == k)).sum() / (mask == k).sum() for k in range(3)]
     assert (out.data == mask).mean() > 0.85 and min(found) > 0.5, found  # every class
     assert "bright field" in viewer.layers and "bright field classes" in viewer.layers
+    share = f"class 2 {100 * (out.data == 2).mean():.0f} %"
+    assert share in predict.status.text()
+
+    predict.model.setCurrentText("nuclei (shipped)")  # an instance model: all apply again
+    assert all(w.isEnabled() for w in labelling[:5]) and not predict.threshold.isEnabled()
+    predict.own_threshold.setChecked(False)
+    assert predict.threshold.isEnabled()
+    train.mode.setCurrentText("instances")
+    assert all(w.isEnabled() for w in instance_only)
+    assert train.w0.toolTip() == "border weight amplitude w0"  # its own tip again

@@ -184,6 +184,18 @@ def shown_for(widget: QWidget, box: QComboBox, choice: str) -> None:
     widget.setVisible(box.currentText() == choice)
 
 
+def applies(widgets, on: bool, why: str) -> None:
+    """Enable ``widgets`` where a setting applies; where it does not, grey them out and say
+    ``why`` in their tooltip (kept apart from the tooltip they had)."""
+    for widget in widgets:
+        tip = widget.property("own_tip")
+        if tip is None:
+            tip = widget.toolTip()
+            widget.setProperty("own_tip", tip)
+        widget.setEnabled(on)
+        widget.setToolTip(tip if on else f"{why}{chr(10) + tip if tip else ''}")
+
+
 def check(text: str, tip: str = "", *, checked: bool = False) -> QCheckBox:
     box = QCheckBox(text)
     box.setChecked(checked)

@@ -9,11 +9,11 @@ from napari.layers import Image
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
-from ..checkpoint import load_checkpoint, recent_models, recorded_diameter, recorded_threshold
+from ..checkpoint import load_checkpoint, recent_models
 from ..config import PredictConfig
 from ..data import image_for_model
 from ..errors import InputError, NapariUNetError
-from ..pretrained import resolve_model, shipped_choices
+from ..pretrained import shipped_choices
 from ._export import ExportButton
 from ._forms import (
     FROM_FILE,
@@ -33,11 +33,17 @@ from ._forms import (
     shown_for,
     spin,
 )
-from ._outputs import inputs, object_count, predict_to_disk, sentences, show_result
+from ._model_hints import OWN_THRESHOLD, describe_model, follow_threshold
+from ._outputs import (
+    inputs,
+    object_count,
+    predict_to_disk,
+    sentences,
+    show_result,
+    what_was_found,
+)
 from ._reuse import LastPrediction
 from ._runner import LayerDone, RunControls, each_layer
-
-OWN_THRESHOLD = "use the model's calibrated threshold"
 
 
 class PredictWidget(QWidget):
@@ -63,7 +69,7 @@ class PredictWidget(QWidget):
         self.threshold = spin(0.5, 0.01, 0.99, decimals=2, step=0.05,
                               tip="foreground threshold of the probability")
         self.threshold.setEnabled(False)
-        self.own_threshold.toggled.connect(lambda on: self.threshold.setEnabled(not on))
+        self.own_threshold.toggled.connect(lambda _: follow_threshold(self))
         self.method = combo(["auto", "components", "watershed"],
                             "how touching objects are separated (auto: the model's own "
                             "way, a seeded watershed or, for an offsets model, centre "
@@ -146,23 +152,7 @@ class PredictWidget(QWidget):
         models_hub().saved.connect(self.use_trained_model)
 
     def _describe_model(self, *_) -> None:
-        """Say what cell size the chosen model learnt (what *Cell diameter* resizes to)."""
-        try:
-            path = resolve_model(self.model_path())
-        except NapariUNetError:
-            path = None
-        if path is None or path.suffix != ".safetensors" or not path.is_file():
-            self.diameter_hint.setText("")  # nothing chosen yet, or a bioimage.io package
-            self.own_threshold.setText(OWN_THRESHOLD)
-            return
-        size = recorded_diameter(path)
-        self.diameter_hint.setText(f"the model learnt cells of about {size:.0f} px" if size
-                                   else "the model does not record its cell size")
-        threshold = recorded_threshold(path)
-        self.own_threshold.setText(f"{OWN_THRESHOLD} ({threshold:.2f})" if threshold
-                                   else OWN_THRESHOLD)
-        if threshold and self.own_threshold.isChecked():  # unticked, it starts from there
-            self.threshold.setValue(threshold)
+        describe_model(self)
 
     def refresh_models(self) -> None:
         refill(self.model, [*map(model_entry, recent_models()), *shipped_choices(),
@@ -279,11 +269,10 @@ class PredictWidget(QWidget):
         self.last.keep(result)
         moved = show_result(self.viewer, result, layer, self.probabilities.isChecked(),
                             self._running)
-        n = object_count(result)
+        found = what_was_found(result)
         text = ((f"Labelled again from the last prediction's probabilities in "
                  f"{result.seconds:.1f} s (the network was not run)") if self._relabelling
                 else f"Done in {result.seconds:.1f} s on {result.device}")
-        text += (f": {n} objects." if n is not None else ".") + sentences([*result.notes,
-                                                                             moved])
+        text += (f": {found}." if found else ".") + sentences([*result.notes, moved])
         self.status.setText(text)
         show_info(text)

@@ -26,6 +26,7 @@ from ._forms import (
     FreshCombo,
     LayerCombo,
     PathPicker,
+    applies,
     check,
     choice,
     choose,
@@ -139,6 +140,9 @@ class TrainWidget(QWidget):
         shown_for(self.init_file, self.start_from, FROM_FILE)
         self.labels.currentTextChanged.connect(self._suggest_start)
         self._suggest_start()
+        self.mode.currentTextChanged.connect(lambda mode: applies(
+            (self.target, self.w0, self.sigma), mode == "instances",
+            "for the instances mode: a semantic model learns classes, not touching objects"))
 
     # ---- choices ------------------------------------------------------------------------
     def refresh_models(self) -> None:
