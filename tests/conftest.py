@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -28,6 +30,15 @@ def discs(shape, centres, radius):
     return lab
 
 
+def as_masks(folder) -> None:
+    """Rewrite the instance label files of ``folder`` (cells numbered 1..N) as class masks
+    (0 background, 1 cell), the labels of a semantic model."""
+    import tifffile
+
+    for path in Path(folder).glob("*.tif"):
+        tifffile.imwrite(path, (tifffile.imread(path) > 0).astype(np.uint8))
+
+
 def sample_and_train(tmp_path, count: int, model_name: str, *flags: str):
     """``napari-unet sample`` of ``count`` images, then ``napari-unet train`` on them with
     ``flags``; returns the sample folder and the model file."""
@@ -35,6 +46,8 @@ def sample_and_train(tmp_path, count: int, model_name: str, *flags: str):
 
     data = tmp_path / "demo"
     assert main(["sample", str(data), "--count", str(count)]) == 0
+    if "semantic" in flags:
+        as_masks(data / "labels")
     model = tmp_path / model_name
     assert main(["-q", "train", str(data / "images"), str(data / "labels"), "--out", str(model),
                  *flags]) == 0

@@ -95,6 +95,43 @@ def test_training_accepts(case, image, labels):
     assert result.steps == 2
 
 
+def grid_of_discs(rows: int, cols: int, per_class: int = 1) -> np.ndarray:
+    """Discs on a grid, numbered 1, 2, ... (``per_class`` discs share a number)."""
+    centres = [(12 + 24 * r, 12 + 24 * c) for r in range(rows) for c in range(cols)]
+    labels = np.zeros((24 * rows, 24 * cols), np.uint16)
+    for i, centre in enumerate(centres):
+        labels[discs(labels.shape, [centre], 8) > 0] = 1 + i // per_class
+    return labels
+
+
+@pytest.mark.parametrize("cells,refused", [(12, True), (8, False)])
+def test_semantic_training_refuses_objects_numbered_1_to_n(cells, refused):
+    """Cells numbered 1..N trained as classes would make a model of N + 1 classes; more
+    than eight classes, each one object, are refused with a pointer to the instances mode."""
+    labels = grid_of_discs(2, cells // 2)
+    image = ((labels > 0) * 150 + 30).astype(np.uint8)
+    semantic = TrainConfig(**{**quick().to_dict(), "mode": "semantic"})
+    job = train([image], [labels], semantic, model_config=tiny_config(
+        padding="same", n_classes=cells + 1), names=["nuclei.tif"])
+    if not refused:
+        assert run(job).steps == 2
+        return
+    with pytest.raises(NapariUNetError) as err:
+        run(job)
+    message = str(err.value)
+    assert "nuclei.tif" in message and "12 classes" in message, message
+    assert "instances mode" in message and "\n" not in message
+
+
+def test_semantic_training_takes_many_classes_of_several_regions():
+    labels = grid_of_discs(2, 10, per_class=2)  # ten classes of two discs each
+    image = ((labels > 0) * 150 + 30).astype(np.uint8)
+    semantic = TrainConfig(**{**quick().to_dict(), "mode": "semantic"})
+    result = run(train([image], [labels], semantic,
+                       model_config=tiny_config(padding="same", n_classes=11)))
+    assert result.steps == 2
+
+
 def test_training_refuses_a_model_of_another_channel_count(tmp_path):
     path = model_file(tmp_path, channels=3)
     with pytest.raises(NapariUNetError, match="3 channel"):

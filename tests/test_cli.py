@@ -3,7 +3,7 @@ import sys
 
 import numpy as np
 import tifffile
-from conftest import discs, sample_and_train
+from conftest import as_masks, discs, sample_and_train
 
 from napari_unet.checkpoint import load_checkpoint, save_checkpoint
 from napari_unet.cli import main
@@ -225,6 +225,7 @@ def test_ctrl_c_keeps_the_best_model_with_its_label_offset(tmp_path):
 
     data = tmp_path / "demo"
     assert main(["sample", str(data), "--count", "3"]) == 0
+    as_masks(data / "labels")
     model = tmp_path / "m.safetensors"
     child = subprocess.Popen(
         [sys.executable, "-m", "napari_unet.cli", "-q", "train", str(data / "images"),

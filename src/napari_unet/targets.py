@@ -28,6 +28,7 @@ around each object: beyond ``d1 + d2 = sigma * sqrt(2 ln 1e6)`` the term is belo
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -214,6 +215,26 @@ def semantic_classes(labels: np.ndarray) -> np.ndarray:
     if set(values.tolist()) <= {0, 255} and 255 in values:
         return (lab == 255).astype(np.int64)
     return lab.astype(np.int64)
+
+
+#: More classes than this, each a single object, read as objects numbered 1..N.
+OBJECT_LIKE_CLASSES = 8
+
+
+def numbered_objects(classes: Sequence[np.ndarray]) -> bool:
+    """Whether semantic class maps look like instance labels: more than
+    :data:`OBJECT_LIKE_CLASSES` classes, each of them one connected region in every image
+    (planes of a stack apart) that holds it."""
+    if len(np.unique(np.concatenate([np.unique(c) for c in classes]))) - 1 \
+            <= OBJECT_LIKE_CLASSES:
+        return False
+    for cls in classes:
+        cls = np.asarray(cls)
+        for plane in cls.reshape(-1, *cls.shape[-2:]):
+            for k, box in enumerate(ndi.find_objects(plane), start=1):
+                if box is not None and ndi.label(plane[box] == k)[1] > 1:
+                    return False
+    return True
 
 
 def semantic_targets(labels: np.ndarray, n_classes: int, balance: bool = True,

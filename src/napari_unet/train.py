@@ -41,7 +41,13 @@ from .data import (
 )
 from .errors import InputError
 from .scale import match_cell_size, median_diameter
-from .targets import instance_targets, relabel_objects, semantic_classes, semantic_targets
+from .targets import (
+    instance_targets,
+    numbered_objects,
+    relabel_objects,
+    semantic_classes,
+    semantic_targets,
+)
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +154,11 @@ def prepare(images: Sequence, labels: Sequence, config: TrainConfig,
         if found > 256:
             raise InputError(f"the labels hold {found} classes; for objects numbered 1..N "
                              "use the instances mode.")
+        if numbered_objects(classes):
+            raise InputError(f"{what} hold {present.size - 1} classes besides the "
+                             "background, each a single object: they look like objects "
+                             "numbered 1..N, which the instances mode learns (semantic "
+                             "labels give each class one number, 1..K).")
         k = max(found, n_classes or 2)
         if n_classes is not None and found > n_classes:
             raise InputError(f"the labels hold {found} classes but the model predicts "
