@@ -338,6 +338,10 @@ THRESHOLDS = {"semantic": tuple(round(0.05 * k, 2) for k in range(1, 20)),  # 0.
 #: and those models scored lowest on held-out images; see benchmarks/RESULTS.md).
 SELECTION_WINDOW = 3
 
+#: What the validation score (``TrainResult.best_score``) measures, by mode (1 is perfect).
+SCORE_MEANING = {"semantic": "the classes' mean Dice",
+                 "instances": "average precision of the objects over IoU 0.5 to 0.9"}
+
 #: Said when no fine-tuned epoch scored as well as the model fine-tuning started from.
 STARTING_MODEL_KEPT = ("No fine-tuned epoch scored as well on the validation images as the "
                        "model you started from, so that model was saved as it was (with "

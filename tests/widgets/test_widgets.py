@@ -1,4 +1,5 @@
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -621,11 +622,12 @@ def test_the_train_widget_says_when_fine_tuning_kept_the_starting_model(cells_vi
     epochs = [{"epoch": 1, "dice": 0.5, "score": 0.5}]
     # the last case: the time ran out before a fine-tuned epoch ended
     for epoch, said, history in ((0, True, epochs), (3, False, epochs), (0, True, [])):
-        result = TrainResult(checkpoint=None, path=out, best_score=0.8, best_epoch=epoch,
-                             history=history, device="CPU")
+        result = TrainResult(checkpoint=SimpleNamespace(mode="instances"), path=out,
+                             best_score=0.8, best_epoch=epoch, history=history, device="CPU")
         widget._on_done(result, out)
         assert "Finished" in widget.status.text()
-        assert "best validation score 0.800" in widget.status.text()
+        assert ("best validation score 0.800 (average precision of the objects over IoU 0.5 "
+                "to 0.9; 1 is perfect)") in widget.status.text()
         assert (STARTING_MODEL_KEPT in widget.status.text()) == said
 
 

@@ -270,15 +270,16 @@ class TrainWidget(QWidget):
         if result is None:
             text = f"Cancelled. The best model so far is saved in {out}"
         else:
+            from ..train import SCORE_MEANING, STARTING_MODEL_KEPT
+
             last = result.history[-1] if result.history else {}
             validated = "dice" in last or result.best_epoch == 0  # 0: the starting model
-            quality = (f"best validation score {result.best_score:.3f}" if validated
+            quality = (f"best validation score {result.best_score:.3f} ("
+                       f"{SCORE_MEANING[result.checkpoint.mode]}; 1 is perfect)" if validated
                        else "no validation image (label a second image, or a larger "
                              "one, to get one)")
             text = f"Finished ({result.stopped}) on {result.device}: {quality}; saved in {out}"
             if result.best_epoch == 0:
-                from ..train import STARTING_MODEL_KEPT
-
                 text += ". " + STARTING_MODEL_KEPT
             if result.report is not None:
                 text += f" (report: {result.report.name})"
