@@ -1,9 +1,12 @@
-"""An RGB bright-field image with a class mask, trained and predicted in napari."""
+"""Images other than one grey channel, trained and predicted in napari: an RGB bright-field
+image with a class mask, and channels held in separate layers."""
 
 import numpy as np
 from conftest import dock
+from napari.layers.utils.stack_utils import images_to_stack
 
 from napari_unet.checkpoint import load_checkpoint
+from napari_unet.synthetic import touching_cells
 
 
 def bright_field(size=96, seed=0):
@@ -72,3 +75,38 @@ def test_an_rgb_image_with_a_class_mask_trains_and_predicts_classes(make_napari_
     train.mode.setCurrentText("instances")
     assert all(w.isEnabled() for w in instance_only)
     assert train.w0.toolTip() == "border weight amplitude w0"  # its own tip again
+
+
+def test_channels_in_separate_layers_merged_to_a_stack_train_and_predict(
+        make_napari_viewer, qtbot, models_home):
+    """Nuclei and a second channel in two layers (as napari opens a multi-channel file):
+    *Merge to Stack* makes one (C, H, W) layer, which trains a two-channel model with 2D
+    labels and is predicted as one image of two channels."""
+    viewer = make_napari_viewer()
+    grey, cells = touching_cells((96, 96), n_cells=10, radius=8, seed=0)
+    noise = np.random.default_rng(0).normal(0, 1, grey.shape).astype(np.float32)
+    channels = [viewer.add_image(grey, name="nuclei"), viewer.add_image(noise, name="other")]
+    stack = viewer.add_layer(images_to_stack(channels))  # Layers > Stack > Merge to Stack
+    assert stack.data.shape == (2, 96, 96)
+    viewer.add_labels(cells.astype(np.int32), name="cells")
+    train = dock(viewer, "Train")
+    train.image.setCurrentText(stack.name)
+    train.labels.setCurrentText("cells")
+    train.size.setCurrentText("tiny")
+    train.padding.setCurrentText("same")
+    train.unit.setCurrentText("epochs")
+    train.amount.setValue(2)
+    train.controls.start_btn.click()
+    qtbot.waitUntil(lambda: train.controls.run is None, timeout=120_000)
+    saved = list(models_home.glob("*.safetensors"))
+    assert len(saved) == 1, train.status.text()
+    assert load_checkpoint(saved[0]).config.in_channels == 2
+
+    predict = dock(viewer, "Predict")
+    predict.image.setCurrentText(stack.name)
+    predict.controls.start_btn.click()
+    qtbot.waitUntil(lambda: predict.controls.run is None, timeout=120_000)
+    out = viewer.layers[f"{stack.name} segmentation"].data
+    assert out.shape == cells.shape  # one image of two channels, not two planes
+    overlap = 2 * ((out > 0) & (cells > 0)).sum() / ((out > 0).sum() + (cells > 0).sum())
+    assert overlap > 0.5
