@@ -86,7 +86,7 @@ def test_channels_in_separate_layers_merged_to_a_stack_train_and_predict(
     grey, cells = touching_cells((96, 96), n_cells=10, radius=8, seed=0)
     noise = np.random.default_rng(0).normal(0, 1, grey.shape).astype(np.float32)
     channels = [viewer.add_image(grey, name="nuclei"), viewer.add_image(noise, name="other")]
-    stack = viewer.add_layer(images_to_stack(channels))  # Layers > Stack > Merge to Stack
+    stack = viewer.add_layer(images_to_stack(channels))  # right-click > Merge to Stack
     assert stack.data.shape == (2, 96, 96)
     viewer.add_labels(cells.astype(np.int32), name="cells")
     train = dock(viewer, "Train")
