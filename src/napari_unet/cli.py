@@ -271,6 +271,8 @@ def cmd_train(args) -> int:
                        bar_format="{l_bar}{bar}| {elapsed}<{remaining}{postfix}")
         if event.kind in ("start", "saved", "info"):
             bar.write(event.message)
+        elif event.kind == "warning":  # said even with -q
+            tqdm.write(f"warning: {event.message}", file=sys.stderr)
         elif event.kind == "epoch":
             bar.write(f"epoch {event.epoch}: loss {event.loss:.4f}, validation "
                       + ", ".join(f"{k} {v:.4f}" for k, v in event.val.items()))

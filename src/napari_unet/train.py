@@ -56,7 +56,8 @@ log = logging.getLogger(__name__)
 class TrainEvent:
     """One step of progress.
 
-    ``kind`` is 'start', 'step', 'epoch' (with ``val``), 'saved' (with ``path``) or 'info'.
+    ``kind`` is 'start', 'warning' (what may be a mistake, to show the user), 'step',
+    'epoch' (with ``val``), 'saved' (with ``path``) or 'info'.
     ``progress`` runs from 0 to 1 (by steps, or by time with a time budget).
     """
 
@@ -99,6 +100,7 @@ class _Prepared:
     channels: int
     regions: list[np.ndarray | None] = field(default_factory=list)  # annotated, or None
     notes: list[str] = field(default_factory=list)  # what was done to the images, in words
+    warnings: list[str] = field(default_factory=list)  # what may be a mistake, in words
 
 
 def prepare(images: Sequence, labels: Sequence, config: TrainConfig,
@@ -129,6 +131,7 @@ def prepare(images: Sequence, labels: Sequence, config: TrainConfig,
         labs.append(lab.astype(np.int64))
         regs.append(region)
     imgs, notes = match_channels(imgs, names, channels)
+    warnings = []
     counts = {a.shape[-1] for a in imgs}
     if len(counts) > 1:
         raise InputError(f"the training images have different channel counts {sorted(counts)}.")
@@ -154,11 +157,11 @@ def prepare(images: Sequence, labels: Sequence, config: TrainConfig,
         if found > 256:
             raise InputError(f"the labels hold {found} classes; for objects numbered 1..N "
                              "use the instances mode.")
-        if numbered_objects(classes):
-            raise InputError(f"{what} hold {present.size - 1} classes besides the "
-                             "background, each a single object: they look like objects "
-                             "numbered 1..N, which the instances mode learns (semantic "
-                             "labels give each class one number, 1..K).")
+        if numbered_objects(classes):  # said, not refused: organs are single objects too
+            warnings.append(f"{what} hold {present.size - 1} classes besides the background, "
+                         "each a single object: if they are objects numbered 1..N, cancel "
+                         "and choose the instances mode (semantic labels give each class "
+                         "one number, 1..K)")
         k = max(found, n_classes or 2)
         if n_classes is not None and found > n_classes:
             raise InputError(f"the labels hold {found} classes but the model predicts "
@@ -173,7 +176,7 @@ def prepare(images: Sequence, labels: Sequence, config: TrainConfig,
                                   balance=config.class_balance, region=r)
                  for t, r in zip(truths, regs)]
     return _Prepared(norm, [p[0] for p in pairs], [p[1] for p in pairs], truths, k,
-                     counts.pop(), regs, notes)
+                     counts.pop(), regs, notes, warnings)
 
 
 #: One image is split for validation only if its longer side has at least this many pixels
@@ -261,7 +264,8 @@ def hold_out_strips(prep: _Prepared, share: float, instances: bool, context: int
             "for validation")
     n = len(cuts)
     out = _Prepared(*(kept[f] + held[f] for f in fields[:4]), prep.n_classes,
-                    prep.channels, kept["regions"] + held["regions"], [*prep.notes, note])
+                    prep.channels, kept["regions"] + held["regions"], [*prep.notes, note],
+                    prep.warnings)
     return out, list(range(n, n + len(made)))
 
 
@@ -598,6 +602,8 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
         f"training on {describe_device(device)}: {len(train_idx)} training and {n_val} "
         f"validation image(s), patches {out_size} px, {steps_per_epoch} steps per epoch"
         + "".join(f"; {note}" for note in prep.notes)))
+    for warning in prep.warnings:
+        yield TrainEvent("warning", message=f"{warning[0].upper()}{warning[1:]}.")
 
     best: Checkpoint | None = None
     best_score = best_epoch = None

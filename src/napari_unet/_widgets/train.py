@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 from napari.layers import Image, Labels, Shapes
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
@@ -256,6 +256,8 @@ class TrainWidget(QWidget):
         self.controls.progress(int(1000 * event.progress))
         if event.kind in ("start", "info"):
             self.status.setText(event.message)
+        elif event.kind == "warning":
+            show_warning(event.message)
         elif event.kind == "epoch":
             self.plot.add(event.loss, event.val.get("score") if event.val else None)
             self.status.setText(f"epoch {event.epoch}: loss {event.loss:.3f}, validation "
