@@ -110,3 +110,16 @@ def test_channels_in_separate_layers_merged_to_a_stack_train_and_predict(
     assert out.shape == cells.shape  # one image of two channels, not two planes
     overlap = 2 * ((out > 0) & (cells > 0)).sum() / ((out > 0).sum() + (cells > 0).sum())
     assert overlap > 0.5
+
+
+def test_cells_numbered_1_to_n_trained_as_classes_give_a_warning(cells_viewer, qtbot, notes):
+    train = dock(cells_viewer, "Train")  # "cells labels": ten cells numbered 1..10
+    train.mode.setCurrentText("semantic")
+    train.size.setCurrentText("tiny")
+    train.padding.setCurrentText("same")
+    train.unit.setCurrentText("epochs")
+    train.amount.setValue(1)
+    train.controls.start_btn.click()
+    qtbot.waitUntil(lambda: train.controls.run is None, timeout=120_000)
+    warned = [n for n in notes if "choose the instances mode" in n]
+    assert len(warned) == 1 and "10 classes" in warned[0], notes
