@@ -613,6 +613,18 @@ def test_separation_view_keeps_napari_responsive_on_a_large_layer(make_napari_vi
     assert viewer.layers["big labels weight map"].data.shape == (4096, 4096)  # full resolution
 
 
+def test_each_epoch_gives_its_loss_and_validation_score(cells_viewer):
+    from napari_unet.train import TrainEvent
+
+    widget = dock(cells_viewer, "Train")
+    widget._on_event(TrainEvent("epoch", epoch=3, loss=0.25, val={
+        "dice": 0.9, "score": 0.4321, "threshold": 0.5}))
+    assert widget.status.text() == "epoch 3: loss 0.250, validation score 0.432"
+    widget._on_event(TrainEvent("epoch", epoch=4, loss=0.2, val=None))  # no validation image
+    assert widget.status.text() == "epoch 4: loss 0.200"
+    assert widget.plot.loss == [0.25, 0.2] and widget.plot.score == [0.4321]
+
+
 def test_the_train_widget_says_when_fine_tuning_kept_the_starting_model(cells_viewer,
                                                                           tmp_path):
     from napari_unet.train import STARTING_MODEL_KEPT, TrainResult

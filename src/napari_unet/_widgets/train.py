@@ -259,9 +259,10 @@ class TrainWidget(QWidget):
         elif event.kind == "warning":
             show_warning(event.message)
         elif event.kind == "epoch":
-            self.plot.add(event.loss, event.val.get("score") if event.val else None)
-            self.status.setText(f"epoch {event.epoch}: loss {event.loss:.3f}, validation "
-                                + ", ".join(f"{k} {v:.3f}" for k, v in event.val.items()))
+            score = event.val.get("score") if event.val else None
+            self.plot.add(event.loss, score)
+            self.status.setText(f"epoch {event.epoch}: loss {event.loss:.3f}" + (
+                f", validation score {score:.3f}" if score is not None else ""))
         elif event.kind == "saved":
             self.last_model = event.path
 
