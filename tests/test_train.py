@@ -68,6 +68,26 @@ def test_distance_target_trains_a_distance_channel_and_predicts_objects(cells, t
     assert unet_loss(good, t, wt, distance=True) < unet_loss(bad, t, wt, distance=True) - 0.05
 
 
+def test_without_validation_images_no_validation_score_is_claimed(cells, tmp_path):
+    """With nothing held out the lowest training loss chooses the epoch kept; that is not a
+    validation score, and no event, result, model file or report calls it one."""
+    import json
+
+    from napari_unet.report import report_paths
+
+    images, labels = cells
+    out = tmp_path / "m.safetensors"
+    events = []
+    result = run(train(images, labels, quick(val_fraction=0), model_config=tiny_config(),
+                       out=out), events.append)
+    assert [e.val for e in events if e.kind == "epoch"] == [None, None]
+    assert result.best_score is None and result.best_epoch in (1, 2)
+    assert [h["score"] for h in result.history] == [-h["loss"] for h in result.history]
+    assert load_checkpoint(out).training["validation"] is None
+    numbers = json.loads(report_paths(out)[1].read_text())
+    assert numbers["best_score"] is None
+
+
 def test_events_result_and_saved_best_model(cells, tmp_path):
     images, labels = cells
     out = tmp_path / "model.safetensors"

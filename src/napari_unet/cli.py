@@ -274,8 +274,9 @@ def cmd_train(args) -> int:
         elif event.kind == "warning":  # said even with -q
             tqdm.write(f"warning: {event.message}", file=sys.stderr)
         elif event.kind == "epoch":
-            bar.write(f"epoch {event.epoch}: loss {event.loss:.4f}, validation "
-                      + ", ".join(f"{k} {v:.4f}" for k, v in event.val.items()))
+            bar.write(f"epoch {event.epoch}: loss {event.loss:.4f}, " + (
+                "validation " + ", ".join(f"{k} {v:.4f}" for k, v in event.val.items())
+                if event.val else "no validation image"))
         bar.n = int(1000 * event.progress)
         if event.loss is not None:
             bar.set_postfix(epoch=event.epoch, loss=f"{event.loss:.3f}", refresh=False)

@@ -34,7 +34,8 @@ def summary(name: str, result, chosen: str | None) -> str:
     the metric it averages, None where no image was validated)."""
     from .train import SELECTION_WINDOW
 
-    best = f"{result.best_score:.4f}" if result.best_score is not None else "not validated"
+    best = (f"{result.best_score:.4f}" if result.best_score is not None
+            else "none (no validation image)")
     window = [h["epoch"] for h in result.history if h["epoch"] <= (result.best_epoch or 0)]
     window = window[-SELECTION_WINDOW:]
     if chosen and len(window) > 1:  # the score that chose the model
@@ -53,6 +54,8 @@ def write_report(model_path, result, examples=()) -> tuple[Path, Path]:
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
+    from .train import SELECTION_WINDOW
 
     png, js = report_paths(model_path)
     history = result.history
@@ -74,19 +77,26 @@ def write_report(model_path, result, examples=()) -> tuple[Path, Path]:
     grid = fig.add_gridspec(2 if examples else 1, 3, height_ratios=[1, 1.4][: 2 if examples
                                                                               else 1])
     epochs = [h["epoch"] for h in history]
-    ax = fig.add_subplot(grid[0, 0])
-    ax.plot(epochs, [h["loss"] for h in history], "o-", color="tab:blue", ms=3)
-    ax.set(title="training loss", xlabel="epoch")
+    loss_ax = fig.add_subplot(grid[0, 0])
+    loss_ax.plot(epochs, [h["loss"] for h in history], "o-", color="tab:blue", ms=3)
+    loss_ax.set(title="training loss", xlabel="epoch")
     ax = fig.add_subplot(grid[0, 1])
     keys = [k for k in ("dice", "ap50", "map") if history and k in history[0]]
-    for key in keys or (["score"] if history else []):  # no validation image: -loss
+    for key in keys:
         ax.plot(epochs, [h[key] for h in history], "o-", ms=3, label=key)
     if result.best_epoch is not None:  # 0: the model fine-tuning started from
-        ax.axvline(result.best_epoch, color="grey", ls="--", lw=1, label="saved")
+        (ax if keys else loss_ax).axvline(result.best_epoch, color="grey", ls="--", lw=1,
+                                          label="saved")
     chosen = "map" if "map" in keys else "dice"
-    ax.set(title=f"validation (the model kept: the best {chosen})", xlabel="epoch")
+    if keys:
+        ax.set(title=f"validation (the model kept: the best {chosen})", xlabel="epoch")
+    else:  # the lowest training loss chose the epoch kept
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no validation image:\nthe model kept is the epoch of the lowest "
+                f"training loss\n(averaged over {SELECTION_WINDOW} epochs)", ha="center",
+                va="center", transform=ax.transAxes, fontsize=9)
     if history:
-        ax.legend(fontsize=8)
+        (ax if keys else loss_ax).legend(fontsize=8)
     ax = fig.add_subplot(grid[0, 2])
     ax.axis("off")
     ax.text(0, 1, summary(Path(model_path).name, result, chosen if keys else None),

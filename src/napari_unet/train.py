@@ -81,6 +81,7 @@ class TrainResult:
     checkpoint: Checkpoint
     path: Path | None
     best_score: float | None  # the kept epoch's score averaged with the epochs before it
+    #                           (None without validation images: the loss chose the epoch)
     best_epoch: int | None  # 0: the model fine-tuning started from scored best
     history: list[dict] = field(default_factory=list)
     device: str = ""
@@ -592,10 +593,10 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
             save_checkpoint(out, best)
         return best, message
 
-    def keep(val: dict, epoch: int) -> Checkpoint:
+    def keep(val: dict | None, epoch: int) -> Checkpoint:
         """The network as it is now, as the model to keep, with the threshold that ``val``
-        calibrated."""
-        task["threshold"] = val.get("threshold", 0.5)
+        calibrated (None: not validated)."""
+        task["threshold"] = (val or {}).get("threshold", 0.5)
         return snapshot({"best_epoch": epoch, "steps": step, "validation": val})
 
     yield TrainEvent("start", message=(
@@ -675,10 +676,12 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
                 break
             t_val = time.perf_counter()
             val = (validate(net, prep, val_idx, config, device) if val_idx and procs.main
-                   else {"score": -float(np.mean(losses))})
+                   else None)
             val_seconds = ddp.share(time.perf_counter() - t_val, procs, device)
             entry = {"epoch": epoch, "step": step, "loss": float(np.mean(losses)),
-                     "elapsed": time.perf_counter() - start, **val}
+                     "elapsed": time.perf_counter() - start,
+                     # no validation image: the lowest loss chooses the model kept
+                     **(val if val is not None else {"score": -float(np.mean(losses))})}
             history.append(entry)
             done = budget is None and step >= total_steps
             progress = (entry["elapsed"] / budget) if budget else step / total_steps
@@ -715,7 +718,8 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
     if message:
         yield TrainEvent("info", epoch, step, 1.0, elapsed=time.perf_counter() - start,
                          message=message)
-    result = TrainResult(checkpoint=best, path=saved_path, best_score=best_score,
+    result = TrainResult(checkpoint=best, path=saved_path,
+                         best_score=best_score if val_idx else None,  # else: minus the loss
                          best_epoch=best_epoch, history=history,
                          device=describe_device(device), seconds=time.perf_counter() - start,
                          steps=step, stopped=stopped)

@@ -275,10 +275,9 @@ class TrainWidget(QWidget):
         else:
             from ..train import SCORE_MEANING, STARTING_MODEL_KEPT
 
-            last = result.history[-1] if result.history else {}
-            validated = "dice" in last or result.best_epoch == 0  # 0: the starting model
             quality = (f"best validation score {result.best_score:.3f} ("
-                       f"{SCORE_MEANING[result.checkpoint.mode]}; 1 is perfect)" if validated
+                       f"{SCORE_MEANING[result.checkpoint.mode]}; 1 is perfect)"
+                       if result.best_score is not None
                        else "no validation image (label a second image, or a larger "
                              "one, to get one)")
             text = f"Finished ({result.stopped}) on {result.device}: {quality}; saved in {out}"
