@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from _samplers import AbortingAtExitSampler, AbortingSampler
@@ -83,9 +85,17 @@ def test_without_validation_images_no_validation_score_is_claimed(cells, tmp_pat
     assert [e.val for e in events if e.kind == "epoch"] == [None, None]
     assert result.best_score is None and result.best_epoch in (1, 2)
     assert [h["score"] for h in result.history] == [-h["loss"] for h in result.history]
-    assert load_checkpoint(out).training["validation"] is None
+    saved = load_checkpoint(out)
+    assert saved.training["validation"] is None
+    assert "threshold" not in saved.task and saved.threshold == 0.5  # none calibrated
     numbers = json.loads(report_paths(out)[1].read_text())
     assert numbers["best_score"] is None
+
+    # fine-tuned without validation: the starting model's calibration is kept
+    calibrated = replace(saved, task={**saved.task, "threshold": 0.85,
+                                      "label_offset": [0.5, 0.0]})
+    tuned = run(train(images, labels, quick(val_fraction=0), init_from=calibrated)).checkpoint
+    assert tuned.threshold == 0.85 and tuned.label_offset == (0.5, 0.0)
 
 
 def test_events_result_and_saved_best_model(cells, tmp_path):

@@ -558,8 +558,7 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
     budget = config.time_budget
     total_steps = None if budget else config.epochs * steps_per_epoch
 
-    task = {"mode": config.mode, "target": config.target, "n_classes": prep.n_classes,
-            "threshold": 0.5}
+    task = {"mode": config.mode, "target": config.target, "n_classes": prep.n_classes}
     if config.mode == "instances":  # the cell size predictions can be rescaled to
         diameter = median_diameter(prep.truths)
         if diameter:
@@ -596,8 +595,21 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
     def keep(val: dict | None, epoch: int) -> Checkpoint:
         """The network as it is now, as the model to keep, with the threshold that ``val``
         calibrated (None: not validated)."""
-        task["threshold"] = (val or {}).get("threshold", 0.5)
+        if val is not None:
+            task["threshold"] = val.get("threshold", 0.5)
+        else:
+            not_calibrated()
         return snapshot({"best_epoch": epoch, "steps": step, "validation": val})
+
+    def not_calibrated() -> None:
+        """Without validation images nothing is calibrated: a fine-tuned model keeps the
+        threshold and label offset of the model it started from (its outputs are nearest
+        those), a new one records none (0.5 and no shift are used)."""
+        for key in ("threshold", "label_offset"):
+            if base is not None and key in base.task:
+                task[key] = base.task[key]
+            else:
+                task.pop(key, None)
 
     yield TrainEvent("start", message=(
         f"training on {describe_device(device)}: {len(train_idx)} training and {n_val} "
@@ -706,6 +718,7 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
     finally:
         batches.close()
         if best is None:
+            not_calibrated()
             best = snapshot({"steps": step, "validation": None, "note": "not validated"})
             if out is not None and procs.main:
                 saved_path = save_checkpoint(out, best)

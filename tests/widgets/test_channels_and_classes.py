@@ -5,6 +5,7 @@ import numpy as np
 from conftest import dock
 from napari.layers.utils.stack_utils import images_to_stack
 
+from napari_unet._widgets._model_hints import UNCALIBRATED
 from napari_unet.checkpoint import load_checkpoint
 from napari_unet.synthetic import touching_cells
 
@@ -103,6 +104,8 @@ def test_channels_in_separate_layers_merged_to_a_stack_train_and_predict(
     assert load_checkpoint(saved[0]).config.in_channels == 2
 
     predict = dock(viewer, "Predict")
+    assert "no validation image" in train.status.text()  # one image: nothing calibrated
+    assert predict.own_threshold.text() == UNCALIBRATED
     predict.image.setCurrentText(stack.name)
     predict.controls.start_btn.click()
     qtbot.waitUntil(lambda: predict.controls.run is None, timeout=120_000)

@@ -8,6 +8,7 @@ from ..pretrained import resolve_model
 from ._forms import applies
 
 OWN_THRESHOLD = "use the model's calibrated threshold"
+UNCALIBRATED = "use 0.5 (the model was trained without validation images to calibrate one)"
 INSTANCES_ONLY = "for instance models; this model segments classes"
 ONE_FOREGROUND = ("for models of background and one class; this model labels each pixel "
                   "with the likeliest of its {k} classes")
@@ -43,7 +44,7 @@ def describe_model(widget) -> None:
                                  else f"a model of {classes} classes; it {learnt}")
     threshold = recorded_threshold(path)
     widget.own_threshold.setText(f"{OWN_THRESHOLD} ({threshold:.2f})" if threshold
-                                 else OWN_THRESHOLD)
+                                 else UNCALIBRATED)
     if threshold and widget.own_threshold.isChecked():  # unticked, it starts from there
         widget.threshold.setValue(threshold)
 
