@@ -39,3 +39,24 @@ def test_the_code_passes_ruff():
     done = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", str(ROOT)],
                           capture_output=True, text=True, cwd=ROOT, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_readme_python_example_runs(tmp_path, monkeypatch):
+    """The README's Python section, run as written on small synthetic images (its 10-minute
+    time budgets cut to two steps), so that it stays true to the API."""
+    from napari_unet.synthetic import touching_cells
+
+    readme = (ROOT / "README.md").read_text()
+    code = re.search(r"## Python\n\n```python\n(.*?)\n```", readme, re.S).group(1)
+    assert code.count("time_budget=600") == 2
+    code = code.replace("time_budget=600", "epochs=1, steps_per_epoch=2, patch_size=48")
+    pairs = [touching_cells((96, 96), n_cells=8, radius=8, seed=s) for s in range(2)]
+    image = pairs[0][0]
+    scope = {"images": [p[0] for p in pairs], "labels": [p[1] for p in pairs],
+             "image": image, "big_image": np.kron(image, np.ones((3, 3), image.dtype)),
+             "zstack": np.stack([image, image]),
+             "painted": [np.ones(image.shape, bool)] * 2}
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - the README's own code
+    assert (tmp_path / "model.safetensors").is_file()
+    assert scope["masks"].shape == image.shape and scope["masks"].max() > 0
