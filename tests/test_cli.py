@@ -143,6 +143,31 @@ def test_every_option_says_what_it_does():
                 assert action.help, f"napari-unet {name}: {action.dest} has no help text"
 
 
+def test_the_readme_synopsis_lists_every_option_and_no_other():
+    """The README's command-line synopsis and the parser agree, command by command."""
+    import argparse
+    import re
+    from pathlib import Path
+
+    from napari_unet.cli import parser
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    synopsis = re.search(r"## Command line\n\n```\n(.*?)\n```", readme, re.S).group(1)
+    listed: dict[str, set[str]] = {}
+    command = None
+    for line in synopsis.splitlines():
+        start = re.match(r"napari-unet (\w+)", line)
+        command = start.group(1) if start else None if line.startswith("torchrun") else command
+        if command:
+            listed.setdefault(command, set()).update(re.findall(r"--[a-z][a-z0-9-]*", line))
+    commands = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(listed) == set(commands.choices)
+    for name, sub in commands.choices.items():
+        options = {o for a in sub._actions if not isinstance(a, argparse._HelpAction)
+                   for o in a.option_strings if o.startswith("--")}
+        assert listed[name] == options, (name, listed[name] ^ options)
+
+
 def test_evaluate_scores_segmentations_against_the_truth(tmp_path, capsys):
     import json
 
