@@ -81,7 +81,8 @@ def main() -> None:
                          "without it")
     ap.add_argument("--val-fraction", type=float, default=0.1,
                     help="share of slices 00-24 held out for model selection and threshold "
-                         "calibration (0: train on all 25, keep the last model, threshold 0.5)")
+                         "calibration (0: train on all 25, keep the epoch of the lowest training "
+                         "loss, threshold 0.5)")
     ap.add_argument("--strips", action="store_true",
                     help="validate on a strip of each of the 25 slices (the rule for one to "
                          "five images, napari_unet.train.hold_out_strips) instead of whole "

@@ -70,7 +70,8 @@ def _add_train(sub) -> None:
     p.add_argument("--val-fraction", type=float, default=0.1,
                    help="share of the images held out to keep the best model and calibrate "
                    "the threshold (default 0.1; of one to five images, a strip of that "
-                   "share of each image's longer side, at least 64 px)")
+                   "share of each image's longer side, at least 64 px; 0: none held out, "
+                   "the epoch of the lowest training loss is kept and nothing is calibrated)")
     p.add_argument("--batch-size", type=int, default=4, help="patches per step (default 4)")
     p.add_argument("--patch-size", type=int, default=256,
                    help="side of the training patches in pixels (default 256)")
