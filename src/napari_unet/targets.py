@@ -221,12 +221,12 @@ def semantic_classes(labels: np.ndarray) -> np.ndarray:
 OBJECT_LIKE_CLASSES = 8
 
 
-def numbered_objects(classes: Sequence[np.ndarray]) -> bool:
+def numbered_objects(classes: Sequence[np.ndarray], present: np.ndarray) -> bool:
     """Whether semantic class maps look like instance labels: more than
-    :data:`OBJECT_LIKE_CLASSES` classes, each of them one connected region in every image
-    (planes of a stack apart) that holds it."""
-    if len(np.unique(np.concatenate([np.unique(c) for c in classes]))) - 1 \
-            <= OBJECT_LIKE_CLASSES:
+    :data:`OBJECT_LIKE_CLASSES` classes (``present``: the values found in them, background
+    included), each of them one connected region in every image (planes of a stack apart)
+    that holds it."""
+    if len(present) - 1 <= OBJECT_LIKE_CLASSES:
         return False
     for cls in classes:
         cls = np.asarray(cls)

@@ -158,7 +158,7 @@ def prepare(images: Sequence, labels: Sequence, config: TrainConfig,
         if found > 256:
             raise InputError(f"the labels hold {found} classes; for objects numbered 1..N "
                              "use the instances mode.")
-        if numbered_objects(classes):  # said, not refused: organs are single objects too
+        if numbered_objects(classes, present):  # said, not refused: organs are single objects too
             warnings.append(f"{what} hold {present.size - 1} classes besides the background, "
                          "each a single object: if they are objects numbered 1..N, cancel "
                          "and choose the instances mode (semantic labels give each class "

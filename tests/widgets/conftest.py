@@ -53,3 +53,16 @@ def model_file(tmp_path):
               model_config=ModelConfig(base_channels=4, depth=2, dropout=0,
                                        padding="same"), out=path))
     return path
+
+
+def set_quick(widget, amount=1, unit="epochs", size="tiny"):
+    """A Train widget set to train a tiny 'same' network for ``amount`` ``unit``."""
+    widget.size.setCurrentText(size)
+    widget.padding.setCurrentText("same")
+    widget.unit.setCurrentText(unit)
+    widget.amount.setValue(amount)
+
+
+def wait_done(qtbot, widget, timeout=120_000):
+    """Wait until the widget's run (training, prediction) has ended."""
+    qtbot.waitUntil(lambda: widget.controls.run is None, timeout=timeout)

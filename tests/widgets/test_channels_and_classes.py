@@ -2,7 +2,7 @@
 image with a class mask, and channels held in separate layers."""
 
 import numpy as np
-from conftest import dock
+from conftest import dock, set_quick, wait_done
 from napari.layers.utils.stack_utils import images_to_stack
 
 from napari_unet._widgets._model_hints import UNCALIBRATED
@@ -40,12 +40,9 @@ def test_an_rgb_image_with_a_class_mask_trains_and_predicts_classes(make_napari_
     train.mode.setCurrentText("semantic")
     assert not any(w.isEnabled() for w in instance_only)
     assert "instances mode" in train.w0.toolTip()
-    train.size.setCurrentText("tiny")
-    train.padding.setCurrentText("same")
-    train.unit.setCurrentText("epochs")
-    train.amount.setValue(2)
+    set_quick(train, 2)
     train.controls.start_btn.click()
-    qtbot.waitUntil(lambda: train.controls.run is None, timeout=120_000)
+    wait_done(qtbot, train)
     saved = list(models_home.glob("*.safetensors"))
     assert len(saved) == 1, train.status.text()
     model = load_checkpoint(saved[0])
@@ -59,7 +56,7 @@ def test_an_rgb_image_with_a_class_mask_trains_and_predicts_classes(make_napari_
     assert "3 classes" in predict.diameter_hint.text()
     predict.image.setCurrentText("bright field")
     predict.controls.start_btn.click()
-    qtbot.waitUntil(lambda: predict.controls.run is None, timeout=120_000)
+    wait_done(qtbot, predict)
     out = viewer.layers["bright field segmentation"]
     assert out.data.shape == mask.shape and out.data.dtype.kind in "iu"
     assert set(np.unique(out.data)) <= {0, 1, 2}
@@ -93,12 +90,9 @@ def test_channels_in_separate_layers_merged_to_a_stack_train_and_predict(
     train = dock(viewer, "Train")
     train.image.setCurrentText(stack.name)
     train.labels.setCurrentText("cells")
-    train.size.setCurrentText("tiny")
-    train.padding.setCurrentText("same")
-    train.unit.setCurrentText("epochs")
-    train.amount.setValue(2)
+    set_quick(train, 2)
     train.controls.start_btn.click()
-    qtbot.waitUntil(lambda: train.controls.run is None, timeout=120_000)
+    wait_done(qtbot, train)
     saved = list(models_home.glob("*.safetensors"))
     assert len(saved) == 1, train.status.text()
     assert load_checkpoint(saved[0]).config.in_channels == 2
@@ -108,7 +102,7 @@ def test_channels_in_separate_layers_merged_to_a_stack_train_and_predict(
     assert predict.own_threshold.text() == UNCALIBRATED
     predict.image.setCurrentText(stack.name)
     predict.controls.start_btn.click()
-    qtbot.waitUntil(lambda: predict.controls.run is None, timeout=120_000)
+    wait_done(qtbot, predict)
     out = viewer.layers[f"{stack.name} segmentation"].data
     assert out.shape == cells.shape  # one image of two channels, not two planes
     overlap = 2 * ((out > 0) & (cells > 0)).sum() / ((out > 0).sum() + (cells > 0).sum())
@@ -118,11 +112,8 @@ def test_channels_in_separate_layers_merged_to_a_stack_train_and_predict(
 def test_cells_numbered_1_to_n_trained_as_classes_give_a_warning(cells_viewer, qtbot, notes):
     train = dock(cells_viewer, "Train")  # "cells labels": ten cells numbered 1..10
     train.mode.setCurrentText("semantic")
-    train.size.setCurrentText("tiny")
-    train.padding.setCurrentText("same")
-    train.unit.setCurrentText("epochs")
-    train.amount.setValue(1)
+    set_quick(train)
     train.controls.start_btn.click()
-    qtbot.waitUntil(lambda: train.controls.run is None, timeout=120_000)
+    wait_done(qtbot, train)
     warned = [n for n in notes if "choose the instances mode" in n]
     assert len(warned) == 1 and "10 classes" in warned[0], notes

@@ -3,7 +3,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import dock
+from conftest import dock, set_quick, wait_done
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QPushButton
 
@@ -12,17 +12,6 @@ from napari_unet.checkpoint import load_checkpoint
 from napari_unet.config import PredictConfig
 from napari_unet.predict import predict
 from napari_unet.progress import run
-
-
-def set_quick(widget, amount=1, unit="epochs", size="tiny"):
-    widget.size.setCurrentText(size)
-    widget.padding.setCurrentText("same")
-    widget.unit.setCurrentText(unit)
-    widget.amount.setValue(amount)
-
-
-def wait_done(qtbot, widget, timeout=120_000):
-    qtbot.waitUntil(lambda: widget.controls.run is None, timeout=timeout)
 
 
 @pytest.mark.parametrize("name", ["Train", "Predict", "Touching-cell separation"])

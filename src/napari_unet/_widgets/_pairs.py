@@ -76,9 +76,9 @@ class PairList:
         labels layer named after two images belongs to the longer name); predictions
         nobody has corrected are left out. Returns what was done, naming the images left
         without a pair, in a sentence."""
-        images = [layer.name for layer in inputs(viewer)]
-        opened_as_images = [layer.name for layer in inputs(viewer)
-                            if looks_like_labels(layer, images)]
+        layers = inputs(viewer)
+        images = [layer.name for layer in layers]
+        opened_as_images = [layer.name for layer in layers if looks_like_labels(layer, images)]
         images = [name for name in images if name not in opened_as_images]
         owned: dict[str, list[str]] = {name: [] for name in images}
         for layer in viewer.layers:
