@@ -33,8 +33,9 @@ def _add_train(sub) -> None:
                        "TIFF/PNG files paired by file name) and save it to MODEL.")
     p.add_argument("images", help="folder or glob of image files (TIFF/PNG)")
     p.add_argument("labels", help="folder or glob of label files, paired with the images by "
-                   "file name: instance labels (0 background, 1..N cells) or, with --mode "
-                   "semantic, class indices 0..K")
+                   "file name (img01.tif with img01.tif in another folder, or with "
+                   "img01_masks.tif, _labels, _seg, ... in the same one): instance labels "
+                   "(0 background, 1..N cells) or, with --mode semantic, class indices 0..K")
     p.add_argument("--out", required=True, metavar="MODEL",
                    help="model file to write (.safetensors)")
     p.add_argument("--from", dest="init_from",
@@ -318,7 +319,7 @@ def cmd_predict(args) -> int:
 
     from .checkpoint import load_checkpoint
     from .config import PredictConfig
-    from .io import collect, is_zarr, read_image, write_tiff
+    from .io import collect, is_zarr, read_image, without_label_files, write_tiff
     from .predict import predict
     from .progress import run
 
@@ -329,7 +330,16 @@ def cmd_predict(args) -> int:
                               "zarr or leave --scheduler out.")
     if str(args.out).lower().endswith(".zarr") and (len(zarrs) != 1 or len(args.inputs) != 1):
         raise NapariUNetError("--out ending in .zarr takes exactly one zarr input.")
-    files = [f for spec in args.inputs if not is_zarr(spec) for f in collect(spec)]
+    files, skipped = [], []
+    for spec in args.inputs:
+        if not is_zarr(spec):
+            found = collect(spec)
+            kept, labels = without_label_files(found) if len(found) > 1 else (found, [])
+            files += kept
+            skipped += labels
+    if skipped and not args.quiet:
+        print(f"skipped {len(skipped)} label file(s) beside their images "
+              f"({', '.join(f.name for f in skipped[:2])}{' ...' if len(skipped) > 2 else ''})")
     cfg = PredictConfig(tile_size=args.tile_size, batch_size=args.batch_size,
                         device=args.device, precision=args.precision, threshold=args.threshold,
                         instance_method=args.instance_method, cut_necks=args.cut_necks,
@@ -337,6 +347,7 @@ def cmd_predict(args) -> int:
                         tta=args.tta, halo=args.halo, diameter=args.diameter or None,
                         link_planes=args.link_planes)
     out = Path(args.out)
+    _refuse_overwriting_inputs(files, [Path(z) for z in zarrs], out, args.probabilities)
     for f in tqdm(files, disable=args.quiet or len(files) <= 1, unit="image"):
         image = read_image(f)
         bars, shown = [], set()
@@ -358,14 +369,48 @@ def cmd_predict(args) -> int:
         for note in result.notes:  # e.g. the cell size 'auto' found
             if note not in shown and not args.quiet:
                 print(f"{f.name}: {note}")
-        stem = f.name[: -len(".ome.tif")] if f.name.endswith(".ome.tif") else f.stem
-        write_tiff(out / f"{stem}.tif", result.labels)
+        labels_file, prob_file = _tiff_outputs(f, out)
+        write_tiff(labels_file, result.labels)
         if args.probabilities:
-            write_tiff(out / f"{stem}_prob.tif", np.asarray(result.probabilities, np.float32))
+            write_tiff(prob_file, np.asarray(result.probabilities, np.float32))
     for spec in zarrs:
         _predict_zarr(args, model, cfg, Path(spec))
     print(f"wrote {len(files) + len(zarrs)} result(s) to {out}")
     return 0
+
+
+def _tiff_outputs(f: Path, out: Path) -> tuple[Path, Path]:
+    """Where ``predict`` writes the labels and probabilities of an image file."""
+    stem = f.name[: -len(".ome.tif")] if f.name.endswith(".ome.tif") else f.stem
+    return out / f"{stem}.tif", out / f"{stem}_prob.tif"
+
+
+def _zarr_outputs(spec: Path, out: Path) -> tuple[Path, Path]:
+    """Where ``predict`` writes the labels and probabilities of a zarr input."""
+    target = out if str(out).lower().endswith(".zarr") else \
+        out / f"{spec.name.removesuffix('.zarr')}.zarr"
+    return target, target.with_name(target.name.removesuffix(".zarr") + "_prob.zarr")
+
+
+def _refuse_overwriting_inputs(files: list[Path], zarrs: list[Path], out: Path,
+                               probabilities: bool) -> None:
+    """Before anything is predicted: no result may replace an input, nor two inputs write
+    the same result (``img.tif`` and ``img.png``, or the same name in two folders)."""
+    inputs = {p.resolve(): p for p in (*files, *zarrs)}
+    written: dict[Path, Path] = {}
+    for source, outputs in ([(f, _tiff_outputs(f, out)) for f in files]
+                            + [(z, _zarr_outputs(z, out)) for z in zarrs]):
+        for target in outputs[: 2 if probabilities else 1]:
+            key = target.resolve()
+            if key in inputs:
+                raise NapariUNetError(
+                    f"{source.name}: its result {target.name} would replace the input "
+                    f"{inputs[key]}; choose another --out folder.")
+            if key in written:
+                raise NapariUNetError(
+                    f"{written[key]} and {source}: both results would be written to "
+                    f"{target}; predict them into different --out folders.")
+            written[key] = source
 
 
 def _client(args):
@@ -391,9 +436,7 @@ def _predict_zarr(args, model, cfg, spec: Path) -> None:
     from .progress import run
 
     image = open_zarr(spec)
-    target = (Path(args.out) if str(args.out).lower().endswith(".zarr")
-              else Path(args.out) / f"{spec.name.removesuffix('.zarr')}.zarr")
-    prob_target = target.with_name(target.name.removesuffix(".zarr") + "_prob.zarr")
+    target, prob_target = _zarr_outputs(spec, Path(args.out))
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     tmp_prob = prob_target.with_name(f".{prob_target.name}.{os.getpid()}.tmp")
     labels, prob = zarr_outputs(model, image, tmp, tmp_prob if args.probabilities else None,
@@ -478,11 +521,14 @@ def cmd_export(args) -> int:
 def cmd_evaluate(args) -> int:
     import json
 
-    from .io import collect, match_by_stem, read_image
+    from .io import collect, match_by_stem, read_image, without_label_files
     from .metrics import instance_scores, semantic_scores
     from .targets import relabel_objects, semantic_classes
 
     truth_files = collect(args.truth)
+    _, beside = without_label_files(truth_files)
+    if beside:  # a folder of images with their label files beside them: those are the truth
+        truth_files = beside
     found = match_by_stem(truth_files, collect(args.predicted))
     missing = [t.name for t, f in zip(truth_files, found) if f is None]
     if missing:

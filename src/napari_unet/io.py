@@ -38,23 +38,87 @@ def collect(spec: str | os.PathLike) -> list[Path]:
     return files
 
 
-def pair_by_stem(images: list[Path], labels: list[Path]) -> list[tuple[Path, Path]]:
-    """Match image and label files by file name without extension."""
-    by_stem = {_stem(f): f for f in labels}
-    pairs, missing = [], []
+#: Endings that name a label file after its image (``img01_masks.tif`` for ``img01.tif``):
+#: Cellpose's ``_masks`` and ``_seg``, and the names people give such files by hand.
+LABEL_SUFFIXES = ("_cp_masks", "_masks", "_mask", "_labels", "_label", "_seg",
+                  "_segmentation", "_annotations", "_annotation", "_gt", "_ground_truth")
+
+
+def _label_of(stem: str) -> str | None:
+    """The image stem that a label file's stem names (``img01_masks`` -> ``img01``), or
+    None."""
+    low = stem.lower()
+    for suffix in LABEL_SUFFIXES:
+        for sep in ("_", "-"):
+            end = sep + suffix[1:]
+            if low.endswith(end) and len(stem) > len(end):
+                return stem[: -len(end)]
+    return None
+
+
+def _partners(images: list[Path], others: list[Path], what: str) -> list[Path | None]:
+    """For each image, the file of ``others`` that belongs to it: the one of the same name
+    without extension (never the image itself), else the one named after it with a label
+    ending (:data:`LABEL_SUFFIXES`); None where there is none. Two candidates of the same
+    kind are refused with a sentence naming them."""
+    exact: dict[str, list[Path]] = {}
+    suffixed: dict[str, list[Path]] = {}
+    for f in others:
+        exact.setdefault(_stem(f), []).append(f)
+        named = _label_of(_stem(f))
+        if named is not None:
+            suffixed.setdefault(named, []).append(f)
+    found = []
     for f in images:
-        lab = by_stem.get(_stem(f))
-        (pairs.append((f, lab)) if lab is not None else missing.append(f.name))
+        for table in (exact, suffixed):
+            candidates = [c for c in table.get(_stem(f), []) if not _same_file(c, f)]
+            if len(candidates) > 1:
+                names = " and ".join(c.name for c in candidates[:2])
+                raise InputError(f"{f.name}: two {what} files could belong to it ({names}); "
+                                 "keep one.")
+            if candidates:
+                found.append(candidates[0])
+                break
+        else:
+            found.append(None)
+    return found
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return a == b
+
+
+def pair_by_stem(images: list[Path], labels: list[Path]) -> list[tuple[Path, Path]]:
+    """Match image and label files: by file name without extension (``img01.tif`` in an
+    images folder with ``img01.png`` in a labels folder), or a label file named after its
+    image with a label ending (``img01_masks.tif``, :data:`LABEL_SUFFIXES`), so that one
+    folder can hold both, as Cellpose keeps them. A single image file and a single label
+    file are a pair whatever their names. A file is never its own labels."""
+    label_set = {f.resolve() for f in labels}
+    image_stems = {_stem(f) for f in images}
+    # where one folder holds both, a file named after another image with a label ending
+    # is that image's labels, not an image
+    images = [f for f in images if not (f.resolve() in label_set
+                                        and _label_of(_stem(f)) in image_stems)]
+    if len(images) == 1 and len(labels) == 1 and not _same_file(images[0], labels[0]):
+        return [(images[0], labels[0])]
+    found = _partners(images, labels, "label")
+    missing = [f for f, lab in zip(images, found) if lab is None]
     if missing:
-        shown = ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else "")
-        raise InputError(f"no label file with the same name for image(s) {shown}.")
-    return pairs
+        shown = ", ".join(f.name for f in missing[:3]) + (" ..." if len(missing) > 3 else "")
+        raise InputError(f"no label file for image(s) {shown}: name each label file as its "
+                         "image (in another folder), or as its image with an ending such "
+                         f"as _masks ({_stem(missing[0])}_masks.tif).")
+    return list(zip(images, found))
 
 
 def read_pairs(images: str | os.PathLike, labels: str | os.PathLike):
-    """Image and label files (folders, globs or single files) paired by file name without
-    extension, read: ``(image paths, images, labels)``. A label file saved as a colour
-    image is refused with a sentence."""
+    """Image and label files (folders, globs or single files) paired by
+    :func:`pair_by_stem`, read: ``(image paths, images, labels)``. A label file saved as a
+    colour image is refused with a sentence."""
     pairs = pair_by_stem(collect(images), collect(labels))
     imgs, labs = [], []
     for a, b in pairs:
@@ -66,11 +130,21 @@ def read_pairs(images: str | os.PathLike, labels: str | os.PathLike):
     return [a for a, _ in pairs], imgs, labs
 
 
+def without_label_files(files: list[Path]) -> tuple[list[Path], list[Path]]:
+    """The files that are not label files beside their images (``img01_masks.tif`` in the
+    folder of ``img01.tif``), and those that are."""
+    stems = {(f.parent, _stem(f)) for f in files}
+    skipped = [f for f in files if (f.parent, _label_of(_stem(f))) in stems]
+    return [f for f in files if f not in skipped], skipped
+
+
 def match_by_stem(images: list[Path], others: list[Path]) -> list[Path | None]:
-    """For each image, the file of ``others`` with the same name without extension, or
-    None."""
-    by_stem = {_stem(f): f for f in others}
-    return [by_stem.get(_stem(f)) for f in images]
+    """For each image, the file of ``others`` that belongs to it (the same name without
+    extension, or the name with a label ending), or None."""
+    found = _partners(images, others, "matching")
+    plain = {_stem(f): f for f in others}  # a truth file img01_masks for a prediction img01
+    return [f if f is not None else plain.get(_label_of(_stem(i)) or "")
+            for i, f in zip(images, found)]
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:

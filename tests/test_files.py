@@ -1,0 +1,121 @@
+"""Files on disk: which label file belongs to which image, and that no result replaces an
+input."""
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_unet import cli
+from napari_unet.errors import InputError
+from napari_unet.io import collect, match_by_stem, pair_by_stem, without_label_files
+from napari_unet.synthetic import touching_cells
+
+
+def _touch(folder, *names):
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / name).write_bytes(b"")
+    return folder
+
+
+def _names(pairs):
+    return [(a.name, b.name) for a, b in pairs]
+
+
+def test_images_and_labels_in_two_folders_pair_by_name(tmp_path):
+    images = _touch(tmp_path / "images", "a.tif", "b.png")
+    labels = _touch(tmp_path / "labels", "b.tif", "a.png")
+    assert _names(pair_by_stem(collect(images), collect(labels))) == [("a.tif", "a.png"),
+                                                                      ("b.png", "b.tif")]
+
+
+@pytest.mark.parametrize("ending", ["_masks", "_mask", "_labels", "_label", "-seg", "_GT",
+                                    "_cp_masks"])
+def test_one_folder_holds_images_and_their_label_files(tmp_path, ending):
+    folder = _touch(tmp_path / "data", "a.tif", f"a{ending}.tif", "b.tif", f"b{ending}.png")
+    pairs = pair_by_stem(collect(folder), collect(folder))
+    assert _names(pairs) == [("a.tif", f"a{ending}.tif"), ("b.tif", f"b{ending}.png")]
+
+
+def test_a_file_is_never_its_own_labels(tmp_path):
+    folder = _touch(tmp_path / "data", "a.tif", "b.tif")
+    with pytest.raises(InputError, match=r"no label file for image\(s\) a.tif, b.tif.*"
+                                         r"a_masks.tif"):
+        pair_by_stem(collect(folder), collect(folder))
+    single = collect(folder / "a.tif")
+    with pytest.raises(InputError, match="no label file"):
+        pair_by_stem(single, single)
+
+
+def test_one_image_file_and_one_label_file_are_a_pair_whatever_their_names(tmp_path):
+    _touch(tmp_path, "cells.tif", "drawn by hand.tif")
+    pairs = pair_by_stem(collect(tmp_path / "cells.tif"), collect(tmp_path / "drawn by hand.tif"))
+    assert _names(pairs) == [("cells.tif", "drawn by hand.tif")]
+
+
+def test_two_label_files_for_one_image_are_refused_by_name(tmp_path):
+    folder = _touch(tmp_path / "data", "a.tif", "a_masks.tif", "a_seg.tif", "b.tif",
+                    "b_masks.tif")
+    with pytest.raises(InputError, match=r"a.tif: two label files .*a_masks.tif and a_seg.tif"):
+        pair_by_stem(collect(folder), collect(folder))
+    labels = _touch(tmp_path / "labels", "a.tif", "a.png", "b.tif")
+    with pytest.raises(InputError, match=r"a.tif: two label files .*a.png and a.tif"):
+        pair_by_stem(collect(tmp_path / "data" / "?.tif"), collect(labels))
+
+
+def test_a_truth_file_with_a_label_ending_matches_its_prediction(tmp_path):
+    truth = _touch(tmp_path / "truth", "a_masks.tif", "b.tif")
+    predicted = _touch(tmp_path / "pred", "a.tif", "b.tif")
+    found = match_by_stem(collect(truth), collect(predicted))
+    assert [f.name for f in found] == ["a.tif", "b.tif"]
+
+
+def test_prediction_skips_label_files_beside_their_images_only(tmp_path):
+    files = collect(_touch(tmp_path, "a.tif", "a_masks.tif", "b_masks.tif"))
+    kept, skipped = without_label_files(files)
+    assert [f.name for f in kept] == ["a.tif", "b_masks.tif"]  # b_masks has no image b
+    assert [f.name for f in skipped] == ["a_masks.tif"]
+
+
+@pytest.fixture(scope="module")
+def cellpose_folder(tmp_path_factory):
+    """Two images and their masks in one folder, as Cellpose keeps them, and a model."""
+    folder = tmp_path_factory.mktemp("cellpose")
+    for i in range(2):
+        image, labels = touching_cells((96, 96), n_cells=8, seed=i)
+        tifffile.imwrite(folder / f"img{i}.tif", image)
+        tifffile.imwrite(folder / f"img{i}_masks.tif", labels.astype(np.uint16))
+    model = folder.parent / "model.safetensors"
+    assert cli.main(["-q", "train", str(folder), str(folder), "--out", str(model),
+                     "--epochs", "1", "--steps-per-epoch", "1", "--base-channels", "4",
+                     "--depth", "2", "--patch-size", "64", "--val-fraction", "0"]) == 0
+    return folder, model
+
+
+def test_cli_trains_and_predicts_on_a_folder_holding_images_and_masks(cellpose_folder,
+                                                                      tmp_path, capsys):
+    folder, model = cellpose_folder
+    capsys.readouterr()
+    assert cli.main(["predict", str(model), str(folder), "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "skipped 2 label file(s) beside their images (img0_masks.tif, img1_masks.tif)" in out
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["img0.tif", "img1.tif"]
+    assert cli.main(["-q", "evaluate", str(tmp_path), str(folder)]) == 0
+    assert "2 images" in capsys.readouterr().out
+
+
+def test_cli_predict_never_writes_over_its_inputs(cellpose_folder, tmp_path, capsys):
+    folder, model = cellpose_folder
+    before = {f.name: f.read_bytes() for f in folder.iterdir()}
+    assert cli.main(["-q", "predict", str(model), str(folder), "--out", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert "img0.tif: its result img0.tif would replace the input" in err
+    assert len(err.strip().splitlines()) == 1
+    other = tmp_path / "copy"
+    other.mkdir()
+    (other / "img0.tif").write_bytes((folder / "img0.tif").read_bytes())
+    assert cli.main(["-q", "predict", str(model), str(folder / "img0.tif"),
+                     str(other / "img0.tif"), "--out", str(tmp_path / "out")]) == 2
+    assert "both results would be written to" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    assert {f.name: f.read_bytes() for f in folder.iterdir()} == before
