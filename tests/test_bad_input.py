@@ -219,7 +219,9 @@ def one_line_exit_2(capsys, argv, written):
 def test_cli_train_refuses_with_one_line(tmp_path, capsys, case, image, labels, words):
     (tmp_path / "images").mkdir()
     (tmp_path / "labels").mkdir()
-    tifffile.imwrite(tmp_path / "images" / "nuclei.tif", image)
+    stack = image.ndim == 3 and image.shape[0] == 3  # planes, not colour samples (below)
+    tifffile.imwrite(tmp_path / "images" / "nuclei.tif", image,
+                     photometric="minisblack" if stack else None)
     tifffile.imwrite(tmp_path / "labels" / "nuclei.tif", labels)
     out = tmp_path / "model.safetensors"
     err = one_line_exit_2(capsys, ["-q", "train", str(tmp_path / "images"),

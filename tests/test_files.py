@@ -119,3 +119,49 @@ def test_cli_predict_never_writes_over_its_inputs(cellpose_folder, tmp_path, cap
     assert "both results would be written to" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
     assert {f.name: f.read_bytes() for f in folder.iterdir()} == before
+
+
+def _train_args(images, labels, model):
+    return ["train", str(images), str(labels), "--out", str(model), "--epochs", "1",
+            "--steps-per-epoch", "1", "--base-channels", "4", "--depth", "2",
+            "--patch-size", "64", "--val-fraction", "0"]
+
+
+def test_cli_trains_on_a_stack_file_plane_by_plane_and_skips_unlabelled_planes(tmp_path,
+                                                                                capsys):
+    (tmp_path / "i").mkdir()
+    (tmp_path / "l").mkdir()
+    pairs = [touching_cells((96, 96), n_cells=8, seed=s) for s in range(4)]
+    stack = np.stack([p[0] for p in pairs])
+    labels = np.stack([p[1] for p in pairs]).astype(np.uint16)
+    labels[2] = 0  # a plane nobody labelled
+    tifffile.imwrite(tmp_path / "i" / "z.tif", stack)
+    tifffile.imwrite(tmp_path / "l" / "z.tif", labels)
+    model = tmp_path / "m.safetensors"
+    assert cli.main(_train_args(tmp_path / "i", tmp_path / "l", model)) == 0
+    assert "3 training and 0 validation image(s)" in capsys.readouterr().out
+    labels[:] = 0
+    tifffile.imwrite(tmp_path / "l" / "z.tif", labels)
+    assert cli.main(_train_args(tmp_path / "i", tmp_path / "l", model)) == 2
+    assert "the labels of z.tif contain no object in any plane" in capsys.readouterr().err
+
+
+def test_cli_takes_channels_first_files_as_imagej_saves_them(tmp_path, capsys):
+    (tmp_path / "i").mkdir()
+    (tmp_path / "l").mkdir()
+    image, labels = touching_cells((96, 96), n_cells=8, seed=0)
+    two = np.stack([image, 255 - image]).astype(np.uint16)  # (C, H, W)
+    tifffile.imwrite(tmp_path / "i" / "a.tif", two, imagej=True, metadata={"axes": "CYX"})
+    tifffile.imwrite(tmp_path / "l" / "a.tif", labels.astype(np.uint16))
+    model = tmp_path / "m.safetensors"
+    assert cli.main(["-q", *_train_args(tmp_path / "i", tmp_path / "l", model)]) == 0
+    from napari_unet.checkpoint import load_checkpoint
+
+    assert load_checkpoint(model).config.in_channels == 2
+    assert cli.main(["-q", "predict", str(model), str(tmp_path / "i"),
+                     "--out", str(tmp_path / "p")]) == 0
+    assert tifffile.imread(tmp_path / "p" / "a.tif").shape == (96, 96)
+    # the same planes without the metadata may be a stack of two: refused, as before
+    tifffile.imwrite(tmp_path / "i" / "a.tif", two, photometric="minisblack")
+    assert cli.main(["-q", *_train_args(tmp_path / "i", tmp_path / "l", model)]) == 2
+    assert "a stack of 2 planes (or channels first)" in capsys.readouterr().err

@@ -244,12 +244,13 @@ def cmd_train(args) -> int:
     regions = None
     if args.regions:
         regions = []
-        for f in match_by_stem(files, collect(args.regions)):
+        for f, lab in zip(match_by_stem(files, collect(args.regions)), labels):
             region = None if f is None else read_image(f)
-            if region is not None and region.ndim != 2:
+            if region is not None and region.ndim != lab.ndim:
                 raise NapariUNetError(f"{f.name}: a region file must be a single-channel "
                                       "mask (nonzero where the labels are complete).")
             regions.append(None if region is None else region != 0)
+    files, images, labels, regions = _as_planes(files, images, labels, regions)
     epochs = args.epochs if args.epochs or args.time_budget else 50
     cfg = TrainConfig(
         mode=args.mode, target=args.target, epochs=epochs, time_budget=args.time_budget,
@@ -287,7 +288,7 @@ def cmd_train(args) -> int:
     started = time.time()
     try:
         result = run(train(images, labels, cfg, model_config=mc, init_from=args.init_from,
-                           out=args.out, names=[a.name for a in files], regions=regions),
+                           out=args.out, names=files, regions=regions),
                      show)
     except KeyboardInterrupt:
         if bar is not None:
@@ -313,12 +314,50 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _as_planes(files, images, labels, regions):
+    """Files that hold a stack of planes with a stack of labels (``(N, H, W[, C])`` with
+    ``(N, H, W)``), or channels first (``(C, H, W)`` with ``(H, W)``, in a TIFF that says
+    so, as ImageJ saves them), become 2D training pairs as in the Train widget (planes
+    without labels left out); other files stay as they are. Returns names, images,
+    labels, regions."""
+    from .data import training_planes
+    from .errors import InputError
+    from .io import channels_first
+
+    names, ims, labs, regs = [], [], [], []
+    for k, (f, im, lab) in enumerate(zip(files, images, labels)):
+        region = regions[k] if regions else None
+        stack = lab.ndim == 3
+        first = im.ndim == 3 and lab.ndim == 2 and im.shape[1:] == lab.shape \
+            and im.shape[:2] != lab.shape and channels_first(f)
+        if not (stack or first):
+            names.append(f.name)
+            ims.append(im)
+            labs.append(lab)
+            regs.append(region)
+            continue
+        rgb = im.ndim == lab.ndim + 1 and im.shape[:-1] == lab.shape
+        kept_ims, kept_labs, kept_regs, _ = training_planes(im, lab, rgb=rgb, name=f.name,
+                                                             region=region)
+        if not kept_ims:
+            raise InputError(f"the labels of {f.name} contain no object in any plane: paint "
+                             "or load some labels first.")
+        planes = [k for k in range(lab.shape[0]) if lab[k].any() or
+                  (region is not None and region[k].any())] if stack else [None]
+        names += [f.name if p is None else f"{f.name} plane {p + 1}" for p in planes]
+        ims += kept_ims
+        labs += kept_labs
+        regs += kept_regs
+    return names, ims, labs, (regs if regions else None)
+
+
 def cmd_predict(args) -> int:
     import numpy as np
     from tqdm import tqdm
 
     from .checkpoint import load_checkpoint
     from .config import PredictConfig
+    from .data import image_for_model
     from .io import collect, is_zarr, read_image, without_label_files, write_tiff
     from .predict import predict
     from .progress import run
@@ -349,7 +388,7 @@ def cmd_predict(args) -> int:
     out = Path(args.out)
     _refuse_overwriting_inputs(files, [Path(z) for z in zarrs], out, args.probabilities)
     for f in tqdm(files, disable=args.quiet or len(files) <= 1, unit="image"):
-        image = read_image(f)
+        image = image_for_model(read_image(f), rgb=False, channels=model.config.in_channels)
         bars, shown = [], set()
 
         def show(event, bars=bars, shown=shown, name=f.name) -> None:

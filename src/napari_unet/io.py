@@ -165,6 +165,21 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
                          f"{str(err).splitlines()[0] if str(err) else 'unreadable'}).") from None
 
 
+def channels_first(path: str | os.PathLike) -> bool:
+    """Whether a TIFF file says that its first axis is channels (ImageJ's ``CYX``, or
+    colour samples stored plane by plane), not planes of a stack."""
+    path = Path(path)
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        return False
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return tif.series[0].axes[:1] in ("C", "S")
+    except Exception:  # noqa: BLE001 - unreadable metadata says nothing about axes
+        return False
+
+
 def write_tiff(path: str | os.PathLike, array: np.ndarray) -> Path:
     """Write a TIFF atomically (temporary file, then rename)."""
     import tifffile
