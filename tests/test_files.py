@@ -165,3 +165,18 @@ def test_cli_takes_channels_first_files_as_imagej_saves_them(tmp_path, capsys):
     tifffile.imwrite(tmp_path / "i" / "a.tif", two, photometric="minisblack")
     assert cli.main(["-q", *_train_args(tmp_path / "i", tmp_path / "l", model)]) == 2
     assert "a stack of 2 planes (or channels first)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content,words", [
+    (b"II*\x00damaged", "holds no image data; the file may be damaged"),
+    (b"", "could not be read as an image"),
+])
+def test_a_damaged_tiff_is_named_in_one_line(cellpose_folder, tmp_path, capsys, content,
+                                             words):
+    _, model = cellpose_folder
+    (tmp_path / "bad.tif").write_bytes(content)
+    assert cli.main(["-q", "predict", str(model), str(tmp_path / "bad.tif"),
+                     "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"napari-unet: error: bad.tif {words}"), err
+    assert len(err.strip().splitlines()) == 1

@@ -149,20 +149,33 @@ def match_by_stem(images: list[Path], others: list[Path]) -> list[Path | None]:
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read a TIFF or PNG/JPEG/BMP file into a numpy array, with a clear error if it fails."""
+    import logging
+
     path = Path(path)
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
             import tifffile
 
-            return tifffile.imread(path)
-        import imageio.v3 as iio
+            quiet = logging.getLogger("tifffile")  # it logs a damaged file, then reads nothing
+            level = quiet.level
+            quiet.setLevel(logging.ERROR + 1)
+            try:
+                image = tifffile.imread(path)
+            finally:
+                quiet.setLevel(level)
+        else:
+            import imageio.v3 as iio
 
-        return np.asarray(iio.imread(path))
+            image = np.asarray(iio.imread(path))
     except FileNotFoundError:
         raise InputError(f"{path}: file not found.") from None
     except Exception as err:  # any decoder failure is the file's problem, said in one line
         raise InputError(f"{path.name} could not be read as an image ({type(err).__name__}: "
                          f"{str(err).splitlines()[0] if str(err) else 'unreadable'}).") from None
+    if image.size == 0:
+        raise InputError(f"{path.name} holds no image data; the file may be damaged or cut "
+                         "short.")
+    return image
 
 
 def channels_first(path: str | os.PathLike) -> bool:
