@@ -5,11 +5,14 @@ file) and the problem; on the CLI it must print that one line, exit with status 
 nothing. The accepted cases (other data types, tiny images, views, Dask) must just work.
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tifffile
 import torch
 from conftest import discs, tiny_config
+from scipy import ndimage as ndi
 
 from napari_unet.checkpoint import Checkpoint, save_checkpoint
 from napari_unet.cli import main
@@ -273,3 +276,33 @@ def test_cli_refuses_missing_and_foreign_model_files(tmp_path, capsys, content, 
     err = one_line_exit_2(capsys, ["-q", "predict", str(model), str(tmp_path / "a.tif"),
                                    "--out", str(out)], out)
     assert words in err or "does not exist" in err, err
+
+
+def _isolated(labels, keep):
+    """``labels`` with only the objects ``keep`` labelled."""
+    return np.where(np.isin(labels, keep), labels, 0).astype(np.uint16)
+
+
+@pytest.mark.parametrize("polarity", ["bright cells", "dark cells"])
+def test_cells_left_unlabelled_are_warned_of_and_complete_labels_are_not(polarity):
+    from napari_unet.synthetic import touching_cells
+    from napari_unet.targets import unlabelled_cells
+    from napari_unet.train import prepare
+
+    image, labels = touching_cells((192, 192), n_cells=24, radius=9, seed=4)
+    image = image if polarity == "bright cells" else 255 - image
+    config = quick()
+    assert unlabelled_cells(image, labels) == 0
+    assert prepare([image], [labels], config).warnings == []
+    half = _isolated(labels, np.arange(1, 13))
+    assert unlabelled_cells(image, half) >= 3
+    warned = prepare([image, image], [labels, half], config, names=["a", "b"]).warnings
+    assert len(warned) == 1 and "b (" in warned[0] and "a (" not in warned[0]
+    assert "learnt as background" in warned[0] and "Labelled in" in warned[0]
+    # marked as labelled in part: nothing to say
+    region = np.zeros(labels.shape, bool)
+    region[ndi.binary_dilation(half > 0, iterations=3)] = True
+    assert prepare([image], [half], config, regions=[region]).warnings == []
+    # semantic masks are not instance labels: the check is for the instances mode
+    semantic = dataclasses.replace(quick(), mode="semantic")
+    assert prepare([image], [(half > 0).astype(np.uint8)], semantic).warnings == []

@@ -43,6 +43,7 @@ from .errors import InputError
 from .scale import match_cell_size, median_diameter
 from .targets import (
     instance_targets,
+    left_unlabelled,
     numbered_objects,
     relabel_objects,
     semantic_classes,
@@ -173,6 +174,16 @@ def prepare(images: Sequence, labels: Sequence, config: TrainConfig,
     else:
         k = 3 if config.target == "three_class" else 2
         truths = [relabel_objects(lab) for lab in labs]
+        unlabelled = [(name, count) for name, arr, truth, region in zip(names, imgs, truths, regs)
+                      if region is None and (count := left_unlabelled(arr, truth))]
+        if unlabelled:
+            shown = ", ".join(f"{name} ({count})" for name, count in unlabelled[:3])
+            warnings.append(
+                f"{'some images hold' if len(unlabelled) > 1 else 'the image holds'} "
+                f"regions that look like the labelled cells but carry no label: {shown}"
+                f"{' ...' if len(unlabelled) > 3 else ''}. Cells left unlabelled are learnt "
+                "as background: label them, or mark where the labels are complete (the "
+                "Train widget's 'Labelled in' Shapes layer, or --regions)")
         pairs = [instance_targets(t, target=config.target, w0=config.w0, sigma=config.sigma,
                                   balance=config.class_balance, region=r)
                  for t, r in zip(truths, regs)]
