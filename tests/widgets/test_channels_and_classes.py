@@ -117,3 +117,18 @@ def test_cells_numbered_1_to_n_trained_as_classes_give_a_warning(cells_viewer, q
     wait_done(qtbot, train)
     warned = [n for n in notes if "choose the instances mode" in n]
     assert len(warned) == 1 and "10 classes" in warned[0], notes
+
+
+def test_cells_left_unlabelled_give_a_warning_naming_the_image(make_napari_viewer, qtbot,
+                                                               notes):
+    viewer = make_napari_viewer()
+    image, labels = touching_cells((192, 192), n_cells=24, radius=9, seed=4)
+    viewer.add_image(image, name="cells")
+    viewer.add_labels(np.where(labels <= 12, labels, 0), name="cells labels")  # half painted
+    train = dock(viewer, "Train")
+    set_quick(train)
+    train.controls.start_btn.click()
+    wait_done(qtbot, train)
+    warned = [n for n in notes if "look like the labelled cells but carry no label" in n]
+    assert len(warned) == 1 and "cells / cells labels (" in warned[0], notes
+    assert "Labelled in" in warned[0]
