@@ -306,3 +306,25 @@ def test_cells_left_unlabelled_are_warned_of_and_complete_labels_are_not(polarit
     # semantic masks are not instance labels: the check is for the instances mode
     semantic = dataclasses.replace(quick(), mode="semantic")
     assert prepare([image], [(half > 0).astype(np.uint8)], semantic).warnings == []
+
+
+def test_touching_cells_painted_with_one_label_are_warned_of():
+    from napari_unet.synthetic import touching_cells
+    from napari_unet.targets import joined_cells
+    from napari_unet.train import prepare
+
+    image, labels = touching_cells((192, 192), n_cells=24, radius=9, seed=4)
+    mask = (labels > 0).astype(np.uint8)  # napari's brush left at label 1
+    assert joined_cells(labels) == 0  # every cell its own label
+    assert joined_cells(mask) >= 2
+    assert prepare([image], [labels], quick()).warnings == []
+    warned = prepare([image], [mask * 255], quick(), names=["nuclei.tif"]).warnings
+    assert len(warned) == 1 and "painted with one label" in warned[0]
+    assert "nuclei.tif (" in warned[0] and "press M" in warned[0]
+    # the same cells apart from each other: a mask of them is fine
+    apart = np.zeros((192, 192), np.uint8)
+    apart[discs((192, 192), [(30 + 45 * i, 30 + 45 * j) for i in range(4) for j in range(4)],
+                12) > 0] = 1
+    assert joined_cells(apart) == 0
+    assert not any("painted with one label" in w
+                   for w in prepare([image], [apart], quick()).warnings)

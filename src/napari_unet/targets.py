@@ -252,7 +252,7 @@ def unlabelled_cells(image: np.ndarray, truth: np.ndarray) -> int:
     Where the labels are complete this is (nearly) zero: 0 on all 415 labelled images of
     DSB 2018's ``train/`` and ``val/`` counted with the share rule of
     :data:`UNLABELLED_SHARE`, against 98–99 % of them with half or three quarters of their
-    nuclei left unlabelled (benchmarks/RESULTS.md, "Cells left unlabelled")."""
+    nuclei left unlabelled (benchmarks/RESULTS.md, "Mistakes in the labels")."""
     grey = np.asarray(image, np.float32)
     grey = grey.mean(axis=-1) if grey.ndim == 3 else grey
     inside = truth > 0
@@ -271,6 +271,36 @@ def unlabelled_cells(image: np.ndarray, truth: np.ndarray) -> int:
     big = np.bincount(regions.ravel(), minlength=k + 1) >= 0.5 * inside.sum() / n
     big[0] = False
     return int((big & ~near).sum())
+
+
+#: An object of labels that reuse a value (a mask) looks like touching cells joined when it
+#: is larger than this many times the median object and less convex than this solidity.
+JOINED_SIZE = 1.5
+JOINED_SOLIDITY = 0.9
+#: The training warns of joined cells from this many such objects on (over all images).
+JOINED_AT_LEAST = 2
+
+
+def joined_cells(labels: np.ndarray) -> int:
+    """How many objects of ``labels`` look like touching cells painted with one value, where
+    the labels reuse values (a 0/1 mask: every connected region is taken as one object):
+    objects over :data:`JOINED_SIZE` times the median object's area whose solidity (area
+    over convex hull) is below :data:`JOINED_SOLIDITY`. 0 for labels that give every cell
+    its own value, and for fewer than 3 objects. On DSB 2018's 415 labelled images saved as
+    masks, 94 % of such objects are joined nuclei, and 30 images warn (at least
+    :data:`JOINED_AT_LEAST`) every time (benchmarks/RESULTS.md, "Mistakes in the labels")."""
+    from skimage.measure import regionprops
+
+    lab = np.asarray(labels)
+    objects = relabel_objects(lab)
+    if objects is lab:  # every value one object: nothing was joined by reuse
+        return 0
+    props = regionprops(objects)
+    if len(props) < 3:
+        return 0
+    median = float(np.median([p.area for p in props]))
+    return sum(1 for p in props if p.area > JOINED_SIZE * median
+               and p.solidity < JOINED_SOLIDITY)
 
 
 def left_unlabelled(image: np.ndarray, truth: np.ndarray) -> int:

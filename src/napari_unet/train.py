@@ -42,7 +42,9 @@ from .data import (
 from .errors import InputError
 from .scale import match_cell_size, median_diameter
 from .targets import (
+    JOINED_AT_LEAST,
     instance_targets,
+    joined_cells,
     left_unlabelled,
     numbered_objects,
     relabel_objects,
@@ -176,6 +178,15 @@ def prepare(images: Sequence, labels: Sequence, config: TrainConfig,
         truths = [relabel_objects(lab) for lab in labs]
         unlabelled = [(name, count) for name, arr, truth, region in zip(names, imgs, truths, regs)
                       if region is None and (count := left_unlabelled(arr, truth))]
+        joined = [(name, count) for name, lab in zip(names, labs)
+                  if (count := joined_cells(lab))]
+        if sum(count for _, count in joined) >= JOINED_AT_LEAST:
+            shown = ", ".join(f"{name} ({count})" for name, count in joined[:3])
+            warnings.append(
+                "objects that look like touching cells painted with one label (much larger "
+                f"than the others, not convex): {shown}{' ...' if len(joined) > 3 else ''}. "
+                "Where cells touch, the network learns to separate them only if each has its "
+                "own label: in napari, press M for a new label before painting the next cell")
         if unlabelled:
             shown = ", ".join(f"{name} ({count})" for name, count in unlabelled[:3])
             warnings.append(
