@@ -107,6 +107,37 @@ class _Prepared:
     warnings: list[str] = field(default_factory=list)  # what may be a mistake, in words
 
 
+def _more(named: list, shown: int = 3) -> str:
+    """' and N more' after the first ``shown`` of a list named in a message."""
+    return f" and {len(named) - shown} more" if len(named) > shown else ""
+
+
+def _instance_label_warnings(names, images, labels, truths, regions) -> list[str]:
+    """What looks like a mistake in instance labels: touching cells painted with one label
+    (:func:`~napari_unet.targets.joined_cells`), cells left unlabelled in images without an
+    annotated region (:func:`~napari_unet.targets.left_unlabelled`)."""
+    warnings = []
+    joined = [(name, count) for name, lab in zip(names, labels) if (count := joined_cells(lab))]
+    if sum(count for _, count in joined) >= JOINED_AT_LEAST:
+        shown = ", ".join(f"{name} ({count})" for name, count in joined[:3])
+        warnings.append(
+            "objects that look like touching cells painted with one label (much larger than "
+            f"the others, not convex): {shown}{_more(joined)}. Where cells touch, the network "
+            "learns to separate them only if each has its own label: in napari, press M for a "
+            "new label before painting the next cell")
+    unlabelled = [(name, count) for name, image, truth, region
+                  in zip(names, images, truths, regions)
+                  if region is None and (count := left_unlabelled(image, truth))]
+    if unlabelled:
+        shown = ", ".join(f"{name} ({count})" for name, count in unlabelled[:3])
+        warnings.append(
+            f"{'some images hold' if len(unlabelled) > 1 else 'the image holds'} regions that "
+            f"look like the labelled cells but carry no label: {shown}{_more(unlabelled)}. "
+            "Cells left unlabelled are learnt as background: label them, or mark where the "
+            "labels are complete (the Train widget's 'Labelled in' Shapes layer, or --regions)")
+    return warnings
+
+
 def prepare(images: Sequence, labels: Sequence, config: TrainConfig,
             n_classes: int | None = None, names: Sequence[str] | None = None,
             regions: Sequence | None = None, channels: int | None = None) -> _Prepared:
@@ -176,25 +207,7 @@ def prepare(images: Sequence, labels: Sequence, config: TrainConfig,
     else:
         k = 3 if config.target == "three_class" else 2
         truths = [relabel_objects(lab) for lab in labs]
-        unlabelled = [(name, count) for name, arr, truth, region in zip(names, imgs, truths, regs)
-                      if region is None and (count := left_unlabelled(arr, truth))]
-        joined = [(name, count) for name, lab in zip(names, labs)
-                  if (count := joined_cells(lab))]
-        if sum(count for _, count in joined) >= JOINED_AT_LEAST:
-            shown = ", ".join(f"{name} ({count})" for name, count in joined[:3])
-            warnings.append(
-                "objects that look like touching cells painted with one label (much larger "
-                f"than the others, not convex): {shown}{' ...' if len(joined) > 3 else ''}. "
-                "Where cells touch, the network learns to separate them only if each has its "
-                "own label: in napari, press M for a new label before painting the next cell")
-        if unlabelled:
-            shown = ", ".join(f"{name} ({count})" for name, count in unlabelled[:3])
-            warnings.append(
-                f"{'some images hold' if len(unlabelled) > 1 else 'the image holds'} "
-                f"regions that look like the labelled cells but carry no label: {shown}"
-                f"{' ...' if len(unlabelled) > 3 else ''}. Cells left unlabelled are learnt "
-                "as background: label them, or mark where the labels are complete (the "
-                "Train widget's 'Labelled in' Shapes layer, or --regions)")
+        warnings += _instance_label_warnings(names, imgs, labs, truths, regs)
         pairs = [instance_targets(t, target=config.target, w0=config.w0, sigma=config.sigma,
                                   balance=config.class_balance, region=r)
                  for t, r in zip(truths, regs)]
