@@ -180,3 +180,25 @@ def test_a_damaged_tiff_is_named_in_one_line(cellpose_folder, tmp_path, capsys, 
     err = capsys.readouterr().err
     assert err.startswith(f"napari-unet: error: bad.tif {words}"), err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_cli_regions_of_a_stack_keep_a_plane_whose_region_holds_no_cell(tmp_path, capsys):
+    for sub in ("i", "l", "r"):
+        (tmp_path / sub).mkdir()
+    pairs = [touching_cells((96, 96), n_cells=8, seed=s) for s in range(3)]
+    labels = np.stack([p[1] for p in pairs]).astype(np.uint16)
+    labels[1] = 0  # plane 2: no cell in the part marked as labelled
+    region = np.zeros(labels.shape, np.uint8)
+    region[0] = 1
+    region[1, :, :48] = 1
+    tifffile.imwrite(tmp_path / "i" / "z.tif", np.stack([p[0] for p in pairs]))
+    tifffile.imwrite(tmp_path / "l" / "z.tif", labels)
+    tifffile.imwrite(tmp_path / "r" / "z.tif", region)
+    model = tmp_path / "m.safetensors"
+    args = _train_args(tmp_path / "i", tmp_path / "l", model) + ["--regions", str(tmp_path / "r")]
+    assert cli.main(args) == 0
+    assert "3 training and 0 validation image(s)" in capsys.readouterr().out
+    tifffile.imwrite(tmp_path / "r" / "z.tif", region[0])  # a 2D region for a stack
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "z.tif: the region file has shape (96, 96), the labels (3, 96, 96)" in err

@@ -246,9 +246,11 @@ def cmd_train(args) -> int:
         regions = []
         for f, lab in zip(match_by_stem(files, collect(args.regions)), labels):
             region = None if f is None else read_image(f)
-            if region is not None and region.ndim != lab.ndim:
-                raise NapariUNetError(f"{f.name}: a region file must be a single-channel "
-                                      "mask (nonzero where the labels are complete).")
+            if region is not None and region.ndim != lab.ndim:  # same ndim: train() checks
+                raise NapariUNetError(
+                    f"{f.name}: the region file has shape {tuple(region.shape)}, the labels "
+                    f"{tuple(lab.shape)}; a region is a single-channel mask of the labels' "
+                    "shape (nonzero where the labels are complete).")
             regions.append(None if region is None else region != 0)
     files, images, labels, regions = _as_planes(files, images, labels, regions)
     epochs = args.epochs if args.epochs or args.time_budget else 50
