@@ -15,12 +15,12 @@ def test_training_planes_for_every_layer_layout():
     lab = np.zeros((3, 20, 30), np.int32)
     lab[0, 2:5, 2:5] = 1
     lab[2, 5:9, 5:9] = 2  # plane 1 has no label: skipped
-    images, labels, regions, skipped = training_planes(np.ones((3, 20, 30)), lab)
-    assert len(images) == len(labels) == 2 and skipped == 1 and regions == [None, None]
+    images, labels, regions, kept = training_planes(np.ones((3, 20, 30)), lab)
+    assert len(images) == len(labels) == 2 and kept == [0, 2] and regions == [None, None]
     region = np.zeros(lab.shape, bool)
     region[1:, :10, :10] = True  # plane 1: no label, but a region that says "no cell here"
-    _, _, regions, skipped = training_planes(np.ones((3, 20, 30)), lab, region=region)
-    assert skipped == 0 and regions[0] is None and regions[1].sum() == 100
+    _, _, regions, kept = training_planes(np.ones((3, 20, 30)), lab, region=region)
+    assert kept == [0, 1, 2] and regions[0] is None and regions[1].sum() == 100
     with pytest.raises(InputError, match="annotated region has shape"):
         training_planes(np.ones((3, 20, 30)), lab, region=region[0])
     rgb, _, _, _ = training_planes(np.ones((20, 30, 3)), lab[0], rgb=True)
@@ -47,8 +47,8 @@ def test_training_planes_read_only_the_labelled_planes_of_a_lazy_image(channels)
     lazy = da.from_array(stack, chunks=(1,) + shape[1:]).map_blocks(plane, dtype=np.float32)
     lab = np.zeros((5, 20, 30), np.int32)
     lab[3, 2:5, 2:5] = 1
-    images, labels, _, skipped = training_planes(lazy, lab)
-    assert read == [3] and skipped == 4 and len(images) == 1
+    images, labels, _, kept = training_planes(lazy, lab)
+    assert read == [3] and kept == [3] and len(images) == 1
     expected = stack[3] if channels is None else np.moveaxis(stack[3], 0, -1)
     np.testing.assert_array_equal(images[0], expected)
     assert isinstance(images[0], np.ndarray) and images[0].flags.c_contiguous

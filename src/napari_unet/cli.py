@@ -339,14 +339,12 @@ def _as_planes(files, images, labels, regions):
             regs.append(region)
             continue
         rgb = im.ndim == lab.ndim + 1 and im.shape[:-1] == lab.shape
-        kept_ims, kept_labs, kept_regs, _ = training_planes(im, lab, rgb=rgb, name=f.name,
-                                                             region=region)
+        kept_ims, kept_labs, kept_regs, kept = training_planes(im, lab, rgb=rgb, name=f.name,
+                                                                region=region)
         if not kept_ims:
             raise InputError(f"the labels of {f.name} contain no object in any plane: paint "
                              "or load some labels first.")
-        planes = [k for k in range(lab.shape[0]) if lab[k].any() or
-                  (region is not None and region[k].any())] if stack else [None]
-        names += [f.name if p is None else f"{f.name} plane {p + 1}" for p in planes]
+        names += [f"{f.name} plane {k + 1}" if stack else f.name for k in kept]
         ims += kept_ims
         labs += kept_labs
         regs += kept_regs

@@ -259,8 +259,9 @@ def training_planes(image, labels, *, rgb: bool = False, name: str = "image", re
     ``(C, H, W)`` with ``(H, W)`` labels, or a stack of any of these with a labels stack of
     the same plane count. ``region``: a boolean array of the labels' shape, where the labels
     are complete (a plane with a region but no label is kept: its region has no object).
-    Returns ``(images, labels, regions, skipped)`` with channels-last images (regions are
-    None without ``region``, and for planes it does not touch). The images are copies, and
+    Returns ``(images, labels, regions, kept)`` with channels-last images (regions are
+    None without ``region``, and for planes it does not touch) and the indices of the
+    planes kept (``[0]`` for 2D labels). The images are copies, and
     a lazy ``image`` (Dask, zarr) is read only in the planes that are kept.
     """
     img, lab = image, np.asarray(labels)
@@ -292,7 +293,7 @@ def training_planes(image, labels, *, rgb: bool = False, name: str = "image", re
         return np.array(np.moveaxis(plane, 0, -1) if first else plane, order="C")
 
     return ([read(planes[k]) for k in keep], [lab_planes[k] for k in keep],
-            [reg_planes[k] for k in keep], len(lab_planes) - len(keep))
+            [reg_planes[k] for k in keep], keep)
 
 
 def image_for_model(image, *, rgb: bool, channels: int):

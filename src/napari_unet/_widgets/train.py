@@ -194,16 +194,17 @@ class TrainWidget(QWidget):
             name = f"{img_name} / {lab_name}"
             region = (region_mask(self.viewer.layers[region_name], lab)
                       if region_name is not None else None)
-            ims, labs, regs, _ = training_planes(  # of a lazy image, only the labelled
-                full_resolution(img), np.array(full_resolution(lab)),  # planes are read
-                rgb=img.rgb, name=name, region=region)
+            lab_data = np.array(full_resolution(lab))
+            ims, labs, regs, kept = training_planes(  # of a lazy image, only the labelled
+                full_resolution(img), lab_data, rgb=img.rgb, name=name,  # planes are read
+                region=region)
             if not ims:
                 raise InputError(f"labels layer '{lab_name}' has no labelled pixel: paint "
                                  "some objects first.")
             images += ims
             labels += labs
             regions += regs
-            names += [name] * len(ims)
+            names += [f"{name}, plane {k + 1}" if lab_data.ndim == 3 else name for k in kept]
         return images, labels, regions, names
 
     def configs(self) -> tuple[TrainConfig, ModelConfig, object]:
