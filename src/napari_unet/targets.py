@@ -282,7 +282,14 @@ JOINED_AT_LEAST = 2
 
 
 def joined_cells(labels: np.ndarray) -> int:
-    """How many objects of ``labels`` look like touching cells painted with one value, where
+    """How many objects of ``labels`` look like touching cells painted with one value
+    (:func:`joined_objects`)."""
+    return len(joined_objects(labels)[1])
+
+
+def joined_objects(labels: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """The objects of ``labels`` (:func:`relabel_objects`) and the ids of those that look
+    like touching cells painted with one value, where
     the labels reuse values (a 0/1 mask: every connected region is taken as one object):
     objects over :data:`JOINED_SIZE` times the median object's area whose solidity (area
     over convex hull) is below :data:`JOINED_SOLIDITY`. 0 for labels that give every cell
@@ -294,13 +301,13 @@ def joined_cells(labels: np.ndarray) -> int:
     lab = np.asarray(labels)
     objects = relabel_objects(lab)
     if objects is lab:  # every value one object: nothing was joined by reuse
-        return 0
+        return objects, []
     props = regionprops(objects)
     if len(props) < 3:
-        return 0
+        return objects, []
     median = float(np.median([p.area for p in props]))
-    return sum(1 for p in props if p.area > JOINED_SIZE * median
-               and p.solidity < JOINED_SOLIDITY)
+    return objects, [p.label for p in props
+                     if p.area > JOINED_SIZE * median and p.solidity < JOINED_SOLIDITY]
 
 
 def left_unlabelled(image: np.ndarray, truth: np.ndarray) -> int:

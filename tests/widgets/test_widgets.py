@@ -12,6 +12,7 @@ from napari_unet.checkpoint import load_checkpoint
 from napari_unet.config import PredictConfig
 from napari_unet.predict import predict
 from napari_unet.progress import run
+from napari_unet.synthetic import touching_cells
 
 
 @pytest.mark.parametrize("name", ["Train", "Predict", "Touching-cell separation"])
@@ -559,6 +560,7 @@ def test_separation_view_shows_weights_and_borders(cells_viewer, qtbot):
     borders = cells_viewer.layers["cells labels separating borders"].data
     assert weights.shape == borders.shape == (96, 96) and borders.any()
     assert weights[borders > 0].mean() > weights[borders == 0].mean()
+    assert "cells labels joined cells?" not in cells_viewer.layers  # each cell its own label
     for w0 in range(11, 21):  # a live slider dragged: the map is recomputed for the last value
         widget.w0.setValue(w0)
     qtbot.waitUntil(lambda: not widget.busy, timeout=20000)
@@ -570,6 +572,22 @@ def test_separation_view_shows_weights_and_borders(cells_viewer, qtbot):
     qtbot.waitUntil(lambda: "cells labels split lines" in cells_viewer.layers, timeout=20000)
     assert cells_viewer.layers["cells labels split lines"].data.any()
     assert "touch another one" in widget.status.text()
+
+
+def test_separation_view_shows_touching_cells_painted_with_one_label(make_napari_viewer,
+                                                                     qtbot):
+    viewer = make_napari_viewer()
+    _, labels = touching_cells((192, 192), n_cells=24, radius=9, seed=4)
+    viewer.add_labels((labels > 0).astype(np.uint8), name="mask")  # the brush left at 1
+    widget = dock(viewer, "Touching-cell separation")
+    widget.labels.setCurrentText("mask")
+    widget.show_weights()
+    qtbot.waitUntil(lambda: "mask joined cells?" in viewer.layers, timeout=20000)
+    joined = viewer.layers["mask joined cells?"].data
+    assert len(np.unique(joined)) - 1 >= 2
+    for k in np.unique(joined)[1:]:  # each one covers several of the cells painted
+        assert len(np.unique(labels[joined == k])) >= 2
+    assert "painted with one label" in widget.status.text()
 
 
 def test_separation_view_keeps_napari_responsive_on_a_large_layer(make_napari_viewer, qtbot):

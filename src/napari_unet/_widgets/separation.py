@@ -25,7 +25,7 @@ from qtpy.QtWidgets import (
 
 from ..errors import InputError
 from ..instances import separated_objects
-from ..targets import instance_targets, relabel_objects
+from ..targets import instance_targets, joined_objects
 from ._forms import LayerCombo, full_resolution
 from ._outputs import put_layer
 
@@ -65,14 +65,16 @@ class _OneAtATime:
 
 
 def _weight_view(read, name: str, w0: float, sigma: float):
-    """``(weights, separating borders, cells that touch)`` of one labels plane, or the
-    sentence that says why there are none."""
-    lab = relabel_objects(read())
+    """``(weights, separating borders, cells that touch, objects that look like touching
+    cells painted with one label)`` of one labels plane, or the sentence that says why
+    there are none."""
+    lab, joined = joined_objects(read())
     if not lab.any():
         return f"labels layer '{name}' has no labelled cell."
     cls, weights = instance_targets(lab, w0=w0, sigma=sigma)
     lines = ((lab != 0) & (cls == 0)).astype(np.uint8)
-    return weights, lines, len(np.unique(lab[lines > 0]))
+    suspects = np.where(np.isin(lab, joined), lab, 0) if joined else None
+    return weights, lines, len(np.unique(lab[lines > 0])), suspects
 
 
 def _split_view(read):
@@ -167,14 +169,20 @@ class SeparationWidget(QWidget):
             self.status.setText("")
             show_error(view)
             return
-        weights, lines, n = view
+        weights, lines, n, suspects = view
         put_layer(self.viewer, f"{layer.name} weight map", weights, "image", layer,
                   colormap="magma")
         put_layer(self.viewer, f"{layer.name} separating borders", lines, "labels", layer)
         self.live = True
-        self.status.setText(f"{n} cells touch a neighbour; {int(lines.sum())} border pixels "
-                            f"become background. Weights {weights.min():.1f}–"
-                            f"{weights.max():.1f}.")
+        text = (f"{n} cells touch a neighbour; {int(lines.sum())} border pixels become "
+                f"background. Weights {weights.min():.1f}–{weights.max():.1f}.")
+        if suspects is not None:
+            shown = put_layer(self.viewer, f"{layer.name} joined cells?", suspects, "labels",
+                              layer)
+            text += (f" {len(np.unique(suspects)) - 1} objects look like touching cells "
+                     f"painted with one label (layer '{shown}'): no border separates them; "
+                     "give each cell its own label (press M for a new one).")
+        self.status.setText(text)
 
     def show_splits(self) -> None:
         layer = self.prediction.layer()
