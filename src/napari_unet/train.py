@@ -124,7 +124,8 @@ def _instance_label_warnings(names, images, labels, truths, regions) -> list[str
             "objects that look like touching cells painted with one label (much larger than "
             f"the others, not convex): {shown}{_more(joined)}. Where cells touch, the network "
             "learns to separate them only if each has its own label: in napari, press M for a "
-            "new label before painting the next cell")
+            "new label before painting the next cell (the Touching-cell separation view "
+            "shows which objects)")
     unlabelled = [(name, count) for name, image, truth, region
                   in zip(names, images, truths, regions)
                   if region is None and (count := left_unlabelled(image, truth))]
