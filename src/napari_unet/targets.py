@@ -245,32 +245,42 @@ UNLABELLED_SHARE = 0.2
 
 
 def unlabelled_cells(image: np.ndarray, truth: np.ndarray) -> int:
-    """How many regions of ``image`` (channels last) look like the labelled objects of
-    ``truth`` (instance labels) but lie apart from every one of them: the connected regions
-    on the objects' side of the midpoint between the objects' and the rest's median
-    intensity, at least half an object's mean area, and more than 2 px from any label.
-    Where the labels are complete this is (nearly) zero: 0 on all 415 labelled images of
-    DSB 2018's ``train/`` and ``val/`` counted with the share rule of
-    :data:`UNLABELLED_SHARE`, against 98–99 % of them with half or three quarters of their
-    nuclei left unlabelled (benchmarks/RESULTS.md, "Mistakes in the labels")."""
+    """How many regions of ``image`` look like the labelled objects of ``truth`` but carry
+    no label (:func:`unlabelled_regions`)."""
+    return int(unlabelled_regions(image, truth).max(initial=0))
+
+
+def unlabelled_regions(image: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """The regions of ``image`` (channels last) that look like the labelled objects of
+    ``truth`` (instance labels) but lie apart from every one of them, numbered 1..K: the
+    connected regions on the objects' side of the midpoint between the objects' and the
+    rest's median intensity, at least half an object's mean area, and more than 2 px from
+    any label. Where the labels are complete there are (nearly) none: none that count
+    (:func:`left_unlabelled`) on all 415 labelled images of DSB 2018's ``train/`` and
+    ``val/``, against 98–99 % of them with half or three quarters of their nuclei left
+    unlabelled (benchmarks/RESULTS.md, "Mistakes in the labels")."""
+    none = np.zeros(np.shape(truth), np.int32)
     grey = np.asarray(image, np.float32)
     grey = grey.mean(axis=-1) if grey.ndim == 3 else grey
     inside = truth > 0
     n = len(np.unique(truth[inside]))
     if n == 0 or inside.all():
-        return 0
+        return none
     cell, rest = float(np.median(grey[inside])), float(np.median(grey[~inside]))
     if cell == rest:
-        return 0
+        return none
     like = grey > (cell + rest) / 2 if cell > rest else grey < (cell + rest) / 2
     regions, k = ndi.label(like)
     if k == 0:
-        return 0
+        return none
     near = np.zeros(k + 1, bool)
     near[np.unique(regions[ndi.binary_dilation(inside, iterations=2)])] = True
-    big = np.bincount(regions.ravel(), minlength=k + 1) >= 0.5 * inside.sum() / n
-    big[0] = False
-    return int((big & ~near).sum())
+    keep = np.bincount(regions.ravel(), minlength=k + 1) >= 0.5 * inside.sum() / n
+    keep &= ~near
+    keep[0] = False
+    ids = np.zeros(k + 1, np.int32)
+    ids[keep] = np.arange(1, int(keep.sum()) + 1)
+    return ids[regions]
 
 
 #: An object of labels that reuse a value (a mask) looks like touching cells joined when it

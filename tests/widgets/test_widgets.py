@@ -590,6 +590,30 @@ def test_separation_view_shows_touching_cells_painted_with_one_label(make_napari
     assert "painted with one label" in widget.status.text()
 
 
+def test_separation_view_shows_cells_left_unlabelled_in_the_chosen_image(make_napari_viewer,
+                                                                          qtbot):
+    viewer = make_napari_viewer()
+    image, labels = touching_cells((192, 192), n_cells=24, radius=9, seed=4)
+    viewer.add_image(image, name="cells")
+    viewer.add_labels(np.where(labels <= 12, labels, 0), name="half")  # half painted
+    viewer.add_labels(labels, name="all")
+    widget = dock(viewer, "Touching-cell separation")
+    widget.labels.setCurrentText("all")
+    widget.image.setCurrentText("cells")
+    widget.show_weights()
+    qtbot.waitUntil(lambda: "all weight map" in viewer.layers, timeout=20000)
+    qtbot.waitUntil(lambda: not widget.busy, timeout=20000)
+    assert "all unlabelled cells?" not in viewer.layers  # every cell painted
+    widget.labels.setCurrentText("half")
+    widget.show_weights()
+    qtbot.waitUntil(lambda: "half unlabelled cells?" in viewer.layers, timeout=20000)
+    found = viewer.layers["half unlabelled cells?"].data
+    assert found.max() >= 3 and not (found > 0)[labels.astype(bool) & (labels <= 12)].any()
+    for k in range(1, found.max() + 1):  # each region lies on a cell left unpainted
+        assert (labels[found == k] > 12).mean() > 0.5
+    assert "carry no label" in widget.status.text()
+
+
 def test_separation_view_keeps_napari_responsive_on_a_large_layer(make_napari_viewer, qtbot):
     """The weight map of a 4096² labels layer takes seconds: it is computed in a thread, so
     the GUI's event loop keeps running meanwhile."""

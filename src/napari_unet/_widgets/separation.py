@@ -9,7 +9,7 @@ plane in view is read (a lazy layer's plane in the thread).
 from __future__ import annotations
 
 import numpy as np
-from napari.layers import Labels
+from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt
@@ -25,7 +25,7 @@ from qtpy.QtWidgets import (
 
 from ..errors import InputError
 from ..instances import separated_objects
-from ..targets import instance_targets, joined_objects
+from ..targets import instance_targets, joined_objects, left_unlabelled, unlabelled_regions
 from ._forms import LayerCombo, full_resolution
 from ._outputs import put_layer
 
@@ -64,17 +64,23 @@ class _OneAtATime:
             self.submit(*waiting)
 
 
-def _weight_view(read, name: str, w0: float, sigma: float):
+def _weight_view(read, name: str, w0: float, sigma: float, read_image=None):
     """``(weights, separating borders, cells that touch, objects that look like touching
-    cells painted with one label)`` of one labels plane, or the sentence that says why
-    there are none."""
+    cells painted with one label, regions of the image that look like cells but carry no
+    label)`` of one labels plane (the last two None where there are none), or the sentence
+    that says why there are none."""
     lab, joined = joined_objects(read())
     if not lab.any():
         return f"labels layer '{name}' has no labelled cell."
     cls, weights = instance_targets(lab, w0=w0, sigma=sigma)
     lines = ((lab != 0) & (cls == 0)).astype(np.uint8)
     suspects = np.where(np.isin(lab, joined), lab, 0) if joined else None
-    return weights, lines, len(np.unique(lab[lines > 0])), suspects
+    unlabelled = None
+    if read_image is not None:
+        image = read_image()
+        if left_unlabelled(image, lab):  # as many as the training warns of
+            unlabelled = unlabelled_regions(image, lab)
+    return weights, lines, len(np.unique(lab[lines > 0])), suspects, unlabelled
 
 
 def _split_view(read):
@@ -93,6 +99,10 @@ class SeparationWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.labels = LayerCombo(napari_viewer, Labels)
+        self.image = LayerCombo(napari_viewer, Image, none="(none)")
+        self.image.setToolTip("The labels' image: regions of it that look like the labelled "
+                              "cells but carry no label are shown (they would be learnt as "
+                              "background)")
         self.w0 = _slider(0, 50, 10)
         self.sigma = _slider(1, 30, 5)
         self.w0_label, self.sigma_label = QLabel(), QLabel()
@@ -111,6 +121,7 @@ class SeparationWidget(QWidget):
         before = QGroupBox("Before training: what the loss emphasises")
         f1 = QFormLayout(before)
         f1.addRow("Labels", self.labels)
+        f1.addRow("Image", self.image)
         f1.addRow(self.w0_label, self.w0)
         f1.addRow(self.sigma_label, self.sigma)
         f1.addRow(show)
@@ -150,18 +161,38 @@ class SeparationWidget(QWidget):
             return lambda: copy
         return lambda: np.asarray(data)
 
+    def _image_plane(self, image, labels):
+        """A function that reads the plane of ``image`` under the labels plane in view,
+        channels last (a copy made now of an in-memory layer; a lazy layer's plane is read
+        when called, in the thread)."""
+        data, lab = full_resolution(image), full_resolution(labels)
+        if lab.ndim == 3 and data.shape[:1] == lab.shape[:1] and data.ndim > 2:
+            data = data[int(np.clip(self.viewer.dims.current_step[-3], 0, lab.shape[0] - 1))]
+        plane = lab.shape[-2:]
+        if data.ndim == 3 and not image.rgb and tuple(data.shape[1:]) == tuple(plane):
+            data = np.moveaxis(data, 0, -1)  # channels first
+        if tuple(data.shape[:2]) != tuple(plane) or data.ndim not in (2, 3):
+            raise InputError(f"image '{image.name}' {tuple(data.shape)} does not match the "
+                             f"labels '{labels.name}' {tuple(lab.shape)}.")
+        if isinstance(data, np.ndarray):
+            copy = data.copy()
+            return lambda: copy
+        return lambda: np.asarray(data)
+
     def show_weights(self) -> None:
         layer = self.labels.layer()
         try:
             if layer is None:
                 raise InputError("choose a labels layer with cells.")
             read = self._plane(layer)
+            image = self.image.layer()
+            read_image = None if image is None else self._image_plane(image, layer)
         except InputError as err:
             show_error(str(err))
             return
         w0, sigma = float(self.w0.value()), float(self.sigma.value())
         self.status.setText("Computing the weight map…")
-        self.weight_jobs.submit(lambda: _weight_view(read, layer.name, w0, sigma),
+        self.weight_jobs.submit(lambda: _weight_view(read, layer.name, w0, sigma, read_image),
                          lambda view: self._show_weights(layer, view))
 
     def _show_weights(self, layer, view) -> None:
@@ -169,7 +200,7 @@ class SeparationWidget(QWidget):
             self.status.setText("")
             show_error(view)
             return
-        weights, lines, n, suspects = view
+        weights, lines, n, suspects, unlabelled = view
         put_layer(self.viewer, f"{layer.name} weight map", weights, "image", layer,
                   colormap="magma")
         put_layer(self.viewer, f"{layer.name} separating borders", lines, "labels", layer)
@@ -182,6 +213,13 @@ class SeparationWidget(QWidget):
             text += (f" {len(np.unique(suspects)) - 1} objects look like touching cells "
                      f"painted with one label (layer '{shown}'): no border separates them; "
                      "give each cell its own label (press M for a new one).")
+        if unlabelled is not None:
+            shown = put_layer(self.viewer, f"{layer.name} unlabelled cells?", unlabelled,
+                              "labels", layer)
+            text += (f" {int(unlabelled.max())} regions of the image look like the labelled "
+                     f"cells but carry no label (layer '{shown}'): they would be learnt as "
+                     "background; label them, or mark where the labels are complete "
+                     "(Train: Labelled in).")
         self.status.setText(text)
 
     def show_splits(self) -> None:
