@@ -7,7 +7,8 @@ image holds regions that look like its labelled cells but carry no label
 (`train/` and `val/`): how often it warns where the labels are complete (false alarms), and
 where nuclei were removed from the labels: a random half or three quarters of them (images
 with at least 8 nuclei), or all but those reaching into the left half (`dsb_partial.py`'s
-layout).
+layout); and with that left half as the annotated region (which should silence it), and
+with only half of the nuclei in it painted (which should not).
 
 *Touching cells painted with one label* (napari's brush keeps label 1 until the user asks
 for a new one): such labels are a mask, whose touching cells become one object, and the
@@ -58,7 +59,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
-    warned = {"complete": [], "half kept": [], "quarter kept": [], "left half painted": []}
+    in_region = np.random.default_rng(args.seed + 1)  # its own draws: the others stay put
+    warned = {"complete": [], "half kept": [], "quarter kept": [], "left half painted": [],
+              "left half painted, left half as region": [],
+              "left half as region, half of its nuclei painted": []}
     alarms, seconds = [], []
     masks = []  # per image: (flagged, flagged and joined, joined, touches nowhere)
     for split in ("train", "val"):
@@ -81,10 +85,17 @@ def main() -> None:
                 for key, keep in (("half kept", n // 2), ("quarter kept", n // 4)):
                     part = np.where(np.isin(truth, order[:keep]), truth, 0)
                     warned[key].append(bool(left_unlabelled(image, part)))
-                painted, _ = half_painted(truth)
+                painted, region = half_painted(truth)
+                painted = relabel_objects(painted)
                 if painted.max() < n:  # some nuclei lie wholly in the right half
-                    warned["left half painted"].append(
-                        bool(left_unlabelled(image, relabel_objects(painted))))
+                    warned["left half painted"].append(bool(left_unlabelled(image, painted)))
+                    warned["left half painted, left half as region"].append(
+                        bool(left_unlabelled(image, painted, region)))
+                    if painted.max() >= 8:
+                        keep = in_region.permutation(np.arange(1, painted.max() + 1))
+                        part = np.where(np.isin(painted, keep[: painted.max() // 2]), painted, 0)
+                        warned["left half as region, half of its nuclei painted"].append(
+                            bool(left_unlabelled(image, part, region)))
     flagged = np.array([m[0] for m in masks])
     clean = flagged[np.array([m[3] for m in masks])]
     draws = np.random.default_rng(args.seed)

@@ -299,10 +299,14 @@ def test_cells_left_unlabelled_are_warned_of_and_complete_labels_are_not(polarit
     warned = prepare([image, image], [labels, half], config, names=["a", "b"]).warnings
     assert len(warned) == 1 and "b (" in warned[0] and "a (" not in warned[0]
     assert "learnt as background" in warned[0] and "Labelled in" in warned[0]
-    # marked as labelled in part: nothing to say
+    # marked as labelled in part: nothing to say about the cells outside the part
     region = np.zeros(labels.shape, bool)
     region[ndi.binary_dilation(half > 0, iterations=3)] = True
     assert prepare([image], [half], config, regions=[region]).warnings == []
+    # but cells left unlabelled inside the part said to be complete are warned of
+    region[:] = True
+    warned = prepare([image], [half], config, regions=[region], names=["c"]).warnings
+    assert len(warned) == 1 and "c (" in warned[0]
     # semantic masks are not instance labels: the check is for the instances mode
     semantic = dataclasses.replace(quick(), mode="semantic")
     assert prepare([image], [(half > 0).astype(np.uint8)], semantic).warnings == []

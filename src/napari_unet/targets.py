@@ -320,12 +320,31 @@ def joined_objects(labels: np.ndarray) -> tuple[np.ndarray, list[int]]:
                      if p.area > JOINED_SIZE * median and p.solidity < JOINED_SOLIDITY]
 
 
-def left_unlabelled(image: np.ndarray, truth: np.ndarray) -> int:
-    """:func:`unlabelled_cells` where they are at least :data:`UNLABELLED_AT_LEAST` and
-    :data:`UNLABELLED_SHARE` of the labelled objects (what the training warns of), else 0."""
-    count = unlabelled_cells(image, truth)
-    n = len(np.unique(truth)) - int((truth == 0).any())
+def left_unlabelled(image: np.ndarray, truth: np.ndarray,
+                    region: np.ndarray | None = None) -> int:
+    """:func:`unlabelled_regions` where they are at least :data:`UNLABELLED_AT_LEAST` and
+    :data:`UNLABELLED_SHARE` of the labelled objects (what the training warns of), else 0.
+    With ``region`` (where the labels are said to be complete), only the regions and
+    objects that lie mostly in it count."""
+    found = unlabelled_regions(image, truth)
+    objects = np.asarray(truth)
+    if region is not None:
+        region = np.asarray(region, bool)
+        found = _mostly_in(found, region)
+        objects = _mostly_in(objects, region)
+    count = int(len(np.unique(found)) - 1 if found.any() else 0)
+    n = len(np.unique(objects)) - int((objects == 0).any())
     return count if count >= max(UNLABELLED_AT_LEAST, UNLABELLED_SHARE * n) else 0
+
+
+def _mostly_in(labels: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """``labels`` with only the objects that have at least half their pixels in
+    ``region``."""
+    size = np.bincount(labels.ravel())
+    inside = np.bincount(labels[region].ravel(), minlength=size.size)
+    keep = inside * 2 >= size
+    keep[0] = False
+    return np.where(keep[labels], labels, 0)
 
 
 def semantic_targets(labels: np.ndarray, n_classes: int, balance: bool = True,

@@ -114,8 +114,8 @@ def _more(named: list, shown: int = 3) -> str:
 
 def _instance_label_warnings(names, images, labels, truths, regions) -> list[str]:
     """What looks like a mistake in instance labels: touching cells painted with one label
-    (:func:`~napari_unet.targets.joined_cells`), cells left unlabelled in images without an
-    annotated region (:func:`~napari_unet.targets.left_unlabelled`)."""
+    (:func:`~napari_unet.targets.joined_cells`), cells left unlabelled (in an image's
+    annotated region, if it has one; :func:`~napari_unet.targets.left_unlabelled`)."""
     warnings = []
     joined = [(name, count) for name, lab in zip(names, labels) if (count := joined_cells(lab))]
     if sum(count for _, count in joined) >= JOINED_AT_LEAST:
@@ -128,7 +128,7 @@ def _instance_label_warnings(names, images, labels, truths, regions) -> list[str
             "shows which objects)")
     unlabelled = [(name, count) for name, image, truth, region
                   in zip(names, images, truths, regions)
-                  if region is None and (count := left_unlabelled(image, truth))]
+                  if (count := left_unlabelled(image, truth, region))]
     if unlabelled:
         shown = ", ".join(f"{name} ({count})" for name, count in unlabelled[:3])
         warnings.append(
