@@ -132,3 +132,8 @@ def test_cells_left_unlabelled_give_a_warning_naming_the_image(make_napari_viewe
     warned = [n for n in notes if "look like the labelled cells but carry no label" in n]
     assert len(warned) == 1 and "cells / cells labels (" in warned[0], notes
     assert "Labelled in" in warned[0]
+    assert warned[0] in train.warned.text()  # kept in view after the notification goes
+    viewer.layers["cells labels"].data = labels  # every cell painted: trained again
+    train.controls.start_btn.click()
+    wait_done(qtbot, train)
+    assert train.warned.text() == ""

@@ -99,7 +99,10 @@ class TrainWidget(QWidget):
         self.out = PathPicker(save=True, placeholder="automatic, in ~/napari-unet/models")
         self.controls = RunControls("Start", self.start)
         self.status = QLabel("Choose an image and a labels layer, then Start.")
-        self.status.setWordWrap(True)
+        self.warned = QLabel("")  # this run's warnings, kept in view after the notification
+        for label in (self.status, self.warned):
+            label.setWordWrap(True)
+        self.warned.setStyleSheet("color: #e8a33d")
         self.plot = LossPlot()
 
         form = QFormLayout()
@@ -134,6 +137,7 @@ class TrainWidget(QWidget):
         layout.addLayout(form)
         layout.addWidget(self.controls)
         layout.addWidget(self.status)
+        layout.addWidget(self.warned)
         layout.addWidget(self.plot)
         layout.addStretch()
         self.refresh_models()
@@ -239,6 +243,7 @@ class TrainWidget(QWidget):
         pairs = self._pair_names()
         out = self.out.path() or default_model_path(pairs[0][0])
         self.plot.clear()
+        self.warned.setText("")
         self.status.setText(f"Training… the best model is saved to {out}")
         unchanged = [lab for _, lab, _ in pairs
                      if lab in self.viewer.layers and is_uncorrected(self.viewer.layers[lab])]
@@ -259,6 +264,7 @@ class TrainWidget(QWidget):
             self.status.setText(event.message)
         elif event.kind == "warning":
             show_warning(event.message)
+            self.warned.setText("\n".join(filter(None, [self.warned.text(), event.message])))
         elif event.kind == "epoch":
             score = event.val.get("score") if event.val else None
             self.plot.add(event.loss, score)
