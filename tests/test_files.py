@@ -202,3 +202,9 @@ def test_cli_regions_of_a_stack_keep_a_plane_whose_region_holds_no_cell(tmp_path
     assert cli.main(args) == 2
     err = capsys.readouterr().err
     assert "z.tif: the region file has shape (96, 96), the labels (3, 96, 96)" in err
+
+
+@pytest.mark.parametrize("name", ["cells.tif", "cells.ome.tif", "cells.OME.TIFF", "cells.png"])
+def test_predict_names_its_result_after_the_image_without_extension(tmp_path, name):
+    labels, prob = cli._tiff_outputs(tmp_path / "in" / name, tmp_path / "out")
+    assert (labels.name, prob.name) == ("cells.tif", "cells_prob.tif")

@@ -344,7 +344,7 @@ def _as_planes(files, images, labels, regions):
         if not kept_ims:
             raise InputError(f"the labels of {f.name} contain no object in any plane: paint "
                              "or load some labels first.")
-        names += [f"{f.name} plane {k + 1}" if stack else f.name for k in kept]
+        names += [f"{f.name} plane {p + 1}" if stack else f.name for p in kept]
         ims += kept_ims
         labs += kept_labs
         regs += kept_regs
@@ -420,8 +420,9 @@ def cmd_predict(args) -> int:
 
 def _tiff_outputs(f: Path, out: Path) -> tuple[Path, Path]:
     """Where ``predict`` writes the labels and probabilities of an image file."""
-    stem = f.name[: -len(".ome.tif")] if f.name.endswith(".ome.tif") else f.stem
-    return out / f"{stem}.tif", out / f"{stem}_prob.tif"
+    from .io import stem_of
+
+    return out / f"{stem_of(f)}.tif", out / f"{stem_of(f)}_prob.tif"
 
 
 def _zarr_outputs(spec: Path, out: Path) -> tuple[Path, Path]:

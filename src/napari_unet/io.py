@@ -13,7 +13,8 @@ from .errors import InputError
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 
 
-def _stem(path: Path) -> str:
+def stem_of(path: Path) -> str:
+    """A file's name without its extension (``.ome.tif`` and ``.ome.tiff`` as one)."""
     name = path.name
     for suffix in (".ome.tiff", ".ome.tif"):
         if name.lower().endswith(suffix):
@@ -64,14 +65,14 @@ def _partners(images: list[Path], others: list[Path], what: str) -> list[Path | 
     exact: dict[str, list[Path]] = {}
     suffixed: dict[str, list[Path]] = {}
     for f in others:
-        exact.setdefault(_stem(f), []).append(f)
-        named = _label_of(_stem(f))
+        exact.setdefault(stem_of(f), []).append(f)
+        named = _label_of(stem_of(f))
         if named is not None:
             suffixed.setdefault(named, []).append(f)
     found = []
     for f in images:
         for table in (exact, suffixed):
-            candidates = [c for c in table.get(_stem(f), []) if not _same_file(c, f)]
+            candidates = [c for c in table.get(stem_of(f), []) if not _same_file(c, f)]
             if len(candidates) > 1:
                 names = " and ".join(c.name for c in candidates[:2])
                 raise InputError(f"{f.name}: two {what} files could belong to it ({names}); "
@@ -98,11 +99,11 @@ def pair_by_stem(images: list[Path], labels: list[Path]) -> list[tuple[Path, Pat
     folder can hold both, as Cellpose keeps them. A single image file and a single label
     file are a pair whatever their names. A file is never its own labels."""
     label_set = {f.resolve() for f in labels}
-    image_stems = {_stem(f) for f in images}
+    image_stems = {stem_of(f) for f in images}
     # where one folder holds both, a file named after another image with a label ending
     # is that image's labels, not an image
     images = [f for f in images if not (f.resolve() in label_set
-                                        and _label_of(_stem(f)) in image_stems)]
+                                        and _label_of(stem_of(f)) in image_stems)]
     if len(images) == 1 and len(labels) == 1 and not _same_file(images[0], labels[0]):
         return [(images[0], labels[0])]
     found = _partners(images, labels, "label")
@@ -111,7 +112,7 @@ def pair_by_stem(images: list[Path], labels: list[Path]) -> list[tuple[Path, Pat
         shown = ", ".join(f.name for f in missing[:3]) + (" ..." if len(missing) > 3 else "")
         raise InputError(f"no label file for image(s) {shown}: name each label file as its "
                          "image (in another folder), or as its image with an ending such "
-                         f"as _masks ({_stem(missing[0])}_masks.tif).")
+                         f"as _masks ({stem_of(missing[0])}_masks.tif).")
     return list(zip(images, found))
 
 
@@ -133,8 +134,8 @@ def read_pairs(images: str | os.PathLike, labels: str | os.PathLike):
 def without_label_files(files: list[Path]) -> tuple[list[Path], list[Path]]:
     """The files that are not label files beside their images (``img01_masks.tif`` in the
     folder of ``img01.tif``), and those that are."""
-    stems = {(f.parent, _stem(f)) for f in files}
-    skipped = [f for f in files if (f.parent, _label_of(_stem(f))) in stems]
+    stems = {(f.parent, stem_of(f)) for f in files}
+    skipped = [f for f in files if (f.parent, _label_of(stem_of(f))) in stems]
     return [f for f in files if f not in skipped], skipped
 
 
@@ -142,8 +143,8 @@ def match_by_stem(images: list[Path], others: list[Path]) -> list[Path | None]:
     """For each image, the file of ``others`` that belongs to it (the same name without
     extension, or the name with a label ending), or None."""
     found = _partners(images, others, "matching")
-    plain = {_stem(f): f for f in others}  # a truth file img01_masks for a prediction img01
-    return [f if f is not None else plain.get(_label_of(_stem(i)) or "")
+    plain = {stem_of(f): f for f in others}  # a truth file img01_masks for a prediction img01
+    return [f if f is not None else plain.get(_label_of(stem_of(i)) or "")
             for i, f in zip(images, found)]
 
 
