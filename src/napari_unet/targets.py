@@ -291,15 +291,17 @@ JOINED_SOLIDITY = 0.9
 JOINED_AT_LEAST = 2
 
 
-def joined_cells(labels: np.ndarray) -> int:
+def joined_cells(labels: np.ndarray, objects: np.ndarray | None = None) -> int:
     """How many objects of ``labels`` look like touching cells painted with one value
     (:func:`joined_objects`)."""
-    return len(joined_objects(labels)[1])
+    return len(joined_objects(labels, objects)[1])
 
 
-def joined_objects(labels: np.ndarray) -> tuple[np.ndarray, list[int]]:
-    """The objects of ``labels`` (:func:`relabel_objects`) and the ids of those that look
-    like touching cells painted with one value, where
+def joined_objects(labels: np.ndarray, objects: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, list[int]]:
+    """The objects of ``labels`` (:func:`relabel_objects`, or ``objects`` where the caller
+    found them already) and the ids of those that look like touching cells painted with one
+    value, where
     the labels reuse values (a 0/1 mask: every connected region is taken as one object):
     objects over :data:`JOINED_SIZE` times the median object's area whose solidity (area
     over convex hull) is below :data:`JOINED_SOLIDITY`. 0 for labels that give every cell
@@ -309,7 +311,7 @@ def joined_objects(labels: np.ndarray) -> tuple[np.ndarray, list[int]]:
     from skimage.measure import regionprops
 
     lab = np.asarray(labels)
-    objects = relabel_objects(lab)
+    objects = relabel_objects(lab) if objects is None else objects
     if objects is lab:  # every value one object: nothing was joined by reuse
         return objects, []
     props = regionprops(objects)
@@ -322,19 +324,25 @@ def joined_objects(labels: np.ndarray) -> tuple[np.ndarray, list[int]]:
 
 def left_unlabelled(image: np.ndarray, truth: np.ndarray,
                     region: np.ndarray | None = None) -> int:
-    """:func:`unlabelled_regions` where they are at least :data:`UNLABELLED_AT_LEAST` and
-    :data:`UNLABELLED_SHARE` of the labelled objects (what the training warns of), else 0.
-    With ``region`` (where the labels are said to be complete), only the regions and
-    objects that lie mostly in it count."""
-    found = unlabelled_regions(image, truth)
+    """:func:`unlabelled_regions` counted by :func:`counted_unlabelled`."""
+    return counted_unlabelled(unlabelled_regions(image, truth), truth, region)
+
+
+def counted_unlabelled(found: np.ndarray, truth: np.ndarray,
+                       region: np.ndarray | None = None) -> int:
+    """How many of the regions ``found`` (:func:`unlabelled_regions`) there are, where they
+    are at least :data:`UNLABELLED_AT_LEAST` and :data:`UNLABELLED_SHARE` of the labelled
+    objects of ``truth`` (what the training warns of), else 0. With ``region`` (where the
+    labels are said to be complete), only the regions and objects that lie mostly in it
+    count."""
     objects = np.asarray(truth)
     if region is not None:
         region = np.asarray(region, bool)
         found = _mostly_in(found, region)
         objects = _mostly_in(objects, region)
-    count = int(len(np.unique(found)) - 1 if found.any() else 0)
-    n = len(np.unique(objects)) - int((objects == 0).any())
-    return count if count >= max(UNLABELLED_AT_LEAST, UNLABELLED_SHARE * n) else 0
+    count = np.count_nonzero(np.bincount(found.ravel())[1:])
+    n = np.count_nonzero(np.bincount(objects.ravel())[1:])
+    return int(count) if count >= max(UNLABELLED_AT_LEAST, UNLABELLED_SHARE * n) else 0
 
 
 def _mostly_in(labels: np.ndarray, region: np.ndarray) -> np.ndarray:

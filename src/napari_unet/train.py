@@ -117,7 +117,8 @@ def _instance_label_warnings(names, images, labels, truths, regions) -> list[str
     (:func:`~napari_unet.targets.joined_cells`), cells left unlabelled (in an image's
     annotated region, if it has one; :func:`~napari_unet.targets.left_unlabelled`)."""
     warnings = []
-    joined = [(name, count) for name, lab in zip(names, labels) if (count := joined_cells(lab))]
+    joined = [(name, count) for name, lab, truth in zip(names, labels, truths)
+              if (count := joined_cells(lab, truth))]
     if sum(count for _, count in joined) >= JOINED_AT_LEAST:
         shown = ", ".join(f"{name} ({count})" for name, count in joined[:3])
         warnings.append(

@@ -25,7 +25,7 @@ from qtpy.QtWidgets import (
 
 from ..errors import InputError
 from ..instances import separated_objects
-from ..targets import instance_targets, joined_objects, left_unlabelled, unlabelled_regions
+from ..targets import counted_unlabelled, instance_targets, joined_objects, unlabelled_regions
 from ._forms import LayerCombo, full_resolution
 from ._outputs import put_layer
 
@@ -64,6 +64,15 @@ class _OneAtATime:
             self.submit(*waiting)
 
 
+def _reader(data):
+    """A function that returns ``data``: a copy made now of an in-memory array (which the
+    user may paint on meanwhile), a lazy one read when called (in the thread)."""
+    if isinstance(data, np.ndarray):
+        copy = data.copy()
+        return lambda: copy
+    return lambda: np.asarray(data)
+
+
 def _weight_view(read, name: str, w0: float, sigma: float, read_image=None):
     """``(weights, separating borders, cells that touch, objects that look like touching
     cells painted with one label, regions of the image that look like cells but carry no
@@ -77,9 +86,9 @@ def _weight_view(read, name: str, w0: float, sigma: float, read_image=None):
     suspects = np.where(np.isin(lab, joined), lab, 0) if joined else None
     unlabelled = None
     if read_image is not None:
-        image = read_image()
-        if left_unlabelled(image, lab):  # as many as the training warns of
-            unlabelled = unlabelled_regions(image, lab)
+        found = unlabelled_regions(read_image(), lab)
+        if counted_unlabelled(found, lab):  # as many as the training warns of
+            unlabelled = found
     return weights, lines, len(np.unique(lab[lines > 0])), suspects, unlabelled
 
 
@@ -151,15 +160,15 @@ class SeparationWidget(QWidget):
         layer's plane is read when called, in the thread."""
         data = full_resolution(layer)
         if data.ndim == 3:
-            index = int(np.clip(self.viewer.dims.current_step[-3], 0, data.shape[0] - 1))
-            data = data[index]
+            data = data[self._in_view(data.shape[0])]
         elif data.ndim != 2:
             raise InputError(f"labels layer '{layer.name}' must be 2D or a stack of 2D "
                              "planes.")
-        if isinstance(data, np.ndarray):
-            copy = data.copy()
-            return lambda: copy
-        return lambda: np.asarray(data)
+        return _reader(data)
+
+    def _in_view(self, planes: int) -> int:
+        """The index of the plane in view, in a stack of ``planes``."""
+        return int(np.clip(self.viewer.dims.current_step[-3], 0, planes - 1))
 
     def _image_plane(self, image, labels):
         """A function that reads the plane of ``image`` under the labels plane in view,
@@ -167,17 +176,14 @@ class SeparationWidget(QWidget):
         when called, in the thread)."""
         data, lab = full_resolution(image), full_resolution(labels)
         if lab.ndim == 3 and data.shape[:1] == lab.shape[:1] and data.ndim > 2:
-            data = data[int(np.clip(self.viewer.dims.current_step[-3], 0, lab.shape[0] - 1))]
+            data = data[self._in_view(lab.shape[0])]
         plane = lab.shape[-2:]
         if data.ndim == 3 and not image.rgb and tuple(data.shape[1:]) == tuple(plane):
             data = np.moveaxis(data, 0, -1)  # channels first
         if tuple(data.shape[:2]) != tuple(plane) or data.ndim not in (2, 3):
             raise InputError(f"image '{image.name}' {tuple(data.shape)} does not match the "
                              f"labels '{labels.name}' {tuple(lab.shape)}.")
-        if isinstance(data, np.ndarray):
-            copy = data.copy()
-            return lambda: copy
-        return lambda: np.asarray(data)
+        return _reader(data)
 
     def show_weights(self) -> None:
         layer = self.labels.layer()
