@@ -208,3 +208,39 @@ def test_cli_regions_of_a_stack_keep_a_plane_whose_region_holds_no_cell(tmp_path
 def test_predict_names_its_result_after_the_image_without_extension(tmp_path, name):
     labels, prob = cli._tiff_outputs(tmp_path / "in" / name, tmp_path / "out")
     assert (labels.name, prob.name) == ("cells.tif", "cells_prob.tif")
+
+
+def test_grey_files_saved_with_a_channel_axis_of_one_are_read_as_grey(tmp_path, capsys):
+    """tifffile reads a grey TIFF written as ``(H, W, 1)`` so; taken as a stack, it was
+    trained and predicted as 96 planes one pixel wide."""
+    (tmp_path / "i").mkdir()
+    (tmp_path / "l").mkdir()
+    image, labels = touching_cells((96, 96), n_cells=8, seed=0)
+    tifffile.imwrite(tmp_path / "i" / "a.tif", image[..., None])
+    tifffile.imwrite(tmp_path / "l" / "a.tif", labels.astype(np.uint16)[..., None])
+    model = tmp_path / "m.safetensors"
+    assert cli.main(_train_args(tmp_path / "i", tmp_path / "l", model)) == 0
+    assert "1 training and 0 validation image(s)" in capsys.readouterr().out
+    tifffile.imwrite(tmp_path / "i" / "b.tif", image)
+    tifffile.imwrite(tmp_path / "i" / "z.tif", np.stack([image, image])[..., None])
+    assert cli.main(["-q", "predict", str(model), str(tmp_path / "i"),
+                     "--out", str(tmp_path / "p")]) == 0
+    grey = tifffile.imread(tmp_path / "p" / "b.tif")
+    assert grey.shape == (96, 96)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "p" / "a.tif"), grey)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "p" / "z.tif"),
+                                  np.stack([grey, grey]))
+
+
+def test_predict_takes_a_trailing_channel_of_one_as_grey(cellpose_folder):
+    from napari_unet.predict import predict
+    from napari_unet.progress import run
+
+    _, model = cellpose_folder
+    image = touching_cells((64, 80), n_cells=6, seed=3)[0]
+    grey = run(predict(str(model), image)).labels
+    np.testing.assert_array_equal(run(predict(str(model), image[..., None])).labels, grey)
+    import dask.array as da
+
+    lazy = da.from_array(np.stack([image, image])[..., None], chunks=(1, 32, 32, 1))
+    np.testing.assert_array_equal(run(predict(str(model), lazy)).labels, np.stack([grey, grey]))

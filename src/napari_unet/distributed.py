@@ -33,6 +33,7 @@ from .predict import (
     BLOCKWISE_DIAMETER,
     PredictEvent,
     PredictResult,
+    drop_unit_channel,
     split_planes,
     stream_labels,
 )
@@ -59,6 +60,7 @@ def channels_last_view(image, channels: int, name: str = "image"):
 
     if image.ndim == 3 and image.shape[-1] != channels and image.shape[0] == channels:
         image = da.moveaxis(da.asarray(image), 0, -1)  # OME-Zarr stores channels first
+    image = drop_unit_channel(image, channels)
     stack, _ = split_planes(image, channels, name)
     if stack:
         raise InputError(f"{name} has shape {tuple(image.shape)}; distributed prediction "

@@ -149,7 +149,11 @@ def match_by_stem(images: list[Path], others: list[Path]) -> list[Path | None]:
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read a TIFF or PNG/JPEG/BMP file into a numpy array, with a clear error if it fails."""
+    """Read a TIFF or PNG/JPEG/BMP file into a numpy array, with a clear error if it fails.
+
+    A trailing axis of length one (a grey image saved as ``(H, W, 1)``, a stack as
+    ``(N, H, W, 1)``) is dropped: read as it is, it would be a stack of planes one pixel
+    wide."""
     import logging
 
     path = Path(path)
@@ -176,6 +180,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if image.size == 0:
         raise InputError(f"{path.name} holds no image data; the file may be damaged or cut "
                          "short.")
+    if image.ndim >= 3 and image.shape[-1] == 1:
+        image = image[..., 0]
     return image
 
 

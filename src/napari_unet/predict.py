@@ -98,6 +98,19 @@ def looks_like_rgb(image) -> bool:
         image.ndim == 4 or (image.ndim == 3 and image.shape[0] > 4 and image.shape[1] > 4))
 
 
+def drop_unit_channel(image, channels: int):
+    """A grey image or stack saved with a channel axis of length one, ``(H, W, 1)`` or
+    ``(N, H, W, 1)`` (as tifffile reads such a TIFF), without that axis, for a model of one
+    channel: planes one pixel wide are no image. Lazy data stays lazy."""
+    if channels != 1 or image.ndim not in (3, 4) or image.shape[-1] != 1:
+        return image
+    if isinstance(image, np.ndarray):
+        return image[..., 0]
+    import dask.array as da
+
+    return da.asarray(image)[..., 0]
+
+
 def split_planes(image, channels: int, name: str = "image") -> tuple[bool, int]:
     """Decide whether ``image`` is one 2D image or a stack, given the model's channels.
 
@@ -360,6 +373,7 @@ def zarr_outputs(ckpt: Checkpoint, image, labels_path, prob_path=None, *, chunk:
     ``chunk`` px rounded to the network's pooling grid; ``(labels, probabilities)``."""
     from .io import create_zarr
 
+    image = drop_unit_channel(image, ckpt.config.in_channels)
     stack, n = split_planes(image, ckpt.config.in_channels, name)
     spatial = tuple(image.shape[1:3] if stack else image.shape[:2])
     align = 2**ckpt.config.depth
@@ -465,6 +479,7 @@ def predict(model, image, config: PredictConfig | None = None, *, out_probabilit
         image = np.asarray(image)
     read_as = []
     if channels == 1:
+        image = drop_unit_channel(image, channels)
         image, read_as = grey_for_grey_model(image)
     stack, n = split_planes(image, channels, name)
     spatial = tuple(image.shape[1:3] if stack else image.shape[:2])
