@@ -71,6 +71,8 @@ TRAIN_ACCEPTED = [
     ("non-contiguous view", np.asfortranarray(good_image())[:, ::-1],
      GOOD_LABELS[:, ::-1]),
     ("0/255 mask", good_image(), (GOOD_LABELS > 0).astype(np.uint8) * 255),
+    ("ids numbered sparsely", good_image(), GOOD_LABELS.astype(np.uint64) * 2**60),
+    ("float labels", good_image(), GOOD_LABELS.astype(np.float32)),
 ]
 
 

@@ -41,24 +41,26 @@ def adapted_rand_error(truth_labels: np.ndarray, pred_labels: np.ndarray) -> flo
 
 def _overlaps(truth: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray,
                                                              np.ndarray]:
-    """Pixel counts of every (truth label, predicted label) pair, background included,
-    and the raveled labels."""
-    t = np.asarray(truth).ravel().astype(np.int64)
-    p = np.asarray(pred).ravel().astype(np.int64)
-    nt, np_ = int(t.max(initial=0)) + 1, int(p.max(initial=0)) + 1
-    return np.bincount(t * np_ + p, minlength=nt * np_).reshape(nt, np_), t, p
+    """Pixel counts of every (truth label, predicted label) pair, background included:
+    ``(table, truth ids, predicted ids)``, rows and columns in the order of the ids (the
+    values present, sorted). Indexed by position, not by id, so that labels numbered
+    sparsely (ids up to 2**32 from another tool) do not make the table larger."""
+    t_ids, t = np.unique(np.asarray(truth).ravel(), return_inverse=True)
+    p_ids, p = np.unique(np.asarray(pred).ravel(), return_inverse=True)
+    nt, np_ = len(t_ids), len(p_ids)
+    table = np.bincount(t.ravel() * np_ + p.ravel(), minlength=nt * np_).reshape(nt, np_)
+    return table, t_ids, p_ids
 
 
 def iou_matrix(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
     """IoU of every ground-truth object (rows) with every predicted object (columns)."""
-    overlap, t, p = _overlaps(truth, pred)
+    overlap, t_ids, p_ids = _overlaps(truth, pred)
     area_t = overlap.sum(1, keepdims=True)
     area_p = overlap.sum(0, keepdims=True)
     union = area_t + area_p - overlap
     with np.errstate(invalid="ignore", divide="ignore"):
         m = np.where(union > 0, overlap / union, 0.0)
-    t_ids, p_ids = np.unique(t), np.unique(p)
-    return m[np.ix_(t_ids[t_ids > 0], p_ids[p_ids > 0])]
+    return m[np.ix_(t_ids > 0, p_ids > 0)]
 
 
 def matched_counts(truth: np.ndarray, pred: np.ndarray, threshold: float,
@@ -119,8 +121,10 @@ def separated_pairs(truth: np.ndarray, pred: np.ndarray) -> tuple[int, int]:
     pairs = touching_pairs(truth)
     if len(pairs) == 0:
         return 0, 0
-    dominant = _overlaps(truth, pred)[0].argmax(axis=1)
-    a, b = dominant[pairs[:, 0]], dominant[pairs[:, 1]]
+    table, t_ids, p_ids = _overlaps(truth, pred)
+    dominant = p_ids[table.argmax(axis=1)]
+    rows = np.searchsorted(t_ids, pairs)
+    a, b = dominant[rows[:, 0]], dominant[rows[:, 1]]
     return int(((a != 0) & (b != 0) & (a != b)).sum()), len(pairs)
 
 

@@ -43,6 +43,19 @@ DISTANCE_LEVELS = 1000
 OFFSET_SCALE = 10.0
 
 
+def compact_ids(labels: np.ndarray) -> np.ndarray:
+    """Instance labels numbered sparsely, their largest id beyond their pixel count (ids
+    up to 2**63 from another tool), renumbered 1..n in the order of their ids, 0 kept;
+    other labels as they are. Counting objects by id then takes memory of the image's
+    size, not of its largest id."""
+    lab = np.asarray(labels)
+    if lab.size == 0 or int(lab.max()) < lab.size:
+        return lab
+    from skimage.segmentation import relabel_sequential
+
+    return relabel_sequential(lab)[0]
+
+
 def relabel_objects(labels: np.ndarray) -> np.ndarray:
     """Instance labels with one id per object: every connected region (8-neighbourhood) of
     one value becomes its own object.

@@ -43,6 +43,7 @@ from .errors import InputError
 from .scale import match_cell_size, median_diameter
 from .targets import (
     JOINED_AT_LEAST,
+    compact_ids,
     instance_targets,
     joined_cells,
     left_unlabelled,
@@ -165,7 +166,8 @@ def prepare(images: Sequence, labels: Sequence, config: TrainConfig,
         if region is not None:
             arr, lab, region = crop_to_region(arr, lab, region, name)
         imgs.append(arr)
-        labs.append(lab.astype(np.int64))
+        labs.append((compact_ids(lab) if config.mode == "instances" else lab)
+                    .astype(np.int64))
         regs.append(region)
     imgs, notes = match_channels(imgs, names, channels)
     warnings = []

@@ -574,6 +574,21 @@ def test_separation_view_shows_weights_and_borders(cells_viewer, qtbot):
     assert "touch another one" in widget.status.text()
 
 
+def test_separation_view_takes_labels_numbered_sparsely(make_napari_viewer, qtbot):
+    """Ids from another tool (here up to 2**45) are only names: the same weight map."""
+    viewer = make_napari_viewer()
+    _, labels = touching_cells((96, 96), n_cells=8, seed=0)
+    viewer.add_labels(labels.astype(np.uint64) * 2**40, name="sparse")
+    viewer.add_labels(labels, name="dense")
+    widget = dock(viewer, "Touching-cell separation")
+    for name in ("sparse", "dense"):
+        widget.labels.setCurrentText(name)
+        widget.show_weights()
+        qtbot.waitUntil(lambda n=name: f"{n} weight map" in viewer.layers, timeout=20000)
+    np.testing.assert_array_equal(viewer.layers["sparse weight map"].data,
+                                  viewer.layers["dense weight map"].data)
+
+
 def test_separation_view_shows_touching_cells_painted_with_one_label(make_napari_viewer,
                                                                      qtbot):
     viewer = make_napari_viewer()

@@ -25,7 +25,13 @@ from qtpy.QtWidgets import (
 
 from ..errors import InputError
 from ..instances import separated_objects
-from ..targets import counted_unlabelled, instance_targets, joined_objects, unlabelled_regions
+from ..targets import (
+    compact_ids,
+    counted_unlabelled,
+    instance_targets,
+    joined_objects,
+    unlabelled_regions,
+)
 from ._forms import LayerCombo, full_resolution
 from ._outputs import put_layer
 
@@ -78,7 +84,7 @@ def _weight_view(read, name: str, w0: float, sigma: float, read_image=None):
     cells painted with one label, regions of the image that look like cells but carry no
     label)`` of one labels plane (the last two None where there are none), or the sentence
     that says why there are none."""
-    lab, joined = joined_objects(read())
+    lab, joined = joined_objects(compact_ids(read()))
     if not lab.any():
         return f"labels layer '{name}' has no labelled cell."
     cls, weights = instance_targets(lab, w0=w0, sigma=sigma)
