@@ -119,6 +119,11 @@ def test_bad_input_exits_2_with_one_line(tmp_path):
                                size], capture_output=True, text=True)
         assert proc.returncode == 2 and "--min-size" in proc.stderr and "auto" in proc.stderr
         assert not (tmp_path / "out").exists()
+    tifffile.imwrite(labels / "a.tif", np.zeros((32, 32), np.uint16))
+    for option, words in ((["--epochs", "0"], "epochs must be a positive number, not 0."),
+                          (["--depth", "9"], "depth 9 has 7,964 million parameters")):
+        proc = subprocess.run([*cmd[:-2], *option], capture_output=True, text=True)
+        assert proc.returncode == 2 and words in proc.stderr, proc.stderr
 
 
 def test_importing_the_package_imports_neither_torch_nor_qt():

@@ -11,11 +11,32 @@ def test_paper_configuration_parameter_count_and_tile_shape():
     assert net.config == ModelConfig(in_channels=1, n_classes=2, depth=4, base_channels=64,
                                      padding="valid")
     assert sum(p.numel() for p in net.parameters()) == 31_030_658
+    assert net.config.parameter_count() == 31_030_658
     with torch.no_grad():
         out = net.eval()(torch.zeros(1, 1, 572, 572))
     assert out.shape == (1, 2, 388, 388)
     assert net.config.output_size(572) == 388
     assert net.config.context() == 92
+
+
+@pytest.mark.parametrize("options", [
+    {"norm": "batch", "base_channels": 16, "in_channels": 3, "n_classes": 4},
+    {"norm": "group", "depth": 2, "base_channels": 4, "offsets": True},
+    {"depth": 5, "base_channels": 8, "distance": True, "padding": "same"},
+])
+def test_parameter_count_is_the_networks(options):
+    cfg = ModelConfig(**options)
+    assert cfg.parameter_count() == sum(p.numel() for p in UNet(cfg).parameters())
+
+
+def test_a_network_too_large_to_build_is_refused_before_it_fills_memory():
+    """--depth 9 was killed by the kernel for want of memory, 8 billion parameters in."""
+    from napari_unet.errors import InputError
+
+    assert ModelConfig(depth=6, base_channels=64).parameter_count() < 500e6
+    with pytest.raises(InputError, match="depth 9 has 7,964 million parameters, more than "
+                                         "the 500 million"):
+        ModelConfig(depth=9, base_channels=32)
 
 
 @pytest.mark.parametrize("padding", ["valid", "same"])

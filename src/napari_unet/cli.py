@@ -253,7 +253,7 @@ def cmd_train(args) -> int:
                     "shape (nonzero where the labels are complete).")
             regions.append(None if region is None else region != 0)
     files, images, labels, regions = _as_planes(files, images, labels, regions)
-    epochs = args.epochs if args.epochs or args.time_budget else 50
+    epochs = args.epochs if args.epochs is not None or args.time_budget else 50
     cfg = TrainConfig(
         mode=args.mode, target=args.target, epochs=epochs, time_budget=args.time_budget,
         steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,

@@ -63,6 +63,11 @@ class _DictMixin:
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
 
+#: The largest network built: 2 GB of fp32 weights, four times that to train with Adam (the
+#: paper's network has 31 million parameters; 64 base channels at depth 6, 500 million).
+MAX_PARAMETERS = 500_000_000
+
+
 @dataclass(frozen=True)
 class ModelConfig(_DictMixin):
     """The U-Net's architecture. The defaults are the paper's network.
@@ -113,6 +118,12 @@ class ModelConfig(_DictMixin):
             _check_positive(name, getattr(self, name))
         if self.n_classes < 2:
             raise InputError(f"n_classes must be at least 2, not {self.n_classes}.")
+        if self.parameter_count() > MAX_PARAMETERS:
+            raise InputError(
+                f"a network of {self.base_channels} base channels and depth {self.depth} has "
+                f"{self.parameter_count() / 1e6:,.0f} million parameters, more than the "
+                f"{MAX_PARAMETERS // 10**6} million napari-unet builds (the paper's has 31 "
+                "million): choose fewer base channels or a smaller depth.")
         _check_choice("padding", self.padding, ("valid", "same"))
         _check_choice("norm", self.norm, ("none", "batch", "group"))
         if not 0 <= self.dropout < 1:
@@ -124,6 +135,21 @@ class ModelConfig(_DictMixin):
             raise InputError("a model has a distance channel or offset channels, not both.")
 
     # ---- size arithmetic (no torch needed) -----------------------------------------------
+    def parameter_count(self) -> int:
+        """The network's trainable parameters (the paper's network: 31,030,658)."""
+        per_conv = 2 if self.norm != "none" else 1  # a norm's weight and bias, or a bias
+
+        def two_conv(i: int, o: int) -> int:
+            return 9 * i * o + 9 * o * o + 2 * per_conv * o
+
+        ch = [self.base_channels * 2**i for i in range(self.depth + 1)]
+        n = two_conv(self.in_channels, ch[0]) + (ch[0] + 1) * self.out_channels
+        for i in range(self.depth):
+            up = ch[i + 1] // 2
+            n += two_conv(ch[i], ch[i + 1]) + 4 * ch[i + 1] * up + up + two_conv(up + ch[i],
+                                                                                 ch[i])
+        return n
+
     def output_size(self, size: int) -> int:
         """Output side of the network for an input side ``size``.
 
