@@ -465,6 +465,12 @@ def test_prediction_of_a_stack(make_napari_viewer, qtbot, model_file, tmp_path):
     apart = run(predict(model_file, stack, widget.config().replace(link_planes=0))).labels
     assert linked.max() > apart.max()  # ids go on from plane to plane
     np.testing.assert_array_equal(linked, link_planes(apart.astype(np.uint32), 0.25))
+    assert f"{linked.max()} objects linked through 3 planes" in widget.status.text()
+    widget.link.setValue(0)  # each plane numbered from 1: the planes' objects add up
+    widget.controls.start_btn.click()
+    wait_done(qtbot, widget)
+    found = sum(int(p.max()) for p in apart)
+    assert found > apart.max() and f"{found} objects in 3 planes" in widget.status.text()
 
 
 def test_a_lazy_multiscale_layer_is_predicted_to_disk(make_napari_viewer, qtbot, model_file,

@@ -109,21 +109,28 @@ def show_result(viewer, result, layer, probabilities: bool, model: str) -> str |
     return f"'{wanted}' {why}, so it was left as it is; this result is in '{used}'"
 
 
-def object_count(result) -> int | None:
+def object_count(result, linked: bool = False) -> int | None:
     """The objects of an instance prediction held in memory; None for class maps and for
-    labels written to disk."""
+    labels written to disk. The planes of a stack not ``linked`` are numbered from 1 each,
+    so their objects add up."""
     labels = result.labels
-    return (int(labels.max()) if isinstance(labels, np.ndarray) and result.mode != "semantic"
-            else None)
+    if not isinstance(labels, np.ndarray) or result.mode == "semantic" or labels.size == 0:
+        return None
+    if labels.ndim == 3 and not linked:
+        return int(labels.reshape(len(labels), -1).max(1).astype(np.int64).sum())
+    return int(labels.max())
 
 
-def what_was_found(result) -> str | None:
-    """The objects of an instance prediction held in memory ("64 objects"), or each class's
-    share of the pixels of a class map ("class 1 34 % of the pixels, class 2 8 %"); None
-    for labels written to disk."""
-    n = object_count(result)
+def what_was_found(result, linked: bool = False) -> str | None:
+    """The objects of an instance prediction held in memory ("64 objects", "120 objects in
+    3 planes"), or each class's share of the pixels of a class map ("class 1 34 % of the
+    pixels, class 2 8 %"); None for labels written to disk."""
+    n = object_count(result, linked)
     if n is not None:
-        return f"{n} objects"
+        planes = result.labels.ndim == 3 and len(result.labels) > 1
+        where = (f" linked through {len(result.labels)} planes" if planes and linked else
+                 f" in {len(result.labels)} planes" if planes else "")
+        return f"{n:,} object{'' if n == 1 else 's'}{where}"
     labels = result.labels
     if not isinstance(labels, np.ndarray) or labels.size == 0:
         return None

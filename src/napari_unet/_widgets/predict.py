@@ -107,7 +107,7 @@ class PredictWidget(QWidget):
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.last = LastPrediction()  # labelled again when only labelling settings change
-        self._relabelling = False
+        self._relabelling = self._linked = False
 
         form = QFormLayout()
         row = QHBoxLayout()
@@ -213,6 +213,7 @@ class PredictWidget(QWidget):
             self._running = self.model_path()  # recorded with the segmentations
             ckpt = load_checkpoint(self._running)
             cfg = self.config()
+            self._linked = cfg.link_planes > 0
             previous = (self.last.reusable(layers[0], self._running, cfg)
                         if len(layers) == 1 else None)
             self._relabelling = previous is not None
@@ -246,7 +247,7 @@ class PredictWidget(QWidget):
             moved = show_result(self.viewer, event.result, event.layer,
                                 self.probabilities.isChecked(), self._running)
             self._moved.append(moved)
-            self._done.append(object_count(event.result))
+            self._done.append(object_count(event.result, self._linked))
             return
         self.controls.progress(event.done, event.total)
         if event.message:
@@ -269,7 +270,7 @@ class PredictWidget(QWidget):
         self.last.keep(result)
         moved = show_result(self.viewer, result, layer, self.probabilities.isChecked(),
                             self._running)
-        found = what_was_found(result)
+        found = what_was_found(result, self._linked)
         text = ((f"Labelled again from the last prediction's probabilities in "
                  f"{result.seconds:.1f} s (the network was not run)") if self._relabelling
                 else f"Done in {result.seconds:.1f} s on {result.device}")
