@@ -161,6 +161,7 @@ def test_command_line_links_the_planes(truth, rng, tmp_path, capsys):
     flags = ["--instance-method", "components", "--min-size", "0", "--tile-size", "64"]
     assert main(["-q", "predict", str(model), str(tmp_path / "stack.tif"), "--out",
                  str(tmp_path / "out"), "--link-planes", "0.25", *flags]) == 0
+    assert "linking" not in capsys.readouterr().out  # -q: no progress lines
     linked = tifffile.imread(tmp_path / "out" / "stack.tif")
     apart = run(predict(model, image.astype(np.float32),
                         PredictConfig(instance_method="components", min_size=0,
@@ -170,3 +171,46 @@ def test_command_line_links_the_planes(truth, rng, tmp_path, capsys):
     assert main(["-q", "predict", str(model), str(tmp_path / "stack.tif"), "--out",
                  str(tmp_path / "bad"), "--link-planes", "3"]) == 2
     assert "link_planes is the overlap (IoU, 0 to 1)" in capsys.readouterr().err
+
+
+def test_a_time_lapse_of_z_stacks_is_linked_along_z_within_each_time_point(truth, rng,
+                                                                          tmp_path):
+    """(T, Z, Y, X): every plane labelled, planes linked along Z in each time point, ids
+    from 1 in each; the same through relabel(), from Dask, and on the command line."""
+    import dask.array as da
+    import tifffile
+
+    from napari_unet.checkpoint import save_checkpoint
+    from napari_unet.cli import main
+    from napari_unet.predict import relabel
+
+    fg = truth > 0
+    fg[:, 60:, :] = True  # a bar through every plane: no plane is noise alone
+    stacks = np.stack([fg, fg[:, :, ::-1]])  # two time points, the cells moved
+    image = stacks.astype(np.float32) + rng.normal(0, 0.05, stacks.shape).astype(np.float32)
+    cfg = PredictConfig(device="cpu", precision="fp32", tile_size=64, min_size=0,
+                        instance_method="components", link_planes=0.25)
+    model = thresholding_model()
+    result = run(predict(model, image, cfg))
+    assert result.labels.shape == stacks.shape
+    assert result.probabilities.shape == (2, 24, 2, 64, 80)
+    each = [run(predict(model, image[t], cfg)).labels for t in range(2)]
+    np.testing.assert_array_equal(result.labels, np.stack(each))
+    assert len(np.unique(result.labels[1, :, 60:, :])) == 1  # the bar: one id through Z
+    apart = run(predict(model, image, cfg.replace(link_planes=0))).labels
+    np.testing.assert_array_equal(apart, np.stack([run(predict(model, image[t], cfg.replace(
+        link_planes=0))).labels for t in range(2)]))
+    np.testing.assert_array_equal(run(relabel(model, result, cfg)).labels, result.labels)
+    lazy = da.from_array(image, chunks=(1, 1, 32, 32))
+    np.testing.assert_array_equal(run(predict(model, lazy, cfg)).labels, result.labels)
+    out = create_zarr(tmp_path / "l.zarr", (48, 64, 80), "uint32", (1, 32, 32))
+    with pytest.raises(InputError, match=r"more than one stack axis \(a time-lapse of "
+                                         r"z-stacks, T, Z, H, W\) is predicted in memory"):
+        run(predict(model, image, cfg, out_labels=out))
+    path = save_checkpoint(tmp_path / "m.safetensors", model)
+    tifffile.imwrite(tmp_path / "tz.tif", image, imagej=True, metadata={"axes": "TZYX"})
+    assert main(["-q", "predict", str(path), str(tmp_path / "tz.tif"), "--out",
+                 str(tmp_path / "out"), "--link-planes", "0.25", "--instance-method",
+                 "components", "--min-size", "0", "--tile-size", "64"]) == 0
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "tz.tif"),
+                                  result.labels)

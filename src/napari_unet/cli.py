@@ -398,7 +398,7 @@ def cmd_predict(args) -> int:
             bars[0].total = event.total
             bars[0].n = event.done
             bars[0].refresh()
-            if event.message and event.done and event.message not in shown:
+            if event.message and event.done and event.message not in shown and not args.quiet:
                 bars[0].write(f"{name}: {event.message}")
                 shown.add(event.message)
 

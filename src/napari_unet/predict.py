@@ -42,7 +42,7 @@ from .scale import (
     scale_factor,
     scaled_shape,
 )
-from .stacks import iter_link_planes, plane
+from .stacks import iter_link_planes, iter_link_stacks, one_stack, outer_axes, plane
 from .tiling import TilePlan, plan_tiles, read_window
 
 #: Why a cell diameter is refused where labels are written block by block.
@@ -68,7 +68,8 @@ class PredictEvent:
 
 @dataclass
 class PredictResult:
-    """Labels ``(H, W)`` / ``(N, H, W)`` and probabilities ``(C, H, W)`` / ``(N, C, H, W)``."""
+    """Labels ``(H, W)`` / ``(N, H, W)`` and probabilities ``(C, H, W)`` / ``(N, C, H, W)``
+    (``(T, Z, H, W)`` and ``(T, Z, C, H, W)`` for a time-lapse of z-stacks)."""
 
     labels: np.ndarray | None
     probabilities: object
@@ -374,6 +375,8 @@ def zarr_outputs(ckpt: Checkpoint, image, labels_path, prob_path=None, *, chunk:
     from .io import create_zarr
 
     image = drop_unit_channel(image, ckpt.config.in_channels)
+    if outer_axes(image, ckpt.config.in_channels):
+        raise InputError(STACKS_ON_DISK.format(name=name, shape=tuple(image.shape)))
     stack, n = split_planes(image, ckpt.config.in_channels, name)
     spatial = tuple(image.shape[1:3] if stack else image.shape[:2])
     align = 2**ckpt.config.depth
@@ -446,7 +449,10 @@ def predict(model, image, config: PredictConfig | None = None, *, out_probabilit
         A loaded model or a model file.
     image : array-like
         ``(H, W)``, ``(H, W, C)``, ``(N, H, W)`` or ``(N, H, W, C)``; numpy, memmap, zarr
-        or Dask (read tile by tile).
+        or Dask (read tile by tile). More stack axes, as a time-lapse of z-stacks
+        ``(T, Z, H, W[, C])``, are predicted plane by plane too (in memory, without
+        ``out_labels``): labels ``(T, Z, H, W)``, planes linked along Z within each time
+        point.
     config : PredictConfig
         Tile and batch size, device, precision, thresholds.
     out_probabilities : array-like, optional
@@ -481,6 +487,11 @@ def predict(model, image, config: PredictConfig | None = None, *, out_probabilit
     if channels == 1:
         image = drop_unit_channel(image, channels)
         image, read_as = grey_for_grey_model(image)
+    outer = outer_axes(image, channels)
+    if outer:
+        return (yield from _predict_stacks(ckpt, image, outer, config, read_as, name=name,
+                                           labels=labels,
+                                           outputs=(out_probabilities, out_labels)))
     stack, n = split_planes(image, channels, name)
     spatial = tuple(image.shape[1:3] if stack else image.shape[:2])
     channels_out = ckpt.config.out_channels
@@ -592,6 +603,39 @@ def predict(model, image, config: PredictConfig | None = None, *, out_probabilit
                          mode=ckpt.mode, target=ckpt.target, notes=notes, factor=factor)
 
 
+STACKS_ON_DISK = ("{name} has shape {shape}: an image of more than one stack axis (a "
+                  "time-lapse of z-stacks, T, Z, H, W) is predicted in memory; labels "
+                  "written block by block to disk take one 2D image or one stack (N, H, W) "
+                  "at a time.")
+
+
+def _predict_stacks(ckpt: Checkpoint, image, outer: tuple[int, ...], config: PredictConfig,
+                    read_as: list[str], *, name: str, labels: bool, outputs
+                    ) -> Generator[PredictEvent, None, PredictResult]:
+    """:func:`predict` of an image of more than one stack axis (a time-lapse of z-stacks
+    ``(T, Z, H, W)``, :func:`~napari_unet.stacks.outer_axes`): every plane, as one stack,
+    in memory; labels ``(T, Z, H, W)``, probabilities ``(T, Z, C, H, W)``; planes linked
+    along the stack axis (Z), within each time point."""
+    if any(out is not None for out in outputs):
+        raise InputError(STACKS_ON_DISK.format(name=name, shape=tuple(image.shape)))
+    flat = one_stack(image, outer)
+    result = yield from predict(ckpt, flat, config.replace(link_planes=0.0), labels=labels,
+                                name=name)
+    lead = (*outer, image.shape[len(outer)])
+    result.probabilities = result.probabilities.reshape(*lead, *result.probabilities.shape[1:])
+    result.notes[:0] = read_as
+    if result.labels is None:
+        return result
+    result.labels = result.labels.reshape(*lead, *result.labels.shape[1:])
+    if config.link_planes and ckpt.mode != "semantic":
+        result.labels = result.labels.astype(_label_dtype(ckpt.mode))
+        n = len(flat)
+        for k in iter_link_stacks(result.labels, config.link_planes):
+            yield PredictEvent(n, n, k - 1, n, f"linking objects across planes ({k} of {n})")
+        result.labels = _compact(result.labels, ckpt.mode)
+    return result
+
+
 def _to_labels(ckpt: Checkpoint, config: PredictConfig):
     """``labels_from_probabilities`` with the model's and ``config``'s settings."""
     threshold = ckpt.threshold if config.threshold is None else config.threshold
@@ -638,8 +682,10 @@ def relabel(model, result: PredictResult, config: PredictConfig
     if not isinstance(prob, np.ndarray):
         raise InputError("the probabilities of that prediction were kept on disk and are "
                          "gone; predict again.")
-    stack = prob.ndim == 4
-    n = prob.shape[0] if stack else 1
+    stack = prob.ndim >= 4
+    lead = prob.shape[:-3]  # (N,), or (T, Z) for a time-lapse of z-stacks
+    flat = prob.reshape(-1, *prob.shape[-3:]) if stack else prob
+    n = len(flat) if stack else 1
     link = config.link_planes if stack else 0.0
     if link and ckpt.mode == "semantic":
         raise InputError(SEMANTIC_LINK)
@@ -647,11 +693,11 @@ def relabel(model, result: PredictResult, config: PredictConfig
     label_plane = _labeller(ckpt, config, result.factor)
     planes = []
     for k in range(n):
-        planes.append(label_plane(prob[k] if stack else prob))
+        planes.append(label_plane(flat[k] if stack else prob))
         yield PredictEvent(k + 1, n, k, n, "labelling")
-    labels = (np.stack(planes).astype(_label_dtype(ckpt.mode), copy=False) if stack
-              else planes[0])
-    for k in iter_link_planes(labels, link) if link else ():
+    labels = (np.stack(planes).astype(_label_dtype(ckpt.mode), copy=False)
+              .reshape(*lead, *planes[0].shape) if stack else planes[0])
+    for k in iter_link_stacks(labels, link) if link else ():
         yield PredictEvent(n, n, k - 1, n, f"linking objects across planes ({k} of {n})")
     return PredictResult(labels=_compact(labels, ckpt.mode), probabilities=prob,
                          device=result.device, seconds=time.perf_counter() - start,

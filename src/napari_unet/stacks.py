@@ -146,3 +146,40 @@ class _Plane:
 def plane(array, k: int):
     """Plane ``k`` of a stack: a view for numpy, a read/write proxy for zarr and the like."""
     return array[k] if isinstance(array, np.ndarray) else _Plane(array, k)
+
+
+def outer_axes(image, channels: int) -> tuple[int, ...]:
+    """The axes before the planes' stack axis of an image of more than one stack axis,
+    for a model of ``channels`` channels: ``(T,)`` for a time-lapse of z-stacks
+    ``(T, Z, H, W)`` (``(T, Z, H, W, C)`` for a model of several channels), ``()`` for a 2D
+    image or a stack of them. An image whose last axis looks like colour (3 or 4) is no
+    grey stack."""
+    image_axes = 2 if channels == 1 else 3
+    if image.ndim < image_axes + 2:
+        return ()
+    if channels == 1 and image.shape[-1] in (3, 4):
+        return ()
+    if channels > 1 and image.shape[-1] not in (channels, 4 if channels == 3 else channels):
+        return ()
+    return tuple(int(s) for s in image.shape[: image.ndim - image_axes - 1])
+
+
+def one_stack(image, outer: tuple[int, ...]):
+    """``image`` with its outer axes (:func:`outer_axes`) and stack axis made one stack
+    axis: ``(T, Z, H, W)`` as ``(T * Z, H, W)``. Lazy data stays lazy."""
+    shape = (-1, *image.shape[len(outer) + 1 :])
+    if isinstance(image, np.ndarray):
+        return image.reshape(shape)
+    import dask.array as da
+
+    return da.asarray(image).reshape(shape)
+
+
+def iter_link_stacks(labels: np.ndarray, min_iou: float) -> Iterator[int]:
+    """:func:`iter_link_planes` along the stack axis (the third from last) of labels
+    ``(..., N, H, W)`` in memory, each stack on its own (the z-stack of every time point:
+    ids start at 1 in each); yields the planes done."""
+    stacks = labels.reshape(-1, *labels.shape[-3:])
+    for s, stack in enumerate(stacks):
+        for k in iter_link_planes(stack, min_iou):
+            yield s * len(stack) + k

@@ -473,6 +473,38 @@ def test_prediction_of_a_stack(make_napari_viewer, qtbot, model_file, tmp_path):
     assert found > apart.max() and f"{found} objects in 3 planes" in widget.status.text()
 
 
+@pytest.mark.parametrize("lazy", [False, True])
+def test_prediction_of_a_time_lapse_of_z_stacks(make_napari_viewer, qtbot, tmp_path, lazy):
+    """(T, Z, Y, X) was refused ("cannot read as 2D images or a stack"); a lazy one is
+    predicted in memory too (labels written block by block take one stack)."""
+    import dask.array as da
+    from _models import thresholding_model
+
+    from napari_unet.checkpoint import save_checkpoint
+    from napari_unet.synthetic import touching_cells
+
+    planes = [touching_cells((64, 80), n_cells=6, radius=8, seed=s)[1] > 0
+              for s in (1, 1, 1, 2, 2, 2)]
+    data = np.stack(planes).reshape(2, 3, 64, 80).astype(np.float32)
+    viewer = make_napari_viewer()
+    viewer.add_image(da.from_array(data, chunks=(1, 1, 32, 40)) if lazy else data,
+                     name="4d", scale=(5, 2, 0.5, 0.5))
+    model = save_checkpoint(tmp_path / "threshold.safetensors", thresholding_model())
+    widget = predict_dock(viewer, model, probabilities=True)
+    widget.link.setValue(0.25)
+    widget.controls.start_btn.click()
+    wait_done(qtbot, widget)
+    labels = viewer.layers["4d segmentation"].data
+    assert labels.shape == (2, 3, 64, 80) and isinstance(labels, np.ndarray)
+    assert viewer.layers["4d probabilities"].data.shape == (2, 3, 64, 80)
+    np.testing.assert_allclose(viewer.layers["4d segmentation"].scale, (5, 2, 0.5, 0.5))
+    expected = run(predict(model, data, widget.config())).labels
+    np.testing.assert_array_equal(labels, expected)
+    found = int(expected[0].max() + expected[1].max())
+    assert f"{found} objects in 2 stacks, linked through their 3 planes" in (
+        widget.status.text())
+
+
 def test_a_lazy_multiscale_layer_is_predicted_to_disk(make_napari_viewer, qtbot, model_file,
                                                      models_home):
     import dask.array as da

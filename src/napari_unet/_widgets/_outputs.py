@@ -111,14 +111,13 @@ def show_result(viewer, result, layer, probabilities: bool, model: str) -> str |
 
 def object_count(result, linked: bool = False) -> int | None:
     """The objects of an instance prediction held in memory; None for class maps and for
-    labels written to disk. The planes of a stack not ``linked`` are numbered from 1 each,
-    so their objects add up."""
+    labels written to disk. Each plane of a stack is numbered from 1 (each z-stack of a
+    time-lapse, when ``linked``), so their objects add up."""
     labels = result.labels
     if not isinstance(labels, np.ndarray) or result.mode == "semantic" or labels.size == 0:
         return None
-    if labels.ndim == 3 and not linked:
-        return int(labels.reshape(len(labels), -1).max(1).astype(np.int64).sum())
-    return int(labels.max())
+    numbered = labels.shape[-3 if linked else -2:] if labels.ndim > 2 else labels.shape
+    return int(labels.reshape(-1, int(np.prod(numbered))).max(1).astype(np.int64).sum())
 
 
 def what_was_found(result, linked: bool = False) -> str | None:
@@ -127,9 +126,12 @@ def what_was_found(result, linked: bool = False) -> str | None:
     pixels, class 2 8 %"); None for labels written to disk."""
     n = object_count(result, linked)
     if n is not None:
-        planes = result.labels.ndim == 3 and len(result.labels) > 1
-        where = (f" linked through {len(result.labels)} planes" if planes and linked else
-                 f" in {len(result.labels)} planes" if planes else "")
+        shape = result.labels.shape
+        planes = int(np.prod(shape[:-2]))
+        where = ("" if planes == 1 else f" in {planes} planes" if not linked
+                 else f" linked through {planes} planes" if len(shape) == 3
+                 else f" in {planes // shape[-3]} stacks, linked through their {shape[-3]} "
+                      "planes")
         return f"{n:,} object{'' if n == 1 else 's'}{where}"
     labels = result.labels
     if not isinstance(labels, np.ndarray) or labels.size == 0:
