@@ -146,6 +146,27 @@ def test_cli_trains_on_a_stack_file_plane_by_plane_and_skips_unlabelled_planes(t
     assert "the labels of z.tif contain no object in any plane" in capsys.readouterr().err
 
 
+def test_cli_trains_on_a_time_lapse_of_z_stacks_plane_by_plane(tmp_path, capsys):
+    (tmp_path / "i").mkdir()
+    (tmp_path / "l").mkdir()
+    pairs = [touching_cells((96, 96), n_cells=8, seed=s) for s in range(6)]
+    stacks = np.stack([p[0] for p in pairs]).reshape(2, 3, 96, 96)
+    labels = np.stack([p[1] for p in pairs]).astype(np.uint16).reshape(2, 3, 96, 96)
+    labels[0, 2] = 0  # a plane nobody labelled
+    tifffile.imwrite(tmp_path / "i" / "tz.tif", stacks, imagej=True,
+                     metadata={"axes": "TZYX"})
+    tifffile.imwrite(tmp_path / "l" / "tz.tif", labels, imagej=True,
+                     metadata={"axes": "TZYX"})
+    model = tmp_path / "m.safetensors"
+    assert cli.main(_train_args(tmp_path / "i", tmp_path / "l", model)) == 0
+    assert "5 training and 0 validation image(s)" in capsys.readouterr().out
+    tifffile.imwrite(tmp_path / "l" / "tz.tif", labels[:, :, :90], imagej=True,
+                     metadata={"axes": "TZYX"})
+    assert cli.main(_train_args(tmp_path / "i", tmp_path / "l", model)) == 2
+    assert ("tz.tif: image shape (2, 3, 96, 96) and labels shape (2, 3, 90, 96) do not "
+            "match") in capsys.readouterr().err
+
+
 def test_cli_takes_channels_first_files_as_imagej_saves_them(tmp_path, capsys):
     (tmp_path / "i").mkdir()
     (tmp_path / "l").mkdir()

@@ -322,14 +322,14 @@ def _as_planes(files, images, labels, regions):
     so, as ImageJ saves them), become 2D training pairs as in the Train widget (planes
     without labels left out); other files stay as they are. Returns names, images,
     labels, regions."""
-    from .data import training_planes
+    from .data import plane_name, training_planes
     from .errors import InputError
     from .io import channels_first
 
     names, ims, labs, regs = [], [], [], []
     for k, (f, im, lab) in enumerate(zip(files, images, labels)):
         region = regions[k] if regions else None
-        stack = lab.ndim == 3
+        stack = lab.ndim >= 3
         first = im.ndim == 3 and lab.ndim == 2 and im.shape[1:] == lab.shape \
             and im.shape[:2] != lab.shape and channels_first(f)
         if not (stack or first):
@@ -344,7 +344,7 @@ def _as_planes(files, images, labels, regions):
         if not kept_ims:
             raise InputError(f"the labels of {f.name} contain no object in any plane: paint "
                              "or load some labels first.")
-        names += [f"{f.name} plane {p + 1}" if stack else f.name for p in kept]
+        names += [f"{f.name} {plane_name(p, lab.shape)}" if stack else f.name for p in kept]
         ims += kept_ims
         labs += kept_labs
         regs += kept_regs

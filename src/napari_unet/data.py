@@ -252,13 +252,25 @@ class PatchSampler:
         return np.stack(xs), np.stack(ts), np.stack(ws)
 
 
+def plane_name(k: int, labels_shape) -> str:
+    """How plane ``k`` of :func:`training_planes` is called: ``plane 3`` of a stack,
+    ``time 2, plane 3`` of a time-lapse of z-stacks (counted from 1)."""
+    outer, depth = tuple(labels_shape[:-3]), labels_shape[-3]
+    if not outer:
+        return f"plane {k + 1}"
+    time = "/".join(str(i + 1) for i in np.unravel_index(k // depth, outer))
+    return f"time {time}, plane {k % depth + 1}"
+
+
 def training_planes(image, labels, *, rgb: bool = False, name: str = "image", region=None):
     """Split a layer's data into 2D training pairs, skipping planes without any label.
 
     ``image`` may be ``(H, W)``, RGB ``(H, W, 3|4)`` (``rgb=True``), channels-first
     ``(C, H, W)`` with ``(H, W)`` labels, or a stack of any of these with a labels stack of
-    the same plane count. ``region``: a boolean array of the labels' shape, where the labels
-    are complete (a plane with a region but no label is kept: its region has no object).
+    the same plane count, or a time-lapse of z-stacks ``(T, Z, H, W[, C])`` with labels
+    ``(T, Z, H, W)`` (its planes numbered ``t * Z + z``). ``region``: a boolean array of
+    the labels' shape, where the labels are complete (a plane with a region but no label is
+    kept: its region has no object).
     Returns ``(images, labels, regions, kept)`` with channels-last images (regions are
     None without ``region``, and for planes it does not touch) and the indices of the
     planes kept (``[0]`` for 2D labels). The images are copies, and
@@ -266,6 +278,13 @@ def training_planes(image, labels, *, rgb: bool = False, name: str = "image", re
     """
     img, lab = image, np.asarray(labels)
     ishape, lshape = tuple(img.shape), tuple(lab.shape)
+    if lab.ndim > 3 and ishape[: lab.ndim] == lshape:  # a time-lapse of z-stacks: its planes
+        from .stacks import one_stack
+
+        img, lab = one_stack(img, lshape[:-3]), lab.reshape(-1, *lshape[-2:])
+        if region is not None and np.shape(region) == lshape:
+            region = np.reshape(region, lab.shape)
+        ishape, lshape = tuple(img.shape), tuple(lab.shape)
     if rgb and ishape[:-1] != lshape:
         raise InputError(f"{name}: image shape {ishape[:-1]} and labels shape {lshape} differ.")
     first = False  # channels first, moved last as each kept plane is read

@@ -889,3 +889,33 @@ def test_training_on_a_lazy_stack_reads_only_its_labelled_planes(make_napari_vie
     assert set(read) == {4} and len(images) == 1
     np.testing.assert_array_equal(images[0], image)
     np.testing.assert_array_equal(labs[0], labels)
+
+
+def test_training_on_a_time_lapse_of_z_stacks_takes_its_labelled_planes(make_napari_viewer):
+    """(T, Z, Y, X) with two planes painted: those planes, named by time point and plane,
+    and of a lazy image only those are read."""
+    da = pytest.importorskip("dask.array")
+    from napari_unet.synthetic import touching_cells
+
+    image, labels = touching_cells((96, 96), n_cells=10, radius=8, seed=0)
+    stacks = np.stack([image + k for k in range(6)]).reshape(2, 3, 96, 96)
+    read = []
+
+    def plane(block, block_info=None):
+        read.append(tuple(block_info[0]["chunk-location"][:2]))
+        return block
+
+    lazy = da.from_array(stacks, chunks=(1, 1, 96, 96)).map_blocks(plane, dtype=stacks.dtype)
+    viewer = make_napari_viewer()
+    viewer.add_image(lazy, name="4d")
+    painted = np.zeros(stacks.shape, np.int32)
+    painted[1, 2] = labels
+    painted[0, 1] = labels
+    viewer.add_labels(painted, name="4d labels")
+    widget = dock(viewer, "Train")
+    read.clear()  # napari reads what it shows
+    images, labs, _, names = widget.snapshot()
+    assert sorted(set(read)) == [(0, 1), (1, 2)]
+    assert names == ["4d / 4d labels, time 1, plane 2", "4d / 4d labels, time 2, plane 3"]
+    np.testing.assert_array_equal(images[1], stacks[1, 2])
+    np.testing.assert_array_equal(labs[0], labels)

@@ -17,7 +17,7 @@ from qtpy.QtWidgets import (
 
 from ..checkpoint import default_model_path, recent_models
 from ..config import MODEL_PRESETS, TARGETS, ModelConfig, TrainConfig
-from ..data import training_planes
+from ..data import plane_name, training_planes
 from ..errors import InputError, NapariUNetError
 from ..pretrained import shipped_choices
 from ._forms import (
@@ -208,7 +208,8 @@ class TrainWidget(QWidget):
             images += ims
             labels += labs
             regions += regs
-            names += [f"{name}, plane {k + 1}" if lab_data.ndim == 3 else name for k in kept]
+            names += [f"{name}, {plane_name(k, lab_data.shape)}" if lab_data.ndim > 2
+                      else name for k in kept]
         return images, labels, regions, names
 
     def configs(self) -> tuple[TrainConfig, ModelConfig, object]:
