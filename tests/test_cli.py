@@ -220,6 +220,32 @@ def test_evaluate_scores_segmentations_against_the_truth(tmp_path, capsys):
     assert proc.returncode == 2 and "b.tif" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_evaluate_scores_each_labelled_plane_of_a_stack(tmp_path, capsys):
+    """Stacks (a z-stack, a time-lapse of z-stacks) were refused ("both must be 2D");
+    each plane whose truth holds labels is scored as an image."""
+    import json
+
+    truth, pred = tmp_path / "truth", tmp_path / "pred"
+    truth.mkdir()
+    pred.mkdir()
+    lab = discs((64, 96), [(32, 20), (32, 37), (32, 75)], 9)
+    stack = np.stack([lab, lab, np.zeros_like(lab), lab]).reshape(2, 2, 64, 96)
+    tifffile.imwrite(truth / "tz.tif", stack.astype(np.uint16))
+    guess = stack.copy()
+    guess[1, 1][guess[1, 1] == 3] = 0  # a disc missed in time 2, plane 2
+    guess[1, 0][:] = 0  # where the truth has none: left out, whatever is predicted
+    guess[1, 0][:4, :4] = 1
+    tifffile.imwrite(pred / "tz.tif", guess.astype(np.uint16))
+    assert main(["evaluate", str(pred), str(truth), "--out", str(tmp_path / "s.json")]) == 0
+    out = capsys.readouterr().out
+    assert "left out 1 plane(s) without labels in the truth" in out
+    assert "3 images and planes: AP@0.5 0.889" in out  # (1 + 1 + 2/3) / 3
+    scores = json.loads((tmp_path / "s.json").read_text())
+    assert [row["name"] for row in scores["images"]] == [
+        "tz.tif time 1, plane 1", "tz.tif time 1, plane 2", "tz.tif time 2, plane 2"]
+    assert scores["tp_fp_fn_at_0.5"] == [8, 0, 1]
+
+
 def test_predict_cuts_touching_round_cells_at_their_neck_unless_told_not_to(tmp_path):
     """Two overlapping bright discs, which a model that thresholds the image sees as one
     foreground without a line or dip between them: `predict` cuts them apart at the neck,

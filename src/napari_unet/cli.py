@@ -561,6 +561,7 @@ def cmd_export(args) -> int:
 def cmd_evaluate(args) -> int:
     import json
 
+    from .data import plane_name
     from .io import collect, match_by_stem, read_image, without_label_files
     from .metrics import instance_scores, semantic_scores
     from .targets import relabel_objects, semantic_classes
@@ -575,16 +576,32 @@ def cmd_evaluate(args) -> int:
         raise NapariUNetError(f"no predicted file with the same name for truth file(s) "
                               f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}.")
     convert = relabel_objects if args.mode == "instances" else semantic_classes
-    truths, preds = [], []
+    truths, preds, names, unlabelled = [], [], [], 0
     for t_file, p_file in zip(truth_files, found):
         t, p = read_image(t_file), read_image(p_file)
-        if t.shape != p.shape or t.ndim != 2:
+        if t.shape != p.shape:
             raise NapariUNetError(f"{p_file.name}: a {'x'.join(map(str, p.shape))} "
                                   f"prediction for a {'x'.join(map(str, t.shape))} truth; "
-                                  "both must be 2D label images of the same size.")
-        truths.append(convert(t))
-        preds.append(convert(p))
-    names = [f.name for f in truth_files]
+                                  "both must be label images of the same size.")
+        if t.ndim == 2:
+            truths.append(convert(t))
+            preds.append(convert(p))
+            names.append(t_file.name)
+            continue
+        # a stack: each plane whose truth holds labels is scored as an image
+        flat_t, flat_p = t.reshape(-1, *t.shape[-2:]), p.reshape(-1, *p.shape[-2:])
+        for k, (tk, pk) in enumerate(zip(flat_t, flat_p)):
+            if not tk.any():
+                unlabelled += 1
+                continue
+            truths.append(convert(tk))
+            preds.append(convert(pk))
+            names.append(f"{t_file.name} {plane_name(k, t.shape)}")
+    if not truths:
+        raise NapariUNetError("the truth holds no labels in any image or plane.")
+    if unlabelled:
+        print(f"left out {unlabelled} plane(s) without labels in the truth")
+    counted = "images" if names == [f.name for f in truth_files] else "images and planes"
     score = instance_scores if args.mode == "instances" else semantic_scores
     scores = score(truths, preds, names)
     if args.mode == "instances":
@@ -593,7 +610,7 @@ def cmd_evaluate(args) -> int:
                   f"{row['predicted']} objects for {row['objects']}, touching pairs "
                   f"separated {row['touching_separated']} of {row['touching_pairs']}")
         tp, fp, fn = scores["tp_fp_fn_at_0.5"]
-        print(f"{len(names)} images: AP@0.5 {scores['ap50']:.3f}, mAP 0.5:0.95 "
+        print(f"{len(names)} {counted}: AP@0.5 {scores['ap50']:.3f}, mAP 0.5:0.95 "
               f"{scores['map']:.3f}, touching pairs separated "
               f"{100 * scores['touching_separated']:.1f} % of {scores['touching_pairs']}; "
               f"TP {tp}, FP {fp}, FN {fn} at IoU 0.5")
@@ -601,8 +618,8 @@ def cmd_evaluate(args) -> int:
         for row in scores["images"]:
             print(f"{row['name']}: pixel error {row['pixel_error']:.4f}")
         classes = ", ".join(f"{c}: {v:.3f}" for c, v in scores["iou"].items())
-        print(f"{len(names)} images: pixel error {scores['pixel_error']:.4f}; IoU per class "
-              f"{classes}")
+        print(f"{len(names)} {counted}: pixel error {scores['pixel_error']:.4f}; IoU per "
+              f"class {classes}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(scores, indent=2))

@@ -919,3 +919,25 @@ def test_training_on_a_time_lapse_of_z_stacks_takes_its_labelled_planes(make_nap
     assert names == ["4d / 4d labels, time 1, plane 2", "4d / 4d labels, time 2, plane 3"]
     np.testing.assert_array_equal(images[1], stacks[1, 2])
     np.testing.assert_array_equal(labs[0], labels)
+
+
+def test_separation_view_shows_the_plane_in_view_of_a_time_lapse_of_z_stacks(
+        make_napari_viewer, qtbot):
+    """(T, Z, Y, X) labels were refused ("must be 2D or a stack of 2D planes")."""
+    from napari_unet.synthetic import touching_cells
+
+    planes = [touching_cells((96, 96), n_cells=8, seed=s) for s in range(6)]
+    viewer = make_napari_viewer()
+    viewer.add_image(np.stack([p[0] for p in planes]).reshape(2, 3, 96, 96), name="4d")
+    viewer.add_labels(np.stack([p[1] for p in planes]).reshape(2, 3, 96, 96), name="l4")
+    viewer.dims.set_current_step(0, 1)
+    viewer.dims.set_current_step(1, 2)  # time 2, plane 3: planes[5]
+    widget = dock(viewer, "Touching-cell separation")
+    widget.labels.setCurrentText("l4")
+    widget.image.setCurrentText("4d")
+    widget.show_weights()
+    qtbot.waitUntil(lambda: "l4 weight map" in viewer.layers, timeout=20000)
+    from napari_unet.targets import instance_targets
+
+    np.testing.assert_allclose(viewer.layers["l4 weight map"].data,
+                               instance_targets(planes[5][1])[1])

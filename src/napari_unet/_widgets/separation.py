@@ -165,24 +165,24 @@ class SeparationWidget(QWidget):
         2D): a copy made now of an in-memory layer, which the user may paint on; a lazy
         layer's plane is read when called, in the thread."""
         data = full_resolution(layer)
-        if data.ndim == 3:
-            data = data[self._in_view(data.shape[0])]
-        elif data.ndim != 2:
-            raise InputError(f"labels layer '{layer.name}' must be 2D or a stack of 2D "
-                             "planes.")
+        if data.ndim > 2:
+            data = data[self._in_view(data.shape[:-2])]
         return _reader(data)
 
-    def _in_view(self, planes: int) -> int:
-        """The index of the plane in view, in a stack of ``planes``."""
-        return int(np.clip(self.viewer.dims.current_step[-3], 0, planes - 1))
+    def _in_view(self, outer: tuple[int, ...]) -> tuple[int, ...]:
+        """The index of the plane in view among planes ``outer`` (``(N,)`` for a stack,
+        ``(T, Z)`` for a time-lapse of z-stacks)."""
+        steps = self.viewer.dims.current_step[-2 - len(outer) : -2]
+        return tuple(int(np.clip(s, 0, n - 1)) for s, n in zip(steps, outer, strict=True))
 
     def _image_plane(self, image, labels):
         """A function that reads the plane of ``image`` under the labels plane in view,
         channels last (a copy made now of an in-memory layer; a lazy layer's plane is read
         when called, in the thread)."""
         data, lab = full_resolution(image), full_resolution(labels)
-        if lab.ndim == 3 and data.shape[:1] == lab.shape[:1] and data.ndim > 2:
-            data = data[self._in_view(lab.shape[0])]
+        outer = lab.shape[:-2]
+        if outer and data.shape[: len(outer)] == outer and data.ndim > 2:
+            data = data[self._in_view(outer)]
         plane = lab.shape[-2:]
         if data.ndim == 3 and not image.rgb and tuple(data.shape[1:]) == tuple(plane):
             data = np.moveaxis(data, 0, -1)  # channels first
