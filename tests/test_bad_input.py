@@ -165,7 +165,10 @@ PREDICT_REFUSED = [
      np.stack([good_image(), good_image()[::-1], good_image()], axis=-1), "RGB"),
     ("grey for an RGB model", 3, good_image(), "channel"),
     ("2 channels for an RGB model", 3, np.stack([good_image()] * 2, axis=-1), "channel"),
-    ("4D stack for a grey model", 1, np.zeros((2, 3, H, W), np.uint8), "shape"),
+    ("a stack of colour images for a grey model", 1,
+     np.stack([np.stack([good_image(), good_image()[::-1], good_image()], axis=-1)] * 2),
+     "looks like an RGB image (2, 48, 48, 3) in colour"),
+    ("a 5D array for an RGB model", 3, np.zeros((2, 3, H, W, 2), np.uint8), "shape"),
     ("text", 1, np.array([["a", "b"], ["c", "d"]]), "data type"),
 ]
 
@@ -189,6 +192,9 @@ PREDICT_ACCEPTED = [
     ("smaller than one tile", 1, good_image()[:7, :9], (7, 9)),
     ("non-contiguous view", 1, good_image()[::-1, ::2], (H, W // 2)),
     ("stack", 1, np.stack([good_image()] * 2), (2, H, W)),
+    ("time-lapse of z-stacks", 1, np.stack([good_image()] * 6).reshape(2, 3, H, W),
+     (2, 3, H, W)),
+    ("grey with a channel axis of one", 1, good_image()[..., None], (H, W)),
     ("RGBA for an RGB model", 3, np.dstack([good_image()] * 4), (H, W)),
     ("RGB stack", 3, np.stack([np.dstack([good_image()] * 3)] * 2), (2, H, W)),
 ]

@@ -118,12 +118,6 @@ class ModelConfig(_DictMixin):
             _check_positive(name, getattr(self, name))
         if self.n_classes < 2:
             raise InputError(f"n_classes must be at least 2, not {self.n_classes}.")
-        if self.parameter_count() > MAX_PARAMETERS:
-            raise InputError(
-                f"a network of {self.base_channels} base channels and depth {self.depth} has "
-                f"{self.parameter_count() / 1e6:,.0f} million parameters, more than the "
-                f"{MAX_PARAMETERS // 10**6} million napari-unet builds (the paper's has 31 "
-                "million): choose fewer base channels or a smaller depth.")
         _check_choice("padding", self.padding, ("valid", "same"))
         _check_choice("norm", self.norm, ("none", "batch", "group"))
         if not 0 <= self.dropout < 1:
@@ -133,6 +127,12 @@ class ModelConfig(_DictMixin):
                 raise InputError(f"{name} must be true or false, not {getattr(self, name)!r}.")
         if self.distance and self.offsets:
             raise InputError("a model has a distance channel or offset channels, not both.")
+        if self.parameter_count() > MAX_PARAMETERS:
+            raise InputError(
+                f"a network of {self.base_channels} base channels and depth {self.depth} has "
+                f"{self.parameter_count() / 1e6:,.0f} million parameters, more than the "
+                f"{MAX_PARAMETERS // 10**6} million napari-unet builds (the paper's has 31 "
+                "million): choose fewer base channels or a smaller depth.")
 
     # ---- size arithmetic (no torch needed) -----------------------------------------------
     def parameter_count(self) -> int:

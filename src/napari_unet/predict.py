@@ -125,7 +125,7 @@ def split_planes(image, channels: int, name: str = "image") -> tuple[bool, int]:
         if stack:
             raise InputError(f"{name} has shape {tuple(image.shape)}; a model for {channels} "
                              "channels expects (H, W, C) or (N, H, W, C).")
-    elif nd == 3:
+    elif nd in (3, 4) and channels == 1:
         if looks_like_rgb(image):
             raise InputError(f"{name} looks like an RGB image {tuple(image.shape)} in colour, "
                              "but the model was trained on single-channel images: use the "
