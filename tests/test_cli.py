@@ -300,3 +300,13 @@ def test_ctrl_c_keeps_the_best_model_with_its_label_offset(tmp_path):
     assert child.returncode == 130
     assert f"the best model so far is saved in {model}" in err and "Traceback" not in err
     assert "label_offset" in load_checkpoint(model).training  # calibrated, found or not
+
+
+def test_output_to_a_reader_that_stopped_ends_without_a_traceback():
+    """`napari-unet info nuclei | head -1`: the pipe closes before the JSON is written."""
+    proc = subprocess.Popen([sys.executable, "-m", "napari_unet.cli", "info", "nuclei"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader stops before the command writes
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 1
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
