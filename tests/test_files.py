@@ -265,3 +265,27 @@ def test_predict_takes_a_trailing_channel_of_one_as_grey(cellpose_folder):
 
     lazy = da.from_array(np.stack([image, image])[..., None], chunks=(1, 32, 32, 1))
     np.testing.assert_array_equal(run(predict(str(model), lazy)).labels, np.stack([grey, grey]))
+
+
+@pytest.mark.parametrize("command,words", [
+    (["train", "{data}", "{data}", "--out", "{folder}", "--epochs", "1"],
+     "--out {folder} is a folder; give the file a name in it, e.g. {folder}/model.safetensors."),
+    (["export", "{model}", "--out", "{folder}"], "e.g. {folder}/model.zip."),
+    (["evaluate", "{data}", "{data}", "--out", "{folder}"], "e.g. {folder}/scores.json."),
+    (["predict", "{model}", "{data}", "--out", "{file}"],
+     "--out {file} is a file; predict writes its results into a folder"),
+])
+def test_an_out_of_the_wrong_kind_is_refused_before_any_work(cellpose_folder, tmp_path,
+                                                             capsys, command, words):
+    """A folder given where a file is written (the training trained, then failed to save:
+    IsADirectoryError), or a file where predict writes a folder (FileExistsError)."""
+    data, model = cellpose_folder
+    (tmp_path / "models").mkdir()
+    (tmp_path / "notes.txt").write_text("kept")
+    names = {"data": data, "model": model, "folder": tmp_path / "models",
+             "file": tmp_path / "notes.txt"}
+    assert cli.main(["-q", *(c.format(**names) for c in command)]) == 2
+    err = capsys.readouterr().err
+    assert words.format(**names) in err and len(err.strip().splitlines()) == 1
+    assert list((tmp_path / "models").iterdir()) == []
+    assert (tmp_path / "notes.txt").read_text() == "kept"

@@ -232,6 +232,13 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _file_out(out: str | None, example: str) -> None:
+    """Refuse, before any work, an ``--out`` that names a folder where a file is written."""
+    if out is not None and Path(out).is_dir():
+        raise NapariUNetError(f"--out {out} is a folder; give the file a name in it, e.g. "
+                              f"{Path(out) / example}.")
+
+
 def cmd_train(args) -> int:
     from tqdm import tqdm
 
@@ -240,6 +247,7 @@ def cmd_train(args) -> int:
     from .progress import run
     from .train import STARTING_MODEL_KEPT, train
 
+    _file_out(args.out, "model.safetensors")
     files, images, labels = read_pairs(args.images, args.labels)
     regions = None
     if args.regions:
@@ -369,6 +377,9 @@ def cmd_predict(args) -> int:
                               "zarr or leave --scheduler out.")
     if str(args.out).lower().endswith(".zarr") and (len(zarrs) != 1 or len(args.inputs) != 1):
         raise NapariUNetError("--out ending in .zarr takes exactly one zarr input.")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise NapariUNetError(f"--out {args.out} is a file; predict writes its results into "
+                              "a folder (made if missing): give a folder.")
     files, skipped = [], []
     for spec in args.inputs:
         if not is_zarr(spec):
@@ -548,6 +559,7 @@ def cmd_export(args) -> int:
     from .io import read_image
     from .modelzoo import export_package
 
+    _file_out(args.out, "model.zip")
     ckpt = load_checkpoint(args.model)
     image = read_image(args.test_image) if args.test_image else None
     if image is not None and ckpt.config.in_channels == 1 and image.ndim == 3:
@@ -566,6 +578,7 @@ def cmd_evaluate(args) -> int:
     from .metrics import instance_scores, semantic_scores
     from .targets import relabel_objects, semantic_classes
 
+    _file_out(args.out, "scores.json")
     truth_files = collect(args.truth)
     _, beside = without_label_files(truth_files)
     if beside:  # a folder of images with their label files beside them: those are the truth
