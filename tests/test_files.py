@@ -274,6 +274,9 @@ def test_predict_takes_a_trailing_channel_of_one_as_grey(cellpose_folder):
     (["evaluate", "{data}", "{data}", "--out", "{folder}"], "e.g. {folder}/scores.json."),
     (["predict", "{model}", "{data}", "--out", "{file}"],
      "--out {file} is a file; predict writes its results into a folder"),
+    (["sample", "{file}"], "{file} is a file; give a folder to write the samples into."),
+    (["sample", "{folder}", "--count", "0"], "--count is the number of image pairs to write, "
+                                              "at least 1, not 0."),
 ])
 def test_an_out_of_the_wrong_kind_is_refused_before_any_work(cellpose_folder, tmp_path,
                                                              capsys, command, words):

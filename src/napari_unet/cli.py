@@ -536,6 +536,11 @@ def cmd_sample(args) -> int:
     from .synthetic import touching_cells
 
     folder = Path(args.folder)
+    if args.count < 1:
+        raise NapariUNetError(f"--count is the number of image pairs to write, at least 1, "
+                              f"not {args.count}.")
+    if folder.exists() and not folder.is_dir():
+        raise NapariUNetError(f"{folder} is a file; give a folder to write the samples into.")
     for k in range(args.count):
         image, labels = touching_cells(seed=k)
         write_tiff(folder / "images" / f"cells_{k:02d}.tif", image)
