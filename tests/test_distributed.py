@@ -78,3 +78,28 @@ def test_chunks_off_the_pooling_grid_are_refused(tmp_path, client):
                                chunks=(50, 50), dtype="uint32")
     with pytest.raises(InputError, match="multiples of 8"):
         next(predict_distributed(model, image, labels, client=client))
+
+
+def test_cli_says_in_one_line_what_is_wrong_with_the_dask_options(tmp_path, capsys):
+    """An unreachable scheduler and 0 workers ended in tracebacks (OSError after 30 s,
+    ZeroDivisionError); a block side of 0 was taken as 16 px. Nothing is left behind."""
+    from napari_unet.cli import main
+
+    image = zarr.create_array(store=str(tmp_path / "big.zarr"), shape=(64, 64),
+                              dtype="uint8", chunks=(32, 32))
+    image[:] = 7
+    model = _model(tmp_path / "m.safetensors")
+    args = ["-q", "predict", str(model), str(tmp_path / "big.zarr"), "--out",
+            str(tmp_path / "out")]
+    assert main([*args, "--scheduler", "no-port-here"]) == 2
+    err = capsys.readouterr().err
+    assert "could not reach the Dask scheduler at no-port-here" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    for option in ("--workers", "--chunk"):
+        with pytest.raises(SystemExit) as exit_:
+            main([*args, "--scheduler", "local", option, "0"])
+        assert exit_.value.code == 2
+        assert f"argument {option}: expected a whole number of at least 1, not '0'" in (
+            capsys.readouterr().err)
+    out = tmp_path / "out"
+    assert (list(out.iterdir()) if out.exists() else []) == []

@@ -115,6 +115,17 @@ def _diameter(text: str):
                                          f"{text!r}") from None
 
 
+def _positive(text: str) -> int:
+    """A whole number of at least 1 (``--workers``, ``--chunk``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
+    return value
+
+
 def _min_size(text: str):
     """``--min-size``: a number of pixels or 'auto'."""
     if text.strip().lower() == "auto":
@@ -144,9 +155,9 @@ def _add_predict(sub) -> None:
     p.add_argument("--scheduler", metavar="local|ADDRESS",
                    help="predict zarr inputs on Dask: 'local' starts a LocalCluster, "
                    "otherwise the address of a running scheduler (tcp://host:8786)")
-    p.add_argument("--workers", type=int, default=2,
+    p.add_argument("--workers", type=_positive, default=2,
                    help="worker processes of --scheduler local (default 2)")
-    p.add_argument("--chunk", type=int, default=1024,
+    p.add_argument("--chunk", type=_positive, default=1024,
                    help="block side of zarr outputs (a multiple of 2**depth; default 1024)")
     p.add_argument("--tile-size", type=int, default=0,
                    help="side of the tiles in pixels (default 0: 512 on a CPU, on a CUDA GPU "
@@ -471,7 +482,12 @@ def _client(args):
         cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
                                dashboard_address=None, silence_logs=logging.ERROR)
         return Client(cluster), cluster
-    return Client(args.scheduler), None
+    try:
+        return Client(args.scheduler), None
+    except (OSError, TimeoutError, ValueError) as err:
+        raise NapariUNetError(f"could not reach the Dask scheduler at {args.scheduler} "
+                              f"({str(err).splitlines()[0] if str(err) else type(err).__name__}"
+                              "); start it, or use --scheduler local.") from None
 
 
 def _predict_zarr(args, model, cfg, spec: Path) -> None:
@@ -498,7 +514,7 @@ def _predict_zarr(args, model, cfg, spec: Path) -> None:
         bar.total = event.total
         bar.n = event.done
         bar.refresh()
-        if event.message:
+        if event.message and not args.quiet:
             bar.write(f"{spec.name}: {event.message}")
 
     client = cluster = None
