@@ -340,3 +340,11 @@ def test_touching_cells_painted_with_one_label_are_warned_of():
     assert joined_cells(apart) == 0
     assert not any("painted with one label" in w
                    for w in prepare([image], [apart], quick()).warnings)
+
+
+def test_training_refuses_a_folder_as_its_model_file_before_training(tmp_path):
+    with pytest.raises(NapariUNetError, match=f"{tmp_path} is a folder; the model needs a "
+                                              "file name, e.g. "):
+        run(train([good_image()], [GOOD_LABELS], quick(), model_config=tiny_config(),
+                  out=tmp_path))
+    assert list(tmp_path.iterdir()) == []

@@ -524,6 +524,9 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
 
     config = config or TrainConfig()
     start = time.perf_counter()
+    if out is not None and Path(out).is_dir():
+        raise InputError(f"{out} is a folder; the model needs a file name, e.g. "
+                         f"{Path(out) / 'model.safetensors'}.")
     base = None
     if init_from is not None:
         base = init_from if isinstance(init_from, Checkpoint) else load_checkpoint(init_from)
