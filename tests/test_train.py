@@ -492,3 +492,38 @@ def test_an_error_in_the_event_handler_closes_the_training_at_once(cells, tmp_pa
         run(gen, stop_after_the_first_save)
     assert gen.gi_frame is None  # closed, not left for the garbage collector
     assert load_checkpoint(out).training["validation"] is not None
+
+
+def test_fine_tuning_says_when_it_keeps_the_models_kind_over_the_one_asked_for(cells,
+                                                                              tmp_path,
+                                                                              capsys):
+    """A model's outputs are what it was made for: fine-tuning an instances model 'as
+    semantic' fine-tunes it as it is, which it did without a word. On the command line a
+    --mode or --target not given is the model's (no warning)."""
+    from _models import thresholding_model
+
+    from napari_unet.checkpoint import save_checkpoint
+    from napari_unet.cli import main
+    from napari_unet.io import write_tiff
+
+    images, labels = cells
+    events = []
+    result = run(train(images, labels, quick(mode="semantic", val_fraction=0),
+                       init_from=thresholding_model()), events.append)
+    assert result.checkpoint.mode == "instances"
+    assert [e.message for e in events if e.kind == "warning"] == [
+        "The model to fine-tune segments objects (two_class target), so it is fine-tuned "
+        "as such, not for classes (semantic)."]
+    semantic = save_checkpoint(tmp_path / "s.safetensors", thresholding_model("semantic"))
+    for k, (image, lab) in enumerate(zip(images, labels)):
+        write_tiff(tmp_path / "i" / f"{k}.tif", image)
+        write_tiff(tmp_path / "l" / f"{k}.tif", (lab > 0).astype(np.uint8))
+    args = ["-q", "train", str(tmp_path / "i"), str(tmp_path / "l"), "--out",
+            str(tmp_path / "t.safetensors"), "--epochs", "1", "--steps-per-epoch", "1",
+            "--val-fraction", "0", "--from", str(semantic)]
+    assert main(args) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert load_checkpoint(tmp_path / "t.safetensors").mode == "semantic"
+    assert main([*args, "--mode", "instances"]) == 0
+    assert "segments classes (semantic), so it is fine-tuned as such" in (
+        capsys.readouterr().err)

@@ -243,13 +243,13 @@ def read_header(path: str | os.PathLike) -> tuple[dict, dict]:
 def recorded_diameter(path: str | os.PathLike) -> float | None:
     """The cell diameter a model file records (from its header alone, nothing else is
     read); None if it records none or is not a napari-unet model file."""
-    return _diameter(_recorded_task(path))
+    return _diameter(recorded_task(path))
 
 
 def recorded_threshold(path: str | os.PathLike) -> float | None:
     """The foreground threshold a model file records (calibrated by its training; from its
     header alone); None if it records none or is not a napari-unet model file."""
-    t = _recorded_task(path).get("threshold")
+    t = recorded_task(path).get("threshold")
     ok = isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t < 1
     return float(t) if ok else None
 
@@ -257,13 +257,13 @@ def recorded_threshold(path: str | os.PathLike) -> float | None:
 def recorded_classes(path: str | os.PathLike) -> int | None:
     """The number of classes of a semantic model file (from its header alone); None for an
     instance model or a file that is not a napari-unet model file."""
-    task = _recorded_task(path)
+    task = recorded_task(path)
     k = task.get("n_classes")
     ok = isinstance(k, int) and not isinstance(k, bool) and k >= 2
     return k if ok and task.get("mode") == "semantic" else None
 
 
-def _recorded_task(path) -> dict:
+def recorded_task(path) -> dict:
     """The task a model file's header records; {} for a file that is not a model."""
     try:
         _, meta = read_header(path)

@@ -40,15 +40,14 @@ def _add_train(sub) -> None:
                    help="model file to write (.safetensors)")
     p.add_argument("--from", dest="init_from",
                    help="model to fine-tune: a model file, or 'nuclei' (shipped)")
-    p.add_argument("--mode", choices=["instances", "semantic"], default="instances",
+    p.add_argument("--mode", choices=["instances", "semantic"],
                    help="instances: labels are cells 1..N, touching ones separated; semantic: "
-                   "a class per pixel (default instances)")
+                   "a class per pixel (default instances, with --from the model's)")
     p.add_argument("--target", choices=TARGETS,
-                   default="two_class",
                    help="instances: paper's two classes, background/interior/boundary, "
                         "the paper's two classes plus a regressed distance map (watershed), "
                         "or plus each pixel's vector to its cell's centre (centre voting) "
-                        "(default two_class)")
+                        "(default two_class, with --from the model's)")
     dur = p.add_mutually_exclusive_group()
     dur.add_argument("--epochs", type=int, help="passes to train for (default 50)")
     dur.add_argument("--time-budget", type=float, metavar="SECONDS",
@@ -273,8 +272,9 @@ def cmd_train(args) -> int:
             regions.append(None if region is None else region != 0)
     files, images, labels, regions = _as_planes(files, images, labels, regions)
     epochs = args.epochs if args.epochs is not None or args.time_budget else 50
+    mode, target = _kind(args)
     cfg = TrainConfig(
-        mode=args.mode, target=args.target, epochs=epochs, time_budget=args.time_budget,
+        mode=mode, target=target, epochs=epochs, time_budget=args.time_budget,
         steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
         patch_size=args.patch_size, learning_rate=args.lr, w0=args.w0, sigma=args.sigma,
         dice_weight=args.dice_weight, val_fraction=args.val_fraction,
@@ -333,6 +333,20 @@ def cmd_train(args) -> int:
     if result.report is not None:
         print(f"training report: {result.report}")
     return 0
+
+
+def _kind(args) -> tuple[str, str]:
+    """``--mode`` and ``--target``; those not given are the model's to fine-tune (so that
+    a model is not said to be fine-tuned for another kind than asked), else the defaults."""
+    mode, target = args.mode, args.target
+    if args.init_from and (mode is None or target is None):
+        from .checkpoint import recorded_task
+        from .pretrained import resolve_model
+
+        task = recorded_task(resolve_model(args.init_from))
+        mode = mode or task.get("mode")
+        target = target or task.get("target")
+    return mode or "instances", target or "two_class"
 
 
 def _as_planes(files, images, labels, regions):

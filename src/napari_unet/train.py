@@ -113,6 +113,16 @@ def _more(named: list, shown: int = 3) -> str:
     return f" and {len(named) - shown} more" if len(named) > shown else ""
 
 
+def _kept_kind(base: Checkpoint, config: TrainConfig) -> str:
+    """Why a fine-tuning keeps its model's mode and target where ``config`` asks for
+    others (a network's outputs are what it was made for)."""
+    def kind(mode: str, target: str) -> str:
+        return "classes (semantic)" if mode == "semantic" else f"objects ({target} target)"
+
+    return (f"the model to fine-tune segments {kind(base.mode, base.target)}, so it is "
+            f"fine-tuned as such, not for {kind(config.mode, config.target)}")
+
+
 def _instance_label_warnings(names, images, labels, truths, regions) -> list[str]:
     """What looks like a mistake in instance labels: touching cells painted with one label
     (:func:`~napari_unet.targets.joined_cells`), cells left unlabelled (in an image's
@@ -527,11 +537,12 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
     if out is not None and Path(out).is_dir():
         raise InputError(f"{out} is a folder; the model needs a file name, e.g. "
                          f"{Path(out) / 'model.safetensors'}.")
-    base = None
+    base, kept_kind = None, []
     if init_from is not None:
         base = init_from if isinstance(init_from, Checkpoint) else load_checkpoint(init_from)
         if base.mode != config.mode or (config.mode == "instances" and
                                          base.target != config.target):
+            kept_kind.append(_kept_kind(base, config))
             config = config.replace(mode=base.mode, target=base.target)
     resized = None
     if config.match_size:
@@ -657,7 +668,7 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
         f"training on {describe_device(device)}: {len(train_idx)} training and {n_val} "
         f"validation image(s), patches {out_size} px, {steps_per_epoch} steps per epoch"
         + "".join(f"; {note}" for note in prep.notes)))
-    for warning in prep.warnings:
+    for warning in [*kept_kind, *prep.warnings]:
         yield TrainEvent("warning", message=f"{warning[0].upper()}{warning[1:]}.")
 
     best: Checkpoint | None = None
