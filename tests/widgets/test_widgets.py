@@ -754,6 +754,27 @@ def test_the_shipped_nuclei_model_is_offered_for_fine_tuning_and_prediction(cell
     assert train_w.start_from.currentText() == "nuclei (shipped)"
 
 
+def test_the_label_mode_and_target_follow_the_model_chosen_to_fine_tune(cells_viewer,
+                                                                        tmp_path):
+    """A model is fine-tuned for what it was made for; the widget shows it (it trained an
+    instances model when 'semantic' was chosen, and said nothing)."""
+    from _models import thresholding_model
+
+    from napari_unet.checkpoint import save_checkpoint
+
+    train_w = dock(cells_viewer, "Train")
+    semantic = save_checkpoint(tmp_path / "s.safetensors", thresholding_model("semantic"))
+    train_w.start_from.setCurrentText(FROM_FILE)
+    train_w.init_file.edit.setText(str(semantic))
+    assert train_w.mode.currentText() == "semantic"
+    train_w.target.setCurrentText("three_class")
+    train_w.start_from.setCurrentText("nuclei (shipped)")
+    assert (train_w.mode.currentText(), train_w.target.currentText()) == ("instances",
+                                                                          "two_class")
+    train_w.start_from.setCurrentText("new model")  # a new model: the choices stay
+    assert train_w.mode.currentText() == "instances"
+
+
 def test_a_cell_diameter_resizes_and_gives_labels_at_the_images_size(cells_viewer, qtbot,
                                                                      model_file, notes,
                                                                      monkeypatch):

@@ -20,6 +20,8 @@ from qtpy.QtWidgets import (
 
 #: The model choice that means "the file in the path field below".
 FROM_FILE = "model file…"
+#: The Train widget's choice of no model to start from.
+NEW_MODEL = "new model"
 
 
 class ModelsHub(QObject):

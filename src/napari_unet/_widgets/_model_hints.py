@@ -1,11 +1,17 @@
-"""What the Predict widget says about the chosen model, and which of its settings apply."""
+"""What the Predict widget says about the chosen model, and which of its settings apply;
+the Train widget's label mode and target follow the model chosen to fine-tune."""
 
 from __future__ import annotations
 
-from ..checkpoint import recorded_classes, recorded_diameter, recorded_threshold
+from ..checkpoint import (
+    recorded_classes,
+    recorded_diameter,
+    recorded_task,
+    recorded_threshold,
+)
 from ..errors import NapariUNetError
 from ..pretrained import resolve_model
-from ._forms import applies
+from ._forms import FROM_FILE, NEW_MODEL, applies, choice
 
 OWN_THRESHOLD = "use the model's calibrated threshold"
 UNCALIBRATED = "use 0.5 (the model was trained without validation images to calibrate one)"
@@ -53,3 +59,20 @@ def follow_threshold(widget, *_) -> None:
     """The threshold is typed where the model's own is not used and a threshold applies."""
     own = widget.own_threshold
     widget.threshold.setEnabled(own.isEnabled() and not own.isChecked())
+
+
+def follow_model_kind(widget) -> None:
+    """The Train widget's label mode and instance target follow the model chosen to
+    fine-tune, which is fine-tuned for what it was made for."""
+    chosen = choice(widget.start_from)
+    path = widget.init_file.path() if chosen == FROM_FILE else chosen
+    if chosen == NEW_MODEL or not path:
+        return
+    try:
+        task = recorded_task(resolve_model(path))
+    except NapariUNetError:
+        return
+    if task.get("mode") in ("instances", "semantic"):
+        widget.mode.setCurrentText(task["mode"])
+    if task.get("mode") == "instances" and task.get("target"):
+        widget.target.setCurrentText(task["target"])

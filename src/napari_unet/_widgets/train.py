@@ -22,6 +22,7 @@ from ..errors import InputError, NapariUNetError
 from ..pretrained import shipped_choices
 from ._forms import (
     FROM_FILE,
+    NEW_MODEL,
     Collapsible,
     FreshCombo,
     LayerCombo,
@@ -39,13 +40,13 @@ from ._forms import (
     shown_for,
     spin,
 )
+from ._model_hints import follow_model_kind
 from ._outputs import MODEL, is_uncorrected
 from ._pairs import PairList
 from ._plot import LossPlot
 from ._regions import region_mask
 from ._runner import RunControls
 
-NEW_MODEL = "new model"
 #: The region choice that means every pixel of the labels layer is labelled.
 WHOLE_IMAGE = "the whole image"
 
@@ -143,6 +144,8 @@ class TrainWidget(QWidget):
         self.refresh_models()
         shown_for(self.init_file, self.start_from, FROM_FILE)
         self.labels.currentTextChanged.connect(self._suggest_start)
+        for signal in (self.start_from.currentIndexChanged, self.init_file.edit.textChanged):
+            signal.connect(lambda *_: follow_model_kind(self))
         self._suggest_start()
         self.mode.currentTextChanged.connect(lambda mode: applies(
             (self.target, self.w0, self.sigma), mode == "instances",
