@@ -8,7 +8,7 @@ from napari_unet.config import PredictConfig
 from napari_unet.errors import InputError
 from napari_unet.instances import components
 from napari_unet.io import create_zarr
-from napari_unet.predict import predict
+from napari_unet.predict import predict, zarr_outputs
 from napari_unet.progress import run
 from napari_unet.stacks import link_planes, match_objects
 
@@ -203,10 +203,17 @@ def test_a_time_lapse_of_z_stacks_is_linked_along_z_within_each_time_point(truth
     np.testing.assert_array_equal(run(relabel(model, result, cfg)).labels, result.labels)
     lazy = da.from_array(image, chunks=(1, 1, 32, 32))
     np.testing.assert_array_equal(run(predict(model, lazy, cfg)).labels, result.labels)
-    out = create_zarr(tmp_path / "l.zarr", (48, 64, 80), "uint32", (1, 32, 32))
-    with pytest.raises(InputError, match=r"more than one stack axis \(a time-lapse of "
-                                         r"z-stacks, T, Z, H, W\) is predicted in memory"):
-        run(predict(model, image, cfg, out_labels=out))
+    # block by block into zarr arrays of its shape, as a lazy napari layer or a zarr input
+    # is predicted: the same as each time point's z-stack written so
+    labels, prob = zarr_outputs(model, lazy, tmp_path / "l.zarr", tmp_path / "p.zarr",
+                                chunk=32)
+    assert labels.shape == stacks.shape and prob.shape == (2, 24, 2, 64, 80)
+    run(predict(model, lazy, cfg, out_labels=labels, out_probabilities=prob))
+    for t in range(2):
+        one, _ = zarr_outputs(model, image[t], tmp_path / f"{t}.zarr", chunk=32)
+        run(predict(model, image[t], cfg, out_labels=one))
+        np.testing.assert_array_equal(np.asarray(labels[t]), np.asarray(one[...]))
+    np.testing.assert_allclose(np.asarray(prob[...]), result.probabilities, atol=1e-6)
     path = save_checkpoint(tmp_path / "m.safetensors", model)
     tifffile.imwrite(tmp_path / "tz.tif", image, imagej=True, metadata={"axes": "TZYX"})
     assert main(["-q", "predict", str(path), str(tmp_path / "tz.tif"), "--out",

@@ -42,7 +42,14 @@ from .scale import (
     scale_factor,
     scaled_shape,
 )
-from .stacks import iter_link_planes, iter_link_stacks, one_stack, outer_axes, plane
+from .stacks import (
+    flat_stack,
+    iter_link_planes,
+    iter_link_stacks,
+    one_stack,
+    outer_axes,
+    plane,
+)
 from .tiling import TilePlan, plan_tiles, read_window
 
 #: Why a cell diameter is refused where labels are written block by block.
@@ -375,21 +382,21 @@ def zarr_outputs(ckpt: Checkpoint, image, labels_path, prob_path=None, *, chunk:
     from .io import create_zarr
 
     image = drop_unit_channel(image, ckpt.config.in_channels)
-    if outer_axes(image, ckpt.config.in_channels):
-        raise InputError(STACKS_ON_DISK.format(name=name, shape=tuple(image.shape)))
-    stack, n = split_planes(image, ckpt.config.in_channels, name)
-    spatial = tuple(image.shape[1:3] if stack else image.shape[:2])
+    outer = outer_axes(image, ckpt.config.in_channels)  # a time-lapse of z-stacks: (T,)
+    stack, n = split_planes(one_stack(image, outer) if outer else image,
+                            ckpt.config.in_channels, name)
+    lead = (*outer, image.shape[len(outer)]) if stack else ()
+    spatial = tuple(image.shape[len(lead) : len(lead) + 2])
     align = 2**ckpt.config.depth
     side = max(chunk // align, 1) * align
-    lead = (n,) if stack else ()
+    ones = (1,) * len(lead)
     labels = create_zarr(labels_path, (*lead, *spatial),
-                         "int32" if ckpt.mode == "semantic" else "uint32",
-                         (1,) * stack + (side, side))
+                         "int32" if ckpt.mode == "semantic" else "uint32", (*ones, side, side))
     prob = None
     if prob_path is not None:
         c = ckpt.config.out_channels
         prob = create_zarr(prob_path, (*lead, c, *spatial), "float32",
-                           (1,) * stack + (c, side, side))
+                           (*ones, c, side, side))
     return labels, prob
 
 
@@ -450,9 +457,8 @@ def predict(model, image, config: PredictConfig | None = None, *, out_probabilit
     image : array-like
         ``(H, W)``, ``(H, W, C)``, ``(N, H, W)`` or ``(N, H, W, C)``; numpy, memmap, zarr
         or Dask (read tile by tile). More stack axes, as a time-lapse of z-stacks
-        ``(T, Z, H, W[, C])``, are predicted plane by plane too (in memory, without
-        ``out_labels``): labels ``(T, Z, H, W)``, planes linked along Z within each time
-        point.
+        ``(T, Z, H, W[, C])``, are predicted plane by plane too: labels ``(T, Z, H, W)``,
+        probabilities ``(T, Z, C, H, W)``, planes linked along Z within each time point.
     config : PredictConfig
         Tile and batch size, device, precision, thresholds.
     out_probabilities : array-like, optional
@@ -603,36 +609,37 @@ def predict(model, image, config: PredictConfig | None = None, *, out_probabilit
                          mode=ckpt.mode, target=ckpt.target, notes=notes, factor=factor)
 
 
-STACKS_ON_DISK = ("{name} has shape {shape}: an image of more than one stack axis (a "
-                  "time-lapse of z-stacks, T, Z, H, W) is predicted in memory; labels "
-                  "written block by block to disk take one 2D image or one stack (N, H, W) "
-                  "at a time.")
-
-
 def _predict_stacks(ckpt: Checkpoint, image, outer: tuple[int, ...], config: PredictConfig,
                     read_as: list[str], *, name: str, labels: bool, outputs
                     ) -> Generator[PredictEvent, None, PredictResult]:
     """:func:`predict` of an image of more than one stack axis (a time-lapse of z-stacks
-    ``(T, Z, H, W)``, :func:`~napari_unet.stacks.outer_axes`): every plane, as one stack,
-    in memory; labels ``(T, Z, H, W)``, probabilities ``(T, Z, C, H, W)``; planes linked
-    along the stack axis (Z), within each time point."""
-    if any(out is not None for out in outputs):
-        raise InputError(STACKS_ON_DISK.format(name=name, shape=tuple(image.shape)))
+    ``(T, Z, H, W)``, :func:`~napari_unet.stacks.outer_axes`): every plane, as one stack;
+    labels ``(T, Z, H, W)``, probabilities ``(T, Z, C, H, W)`` (in memory, or written into
+    ``outputs``, ``(probabilities, labels)`` arrays of those shapes, block by block); planes
+    linked along the stack axis (Z), within each time point."""
+    prob_out, labels_out = outputs
     flat = one_stack(image, outer)
-    result = yield from predict(ckpt, flat, config.replace(link_planes=0.0), labels=labels,
-                                name=name)
+    result = yield from predict(
+        ckpt, flat, config.replace(link_planes=0.0), labels=labels, name=name,
+        out_probabilities=None if prob_out is None else flat_stack(prob_out, outer),
+        out_labels=None if labels_out is None else flat_stack(labels_out, outer))
     lead = (*outer, image.shape[len(outer)])
-    result.probabilities = result.probabilities.reshape(*lead, *result.probabilities.shape[1:])
     result.notes[:0] = read_as
-    if result.labels is None:
-        return result
-    result.labels = result.labels.reshape(*lead, *result.labels.shape[1:])
-    if config.link_planes and ckpt.mode != "semantic":
-        result.labels = result.labels.astype(_label_dtype(ckpt.mode))
+    if labels_out is not None:  # written in place, block by block
+        result.probabilities, result.labels = prob_out, labels_out
+    else:
+        result.probabilities = result.probabilities.reshape(*lead,
+                                                            *result.probabilities.shape[1:])
+        if result.labels is not None:
+            result.labels = result.labels.reshape(*lead, *result.labels.shape[1:])
+    if result.labels is not None and config.link_planes and ckpt.mode != "semantic":
+        if labels_out is None:
+            result.labels = result.labels.astype(_label_dtype(ckpt.mode))
         n = len(flat)
         for k in iter_link_stacks(result.labels, config.link_planes):
             yield PredictEvent(n, n, k - 1, n, f"linking objects across planes ({k} of {n})")
-        result.labels = _compact(result.labels, ckpt.mode)
+        if labels_out is None:
+            result.labels = _compact(result.labels, ckpt.mode)
     return result
 
 

@@ -175,11 +175,47 @@ def one_stack(image, outer: tuple[int, ...]):
     return da.asarray(image).reshape(shape)
 
 
-def iter_link_stacks(labels: np.ndarray, min_iou: float) -> Iterator[int]:
+class _Flat:
+    """An array-like ``(*outer, N, ...)`` seen as one stack ``(prod(outer) * N, ...)``,
+    read and written a plane at a time, in place (zarr has no reshaped views)."""
+
+    def __init__(self, array, outer: tuple[int, ...]):
+        self.array, self.lead = array, (*outer, int(array.shape[len(outer)]))
+        self.shape = (int(np.prod(self.lead)), *array.shape[len(self.lead):])
+        self.ndim, self.dtype = len(self.shape), array.dtype
+        chunks = getattr(array, "chunks", None)
+        self.chunks = chunks and (1, *tuple(chunks)[len(self.lead):])
+
+    def _key(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        if not isinstance(key[0], (int, np.integer)):
+            raise TypeError("a flattened stack is read and written a plane at a time")
+        return (*np.unravel_index(int(key[0]), self.lead), *key[1:])
+
+    def __getitem__(self, key):
+        return self.array[self._key(key)]
+
+    def __setitem__(self, key, value):
+        self.array[self._key(key)] = value
+
+
+def flat_stack(array, outer: tuple[int, ...]):
+    """``array`` with its outer axes and stack axis made one stack axis, as
+    :func:`one_stack` for outputs: a view for numpy, a read/write proxy otherwise."""
+    if isinstance(array, np.ndarray) and array.flags.c_contiguous:
+        return array.reshape(-1, *array.shape[len(outer) + 1 :])
+    return _Flat(array, outer)
+
+
+def iter_link_stacks(labels, min_iou: float) -> Iterator[int]:
     """:func:`iter_link_planes` along the stack axis (the third from last) of labels
-    ``(..., N, H, W)`` in memory, each stack on its own (the z-stack of every time point:
-    ids start at 1 in each); yields the planes done."""
-    stacks = labels.reshape(-1, *labels.shape[-3:])
-    for s, stack in enumerate(stacks):
+    ``(..., N, H, W)`` (numpy, zarr), each stack on its own (the z-stack of every time
+    point: ids start at 1 in each); yields the planes done."""
+    if labels.ndim == 3:
+        yield from iter_link_planes(labels, min_iou)
+        return
+    stacks = flat_stack(labels, tuple(labels.shape[:-4]))
+    for s in range(stacks.shape[0]):
+        stack = plane(stacks, s)
         for k in iter_link_planes(stack, min_iou):
-            yield s * len(stack) + k
+            yield s * stack.shape[0] + k

@@ -196,12 +196,10 @@ class PredictWidget(QWidget):
     def _job(self, ckpt, cfg, layer):
         """The prediction of one layer (its data read here, on the GUI thread)."""
         from ..predict import predict
-        from ..stacks import outer_axes
 
         data = image_for_model(full_resolution(layer), rgb=layer.rgb,
                                channels=ckpt.config.in_channels)
-        if not isinstance(data, np.ndarray) and not outer_axes(data, ckpt.config.in_channels):
-            # lazy (Dask, zarr, multiscale): to disk; a time-lapse of z-stacks in memory
+        if not isinstance(data, np.ndarray):  # lazy (Dask, zarr, multiscale): to disk
             return predict_to_disk(ckpt, data, cfg, layer.name, self.probabilities.isChecked())
         return predict(ckpt, data, cfg, name=f"layer '{layer.name}'")
 
