@@ -144,6 +144,8 @@ def test_linking_is_for_instance_models(rng):
     cfg = PredictConfig(device="cpu", precision="fp32", tile_size=64, link_planes=0.5)
     with pytest.raises(InputError, match="linked across planes for instance models"):
         run(predict(thresholding_model("semantic"), image, cfg))
+    with pytest.raises(InputError, match="linked across planes for instance models"):
+        run(predict(thresholding_model("semantic"), np.stack([image, image]), cfg))
     one = run(predict(thresholding_model(), image[0], cfg))  # a 2D image: nothing to link
     assert one.labels.shape == (32, 32)
 

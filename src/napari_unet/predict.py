@@ -618,6 +618,8 @@ def _predict_stacks(ckpt: Checkpoint, image, outer: tuple[int, ...], config: Pre
     ``outputs``, ``(probabilities, labels)`` arrays of those shapes, block by block); planes
     linked along the stack axis (Z), within each time point."""
     prob_out, labels_out = outputs
+    if config.link_planes and ckpt.mode == "semantic":
+        raise InputError(SEMANTIC_LINK)
     flat = one_stack(image, outer)
     result = yield from predict(
         ckpt, flat, config.replace(link_planes=0.0), labels=labels, name=name,
@@ -625,14 +627,13 @@ def _predict_stacks(ckpt: Checkpoint, image, outer: tuple[int, ...], config: Pre
         out_labels=None if labels_out is None else flat_stack(labels_out, outer))
     lead = (*outer, image.shape[len(outer)])
     result.notes[:0] = read_as
-    if labels_out is not None:  # written in place, block by block
-        result.probabilities, result.labels = prob_out, labels_out
-    else:
-        result.probabilities = result.probabilities.reshape(*lead,
-                                                            *result.probabilities.shape[1:])
-        if result.labels is not None:
-            result.labels = result.labels.reshape(*lead, *result.labels.shape[1:])
-    if result.labels is not None and config.link_planes and ckpt.mode != "semantic":
+    for key, given in (("probabilities", prob_out), ("labels", labels_out)):
+        if given is not None:  # written in place
+            setattr(result, key, given)
+        elif getattr(result, key) is not None:
+            setattr(result, key, getattr(result, key).reshape(*lead,
+                                                              *getattr(result, key).shape[1:]))
+    if result.labels is not None and config.link_planes:
         if labels_out is None:
             result.labels = result.labels.astype(_label_dtype(ckpt.mode))
         n = len(flat)
