@@ -292,3 +292,12 @@ def test_an_out_of_the_wrong_kind_is_refused_before_any_work(cellpose_folder, tm
     assert words.format(**names) in err and len(err.strip().splitlines()) == 1
     assert list((tmp_path / "models").iterdir()) == []
     assert (tmp_path / "notes.txt").read_text() == "kept"
+
+
+def test_hidden_files_in_a_folder_are_no_images(tmp_path):
+    """macOS leaves '._img01.tif' (AppleDouble) beside each file it copies to an exFAT or
+    FAT drive: they were taken for images without labels, and the training refused."""
+    images = _touch(tmp_path / "images", "a.tif", "._a.tif", ".hidden.png")
+    labels = _touch(tmp_path / "labels", "a.tif", "._a.tif")
+    assert [f.name for f in collect(images)] == ["a.tif"]
+    assert _names(pair_by_stem(collect(images), collect(labels))) == [("a.tif", "a.tif")]

@@ -23,10 +23,13 @@ def stem_of(path: Path) -> str:
 
 
 def collect(spec: str | os.PathLike) -> list[Path]:
-    """Image files named by a folder, a glob pattern or a single file, sorted."""
+    """Image files named by a folder, a glob pattern or a single file, sorted. A folder's
+    hidden files are left out, as a glob leaves them out: macOS writes ``._img01.tif``
+    beside every file it copies to a USB drive, and those are no images."""
     p = Path(spec)
     if p.is_dir():
-        files = [f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES]
+        files = [f for f in p.iterdir()
+                 if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")]
     elif p.is_file():
         files = [p]
     else:
