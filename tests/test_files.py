@@ -1,6 +1,8 @@
 """Files on disk: which label file belongs to which image, and that no result replaces an
 input."""
 
+import re
+
 import numpy as np
 import pytest
 import tifffile
@@ -99,6 +101,8 @@ def test_cli_trains_and_predicts_on_a_folder_holding_images_and_masks(cellpose_f
     assert cli.main(["predict", str(model), str(folder), "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "skipped 2 label file(s) beside their images (img0_masks.tif, img1_masks.tif)" in out
+    found = tifffile.imread(tmp_path / "img0.tif").max()  # what it found, image by image
+    assert re.search(rf"^img0.tif: {found} objects?$", out, re.M), out
     assert sorted(f.name for f in tmp_path.iterdir()) == ["img0.tif", "img1.tif"]
     assert cli.main(["-q", "evaluate", str(tmp_path), str(folder)]) == 0
     assert "2 images" in capsys.readouterr().out

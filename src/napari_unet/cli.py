@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -391,6 +392,7 @@ def cmd_predict(args) -> int:
     from .checkpoint import load_checkpoint
     from .config import PredictConfig
     from .data import image_for_model
+    from .found import what_was_found
     from .io import collect, is_zarr, read_image, without_label_files, write_tiff
     from .predict import predict
     from .progress import run
@@ -434,9 +436,10 @@ def cmd_predict(args) -> int:
             bars[0].total = event.total
             bars[0].n = event.done
             bars[0].refresh()
-            if event.message and event.done and event.message not in shown and not args.quiet:
-                bars[0].write(f"{name}: {event.message}")
-                shown.add(event.message)
+            said = re.sub(r" \(\d+ of \d+\)$", "", event.message)  # counts: said once
+            if event.message and event.done and said not in shown and not args.quiet:
+                bars[0].write(f"{name}: {said}")
+                shown.add(said)
 
         result = run(predict(model, image, cfg, name=f.name), show)
         for bar in bars:
@@ -444,6 +447,8 @@ def cmd_predict(args) -> int:
         for note in result.notes:  # e.g. the cell size 'auto' found
             if note not in shown and not args.quiet:
                 print(f"{f.name}: {note}")
+        if not args.quiet:
+            tqdm.write(f"{f.name}: {what_was_found(result, cfg.link_planes > 0)}")
         labels_file, prob_file = _tiff_outputs(f, out)
         write_tiff(labels_file, result.labels)
         if args.probabilities:

@@ -13,6 +13,7 @@ from ..checkpoint import load_checkpoint, recent_models
 from ..config import PredictConfig
 from ..data import image_for_model
 from ..errors import InputError, NapariUNetError
+from ..found import object_count, what_was_found
 from ..pretrained import shipped_choices
 from ._export import ExportButton
 from ._forms import (
@@ -34,14 +35,7 @@ from ._forms import (
     spin,
 )
 from ._model_hints import OWN_THRESHOLD, describe_model, follow_threshold
-from ._outputs import (
-    inputs,
-    object_count,
-    predict_to_disk,
-    sentences,
-    show_result,
-    what_was_found,
-)
+from ._outputs import inputs, predict_to_disk, sentences, show_result
 from ._reuse import LastPrediction
 from ._runner import LayerDone, RunControls, each_layer
 
