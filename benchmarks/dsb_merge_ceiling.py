@@ -87,9 +87,18 @@ def h_maxima_regions(p: np.ndarray, h: float, sigma: float = 1.0) -> np.ndarray:
     return _keep_unseeded(watershed(-lg, seeds, mask=mask), mask, n)
 
 
+def _by_id(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Pixel counts of every (truth id, predicted id) pair, indexed by the ids themselves
+    (rows and columns of absent ids are 0)."""
+    table, t_ids, p_ids = _overlaps(truth, pred)
+    full = np.zeros((int(t_ids.max()) + 1, int(p_ids.max()) + 1), table.dtype)
+    full[np.ix_(t_ids, p_ids)] = table
+    return full
+
+
 def merged_by_truth(regions: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """Regions that mostly cover the same true object become one."""
-    dominant = _overlaps(truth, regions)[0].argmax(0)
+    dominant = _by_id(truth, regions).argmax(0)
     ids = np.arange(regions.max() + 1)
     first: dict[int, int] = {}
     for r in range(1, len(ids)):
@@ -140,7 +149,7 @@ def edge_features(regions: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.nd
 def edge_truth(regions: np.ndarray, truth: np.ndarray, ab: np.ndarray) -> np.ndarray:
     """1: both regions mostly cover the same true object, 0: two different ones, -1:
     one of them mostly covers background."""
-    dominant = _overlaps(truth, regions)[0].argmax(0)
+    dominant = _by_id(truth, regions).argmax(0)
     da, db = dominant[ab[:, 0]], dominant[ab[:, 1]]
     return np.where((da > 0) & (db > 0), (da == db).astype(int), -1)
 
@@ -224,13 +233,13 @@ def main() -> None:
             pairs = touching_pairs(t)
             if not len(pairs):
                 continue
-            d = _overlaps(t, lab)[0].argmax(1)
+            d = _by_id(t, lab).argmax(1)
             bad = pairs[~((d[pairs[:, 0]] > 0) & (d[pairs[:, 1]] > 0)
                           & (d[pairs[:, 0]] != d[pairs[:, 1]]))]
             joined += len(bad)
             hit = np.zeros(len(bad), bool)
             for level in THRESHOLDS:
-                ov = _overlaps(t, ndi.label(p > level)[0])[0]
+                ov = _by_id(t, ndi.label(p > level)[0])
                 ov[:, 0] = 0
                 c = ov.argmax(1)
                 hit |= (c[bad[:, 0]] > 0) & (c[bad[:, 1]] > 0) & (c[bad[:, 0]] != c[bad[:, 1]])
