@@ -193,7 +193,8 @@ def _add_predict(sub) -> None:
                    help="of a stack (z-stack, or a time-lapse whose cells move less than "
                    "their size): objects of consecutive planes that overlap by at least this "
                    "intersection over union get one label (e.g. 0.25; default 0: each plane "
-                   "labelled on its own)")
+                   "labelled on its own); a time-lapse of z-stacks (T, Z, Y, X) is linked "
+                   "along Z within each time point")
     p.add_argument("--halo", type=int,
                    help="context px per tile for 'same' padding models (default: the whole "
                    "receptive field, exact; e.g. 48: about 2x faster, approximate)")

@@ -88,7 +88,8 @@ class PredictWidget(QWidget):
         self.link = spin(0, 0, 1, decimals=2, step=0.05,
                          tip="of a stack (z-stack, or a time-lapse whose cells move less "
                              "than their size): objects of consecutive planes that overlap "
-                             "by at least this IoU get one label (e.g. 0.25)",
+                             "by at least this IoU get one label (e.g. 0.25); a time-lapse "
+                             "of z-stacks is linked along Z within each time point",
                          special="planes apart")
         self.probabilities = check("also add the probability map", "the foreground "
                                    "probability; for a distance model also its distance map, "
