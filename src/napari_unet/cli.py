@@ -464,7 +464,8 @@ def _tiff_outputs(f: Path, out: Path) -> tuple[Path, Path]:
     """Where ``predict`` writes the labels and probabilities of an image file."""
     from .io import stem_of
 
-    return out / f"{stem_of(f)}.tif", out / f"{stem_of(f)}_prob.tif"
+    stem = stem_of(f)
+    return out / f"{stem}.tif", out / f"{stem}_prob.tif"
 
 
 def _zarr_outputs(spec: Path, out: Path) -> tuple[Path, Path]:
@@ -695,8 +696,6 @@ def main(argv: list[str] | None = None) -> int:
         print("napari-unet: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the output went to a reader that stopped (| head): no traceback
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # for the exit flush
         return 1
 

@@ -127,10 +127,10 @@ class ModelConfig(_DictMixin):
                 raise InputError(f"{name} must be true or false, not {getattr(self, name)!r}.")
         if self.distance and self.offsets:
             raise InputError("a model has a distance channel or offset channels, not both.")
-        if self.parameter_count() > MAX_PARAMETERS:
+        if (count := self.parameter_count()) > MAX_PARAMETERS:
             raise InputError(
                 f"a network of {self.base_channels} base channels and depth {self.depth} has "
-                f"{self.parameter_count() / 1e6:,.0f} million parameters, more than the "
+                f"{count / 1e6:,.0f} million parameters, more than the "
                 f"{MAX_PARAMETERS // 10**6} million napari-unet builds (the paper's has 31 "
                 "million): choose fewer base channels or a smaller depth.")
 

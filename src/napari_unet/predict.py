@@ -626,13 +626,14 @@ def _predict_stacks(ckpt: Checkpoint, image, outer: tuple[int, ...], config: Pre
         out_probabilities=None if prob_out is None else flat_stack(prob_out, outer),
         out_labels=None if labels_out is None else flat_stack(labels_out, outer))
     lead = (*outer, image.shape[len(outer)])
+
+    def unflat(array, given):  # an output given was written in place
+        return given if given is not None or array is None else array.reshape(
+            *lead, *array.shape[1:])
+
     result.notes[:0] = read_as
-    for key, given in (("probabilities", prob_out), ("labels", labels_out)):
-        if given is not None:  # written in place
-            setattr(result, key, given)
-        elif getattr(result, key) is not None:
-            setattr(result, key, getattr(result, key).reshape(*lead,
-                                                              *getattr(result, key).shape[1:]))
+    result.probabilities = unflat(result.probabilities, prob_out)
+    result.labels = unflat(result.labels, labels_out)
     if result.labels is not None and config.link_planes:
         if labels_out is None:
             result.labels = result.labels.astype(_label_dtype(ckpt.mode))
