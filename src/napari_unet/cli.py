@@ -98,6 +98,10 @@ def _add_train(sub) -> None:
     p.add_argument("--match-size", action="store_true",
                    help="with --from: resize the images so that their cells have the size "
                    "the model learnt (then predict with --diameter or --diameter auto)")
+    p.add_argument("--channel", type=_positive, metavar="N",
+                   help="train a single-channel model on channel N (counted from 1, as Fiji "
+                   "counts) of images of several channels (a Fiji hyperstack's C axis, a "
+                   "colour image's red, green or blue)")
     p.add_argument("--regions", metavar="REGIONS",
                    help="folder (or glob) of masks paired with the images by file name: "
                    "nonzero where the labels are complete, for images labelled in part; "
@@ -195,6 +199,10 @@ def _add_predict(sub) -> None:
                    "intersection over union get one label (e.g. 0.25; default 0: each plane "
                    "labelled on its own); a time-lapse of z-stacks (T, Z, Y, X) is linked "
                    "along Z within each time point")
+    p.add_argument("--channel", type=_positive, metavar="N",
+                   help="for a single-channel model: predict channel N (counted from 1, as "
+                   "Fiji counts) of images of several channels (a Fiji hyperstack's C axis, "
+                   "a colour image's red, green or blue)")
     p.add_argument("--halo", type=int,
                    help="context px per tile for 'same' padding models (default: the whole "
                    "receptive field, exact; e.g. 48: about 2x faster, approximate)")
@@ -261,6 +269,7 @@ def cmd_train(args) -> int:
 
     _file_out(args.out, "model.safetensors")
     files, images, labels = read_pairs(args.images, args.labels)
+    images = _train_channels(args, files, images)
     regions = None
     if args.regions:
         regions = []
@@ -337,6 +346,31 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _train_channels(args, files, images) -> list:
+    """Images of several channels (as their files name them) for training: channel
+    ``--channel`` alone; fine-tuning, laid out for the model's channels, or refused in a
+    sentence. Without either, a new model takes the files' channels as they are."""
+    from .channels import channel_axis, for_model
+    from .io import tiff_metadata
+
+    if args.channel is None and not args.init_from:
+        return images
+    if args.channel is not None:
+        channels = 1
+    else:
+        from .checkpoint import load_checkpoint
+        from .pretrained import resolve_model
+
+        channels = load_checkpoint(resolve_model(args.init_from)).config.in_channels
+    laid = []
+    for f, image in zip(files, images):
+        axes = tiff_metadata(f).get("axes")
+        if args.channel is not None or channel_axis(image, axes) is not None:
+            image = for_model(image, axes, channels, args.channel, f.name)[0]
+        laid.append(image)
+    return laid
+
+
 def _kind(args) -> tuple[str, str]:
     """``--mode`` and ``--target``; those not given are the model's to fine-tune (so that
     a model is not said to be fine-tuned for another kind than asked), else the defaults."""
@@ -390,11 +424,11 @@ def cmd_predict(args) -> int:
     import numpy as np
     from tqdm import tqdm
 
+    from .channels import for_model, result_axes
     from .checkpoint import load_checkpoint
     from .config import PredictConfig
-    from .data import image_for_model
     from .found import what_was_found
-    from .io import collect, is_zarr, read_image, without_label_files, write_tiff
+    from .io import collect, is_zarr, read_image, tiff_metadata, without_label_files, write_tiff
     from .predict import predict
     from .progress import run
 
@@ -408,6 +442,7 @@ def cmd_predict(args) -> int:
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise NapariUNetError(f"--out {args.out} is a file; predict writes its results into "
                               "a folder (made if missing): give a folder.")
+    lazy = [(spec, _zarr_image(spec, model, args.channel)) for spec in zarrs]  # refused now
     files, skipped = [], []
     for spec in args.inputs:
         if not is_zarr(spec):
@@ -427,7 +462,9 @@ def cmd_predict(args) -> int:
     out = Path(args.out)
     _refuse_overwriting_inputs(files, [Path(z) for z in zarrs], out, args.probabilities)
     for f in tqdm(files, disable=args.quiet or len(files) <= 1, unit="image"):
-        image = image_for_model(read_image(f), rgb=False, channels=model.config.in_channels)
+        meta = tiff_metadata(f)
+        image, axes = for_model(read_image(f), meta.get("axes"), model.config.in_channels,
+                                args.channel, f.name)
         bars, shown = [], set()
 
         def show(event, bars=bars, shown=shown, name=f.name) -> None:
@@ -451,11 +488,13 @@ def cmd_predict(args) -> int:
         if not args.quiet:
             tqdm.write(f"{f.name}: {what_was_found(result, cfg.link_planes > 0)}")
         labels_file, prob_file = _tiff_outputs(f, out)
-        write_tiff(labels_file, result.labels)
+        label_axes, prob_axes = result_axes(axes)  # the image's axes and pixel size
+        write_tiff(labels_file, result.labels, {**meta, "axes": label_axes})
         if args.probabilities:
-            write_tiff(prob_file, np.asarray(result.probabilities, np.float32))
-    for spec in zarrs:
-        _predict_zarr(args, model, cfg, Path(spec))
+            write_tiff(prob_file, np.asarray(result.probabilities, np.float32),
+                       {**meta, "axes": prob_axes})
+    for spec, image in lazy:
+        _predict_zarr(args, model, cfg, Path(spec), image)
     print(f"wrote {len(files) + len(zarrs)} result(s) to {out}")
     return 0
 
@@ -511,7 +550,16 @@ def _client(args):
                               "); start it, or use --scheduler local.") from None
 
 
-def _predict_zarr(args, model, cfg, spec: Path) -> None:
+def _zarr_image(spec, model, channel: int | None):
+    """A zarr input, lazy, laid out for the model (:func:`napari_unet.channels.for_model`)."""
+    from .channels import for_model
+    from .io import open_zarr_axes
+
+    image, axes = open_zarr_axes(spec)
+    return for_model(image, axes, model.config.in_channels, channel, Path(spec).name)[0]
+
+
+def _predict_zarr(args, model, cfg, spec: Path, image) -> None:
     """A zarr input: labels (and probabilities) written block by block into zarr stores,
     first under temporary names that are renamed when everything is written."""
     import os
@@ -519,11 +567,9 @@ def _predict_zarr(args, model, cfg, spec: Path) -> None:
 
     from tqdm import tqdm
 
-    from .io import open_zarr
     from .predict import predict, zarr_outputs
     from .progress import run
 
-    image = open_zarr(spec)
     target, prob_target = _zarr_outputs(spec, Path(args.out))
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     tmp_prob = prob_target.with_name(f".{prob_target.name}.{os.getpid()}.tmp")

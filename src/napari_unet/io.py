@@ -188,30 +188,95 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return image
 
 
-def channels_first(path: str | os.PathLike) -> bool:
-    """Whether a TIFF file says that its first axis is channels (ImageJ's ``CYX``, or
-    colour samples stored plane by plane), not planes of a stack."""
+def tiff_metadata(path: str | os.PathLike) -> dict:
+    """What a TIFF says about the image :func:`read_image` reads from it: ``axes`` (letters
+    as tifffile names them, one per axis of that array: ImageJ's ``"ZCYX"``, ``"YXS"`` for
+    colour samples, ``"QYX"`` where the file does not say), the pixel size as
+    ``resolution`` (pixels per unit, x and y) with its ``resolutionunit`` tag, and ImageJ's
+    ``unit``, ``spacing`` (between z planes) and ``finterval`` (between time points) where
+    the file has them. Empty for other files and for a TIFF whose metadata cannot be read.
+    """
     path = Path(path)
     if path.suffix.lower() not in (".tif", ".tiff"):
-        return False
+        return {}
     import tifffile
 
     try:
         with tifffile.TiffFile(path) as tif:
-            return tif.series[0].axes[:1] in ("C", "S")
+            series = tif.series[0]
+            axes, shape = series.axes, series.shape
+            page = tif.pages.first
+            meta = {"axes": axes[:-1] if len(shape) >= 3 and shape[-1] == 1 else axes}
+            tags = page.tags
+            if "XResolution" in tags and "YResolution" in tags:
+                meta["resolution"] = tuple(float(r) for r in page.resolution)
+                meta["resolutionunit"] = int(page.resolutionunit)
+            ij = tif.imagej_metadata or {}
+            for key in ("unit", "spacing", "finterval"):
+                if ij.get(key) not in (None, ""):
+                    meta[key] = ij[key]
+            return meta
     except Exception:  # noqa: BLE001 - unreadable metadata says nothing about axes
+        return {}
+
+
+def channels_first(path: str | os.PathLike) -> bool:
+    """Whether a TIFF file says that its first axis is channels (ImageJ's ``CYX``, or
+    colour samples stored plane by plane), not planes of a stack."""
+    return tiff_metadata(path).get("axes", "")[:1] in ("C", "S")
+
+
+#: The axes an ImageJ hyperstack may have, in the order it must hold them.
+_IMAGEJ_ORDER = "TZCYXS"
+
+
+def _imagej_axes(axes: str | None, ndim: int) -> bool:
+    if not axes or len(axes) != ndim or any(a not in _IMAGEJ_ORDER for a in axes):
         return False
+    positions = [_IMAGEJ_ORDER.index(a) for a in axes]
+    return positions == sorted(set(positions)) and axes.endswith(("YX", "YXS"))
 
 
-def write_tiff(path: str | os.PathLike, array: np.ndarray) -> Path:
-    """Write a TIFF atomically (temporary file, then rename)."""
+def _imagej_dtype(array: np.ndarray):
+    """The type ImageJ holds ``array`` in without changing a value (uint8, uint16,
+    float32), or None."""
+    if array.dtype in (np.uint8, np.uint16, np.float32):
+        return array.dtype
+    if array.dtype.kind in "iu" and array.size:
+        lo, hi = int(array.min()), int(array.max())
+        if lo >= 0 and hi < 2**16:
+            return np.uint8 if hi < 2**8 else np.uint16
+    return None
+
+
+def write_tiff(path: str | os.PathLike, array: np.ndarray, meta: dict | None = None) -> Path:
+    """Write a TIFF atomically (temporary file, then rename).
+
+    ``meta`` (as :func:`tiff_metadata` gives it, with ``axes`` naming the axes of
+    ``array``) carries an image's pixel size to its results: the resolution tags are
+    copied, and an array whose axes ImageJ can hold (``ZYX``, ``TZYX``, ``ZCYX`` ...)
+    and whose values fit 8 or 16 bits or are float32 is written as an ImageJ hyperstack
+    with those axes, ``unit``, ``spacing`` and ``finterval``, so that Fiji opens a
+    time-lapse of z-stacks as one, at the image's calibration."""
     import tifffile
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    meta = meta or {}
+    kwargs: dict = {"compression": "zlib"}
+    if meta.get("resolution"):
+        kwargs["resolution"] = tuple(meta["resolution"])
+        kwargs["resolutionunit"] = meta.get("resolutionunit")
+    if _imagej_axes(meta.get("axes"), array.ndim):
+        narrow = _imagej_dtype(array)
+        if narrow is not None:
+            array = array.astype(narrow, copy=False)
+            kwargs["imagej"] = True
+            kwargs["metadata"] = {"axes": meta["axes"], **{
+                k: meta[k] for k in ("unit", "spacing", "finterval") if k in meta}}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tifffile.imwrite(tmp, array, compression="zlib")
+        tifffile.imwrite(tmp, array, **kwargs)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -233,6 +298,12 @@ def open_zarr(path: str | os.PathLike):
     z) are dropped and a channel axis is moved last, so the result is ``(H, W)`` or
     ``(H, W, C)`` (or a stack ``(N, H, W[, C])``). Nothing is read but the metadata.
     """
+    return open_zarr_axes(path)[0]
+
+
+def open_zarr_axes(path: str | os.PathLike):
+    """:func:`open_zarr` and the axes of what it returns, as letters (``"zyxc"`` for an
+    OME-Zarr z-stack of channels), or None for a zarr array that does not name them."""
     import dask.array as da
     import zarr
 
@@ -253,17 +324,22 @@ def open_zarr(path: str | os.PathLike):
         axes = [a["name"] if isinstance(a, dict) else a
                 for a in multiscales[0].get("axes", [])] or None
     array = da.from_zarr(node)
-    if axes and len(axes) == array.ndim:
-        for k in range(array.ndim - 1, -1, -1):
-            if axes[k] in ("t", "z") and array.shape[k] == 1:
-                array = array[(slice(None),) * k + (0,)]
-                axes.pop(k)
-        if "c" in axes:
-            if array.shape[axes.index("c")] == 1:
-                array = array[(slice(None),) * axes.index("c") + (0,)]
-            else:
-                array = da.moveaxis(array, axes.index("c"), -1)
-    return array
+    if not (axes and len(axes) == array.ndim):
+        return array, None
+    axes = [str(a).lower() for a in axes]
+    for k in range(array.ndim - 1, -1, -1):
+        if axes[k] in ("t", "z") and array.shape[k] == 1:
+            array = array[(slice(None),) * k + (0,)]
+            axes.pop(k)
+    if "c" in axes:
+        c = axes.index("c")
+        if array.shape[c] == 1:
+            array = array[(slice(None),) * c + (0,)]
+            axes.pop(c)
+        else:
+            array = da.moveaxis(array, c, -1)
+            axes.append(axes.pop(c))
+    return array, "".join(axes)
 
 
 def create_zarr(path: str | os.PathLike, shape, dtype, chunks):
