@@ -79,8 +79,7 @@ def test_predict_into_a_zarr_labels_file_matches_in_memory(tmp_path, rng, min_si
 def test_stack_streamed_without_a_probabilities_output(tmp_path, rng):
     model = _model(tmp_path)
     stack = ndi.gaussian_filter(rng.normal(size=(2, 120, 140)), (0, 2, 2)).astype(np.float32)
-    whole = run(predict(model, stack, PredictConfig(tile_size=64,
-                                                    instance_method="components")))
+    whole = run(predict(model, stack, PredictConfig(tile_size=64)))
     labels = zarr.create_array(store=tmp_path / "o.zarr", shape=stack.shape,
                                chunks=(1, 64, 64), dtype="uint32")
     result = run(predict(model, stack, PredictConfig(tile_size=64), out_labels=labels))
@@ -109,3 +108,42 @@ def test_blockwise_labelling_is_the_whole_image_labelling_for_any_blocks(
                          min_size=min_size)
     assert n == int(whole.max())
     assert same_partition(whole, out)
+
+
+@pytest.mark.parametrize("chunks", [(40, 40), (48, 59), (96, 120)])
+def test_touching_cells_cut_by_block_faces_come_out_as_in_memory(tmp_path, chunks):
+    """Written block by block, objects are made as in memory (the watershed and its neck
+    cut), not as connected components, which joined every touching pair: here two cells
+    touching across a face (48 runs through their centres, 59 through their neck)."""
+    from _models import thresholding_model
+    from conftest import discs
+
+    lab = discs((96, 120), [(48, 45), (48, 72), (20, 100)], 15)
+    image = np.where(lab > 0, 0.9, 0.1).astype(np.float32)
+    model = thresholding_model()
+    whole = run(predict(model, image, PredictConfig(tile_size=64))).labels
+    assert whole.max() == 3  # the touching pair split at its neck
+    out = zarr.create_array(store=tmp_path / "o.zarr", shape=image.shape, chunks=chunks,
+                            dtype="uint32")
+    run(predict(model, image, PredictConfig(tile_size=64), out_labels=out))
+    assert same_partition(whole, out[:])
+
+
+@pytest.mark.parametrize("block", [(64, 64), (96, 80), (128, 200)])
+def test_label_with_halo_gives_the_objects_of_one_pass(block):
+    from napari_unet.blockwise import label_with_halo
+    from napari_unet.instances import watershed_two_class
+    from napari_unet.synthetic import touching_cells
+
+    image, _ = touching_cells((300, 260), n_cells=40, radius=10, seed=2)
+    prob = ndi.gaussian_filter(image.astype(np.float32) / image.max(), 1.5)
+    prob = np.stack([1 - prob, prob])
+
+    def labeller(p):
+        return watershed_two_class(p[1], threshold=0.6, min_size=10)
+
+    whole = labeller(prob)
+    assert whole.max() > 20
+    out = np.zeros(image.shape, np.uint32)
+    n = label_with_halo(labeller, prob, out, block=block, halo=48, min_size=10)
+    assert n == whole.max() and same_partition(whole, out)

@@ -1,11 +1,18 @@
 """Instance labels of images larger than memory, block by block.
 
-The foreground is labelled one block at a time (4-connected components), each block's ids
-are offset by the objects of the blocks before it, and objects that meet across a block face
-are merged (union-find over the pairs seen on the faces, every object mapped to the smallest
-id of its group). The growth into the separating lines, the size filter and the sequential
-ids follow, each pass reading at most a block plus a ``grow``-pixel halo. The result is the
-same partition as :func:`napari_unet.instances.components` on the whole image.
+Two ways. :func:`label_components`: the foreground is labelled one block at a time
+(4-connected components), each block's ids are offset by the objects of the blocks before
+it, and objects that meet across a block face are merged (union-find over the pairs seen on
+the faces, every object mapped to the smallest id of its group). The growth into the
+separating lines, the size filter and the sequential ids follow, each pass reading at most a
+block plus a ``grow``-pixel halo. The result is the same partition as
+:func:`napari_unet.instances.components` on the whole image.
+
+:func:`label_with_halo`: any labeller of a whole image (the seeded watershed, centre
+voting) labels each block with a halo of context wider than the objects and writes the
+block's core; an object that crosses a block face is joined where the two blocks' labels of
+it agree. On DSB nuclei it gave the objects of one pass over the whole image
+(``benchmarks/blockwise_labels.py``).
 
 Every pass is a map over blocks with a function of this module, so it runs in this process
 (:func:`local_map`) or on a Dask cluster (:func:`napari_unet.distributed.dask_map`); the
@@ -150,15 +157,27 @@ def label_components(foreground: Callable[[Block], np.ndarray], out, *, block=20
     counts = mapper(_label, parts, foreground=foreground, out=out)
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     n = int(np.sum(counts))
-    if n > np.iinfo(np.dtype(out.dtype)).max:
-        raise InputError(f"{n} objects do not fit into a labels output of type {out.dtype}; "
-                         "use uint32.")
+    _fits(n, out)
     mapper(_offset, list(zip(parts, offsets.tolist())), out=out)
     pairs = mapper(_face_pairs, parts, out=out)
     lut = merge_lut(n, np.concatenate(pairs) if pairs else np.zeros((0, 2), np.int64))
+    final = _kept(n, mapper(_grow, parts, foreground=foreground, out=out, lut=lut,
+                            grow=grow, shape=shape), min_size)
+    mapper(_final, parts, out=out, lut=final)
+    return int(final.max(initial=0))
+
+
+def _fits(n: int, out) -> None:
+    if n > np.iinfo(np.dtype(out.dtype)).max:
+        raise InputError(f"{n} objects do not fit into a labels output of type {out.dtype}; "
+                         "use uint32.")
+
+
+def _kept(n: int, counted, min_size) -> np.ndarray:
+    """The final ids (``1..k``, 0 for objects under ``min_size``) of ids ``0..n`` from
+    the ``(ids, counts)`` of every block."""
     sizes = np.zeros(n + 1, np.int64)
-    for ids, cnt in mapper(_grow, parts, foreground=foreground, out=out, lut=lut,
-                           grow=grow, shape=shape):
+    for ids, cnt in counted:
         np.add.at(sizes, ids, cnt)
     sizes[0] = 0
     if callable(min_size):
@@ -166,5 +185,96 @@ def label_components(foreground: Callable[[Block], np.ndarray], out, *, block=20
     keep = np.flatnonzero(sizes >= max(min_size, 1))
     final = np.zeros(n + 1, np.int64)
     final[keep] = np.arange(1, len(keep) + 1)
-    mapper(_final, parts, out=out, lut=final)
-    return len(keep)
+    return final
+
+
+#: Rows (or columns) across a block face in which two blocks' labels of an object must
+#: agree for the object to be one.
+FACE_STRIP = 8
+
+
+def _label_window(sl: Block, *, labeller, probabilities, out, halo: int, shape, strip: int):
+    """Label one block with ``halo`` px of context: write the labels of its core (the
+    objects present there, numbered 1..k) and return k with this block's labels of the
+    strips above and left of its core, which lie in the neighbours' cores."""
+    window = tuple(slice(max(s.start - halo, 0), min(s.stop + halo, n))
+                   for s, n in zip(sl, shape))
+    lab = np.asarray(labeller(np.asarray(probabilities[(slice(None), *window)])))
+    oy, ox = sl[0].start - window[0].start, sl[1].start - window[1].start
+    h, w = sl[0].stop - sl[0].start, sl[1].stop - sl[1].start
+    core = lab[oy: oy + h, ox: ox + w]
+    present = np.unique(core)
+    present = present[present > 0]
+    local = np.zeros(int(lab.max(initial=0)) + 1, np.int64)
+    local[present] = np.arange(1, len(present) + 1)
+    out[sl] = local[core]
+    top = local[lab[oy - strip: oy, ox: ox + w]] if sl[0].start > 0 else None
+    left = local[lab[oy: oy + h, ox - strip: ox]] if sl[1].start > 0 else None
+    return len(present), top, left
+
+
+def _strip_pairs(item, *, out, strip: int) -> np.ndarray:
+    """Pairs of ids (the neighbour's, this block's) that label one object across this
+    block's top and left faces: their pixels in the strip beyond the face overlap with an
+    intersection over union of at least one half."""
+    sl, offset, top, left = item
+    ys, xs = sl
+    found = []
+    for mine, theirs in ((top, (slice(ys.start - strip, ys.start), xs)),
+                         (left, (ys, slice(xs.start - strip, xs.start)))):
+        if mine is None:
+            continue
+        other = np.asarray(out[theirs]).astype(np.int64).ravel()
+        mine = np.where(mine > 0, mine + offset, 0).ravel()
+        both = (other > 0) & (mine > 0)
+        if not both.any():
+            continue
+        pairs, overlap = np.unique(np.stack([other[both], mine[both]], 1), axis=0,
+                                   return_counts=True)
+        ids_o, n_o = np.unique(other[other > 0], return_counts=True)
+        ids_m, n_m = np.unique(mine[mine > 0], return_counts=True)
+        size_o = n_o[np.searchsorted(ids_o, pairs[:, 0])]
+        size_m = n_m[np.searchsorted(ids_m, pairs[:, 1])]
+        found.append(pairs[overlap * 2 >= size_o + size_m - overlap])
+    return np.concatenate(found) if found else np.zeros((0, 2), np.int64)
+
+
+def _sizes(sl: Block, *, out, lut) -> tuple[np.ndarray, np.ndarray]:
+    return np.unique(lut[np.asarray(out[sl])], return_counts=True)
+
+
+def label_with_halo(labeller: Callable[[np.ndarray], np.ndarray], probabilities, out, *,
+                    block=2048, halo: int = 64, min_size: int | Callable = 10,
+                    mapper: Callable = local_map) -> int:
+    """Instance labels of ``probabilities`` ``(C, H, W)`` into ``out`` block by block,
+    with any labeller of a whole image (the seeded watershed with its merges and neck
+    cuts, centre voting): each block is labelled with ``halo`` px of context on every
+    side and writes its core; an object that crosses a block face is one where the two
+    blocks' labels of it agree (intersection over union of at least one half in the
+    :data:`FACE_STRIP` px beyond the face). With a halo wider than the objects, each
+    block sees every object of its core whole, as one pass over the whole image does;
+    its decisions can still differ a little from that pass where context beyond the halo
+    mattered. ``min_size`` (pixels, or a function of the objects' sizes) is applied to
+    the joined objects; the labeller's own minimum size should not exceed it.
+
+    Returns the number of objects (ids ``1..n``).
+    """
+    shape = tuple(out.shape)
+    if not np.issubdtype(np.dtype(out.dtype), np.integer):
+        raise InputError(f"the labels output has data type {out.dtype}; expected integers.")
+    parts = blocks(shape, block)
+    bh, bw = (block, block) if isinstance(block, int) else block
+    strip = max(1, min(FACE_STRIP, halo, bh, bw))  # within the window and the neighbour
+    done = mapper(_label_window, parts, labeller=labeller, probabilities=probabilities,
+                  out=out, halo=halo, shape=shape, strip=strip)
+    counts = [k for k, _, _ in done]
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    n = int(np.sum(counts))
+    _fits(n, out)
+    mapper(_offset, list(zip(parts, offsets.tolist())), out=out)
+    items = [(sl, int(off), top, left) for sl, off, (_, top, left) in zip(parts, offsets, done)]
+    pairs = mapper(_strip_pairs, items, out=out, strip=strip)
+    lut = merge_lut(n, np.concatenate(pairs) if pairs else np.zeros((0, 2), np.int64))
+    final = _kept(n, mapper(_sizes, parts, out=out, lut=lut), min_size)
+    mapper(_final, parts, out=out, lut=final[lut])
+    return int(final.max(initial=0))

@@ -403,8 +403,18 @@ def zarr_outputs(ckpt: Checkpoint, image, labels_path, prob_path=None, *, chunk:
 def stream_labels(ckpt, prob, out, config: PredictConfig, notes: list[str], *,
                   mapper=None) -> None:
     """Labels of one plane's probabilities block by block (images larger than memory), in
-    blocks of ``out``'s chunks; ``mapper`` runs the block passes (default: this process)."""
-    from .blockwise import Foreground, blocks, label_components, local_map, semantic_labels
+    blocks of ``out``'s chunks; ``mapper`` runs the block passes (default: this process).
+    Objects are made as for an image in memory (the watershed, centre voting, connected
+    components: ``config.instance_method``), each block with :func:`labelling_halo`
+    pixels of context, and joined across block faces."""
+    from .blockwise import (
+        Foreground,
+        blocks,
+        label_components,
+        label_with_halo,
+        local_map,
+        semantic_labels,
+    )
 
     mapper = mapper or local_map
     chunks = getattr(out, "chunks", None)
@@ -415,15 +425,27 @@ def stream_labels(ckpt, prob, out, config: PredictConfig, notes: list[str], *,
                threshold=threshold)
         return
     three = ckpt.target == "three_class"
-    if config.instance_method != "components":
-        how = "centre voting" if ckpt.target == "offsets" else "the watershed"
-        note = (f"labels written block by block are connected components; {how} "
-                "needs the whole image in memory")
-        if note not in notes:
-            notes.append(note)
-    label_components(Foreground(prob, three_class=three, threshold=threshold), out,
-                     block=block, grow=2 if three else 1,
-                     min_size=min_object_size(config, ckpt), mapper=mapper)
+    min_size = min_object_size(config, ckpt)
+    if config.instance_method == "components":  # exact, whatever the halo
+        label_components(Foreground(prob, three_class=three, threshold=threshold), out,
+                         block=block, grow=2 if three else 1, min_size=min_size,
+                         mapper=mapper)
+        return
+    # as an image in memory is labelled; 'auto' sizes are decided on the joined objects
+    labeller = functools.partial(_labels, _to_labels(ckpt, config),
+                                 min_size=MIN_SIZE_FLOOR if callable(min_size) else min_size,
+                                 pixel_size=1.0)
+    label_with_halo(labeller, prob, out, block=block, halo=labelling_halo(ckpt),
+                    min_size=min_size, mapper=mapper)
+
+
+def labelling_halo(ckpt: Checkpoint) -> int:
+    """The context, in pixels, with which a block of an image larger than memory is
+    labelled: three of the model's typical cell diameters (at least 64 px), so that the
+    objects of a block's core are seen whole; 128 px for a model that records no size."""
+    if not ckpt.object_diameter:
+        return 128
+    return max(64, int(np.ceil(3 * ckpt.object_diameter)))
 
 
 def min_object_size(config: PredictConfig, ckpt: Checkpoint, factor: float = 1.0):
