@@ -41,23 +41,25 @@ def _described(axes: str | None, axis: int) -> str:
 
 
 def for_model(image, axes: str | None, channels: int, channel: int | None = None,
-              name: str = "image"):
+              name: str = "image", option: str = "--channel"):
     """``image`` (numpy or Dask) read from a file with ``axes``, laid out for a model of
     ``channels`` input channels: channel ``channel`` alone (counted from 1), else the
     channel axis moved last; a file without a channel axis as
     :func:`napari_unet.data.image_for_model` lays it out. Returns the image and its axes
-    (channels last as ``C``; None where the file named none)."""
+    (channels last as ``C``; None where the file named none). ``option`` names where the
+    channel is chosen (the command line's ``--channel``, a widget's *Channel*)."""
+    how = f"with {option}" if option.startswith("-") else f"under {option}"
     axis = channel_axis(image, axes)
     letters = axes.upper() if axes and len(axes) == image.ndim else None
     if channel is not None:
         if channels != 1:
-            raise InputError(f"--channel picks one channel for a model of one channel; this "
-                             f"model reads {channels}: leave --channel out.")
+            raise InputError(f"{option} picks one channel for a model of one channel; this "
+                             f"model reads {channels}: leave {option} out.")
         if axis is None:
-            raise InputError(f"{name} has a single channel; leave --channel out.")
+            raise InputError(f"{name} has a single channel; leave {option} out.")
         n = int(image.shape[axis])
         if not 1 <= channel <= n:
-            raise InputError(f"--channel {channel}: {name} has {n} channels (1 to {n}).")
+            raise InputError(f"{option} {channel}: {name} has {n} channels (1 to {n}).")
         picked = image[(slice(None),) * axis + (channel - 1,)]
         return picked, letters and letters[:axis] + letters[axis + 1:]
     if axis is None:
@@ -69,7 +71,7 @@ def for_model(image, axes: str | None, channels: int, channel: int | None = None
         return moved, moved_axes  # a grey image saved in colour: the engine reads it as grey
     if channels == 1:
         raise InputError(f"{name} has {n} channels ({_described(axes, axis)}), and the model "
-                         f"reads one: choose the channel that shows the cells with --channel "
+                         f"reads one: choose the channel that shows the cells {how} "
                          f"(1 to {n}, as Fiji counts them).")
     if n != channels and not (channels == 3 and n == 4):  # the engine drops alpha
         raise InputError(f"{name} has {n} channels ({_described(axes, axis)}), and the model "

@@ -137,3 +137,53 @@ def test_cells_left_unlabelled_give_a_warning_naming_the_image(make_napari_viewe
     train.controls.start_btn.click()
     wait_done(qtbot, train)
     assert train.warned.text() == ""
+
+
+def test_a_fiji_hyperstack_opened_in_napari_is_segmented_in_the_channel_chosen(
+        make_napari_viewer, qtbot, tmp_path, notes):
+    """napari opens a (Z, C, Y, X) hyperstack as one layer; a single-channel model read
+    it as a time-lapse of z-stacks, each channel a plane. Its file names the channel
+    axis: the Predict widget asks for a channel, and segments that one."""
+    import tifffile
+
+    from napari_unet.checkpoint import save_checkpoint
+    from napari_unet.predict import predict
+    from napari_unet.progress import run
+
+    from _models import thresholding_model
+
+    cells = np.stack([touching_cells((64, 80), n_cells=5, radius=8, seed=s)[0]
+                      for s in range(3)])
+    tifffile.imwrite(tmp_path / "embryo.tif", np.stack([255 - cells, cells], axis=1),
+                     imagej=True, metadata={"axes": "ZCYX"})
+    model = save_checkpoint(tmp_path / "threshold.safetensors", thresholding_model())
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((64, 80), np.uint8), name="other")
+    viewer.open(str(tmp_path / "embryo.tif"), plugin="napari")
+    layer = viewer.layers["embryo"]
+    assert layer.data.shape == (3, 2, 64, 80)
+    layer.scale = (4.0, 1.0, 0.5, 0.5)
+    widget = dock(viewer, "Predict")
+    widget.use_model_file(model)
+    widget.image.setCurrentText("other")
+    assert not widget.channel.isVisibleTo(widget)  # shown only for a file of channels
+    widget.image.setCurrentText("embryo")
+    assert widget.channel.isVisibleTo(widget)
+    widget.controls.start_btn.click()
+    assert any("layer 'embryo' has 2 channels (axes ZCYX), and the model reads one: choose "
+               "the channel that shows the cells under Channel (1 to 2" in n for n in notes)
+    assert "embryo segmentation" not in viewer.layers
+    widget.channel.setValue(2)
+    widget.controls.start_btn.click()
+    wait_done(qtbot, widget)
+    labels = viewer.layers["embryo segmentation"]
+    np.testing.assert_array_equal(labels.data, run(predict(str(model), cells)).labels)
+    np.testing.assert_allclose(labels.scale, (4.0, 0.5, 0.5))  # the channel axis left out
+    assert "objects in 3 planes" in widget.status.text()
+    # another channel is predicted again, not labelled again from the last probabilities
+    widget.channel.setValue(1)
+    widget.controls.start_btn.click()
+    wait_done(qtbot, widget)
+    np.testing.assert_array_equal(viewer.layers["embryo segmentation"].data,
+                                  run(predict(str(model), 255 - cells)).labels)
+    assert "Labelled again" not in widget.status.text()

@@ -12,16 +12,17 @@ from ..pretrained import resolve_model
 KEEP_PROBABILITIES = 1 << 30
 
 
-def _key(layer, model: str, cfg) -> tuple:
-    """What the probabilities of ``layer`` depend on: its data, the model file (as it is
-    on disk now) and every setting but those that only label them."""
+def _key(layer, model: str, cfg, channel: int) -> tuple:
+    """What the probabilities of ``layer`` depend on: its data (the channel taken of it),
+    the model file (as it is on disk now) and every setting but those that only label
+    them."""
     from ..predict import LABEL_SETTINGS
 
     path = resolve_model(model)
     stat = path.stat()
     settings = {k: v for k, v in cfg.to_dict().items() if k not in LABEL_SETTINGS}
-    return (layer.unique_id, id(layer.data), str(path), stat.st_mtime_ns, stat.st_size,
-            tuple(sorted(settings.items())))
+    return (layer.unique_id, id(layer.data), channel, str(path), stat.st_mtime_ns,
+            stat.st_size, tuple(sorted(settings.items())))
 
 
 class LastPrediction:
@@ -31,10 +32,11 @@ class LastPrediction:
         self._kept: tuple | None = None  # (key, image data, result)
         self._pending: tuple | None = None  # (key, image data) of the run under way
 
-    def reusable(self, layer, model: str, cfg):
-        """The result whose probabilities a prediction of ``layer`` by ``model`` with
-        ``cfg`` would compute again, or None; remembers this run for :meth:`keep`."""
-        key = _key(layer, model, cfg)
+    def reusable(self, layer, model: str, cfg, channel: int = 0):
+        """The result whose probabilities a prediction of ``layer`` (its ``channel``, 0 for
+        all) by ``model`` with ``cfg`` would compute again, or None; remembers this run for
+        :meth:`keep`."""
+        key = _key(layer, model, cfg, channel)
         self._pending = (key, layer.data)  # the data are held, so their id stays theirs
         return self._kept[2] if self._kept is not None and self._kept[0] == key else None
 

@@ -11,10 +11,10 @@ from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidge
 
 from ..checkpoint import load_checkpoint, recent_models
 from ..config import PredictConfig
-from ..data import image_for_model
 from ..errors import InputError, NapariUNetError
 from ..found import object_count, what_was_found
 from ..pretrained import shipped_choices
+from ._channels import channel_count, layer_for_model
 from ._export import ExportButton
 from ._forms import (
     FROM_FILE,
@@ -27,7 +27,6 @@ from ._forms import (
     choose,
     combo,
     device_choice,
-    full_resolution,
     model_entry,
     models_hub,
     refill,
@@ -51,6 +50,12 @@ class PredictWidget(QWidget):
                            "probability maps napari-unet added); each result appears when it "
                            "is done")
         self.every.toggled.connect(lambda on: self.image.setEnabled(not on))
+        self.channel = spin(0, 0, 64, special="all channels", tip="the channel to segment, "
+                            "counted from 1, of an image whose file holds several (a Fiji "
+                            "hyperstack: napari shows its channels as a slider)")
+        self.channel.setPrefix("channel ")
+        self.image.currentTextChanged.connect(lambda _: self.channel.setVisible(
+            channel_count(self.image.layer()) > 1))
         self.model = FreshCombo(lambda: self.refresh_models(), "a model trained before "
                                 "(newest first), a shipped model, or a model file")
         self.model_file = PathPicker(save=False, placeholder="model file (.safetensors)")
@@ -107,6 +112,7 @@ class PredictWidget(QWidget):
         form = QFormLayout()
         row = QHBoxLayout()
         row.addWidget(self.image, 1)
+        row.addWidget(self.channel)
         row.addWidget(self.every)
         form.addRow("Image", row)
         form.addRow("Model", self.model)
@@ -143,6 +149,7 @@ class PredictWidget(QWidget):
         self.model_file.edit.textChanged.connect(self._describe_model)
         self.refresh_models()
         shown_for(self.model_file, self.model, FROM_FILE)
+        self.channel.setVisible(channel_count(self.image.layer()) > 1)
         self._describe_model()
         models_hub().saved.connect(self.use_trained_model)
 
@@ -188,19 +195,22 @@ class PredictWidget(QWidget):
             diameter="auto" if self.estimate.isChecked() else self.diameter.value() or None,
             link_planes=self.link.value())
 
-    def _job(self, ckpt, cfg, layer):
-        """The prediction of one layer (its data read here, on the GUI thread)."""
-        from ..predict import predict
+    def _job(self, ckpt, cfg, layer, previous=None):
+        """Where the results of one layer go, and its prediction (the data read here, on
+        the GUI thread); with ``previous``, that prediction's probabilities labelled again
+        (only labelling settings changed)."""
+        from ..predict import predict, relabel
 
-        data = image_for_model(full_resolution(layer), rgb=layer.rgb,
-                               channels=ckpt.config.in_channels)
+        data, placed = layer_for_model(layer, ckpt.config.in_channels,
+                                       self.channel.value() or None)
+        if previous is not None:
+            return placed, relabel(ckpt, previous, cfg)
         if not isinstance(data, np.ndarray):  # lazy (Dask, zarr, multiscale): to disk
-            return predict_to_disk(ckpt, data, cfg, layer.name, self.probabilities.isChecked())
-        return predict(ckpt, data, cfg, name=f"layer '{layer.name}'")
+            return placed, predict_to_disk(ckpt, data, cfg, layer.name,
+                                           self.probabilities.isChecked())
+        return placed, predict(ckpt, data, cfg, name=f"layer '{layer.name}'")
 
     def start(self) -> None:
-        from ..predict import relabel
-
         layers = inputs(self.viewer) if self.every.isChecked() else [self.image.layer()]
         try:
             if not layers or layers[0] is None:
@@ -209,14 +219,11 @@ class PredictWidget(QWidget):
             ckpt = load_checkpoint(self._running)
             cfg = self.config()
             self._linked = cfg.link_planes > 0
-            previous = (self.last.reusable(layers[0], self._running, cfg)
-                        if len(layers) == 1 else None)
+            previous = (self.last.reusable(layers[0], self._running, cfg,
+                                           self.channel.value()) if len(layers) == 1 else None)
             self._relabelling = previous is not None
-            if previous is not None:
-                # only labelling settings changed: label the same probabilities again
-                jobs = [(layers[0], relabel(ckpt, previous, cfg))]
-            else:
-                jobs = [(layer, self._job(ckpt, cfg, layer)) for layer in layers]
+            jobs = [self._job(ckpt, cfg, layer, previous) for layer in layers]
+            if previous is None:
                 next(jobs[0][1])  # checks the image against the model, before the thread
         except NapariUNetError as err:
             show_error(str(err))

@@ -1,0 +1,52 @@
+"""The channels of an image layer opened from a file that names them.
+
+napari opens a Fiji hyperstack ``(Z, C, Y, X)`` as one layer with a slider for its
+channels; by its shape alone it is a time-lapse of z-stacks. Its file says which axis is
+the channel one (:func:`napari_unet.io.tiff_metadata`), and the Predict widget reads that.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+
+from ..channels import channel_axis, for_model
+from ..data import image_for_model
+from ..io import tiff_metadata
+from ._forms import full_resolution
+
+
+def file_axes(layer) -> str | None:
+    """The axes the file ``layer`` was opened from names (ImageJ's ``ZCYX`` ...), where they
+    fit its data; None for a layer made otherwise, a colour layer, or a file that names
+    none."""
+    path = getattr(getattr(layer, "source", None), "path", None)
+    if not path or layer.rgb:
+        return None
+    axes = tiff_metadata(path).get("axes")
+    return axes if axes and len(axes) == full_resolution(layer).ndim else None
+
+
+def channel_count(layer) -> int:
+    """How many channels the file of ``layer`` says it holds (1 where it names none)."""
+    axes = file_axes(layer) if layer is not None else None
+    axis = channel_axis(full_resolution(layer), axes) if axes else None
+    return 1 if axis is None else int(full_resolution(layer).shape[axis])
+
+
+def layer_for_model(layer, channels: int, channel: int | None):
+    """The data of ``layer`` laid out for a model of ``channels`` channels, and where its
+    results go: the layer itself, or, where one channel was taken out of its file's
+    channel axis, the layer's name, scale and translation without that axis."""
+    data = full_resolution(layer)
+    axes = file_axes(layer)
+    axis = channel_axis(data, axes) if axes else None
+    if axis is None:
+        return image_for_model(data, rgb=layer.rgb, channels=channels), layer
+    laid, _ = for_model(data, axes, channels, channel, name=f"layer '{layer.name}'",
+                        option="Channel")
+    placed = SimpleNamespace(name=layer.name,
+                             scale=np.delete(np.asarray(layer.scale), axis),
+                             translate=np.delete(np.asarray(layer.translate), axis))
+    return laid, placed
