@@ -145,12 +145,11 @@ def test_a_fiji_hyperstack_opened_in_napari_is_segmented_in_the_channel_chosen(
     it as a time-lapse of z-stacks, each channel a plane. Its file names the channel
     axis: the Predict widget asks for a channel, and segments that one."""
     import tifffile
+    from _models import thresholding_model
 
     from napari_unet.checkpoint import save_checkpoint
     from napari_unet.predict import predict
     from napari_unet.progress import run
-
-    from _models import thresholding_model
 
     cells = np.stack([touching_cells((64, 80), n_cells=5, radius=8, seed=s)[0]
                       for s in range(3)])
