@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import zarr
-from conftest import tiny_config
+from conftest import discs, tiny_config
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage as ndi
@@ -116,7 +116,6 @@ def test_touching_cells_cut_by_block_faces_come_out_as_in_memory(tmp_path, chunk
     cut), not as connected components, which joined every touching pair: here two cells
     touching across a face (48 runs through their centres, 59 through their neck)."""
     from _models import thresholding_model
-    from conftest import discs
 
     lab = discs((96, 120), [(48, 45), (48, 72), (20, 100)], 15)
     image = np.where(lab > 0, 0.9, 0.1).astype(np.float32)

@@ -191,3 +191,19 @@ def test_write_tiff_carries_axes_and_pixel_size_where_imagej_can_hold_them(tmp_p
     write_tiff(tmp_path / "q.tif", small[0], {"axes": "QYX"})
     assert "unit" not in tiff_metadata(tmp_path / "q.tif")
     np.testing.assert_array_equal(read_image(tmp_path / "q.tif"), small[0])
+
+
+def test_an_ome_tiff_gives_its_pixel_size_to_the_labels(grey_model, tmp_path):
+    """An OME-TIFF keeps its pixel size in the OME-XML (its resolution tags say one pixel
+    per unit): the labels get it as Fiji reads it."""
+    from napari_unet.writers import write_ome_tiff
+
+    cells = np.stack([_cells(s) for s in range(2)])
+    write_ome_tiff(tmp_path / "z.ome.tif", cells, {"scale": [2.0, 0.25, 0.25]})
+    assert cli.main(["-q", "predict", str(grey_model), str(tmp_path / "z.ome.tif"),
+                     "--out", str(tmp_path / "out")]) == 0
+    meta = tiff_metadata(tmp_path / "out" / "z.tif")
+    assert meta["axes"] == "ZYX" and meta["unit"] == "micron" and meta["spacing"] == 2.0
+    np.testing.assert_allclose(meta["resolution"], (4.0, 4.0))
+    np.testing.assert_array_equal(read_image(tmp_path / "out" / "z.tif"),
+                                  run(predict(str(grey_model), cells)).labels)

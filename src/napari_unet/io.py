@@ -215,9 +215,29 @@ def tiff_metadata(path: str | os.PathLike) -> dict:
             for key in ("unit", "spacing", "finterval"):
                 if ij.get(key) not in (None, ""):
                     meta[key] = ij[key]
+            if tif.is_ome:  # its pixel size is in the OME-XML (the tags say 1 px per unit)
+                meta.update(_ome_pixel_size(tif.ome_metadata))
             return meta
     except Exception:  # noqa: BLE001 - unreadable metadata says nothing about axes
         return {}
+
+
+def _ome_pixel_size(xml: str) -> dict:
+    """The pixel size of an OME-TIFF's first image as :func:`tiff_metadata` gives it, or
+    nothing where the OME-XML gives none."""
+    import tifffile
+
+    image = tifffile.xml2dict(xml)["OME"]["Image"]
+    pixels = (image[0] if isinstance(image, list) else image)["Pixels"]
+    x, y = pixels.get("PhysicalSizeX"), pixels.get("PhysicalSizeY")
+    if not x or not y:
+        return {}
+    unit = str(pixels.get("PhysicalSizeXUnit", "µm"))
+    found = {"resolution": (1.0 / float(x), 1.0 / float(y)), "resolutionunit": 1,
+             "unit": "micron" if unit in ("µm", "um") else unit}
+    if pixels.get("PhysicalSizeZ"):
+        found["spacing"] = float(pixels["PhysicalSizeZ"])
+    return found
 
 
 def channels_first(path: str | os.PathLike) -> bool:
