@@ -186,3 +186,43 @@ def test_a_fiji_hyperstack_opened_in_napari_is_segmented_in_the_channel_chosen(
     np.testing.assert_array_equal(viewer.layers["embryo segmentation"].data,
                                   run(predict(str(model), 255 - cells)).labels)
     assert "Labelled again" not in widget.status.text()
+    # every image layer in turn, no channel chosen: the hyperstack is skipped and named
+    widget.channel.setValue(0)
+    widget.every.setChecked(True)
+    widget.controls.start_btn.click()
+    wait_done(qtbot, widget)
+    assert "other segmentation" in viewer.layers
+    assert "skipped embryo: layer 'embryo' has 2 channels" in widget.status.text()
+
+
+def test_the_train_widget_trains_on_the_channel_chosen_of_a_hyperstack(
+        make_napari_viewer, qtbot, tmp_path, models_home):
+    """A Fiji hyperstack's nuclei channel trains a single-channel model (to fine-tune the
+    shipped nuclei model on, or to predict that channel of other hyperstacks); without a
+    channel chosen, both channels train a two-channel model, as before."""
+    import tifffile
+
+    pairs = [touching_cells((96, 96), n_cells=10, radius=8, seed=s) for s in range(2)]
+    nuclei = np.stack([p[0] for p in pairs])
+    tifffile.imwrite(tmp_path / "embryo.tif",
+                     np.stack([np.zeros_like(nuclei), nuclei], axis=1),
+                     imagej=True, metadata={"axes": "ZCYX"})
+    viewer = make_napari_viewer()
+    viewer.open(str(tmp_path / "embryo.tif"), plugin="napari")
+    viewer.add_labels(np.stack([p[1] for p in pairs]).astype(np.int32), name="nuclei")
+    train = dock(viewer, "Train")
+    train.image.setCurrentText("embryo")
+    train.labels.setCurrentText("nuclei")
+    assert train.channel.isVisibleTo(train)
+    train.channel.setValue(2)
+    set_quick(train, 1)
+    train.controls.start_btn.click()
+    wait_done(qtbot, train)
+    saved = list(models_home.glob("*.safetensors"))
+    assert len(saved) == 1, train.status.text()
+    assert load_checkpoint(saved[0]).config.in_channels == 1
+    train.channel.setValue(0)
+    train.controls.start_btn.click()
+    wait_done(qtbot, train)
+    newest = max(models_home.glob("*.safetensors"), key=lambda p: p.stat().st_mtime_ns)
+    assert load_checkpoint(newest).config.in_channels == 2

@@ -14,7 +14,7 @@ import numpy as np
 from ..channels import channel_axis, for_model
 from ..data import image_for_model
 from ..io import tiff_metadata
-from ._forms import full_resolution
+from ._forms import full_resolution, spin
 
 
 def file_axes(layer) -> str | None:
@@ -50,3 +50,28 @@ def layer_for_model(layer, channels: int, channel: int | None):
                              scale=np.delete(np.asarray(layer.scale), axis),
                              translate=np.delete(np.asarray(layer.translate), axis))
     return laid, placed
+
+
+def channel_box(layers):
+    """A box for the channel of the layer chosen in ``layers`` (a ``LayerCombo``), shown
+    only while that layer's file holds several; 0 stands for all of them."""
+    box = spin(0, 0, 64, special="all channels", tip="the channel to use, counted from 1, "
+               "of an image whose file holds several (a Fiji hyperstack: napari shows its "
+               "channels as a slider)")
+    box.setPrefix("channel ")
+    layers.currentTextChanged.connect(
+        lambda _: box.setVisible(channel_count(layers.layer()) > 1))
+    if channel_count(layers.layer()) <= 1:  # shown with its form otherwise
+        box.hide()
+    return box
+
+
+def picked(layer, channel: int | None):
+    """The data of ``layer``, or its channel ``channel`` (counted from 1) where its file
+    names a channel axis; a channel the file does not hold is refused in a sentence."""
+    data = full_resolution(layer)
+    axes = file_axes(layer)
+    if not channel or axes is None or channel_axis(data, axes) is None:
+        return data
+    return for_model(data, axes, 1, channel, name=f"layer '{layer.name}'",
+                     option="Channel")[0]

@@ -179,6 +179,15 @@ def choose(box: QComboBox, value: str) -> bool:
     return index >= 0
 
 
+def row_of(first: QWidget, *rest: QWidget) -> QHBoxLayout:
+    """Widgets side by side in a form's row, the first taking the room left."""
+    row = QHBoxLayout()
+    row.addWidget(first, 1)
+    for widget in rest:
+        row.addWidget(widget)
+    return row
+
+
 def shown_for(widget: QWidget, box: QComboBox, choice: str) -> None:
     """Show ``widget`` only while ``box`` shows ``choice`` (a path field for "model
     file…")."""

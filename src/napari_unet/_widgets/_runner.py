@@ -162,3 +162,10 @@ def each_layer(jobs):
             continue
         yield LayerDone(layer, result)
     return skipped
+
+
+def refused(error: NapariUNetError):
+    """A prediction that refuses its layer when started (``next``): with several layers,
+    :func:`each_layer` skips it and names it, as it does the engine's refusals."""
+    raise error
+    yield  # a generator, whose first step raises

@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 from napari.layers import Image
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QFormLayout, QLabel, QVBoxLayout, QWidget
 
 from ..checkpoint import load_checkpoint, recent_models
 from ..config import PredictConfig
 from ..errors import InputError, NapariUNetError
 from ..found import object_count, what_was_found
 from ..pretrained import shipped_choices
-from ._channels import channel_count, layer_for_model
+from ._channels import channel_box, layer_for_model
 from ._export import ExportButton
 from ._forms import (
     FROM_FILE,
@@ -30,13 +30,14 @@ from ._forms import (
     model_entry,
     models_hub,
     refill,
+    row_of,
     shown_for,
     spin,
 )
 from ._model_hints import OWN_THRESHOLD, describe_model, follow_threshold
 from ._outputs import inputs, predict_to_disk, sentences, show_result
 from ._reuse import LastPrediction
-from ._runner import LayerDone, RunControls, each_layer
+from ._runner import LayerDone, RunControls, each_layer, refused
 
 
 class PredictWidget(QWidget):
@@ -50,12 +51,7 @@ class PredictWidget(QWidget):
                            "probability maps napari-unet added); each result appears when it "
                            "is done")
         self.every.toggled.connect(lambda on: self.image.setEnabled(not on))
-        self.channel = spin(0, 0, 64, special="all channels", tip="the channel to segment, "
-                            "counted from 1, of an image whose file holds several (a Fiji "
-                            "hyperstack: napari shows its channels as a slider)")
-        self.channel.setPrefix("channel ")
-        self.image.currentTextChanged.connect(lambda _: self.channel.setVisible(
-            channel_count(self.image.layer()) > 1))
+        self.channel = channel_box(self.image)
         self.model = FreshCombo(lambda: self.refresh_models(), "a model trained before "
                                 "(newest first), a shipped model, or a model file")
         self.model_file = PathPicker(save=False, placeholder="model file (.safetensors)")
@@ -110,17 +106,10 @@ class PredictWidget(QWidget):
         self._relabelling = self._linked = False
 
         form = QFormLayout()
-        row = QHBoxLayout()
-        row.addWidget(self.image, 1)
-        row.addWidget(self.channel)
-        row.addWidget(self.every)
-        form.addRow("Image", row)
+        form.addRow("Image", row_of(self.image, self.channel, self.every))
         form.addRow("Model", self.model)
         form.addRow("", self.model_file)
-        row = QHBoxLayout()
-        row.addWidget(self.diameter, 1)
-        row.addWidget(self.estimate)
-        form.addRow("Cell diameter", row)
+        form.addRow("Cell diameter", row_of(self.diameter, self.estimate))
         form.addRow("", self.diameter_hint)
         form.addRow("Link planes", self.link)
         form.addRow("", self.probabilities)
@@ -130,10 +119,7 @@ class PredictWidget(QWidget):
         more = self.advanced.form
         more.addRow("", self.own_threshold)
         more.addRow("Threshold", self.threshold)
-        row = QHBoxLayout()
-        row.addWidget(self.method, 1)
-        row.addWidget(self.necks)
-        more.addRow("Separation", row)
+        more.addRow("Separation", row_of(self.method, self.necks))
         more.addRow("Min. size", self.min_size)
         more.addRow("", self.tta)
         more.addRow("Tile size", self.tile)
@@ -149,7 +135,6 @@ class PredictWidget(QWidget):
         self.model_file.edit.textChanged.connect(self._describe_model)
         self.refresh_models()
         shown_for(self.model_file, self.model, FROM_FILE)
-        self.channel.setVisible(channel_count(self.image.layer()) > 1)
         self._describe_model()
         models_hub().saved.connect(self.use_trained_model)
 
@@ -201,8 +186,11 @@ class PredictWidget(QWidget):
         (only labelling settings changed)."""
         from ..predict import predict, relabel
 
-        data, placed = layer_for_model(layer, ckpt.config.in_channels,
-                                       self.channel.value() or None)
+        try:
+            data, placed = layer_for_model(layer, ckpt.config.in_channels,
+                                           self.channel.value() or None)
+        except NapariUNetError as err:  # one layer of several: skipped and named
+            return layer, refused(err)
         if previous is not None:
             return placed, relabel(ckpt, previous, cfg)
         if not isinstance(data, np.ndarray):  # lazy (Dask, zarr, multiscale): to disk

@@ -9,7 +9,6 @@ from napari.layers import Image, Labels, Shapes
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import (
     QFormLayout,
-    QHBoxLayout,
     QLabel,
     QVBoxLayout,
     QWidget,
@@ -20,6 +19,7 @@ from ..config import MODEL_PRESETS, TARGETS, ModelConfig, TrainConfig
 from ..data import plane_name, training_planes
 from ..errors import InputError, NapariUNetError
 from ..pretrained import shipped_choices
+from ._channels import channel_box, picked
 from ._forms import (
     FROM_FILE,
     NEW_MODEL,
@@ -37,6 +37,7 @@ from ._forms import (
     model_entry,
     models_hub,
     refill,
+    row_of,
     shown_for,
     spin,
 )
@@ -60,6 +61,7 @@ class TrainWidget(QWidget):
         self.last_model: str | None = None
 
         self.image = LayerCombo(napari_viewer, Image)
+        self.channel = channel_box(self.image)  # of a Fiji hyperstack, e.g. its nuclei
         self.labels = LayerCombo(napari_viewer, Labels)
         self.region = LayerCombo(napari_viewer, Shapes, none=WHOLE_IMAGE)
         self.region.setToolTip("Labelled only part of the image? Draw rectangles or polygons "
@@ -107,16 +109,13 @@ class TrainWidget(QWidget):
         self.plot = LossPlot()
 
         form = QFormLayout()
-        form.addRow("Image", self.image)
+        form.addRow("Image", row_of(self.image, self.channel))
         form.addRow("Labels", self.labels)
         form.addRow("Labelled in", self.region)
         form.addRow(self.pair_list.buttons, self.pairs)
         form.addRow("Label mode", self.mode)
         form.addRow("Model size", self.size)
-        row = QHBoxLayout()
-        row.addWidget(self.amount)
-        row.addWidget(self.unit)
-        form.addRow("Train for", row)
+        form.addRow("Train for", row_of(self.amount, self.unit))
         form.addRow("Start from", self.start_from)
         form.addRow("", self.init_file)
         form.addRow("", self.freeze)
@@ -203,7 +202,7 @@ class TrainWidget(QWidget):
                       if region_name is not None else None)
             lab_data = np.array(full_resolution(lab))
             ims, labs, regs, kept = training_planes(  # of a lazy image, only the labelled
-                full_resolution(img), lab_data, rgb=img.rgb, name=name,  # planes are read
+                picked(img, self.channel.value()), lab_data, rgb=img.rgb, name=name,  # planes
                 region=region)
             if not ims:
                 raise InputError(f"labels layer '{lab_name}' has no labelled pixel: paint "
