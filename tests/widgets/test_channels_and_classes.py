@@ -26,6 +26,15 @@ def bright_field(size=96, seed=0):
     return np.clip(image, 0, 255).astype(np.uint8), mask
 
 
+def _trained(train, qtbot, models_home, count: int):
+    """Start the Train widget, wait, and return the newest of the ``count`` models saved."""
+    train.controls.start_btn.click()
+    wait_done(qtbot, train)
+    saved = list(models_home.glob("*.safetensors"))
+    assert len(saved) == count, train.status.text()
+    return load_checkpoint(max(saved, key=lambda p: p.stat().st_mtime_ns))
+
+
 def test_an_rgb_image_with_a_class_mask_trains_and_predicts_classes(make_napari_viewer,
                                                                      qtbot, models_home):
     """Settings for objects are greyed out for a model of classes, and the status gives
@@ -91,11 +100,7 @@ def test_channels_in_separate_layers_merged_to_a_stack_train_and_predict(
     train.image.setCurrentText(stack.name)
     train.labels.setCurrentText("cells")
     set_quick(train, 2)
-    train.controls.start_btn.click()
-    wait_done(qtbot, train)
-    saved = list(models_home.glob("*.safetensors"))
-    assert len(saved) == 1, train.status.text()
-    assert load_checkpoint(saved[0]).config.in_channels == 2
+    assert _trained(train, qtbot, models_home, 1).config.in_channels == 2
 
     predict = dock(viewer, "Predict")
     assert "no validation image" in train.status.text()  # one image: nothing calibrated
@@ -216,13 +221,6 @@ def test_the_train_widget_trains_on_the_channel_chosen_of_a_hyperstack(
     assert train.channel.isVisibleTo(train)
     train.channel.setValue(2)
     set_quick(train, 1)
-    train.controls.start_btn.click()
-    wait_done(qtbot, train)
-    saved = list(models_home.glob("*.safetensors"))
-    assert len(saved) == 1, train.status.text()
-    assert load_checkpoint(saved[0]).config.in_channels == 1
+    assert _trained(train, qtbot, models_home, 1).config.in_channels == 1
     train.channel.setValue(0)
-    train.controls.start_btn.click()
-    wait_done(qtbot, train)
-    newest = max(models_home.glob("*.safetensors"), key=lambda p: p.stat().st_mtime_ns)
-    assert load_checkpoint(newest).config.in_channels == 2
+    assert _trained(train, qtbot, models_home, 2).config.in_channels == 2
