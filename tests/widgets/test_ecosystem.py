@@ -28,6 +28,24 @@ def test_a_broken_model_file_is_refused_when_dropped(make_napari_viewer, tmp_pat
     assert len(viewer.layers) == 0
 
 
+def test_a_safetensors_file_of_another_tool_is_left_to_other_readers(model_file, tmp_path):
+    """Weights of another network saved as safetensors are not napari-unet's to open (it
+    claimed every .safetensors file and refused them); its own files, and damaged ones
+    (to say what is wrong), it opens."""
+    import torch
+    from safetensors.torch import save_file
+
+    from napari_unet._widgets.reader import get_reader
+
+    save_file({"w": torch.zeros(3)}, tmp_path / "other.safetensors", metadata={"a": "b"})
+    save_file({"w": torch.zeros(3)}, tmp_path / "bare.safetensors")
+    (tmp_path / "cut.safetensors").write_bytes(b"\x00" * 40)
+    assert get_reader(str(tmp_path / "other.safetensors")) is None
+    assert get_reader(str(tmp_path / "bare.safetensors")) is None
+    assert get_reader(str(model_file)) is not None
+    assert get_reader(str(tmp_path / "cut.safetensors")) is not None
+
+
 def test_export_button_writes_a_package_that_opens_again(make_napari_viewer, qtbot, model_file,
                                                           tmp_path):
     pytest.importorskip("bioimageio.spec")
