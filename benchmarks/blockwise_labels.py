@@ -104,7 +104,7 @@ def main() -> None:
             out = np.zeros(image.shape, np.uint32)
             chunked = _Chunked(out, block)
             t0 = time.perf_counter()
-            stream_labels(ckpt, prob, chunked, PredictConfig(instance_method=method), [])
+            run(stream_labels(ckpt, prob, chunked, PredictConfig(instance_method=method)))
             add("block by block" + (", connected components" if method == "components"
                                     else ", with a halo"), out, time.perf_counter() - t0,
                 block=block, halo=labelling_halo(ckpt) if method == "auto" else None)

@@ -146,3 +146,32 @@ def test_label_with_halo_gives_the_objects_of_one_pass(block):
     out = np.zeros(image.shape, np.uint32)
     n = label_with_halo(labeller, prob, out, block=block, halo=48, min_size=10)
     assert n == whole.max() and same_partition(whole, out)
+
+
+def test_labelling_block_by_block_says_how_far_it_is_and_stops_when_asked(tmp_path,
+                                                                          monkeypatch):
+    """The watershed of many blocks takes as long as the network on a CPU: it reports each
+    block, and closing the prediction there (Cancel) stops it before the next block."""
+    from _models import thresholding_model
+
+    image = np.where(discs((128, 128), [(30, 30), (90, 95)], 12) > 0, 0.9, 0.1)
+    model = thresholding_model()
+    out = zarr.create_array(store=tmp_path / "o.zarr", shape=image.shape, chunks=(32, 32),
+                            dtype="uint32")
+    messages = [e.message for e in predict(model, image.astype(np.float32),
+                                           PredictConfig(tile_size=64), out_labels=out)]
+    blocks_said = [m for m in messages if m.startswith("labelling (")]
+    assert blocks_said == [f"labelling ({k} of 16)" for k in range(1, 17)]
+    gen = predict(model, image.astype(np.float32), PredictConfig(tile_size=64),
+                  out_labels=out)
+    import napari_unet.blockwise as blockwise
+
+    calls = []
+    original = blockwise._label_window
+    monkeypatch.setattr(blockwise, "_label_window",
+                        lambda *a, **k: calls.append(1) or original(*a, **k))
+    for event in gen:
+        if event.message == "labelling (3 of 16)":
+            gen.close()
+            break
+    assert len(calls) == 3

@@ -21,7 +21,7 @@ blocks are written in place and never share a chunk when they follow the output'
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -243,9 +243,18 @@ def _sizes(sl: Block, *, out, lut) -> tuple[np.ndarray, np.ndarray]:
     return np.unique(lut[np.asarray(out[sl])], return_counts=True)
 
 
-def label_with_halo(labeller: Callable[[np.ndarray], np.ndarray], probabilities, out, *,
-                    block=2048, halo: int = 64, min_size: int | Callable = 10,
-                    mapper: Callable = local_map) -> int:
+def label_with_halo(labeller: Callable[[np.ndarray], np.ndarray], probabilities, out,
+                    **kwargs) -> int:
+    """:func:`iter_label_with_halo` run to its end: the number of objects."""
+    from .progress import run
+
+    return run(iter_label_with_halo(labeller, probabilities, out, **kwargs))
+
+
+def iter_label_with_halo(labeller: Callable[[np.ndarray], np.ndarray], probabilities, out, *,
+                         block=2048, halo: int = 64, min_size: int | Callable = 10,
+                         mapper: Callable = local_map, group: int | None = 1
+                         ) -> Generator[tuple[int, int], None, int]:
     """Instance labels of ``probabilities`` ``(C, H, W)`` into ``out`` block by block,
     with any labeller of a whole image (the seeded watershed with its merges and neck
     cuts, centre voting): each block is labelled with ``halo`` px of context on every
@@ -257,7 +266,9 @@ def label_with_halo(labeller: Callable[[np.ndarray], np.ndarray], probabilities,
     mattered. ``min_size`` (pixels, or a function of the objects' sizes) is applied to
     the joined objects; the labeller's own minimum size should not exceed it.
 
-    Returns the number of objects (ids ``1..n``).
+    Yields ``(blocks labelled, blocks)`` after every ``group`` blocks of the first pass,
+    the long one (None: all at once, for a mapper that runs them in parallel); returns
+    the number of objects (ids ``1..n``).
     """
     shape = tuple(out.shape)
     if not np.issubdtype(np.dtype(out.dtype), np.integer):
@@ -265,8 +276,13 @@ def label_with_halo(labeller: Callable[[np.ndarray], np.ndarray], probabilities,
     parts = blocks(shape, block)
     bh, bw = (block, block) if isinstance(block, int) else block
     strip = max(1, min(FACE_STRIP, halo, bh, bw))  # within the window and the neighbour
-    done = mapper(_label_window, parts, labeller=labeller, probabilities=probabilities,
-                  out=out, halo=halo, shape=shape, strip=strip)
+    done: list = []
+    step = group or len(parts)
+    for first in range(0, len(parts), step):
+        done += mapper(_label_window, parts[first: first + step], labeller=labeller,
+                       probabilities=probabilities, out=out, halo=halo, shape=shape,
+                       strip=strip)
+        yield len(done), len(parts)
     counts = [k for k, _, _ in done]
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     n = int(np.sum(counts))

@@ -474,10 +474,8 @@ def cmd_predict(args) -> int:
             bars[0].total = event.total
             bars[0].n = event.done
             bars[0].refresh()
-            said = re.sub(r" \(\d+ of \d+\)$", "", event.message)  # counts: said once
-            if event.message and event.done and said not in shown and not args.quiet:
-                bars[0].write(f"{name}: {said}")
-                shown.add(said)
+            if event.done and not args.quiet:
+                _say_once(bars[0], name, event.message, shown)
 
         result = run(predict(model, image, cfg, name=f.name), show)
         for bar in bars:
@@ -497,6 +495,15 @@ def cmd_predict(args) -> int:
         _predict_zarr(args, model, cfg, Path(spec), image)
     print(f"wrote {len(files) + len(zarrs)} result(s) to {out}")
     return 0
+
+
+def _say_once(bar, name: str, message: str, shown: set[str]) -> None:
+    """Print what a prediction is doing above its progress bar, each thing once: a count
+    such as 'labelling (3 of 16)' is said without its count, the first time."""
+    said = re.sub(r" \(\d+ of \d+\)$", "", message)
+    if said and said not in shown:
+        bar.write(f"{name}: {said}")
+        shown.add(said)
 
 
 def _tiff_outputs(f: Path, out: Path) -> tuple[Path, Path]:
@@ -576,13 +583,14 @@ def _predict_zarr(args, model, cfg, spec: Path, image) -> None:
     labels, prob = zarr_outputs(model, image, tmp, tmp_prob if args.probabilities else None,
                                 chunk=args.chunk, name=spec.name)
     bar = tqdm(disable=args.quiet, unit="tile", desc=spec.name, leave=False)
+    shown: set[str] = set()
 
     def show(event) -> None:
         bar.total = event.total
         bar.n = event.done
         bar.refresh()
-        if event.message and not args.quiet:
-            bar.write(f"{spec.name}: {event.message}")
+        if not args.quiet:
+            _say_once(bar, spec.name, event.message, shown)
 
     client = cluster = None
     try:

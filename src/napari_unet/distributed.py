@@ -239,10 +239,10 @@ def predict_distributed(model, image, out_labels, *, client, config: PredictConf
         for done, future in enumerate(as_completed(futures), start=1):
             future.result()
             yield PredictEvent(done, len(parts), 0, 1)
-        yield PredictEvent(len(parts), len(parts), 0, 1, "labelling")
         notes: list[str] = []
-        stream_labels(ckpt, out_probabilities, out_labels, config, notes,
-                      mapper=dask_map(client))
+        for doing in stream_labels(ckpt, out_probabilities, out_labels, config,
+                                   mapper=dask_map(client)):
+            yield PredictEvent(len(parts), len(parts), 0, 1, doing)
     finally:
         client.cancel(futures)
         if scratch is not None:

@@ -400,33 +400,36 @@ def zarr_outputs(ckpt: Checkpoint, image, labels_path, prob_path=None, *, chunk:
     return labels, prob
 
 
-def stream_labels(ckpt, prob, out, config: PredictConfig, notes: list[str], *,
-                  mapper=None) -> None:
+def stream_labels(ckpt, prob, out, config: PredictConfig, *,
+                  mapper=None) -> Generator[str, None, None]:
     """Labels of one plane's probabilities block by block (images larger than memory), in
     blocks of ``out``'s chunks; ``mapper`` runs the block passes (default: this process).
     Objects are made as for an image in memory (the watershed, centre voting, connected
     components: ``config.instance_method``), each block with :func:`labelling_halo`
-    pixels of context, and joined across block faces."""
+    pixels of context, and joined across block faces. Yields what it is doing
+    (``"labelling (3 of 16)"``: blocks labelled) as it goes, so that it can be stopped."""
     from .blockwise import (
         Foreground,
         blocks,
+        iter_label_with_halo,
         label_components,
-        label_with_halo,
         local_map,
         semantic_labels,
     )
 
+    group = None if mapper else 1  # blocks run in parallel elsewhere report once
     mapper = mapper or local_map
     chunks = getattr(out, "chunks", None)
     block = tuple(chunks[-2:]) if chunks else 2048
     threshold = ckpt.threshold if config.threshold is None else config.threshold
+    yield "labelling"
     if ckpt.mode == "semantic":
         mapper(semantic_labels, blocks(out.shape, block), probabilities=prob, out=out,
                threshold=threshold)
         return
     three = ckpt.target == "three_class"
     min_size = min_object_size(config, ckpt)
-    if config.instance_method == "components":  # exact, whatever the halo
+    if config.instance_method == "components":  # exact, whatever the halo; fast
         label_components(Foreground(prob, three_class=three, threshold=threshold), out,
                          block=block, grow=2 if three else 1, min_size=min_size,
                          mapper=mapper)
@@ -435,8 +438,10 @@ def stream_labels(ckpt, prob, out, config: PredictConfig, notes: list[str], *,
     labeller = functools.partial(_labels, _to_labels(ckpt, config),
                                  min_size=MIN_SIZE_FLOOR if callable(min_size) else min_size,
                                  pixel_size=1.0)
-    label_with_halo(labeller, prob, out, block=block, halo=labelling_halo(ckpt),
-                    min_size=min_size, mapper=mapper)
+    for done, total in iter_label_with_halo(labeller, prob, out, block=block,
+                                            halo=labelling_halo(ckpt), min_size=min_size,
+                                            mapper=mapper, group=group):
+        yield f"labelling ({done} of {total})"
 
 
 def labelling_halo(ckpt: Checkpoint) -> int:
@@ -605,9 +610,9 @@ def predict(model, image, config: PredictConfig | None = None, *, out_probabilit
                     seen = len(notes)
                     yield PredictEvent(k * len(plan) + done, total, k, n, message)
             if out_labels is not None:
-                yield PredictEvent((k + 1) * len(plan), total, k, n, "labelling")
-                stream_labels(ckpt, out, plane(out_labels, k) if stack else out_labels,
-                               config, notes)
+                for doing in stream_labels(ckpt, out, plane(out_labels, k) if stack
+                                           else out_labels, config):
+                    yield PredictEvent((k + 1) * len(plan), total, k, n, doing)
             elif labels:
                 lab = label_plane(out)
                 if stack:
