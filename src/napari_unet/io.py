@@ -304,6 +304,43 @@ def write_tiff(path: str | os.PathLike, array: np.ndarray, meta: dict | None = N
     return path
 
 
+def write_tiff_tiled(path: str | os.PathLike, array, meta: dict | None = None,
+                     tile: int = 512) -> Path:
+    """Write ``array`` (``(H, W)`` or ``(C, H, W)``, numpy or zarr) as a tiled BigTIFF,
+    a band of ``tile`` rows at a time, so that a result larger than memory is never read
+    whole; with the resolution tags of ``meta`` (:func:`tiff_metadata`). Atomically."""
+    import tifffile
+
+    path = Path(path)
+    meta = meta or {}
+    h, w = array.shape[-2:]
+
+    def tiles():
+        for index in np.ndindex(*array.shape[:-2]):
+            for y in range(0, h, tile):
+                band = np.asarray(array[(*index, slice(y, y + tile))])
+                for x in range(0, w, tile):
+                    part = band[:, x: x + tile]
+                    full = np.zeros((tile, tile), array.dtype)
+                    full[: part.shape[0], : part.shape[1]] = part
+                    yield full
+
+    kwargs: dict = {}
+    if meta.get("resolution"):
+        kwargs = {"resolution": tuple(meta["resolution"]),
+                  "resolutionunit": meta.get("resolutionunit")}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tifffile.imwrite(tmp, tiles(), shape=tuple(array.shape), dtype=array.dtype,
+                         tile=(tile, tile), bigtiff=True, compression="zlib",
+                         photometric="minisblack", **kwargs)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
 def is_zarr(path: str | os.PathLike) -> bool:
     """A zarr (or OME-Zarr) directory: named ``*.zarr`` or holding zarr metadata."""
     p = Path(path)
