@@ -357,11 +357,11 @@ def _train_channels(args, files, images) -> list:
         return images
     if args.channel is not None:
         channels = 1
-    else:
-        from .checkpoint import load_checkpoint
+    else:  # the model's header says it; its weights are read by the training
+        from .checkpoint import read_header
         from .pretrained import resolve_model
 
-        channels = load_checkpoint(resolve_model(args.init_from)).config.in_channels
+        channels = read_header(resolve_model(args.init_from))[1]["model"]["in_channels"]
     laid = []
     for f, image in zip(files, images):
         axes = tiff_metadata(f).get("axes")
@@ -495,11 +495,11 @@ def cmd_predict(args) -> int:
                 print(f"{f.name}: {note}")
         if found and not args.quiet:
             tqdm.write(f"{f.name}: {found}")
-        if not need:
+        if not need:  # on disk, they are written already
             write_tiff(labels_file, result.labels, {**meta, "axes": label_axes})
-        if args.probabilities and not need:
-            write_tiff(prob_file, np.asarray(result.probabilities, np.float32),
-                       {**meta, "axes": prob_axes})
+            if args.probabilities:
+                write_tiff(prob_file, np.asarray(result.probabilities, np.float32),
+                           {**meta, "axes": prob_axes})
     for spec, image in lazy:
         _predict_zarr(args, model, cfg, Path(spec), image)
     print(f"wrote {len(files) + len(zarrs)} result(s) to {out}")

@@ -239,7 +239,6 @@ def predict_distributed(model, image, out_labels, *, client, config: PredictConf
         for done, future in enumerate(as_completed(futures), start=1):
             future.result()
             yield PredictEvent(done, len(parts), 0, 1)
-        notes: list[str] = []
         for doing in stream_labels(ckpt, out_probabilities, out_labels, config,
                                    mapper=dask_map(client)):
             yield PredictEvent(len(parts), len(parts), 0, 1, doing)
@@ -251,4 +250,4 @@ def predict_distributed(model, image, out_labels, *, client, config: PredictConf
     return PredictResult(labels=out_labels, probabilities=out_probabilities,
                          device=f"Dask ({n_workers} worker(s))",
                          seconds=time.perf_counter() - start, mode=ckpt.mode,
-                         target=ckpt.target, notes=notes)
+                         target=ckpt.target, notes=[])

@@ -278,15 +278,8 @@ def write_tiff(path: str | os.PathLike, array: np.ndarray, meta: dict | None = N
     and whose values fit 8 or 16 bits or are float32 is written as an ImageJ hyperstack
     with those axes, ``unit``, ``spacing`` and ``finterval``, so that Fiji opens a
     time-lapse of z-stacks as one, at the image's calibration."""
-    import tifffile
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = meta or {}
-    kwargs: dict = {"compression": "zlib"}
-    if meta.get("resolution"):
-        kwargs["resolution"] = tuple(meta["resolution"])
-        kwargs["resolutionunit"] = meta.get("resolutionunit")
+    kwargs = _resolution(meta)
     if _imagej_axes(meta.get("axes"), array.ndim):
         narrow = _imagej_dtype(array)
         if narrow is not None:
@@ -294,9 +287,27 @@ def write_tiff(path: str | os.PathLike, array: np.ndarray, meta: dict | None = N
             kwargs["imagej"] = True
             kwargs["metadata"] = {"axes": meta["axes"], **{
                 k: meta[k] for k in ("unit", "spacing", "finterval") if k in meta}}
+    return _atomic_tiff(path, array, **kwargs)
+
+
+def _resolution(meta: dict) -> dict:
+    """The resolution tags of ``meta`` (:func:`tiff_metadata`) as tifffile takes them."""
+    if not meta.get("resolution"):
+        return {}
+    return {"resolution": tuple(meta["resolution"]),
+            "resolutionunit": meta.get("resolutionunit")}
+
+
+def _atomic_tiff(path: str | os.PathLike, data, **kwargs) -> Path:
+    """``tifffile.imwrite`` (zlib-compressed) to a temporary file, then renamed, so that
+    no half-written result is ever left under ``path``."""
+    import tifffile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tifffile.imwrite(tmp, array, **kwargs)
+        tifffile.imwrite(tmp, data, compression="zlib", **kwargs)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -309,10 +320,6 @@ def write_tiff_tiled(path: str | os.PathLike, array, meta: dict | None = None,
     """Write ``array`` (``(H, W)`` or ``(C, H, W)``, numpy or zarr) as a tiled BigTIFF,
     a band of ``tile`` rows at a time, so that a result larger than memory is never read
     whole; with the resolution tags of ``meta`` (:func:`tiff_metadata`). Atomically."""
-    import tifffile
-
-    path = Path(path)
-    meta = meta or {}
     h, w = array.shape[-2:]
 
     def tiles():
@@ -325,20 +332,9 @@ def write_tiff_tiled(path: str | os.PathLike, array, meta: dict | None = None,
                     full[: part.shape[0], : part.shape[1]] = part
                     yield full
 
-    kwargs: dict = {}
-    if meta.get("resolution"):
-        kwargs = {"resolution": tuple(meta["resolution"]),
-                  "resolutionunit": meta.get("resolutionunit")}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tifffile.imwrite(tmp, tiles(), shape=tuple(array.shape), dtype=array.dtype,
-                         tile=(tile, tile), bigtiff=True, compression="zlib",
-                         photometric="minisblack", **kwargs)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return _atomic_tiff(path, tiles(), shape=tuple(array.shape), dtype=array.dtype,
+                        tile=(tile, tile), bigtiff=True, photometric="minisblack",
+                        **_resolution(meta or {}))
 
 
 def is_zarr(path: str | os.PathLike) -> bool:

@@ -28,20 +28,27 @@ def file_axes(layer) -> str | None:
     return axes if axes and len(axes) == full_resolution(layer).ndim else None
 
 
+def _named_channels(layer):
+    """The data of ``layer``, the axes its file names, and the channel axis among them
+    (None where there is none)."""
+    data = full_resolution(layer)
+    axes = file_axes(layer)
+    return data, axes, (channel_axis(data, axes) if axes else None)
+
+
 def channel_count(layer) -> int:
     """How many channels the file of ``layer`` says it holds (1 where it names none)."""
-    axes = file_axes(layer) if layer is not None else None
-    axis = channel_axis(full_resolution(layer), axes) if axes else None
-    return 1 if axis is None else int(full_resolution(layer).shape[axis])
+    if layer is None:
+        return 1
+    data, _, axis = _named_channels(layer)
+    return 1 if axis is None else int(data.shape[axis])
 
 
 def layer_for_model(layer, channels: int, channel: int | None):
     """The data of ``layer`` laid out for a model of ``channels`` channels, and where its
     results go: the layer itself, or, where one channel was taken out of its file's
     channel axis, the layer's name, scale and translation without that axis."""
-    data = full_resolution(layer)
-    axes = file_axes(layer)
-    axis = channel_axis(data, axes) if axes else None
+    data, axes, axis = _named_channels(layer)
     if axis is None:
         return image_for_model(data, rgb=layer.rgb, channels=channels), layer
     laid, _ = for_model(data, axes, channels, channel, name=f"layer '{layer.name}'",
@@ -69,9 +76,8 @@ def channel_box(layers):
 def picked(layer, channel: int | None):
     """The data of ``layer``, or its channel ``channel`` (counted from 1) where its file
     names a channel axis; a channel the file does not hold is refused in a sentence."""
-    data = full_resolution(layer)
-    axes = file_axes(layer)
-    if not channel or axes is None or channel_axis(data, axes) is None:
+    data, axes, axis = _named_channels(layer)
+    if not channel or axis is None:
         return data
     return for_model(data, axes, 1, channel, name=f"layer '{layer.name}'",
                      option="Channel")[0]
