@@ -208,7 +208,8 @@ def test_prediction_accepts(tmp_path, case, channels, image, shape):
 
 
 def test_prediction_reads_dask_arrays(tmp_path):
-    da = pytest.importorskip("dask.array")
+    import dask.array as da
+
     image = da.from_array(good_image(), chunks=(16, 16))
     labels = run(predict(model_file(tmp_path), image)).labels
     assert labels.shape == (H, W)

@@ -35,7 +35,8 @@ def test_training_planes_for_every_layer_layout():
 def test_training_planes_read_only_the_labelled_planes_of_a_lazy_image(channels):
     """A large lazy stack with a few labelled planes: only those planes are read (napari
     would otherwise load the whole stack on its GUI thread), each as a copy."""
-    da = pytest.importorskip("dask.array")
+    import dask.array as da
+
     read = []
 
     def plane(block, block_info=None):

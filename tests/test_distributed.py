@@ -1,5 +1,6 @@
 """Dask-distributed prediction: a LocalCluster of two worker processes."""
 
+import distributed  # the testing extra has it: a broken install fails here, no skip
 import numpy as np
 import pytest
 import zarr
@@ -8,14 +9,12 @@ from scipy import ndimage as ndi
 
 from napari_unet.checkpoint import Checkpoint, save_checkpoint
 from napari_unet.config import PredictConfig
+from napari_unet.distributed import models_loaded, predict_distributed
 from napari_unet.errors import InputError
 from napari_unet.metrics import same_partition
 from napari_unet.model import UNet
 from napari_unet.predict import predict
 from napari_unet.progress import run
-
-distributed = pytest.importorskip("distributed")
-from napari_unet.distributed import models_loaded, predict_distributed  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +102,25 @@ def test_cli_says_in_one_line_what_is_wrong_with_the_dask_options(tmp_path, caps
             capsys.readouterr().err)
     out = tmp_path / "out"
     assert (list(out.iterdir()) if out.exists() else []) == []
+
+
+def test_cli_says_how_to_get_distributed_where_it_cannot_be_imported(tmp_path, capsys,
+                                                                    monkeypatch):
+    """Without Dask's distributed package (or with one that does not match dask, as pip
+    paired them when dask had a release no distributed had yet), --scheduler ended in an
+    ImportError traceback."""
+    import sys
+
+    from napari_unet.cli import main
+
+    image = zarr.create_array(store=str(tmp_path / "big.zarr"), shape=(64, 64),
+                              dtype="uint8", chunks=(32, 32))
+    image[:] = 7
+    model = _model(tmp_path / "m.safetensors")
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed: ImportError
+    assert main(["-q", "predict", str(model), str(tmp_path / "big.zarr"), "--out",
+                 str(tmp_path / "out"), "--scheduler", "local"]) == 2
+    err = capsys.readouterr().err
+    assert "--scheduler needs Dask's distributed package" in err and (
+        'pip install "napari-unet[distributed]"' in err)
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()

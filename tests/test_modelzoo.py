@@ -2,6 +2,7 @@
 
 import zipfile
 
+import bioimageio.core  # noqa: F401  (the testing extra has it: a broken install fails here)
 import numpy as np
 import pytest
 import torch
@@ -15,8 +16,6 @@ from napari_unet.predict import predict
 from napari_unet.progress import run
 from napari_unet.synthetic import touching_cells
 from napari_unet.train import train
-
-pytest.importorskip("bioimageio.core")
 
 
 @pytest.fixture(scope="module")

@@ -437,6 +437,8 @@ def cmd_predict(args) -> int:
     if args.scheduler and len(zarrs) < len(args.inputs):
         raise NapariUNetError("--scheduler predicts zarr inputs; convert the other inputs to "
                               "zarr or leave --scheduler out.")
+    if args.scheduler:
+        _distributed()  # before any work
     if str(args.out).lower().endswith(".zarr") and (len(zarrs) != 1 or len(args.inputs) != 1):
         raise NapariUNetError("--out ending in .zarr takes exactly one zarr input.")
     if Path(args.out).exists() and not Path(args.out).is_dir():
@@ -611,9 +613,20 @@ def _refuse_overwriting_inputs(files: list[Path], zarrs: list[Path], out: Path,
             written[key] = source
 
 
-def _client(args):
-    from distributed import Client, LocalCluster
+def _distributed():
+    """Dask's ``distributed`` package, or a sentence saying how to get it."""
+    try:
+        import distributed
+    except ImportError as err:  # missing, or a release that does not match dask's
+        raise NapariUNetError(
+            f"--scheduler needs Dask's distributed package, which cannot be imported here "
+            f"({err}); install it with: pip install \"napari-unet[distributed]\"") from None
+    return distributed
 
+
+def _client(args):
+    distributed = _distributed()
+    Client, LocalCluster = distributed.Client, distributed.LocalCluster
     if args.scheduler == "local":
         cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
                                dashboard_address=None, silence_logs=logging.ERROR)
