@@ -429,6 +429,7 @@ def cmd_predict(args) -> int:
     from .config import PredictConfig
     from .found import what_was_found
     from .io import collect, is_zarr, read_image, tiff_metadata, without_label_files, write_tiff
+    from .memory import beyond_memory
     from .predict import predict
     from .progress import run
 
@@ -481,8 +482,8 @@ def cmd_predict(args) -> int:
 
         labels_file, prob_file = _tiff_outputs(f, out)
         label_axes, prob_axes = result_axes(axes)  # the image's axes and pixel size
-        need = _beyond_memory(image, model, cfg)
-        if need:  # a slide: block by block through a scratch folder, written tile by tile
+        need = beyond_memory(image, model, cfg)
+        if need:  # a slide, a long stack: block by block through a scratch folder
             result, found = _predict_on_disk(args, model, image, cfg, f.name, show, meta,
                                              (labels_file, prob_file))
             found = ", ".join(x for x in (found, f"predicted block by block on disk ({need})")
@@ -508,45 +509,13 @@ def cmd_predict(args) -> int:
     return 0
 
 
-#: Bytes a 2D image's prediction takes in memory per pixel, with room to spare: its
-#: probabilities, labels and the watershed's arrays (2.96 GB at 8192², benchmarks/RESULTS.md).
-BYTES_PER_PIXEL = 48
-
-
-def _free_memory() -> int | None:
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().available)
-    except ImportError:
-        try:
-            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
-        except (ValueError, OSError, AttributeError):
-            return None
-
-
-def _beyond_memory(image, model, cfg) -> str:
-    """Why a 2D image is predicted to disk (in memory it would take more than half the
-    memory free now: a slide), or '' where it is predicted in memory."""
-    channels = model.config.in_channels
-    one = image.ndim == 2 or (image.ndim == 3 and channels > 1 and image.shape[-1] in (
-        channels, 4 if channels == 3 else channels))
-    free = _free_memory()
-    need = int(image.shape[0]) * int(image.shape[1]) * BYTES_PER_PIXEL
-    if not one or cfg.diameter or free is None or need <= free / 2:
-        return ""
-    return f"in memory it would need about {need / 2**30:.1f} GB, {free / 2**30:.1f} GB are free"
-
-
 def _predict_on_disk(args, model, image, cfg, name: str, show, meta: dict, files):
     """Predict one image larger than memory can hold with its results: labels (and
     probabilities) in zarr arrays in a scratch folder beside the results, then written to
     the TIFF ``files`` tile by tile. Returns the result and what was found."""
     import tempfile
 
-    import numpy as np
-
-    from .blockwise import blocks
+    from .found import what_was_found
     from .io import write_tiff_tiled
     from .predict import predict, zarr_outputs
     from .progress import run
@@ -562,10 +531,8 @@ def _predict_on_disk(args, model, image, cfg, name: str, show, meta: dict, files
         write_tiff_tiled(files[0], labels, meta)
         if prob is not None:
             write_tiff_tiled(files[1], prob, meta)
-        top = max(int(np.asarray(labels[sl]).max(initial=0))
-                  for sl in blocks(labels.shape, labels.chunks[-2:]))
-    return result, (f"{top:,} object{'' if top == 1 else 's'}"
-                    if result.mode != "semantic" else None)
+        found = what_was_found(result, cfg.link_planes > 0, on_disk=True)
+    return result, found
 
 
 def _say_once(bar, name: str, message: str, shown: set[str]) -> None:

@@ -141,15 +141,14 @@ def auto_batch_size(model_config, input_shape, device, precision: str = "fp32") 
     available memory is short."""
     import torch
 
+    from .memory import free_memory
+
     per_tile = max(tile_bytes(model_config, input_shape, precision), 1)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(min(max(free // 2 // per_tile, 1), 64))
-    try:
-        import psutil
-
-        free = psutil.virtual_memory().available
-    except ImportError:  # pragma: no cover - psutil comes with napari and distributed
+    free = free_memory()
+    if free is None:  # pragma: no cover - psutil comes with napari and distributed
         return 4
     return int(min(max(free // 4 // per_tile, 1), 4))
 

@@ -6,37 +6,73 @@ from __future__ import annotations
 import numpy as np
 
 
-def object_count(result, linked: bool = False) -> int | None:
-    """The objects of an instance prediction held in memory; None for class maps and for
-    labels written to disk. Each plane of a stack is numbered from 1 (each z-stack of a
-    time-lapse, when ``linked``), so their objects add up."""
+def object_count(result, linked: bool = False, *, on_disk: bool = False) -> int | None:
+    """The objects of an instance prediction; None for class maps and, unless ``on_disk``
+    (they are then read block by block), for labels written to disk. Each plane of a stack
+    is numbered from 1 (each z-stack of a time-lapse, when ``linked``), so their objects
+    add up."""
     labels = result.labels
-    if not isinstance(labels, np.ndarray) or result.mode == "semantic" or labels.size == 0:
+    if (result.mode == "semantic" or labels is None or labels.size == 0
+            or not (on_disk or isinstance(labels, np.ndarray))):
         return None
-    numbered = labels.shape[-3 if linked else -2:] if labels.ndim > 2 else labels.shape
-    return int(labels.reshape(-1, int(np.prod(numbered))).max(1).astype(np.int64).sum())
+    numbered = labels.ndim if labels.ndim == 2 else (3 if linked else 2)
+    return int(sum(int(top) for top in _maxima(labels, numbered)))
 
 
-def what_was_found(result, linked: bool = False) -> str | None:
-    """The objects of an instance prediction held in memory ("64 objects", "120 objects in
-    3 planes"), or each class's share of the pixels of a class map ("class 1 34 % of the
-    pixels, class 2 8 %"); None for labels written to disk."""
-    n = object_count(result, linked)
+def what_was_found(result, linked: bool = False, *, on_disk: bool = False) -> str | None:
+    """The objects of an instance prediction ("64 objects", "120 objects in 3 planes"), or
+    each class's share of the pixels of a class map ("class 1 34 % of the pixels, class 2
+    8 %"); None for labels written to disk unless ``on_disk`` (read block by block: not on
+    a GUI thread)."""
+    labels = result.labels
+    if labels is None or labels.size == 0 or not (on_disk or isinstance(labels, np.ndarray)):
+        return None
+    n = object_count(result, linked, on_disk=on_disk)
     if n is not None:
-        shape = result.labels.shape
+        shape = labels.shape
         planes = int(np.prod(shape[:-2]))
         where = ("" if planes == 1 else f" in {planes} planes" if not linked
                  else f" linked through {planes} planes" if len(shape) == 3
                  else f" in {planes // shape[-3]} stacks, linked through their {shape[-3]} "
                       "planes")
         return f"{n:,} object{'' if n == 1 else 's'}{where}"
-    labels = result.labels
-    if not isinstance(labels, np.ndarray) or labels.size == 0:
-        return None
-    counts = np.bincount(labels.ravel().clip(0).astype(np.intp))
+    counts = np.zeros(1, np.int64)
+    for _, block in _blocks(labels):
+        found = np.bincount(block.ravel().clip(0).astype(np.intp))
+        counts = np.pad(counts, (0, max(len(found) - len(counts), 0)))
+        counts[: len(found)] += found
     shares = [f"class {k} {100 * c / labels.size:.0f} %" for k, c in enumerate(counts)
               if k and c]
     if not shares:
         return "background only"
     shares[0] += " of the pixels"
     return ", ".join(shares)
+
+
+def _maxima(labels, numbered: int) -> np.ndarray:
+    """The largest label of each part of ``labels`` numbered on its own (its last
+    ``numbered`` axes); an array on disk is read a block at a time."""
+    lead = labels.shape[: labels.ndim - numbered]
+    if isinstance(labels, np.ndarray):
+        return labels.reshape(int(np.prod(lead)), -1).max(1)
+    tops = np.zeros(lead, np.int64)
+    for index, block in _blocks(labels):
+        part = index[: len(lead)]
+        tops[part] = max(tops[part], int(block.max(initial=0)))
+    return tops.ravel()
+
+
+def _blocks(labels):
+    """``(plane index, block)`` of ``labels``: a numpy array whole, an array on disk one 2D
+    block of its chunks at a time."""
+    if isinstance(labels, np.ndarray):
+        yield (), labels
+        return
+    from .blockwise import blocks
+
+    chunks = getattr(labels, "chunks", None)
+    side = (tuple(int(np.max(c)) for c in chunks[-2:])  # zarr: ints; Dask: tuples
+            if chunks else (1024, 1024))
+    for index in np.ndindex(*labels.shape[:-2]):
+        for block in blocks(labels.shape[-2:], side):
+            yield index, np.asarray(labels[(*index, *block)])

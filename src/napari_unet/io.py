@@ -279,7 +279,7 @@ def write_tiff(path: str | os.PathLike, array: np.ndarray, meta: dict | None = N
     with those axes, ``unit``, ``spacing`` and ``finterval``, so that Fiji opens a
     time-lapse of z-stacks as one, at the image's calibration."""
     meta = meta or {}
-    kwargs = _resolution(meta)
+    kwargs = {**_resolution(meta), "photometric": "minisblack"}  # three planes are no colour
     if _imagej_axes(meta.get("axes"), array.ndim):
         narrow = _imagej_dtype(array)
         if narrow is not None:

@@ -547,6 +547,45 @@ def test_a_lazy_multiscale_layer_is_predicted_to_disk(make_napari_viewer, qtbot,
     assert viewer.layers["big segmentation split lines"].data.shape == image.shape
 
 
+def test_a_layer_too_large_for_memory_is_predicted_to_disk(make_napari_viewer, qtbot, notes,
+                                                          models_home, monkeypatch):
+    """A numpy layer whose prediction would not fit in the memory free (a slide opened
+    whole) took napari down with the user's unsaved layers: it is now predicted block by
+    block on disk, as a lazy layer is, with the same objects; a resize that could not fit
+    is refused in a sentence."""
+    import zarr
+    from _models import thresholding_model
+
+    from napari_unet import memory
+    from napari_unet.checkpoint import save_checkpoint
+    from napari_unet.metrics import same_partition
+
+    model = thresholding_model()
+    model.task["object_diameter"] = 18.0
+    model_file = save_checkpoint(models_home.parent / "sized.safetensors", model)
+    image = (touching_cells((300, 260), n_cells=30, radius=9, seed=4)[1] > 0).astype(
+        np.float32)
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="slide", scale=(0.5, 0.5))
+    widget = predict_dock(viewer, model_file)
+    monkeypatch.setattr(memory, "free_memory", lambda: 300 * 260 * memory.BYTES_PER_PIXEL)
+    widget.controls.start_btn.click()
+    wait_done(qtbot, widget)
+    layer = viewer.layers["slide segmentation"]
+    assert isinstance(layer.data, zarr.Array)  # on disk, shown lazily
+    np.testing.assert_allclose(layer.scale, (0.5, 0.5))
+    expected = run(predict(model_file, image)).labels  # one pass in memory
+    assert expected.max() > 10 and same_partition(expected, layer.data[:])
+    status = widget.status.text()
+    assert (f"{expected.max()} objects. Predicted block by block on disk (in memory it would "
+            "need about") in status and str(models_home.parent / "predictions") in status
+    widget.diameter.setValue(9.0)  # cells of 18 px from 9: four times the pixels, in memory
+    widget.controls.start_btn.click()
+    assert widget.controls.run is None
+    assert any("leave the cell diameter empty" in n for n in notes), notes
+    assert viewer.layers["slide segmentation"] is layer and list(viewer.layers).__len__() == 2
+
+
 def test_a_lazy_prediction_cancelled_or_refused_leaves_no_store(model_file, models_home):
     """The zarr stores of a lazy layer are made when its prediction starts and removed if
     it does not finish: Cancel (the generator closed) or a refused image."""
@@ -896,7 +935,8 @@ def test_training_on_a_lazy_stack_reads_only_its_labelled_planes(make_napari_vie
                                                                  models_home):
     """An image opened lazily (Dask; a multiscale one as well) with one plane labelled: the
     Train widget's snapshot on napari's GUI thread reads that plane, not the whole stack."""
-    da = pytest.importorskip("dask.array")
+    import dask.array as da
+
     from napari_unet.synthetic import touching_cells
 
     image, labels = touching_cells((96, 96), n_cells=10, radius=8, seed=0)
@@ -924,7 +964,8 @@ def test_training_on_a_lazy_stack_reads_only_its_labelled_planes(make_napari_vie
 def test_training_on_a_time_lapse_of_z_stacks_takes_its_labelled_planes(make_napari_viewer):
     """(T, Z, Y, X) with two planes painted: those planes, named by time point and plane,
     and of a lazy image only those are read."""
-    da = pytest.importorskip("dask.array")
+    import dask.array as da
+
     from napari_unet.synthetic import touching_cells
 
     image, labels = touching_cells((96, 96), n_cells=10, radius=8, seed=0)

@@ -114,15 +114,18 @@ def sentences(notes) -> str:
     return "".join(f" {note[0].upper()}{note[1:]}." for note in notes if note)
 
 
-def predict_to_disk(ckpt, data, config, name: str, probabilities: bool):
-    """:func:`napari_unet.predict.predict` of a lazy layer (Dask, zarr, multiscale) into
-    zarr arrays on disk (in ~/napari-unet/predictions), so that it is predicted without
-    being loaded whole. The arrays are made when the prediction starts, and removed again if
-    it is cancelled or refused: neither a half-written store nor, for the layers after a
-    Cancel, an empty one is left behind."""
+def predict_to_disk(ckpt, data, config, name: str, probabilities: bool, why: str = ""):
+    """:func:`napari_unet.predict.predict` of a lazy layer (Dask, zarr, multiscale), or of
+    one whose prediction would not fit in memory (``why``, said in its notes), into zarr
+    arrays on disk (in ~/napari-unet/predictions), so that it is predicted without being
+    loaded whole. The arrays are made when the prediction starts, and removed again if it
+    is cancelled or refused: neither a half-written store nor, for the layers after a
+    Cancel, an empty one is left behind. What was found is counted here, in the worker:
+    the labels are read block by block."""
     import shutil
 
     from ..checkpoint import default_model_path
+    from ..found import what_was_found
     from ..predict import predict, zarr_outputs
 
     stem = default_model_path(name)
@@ -136,6 +139,10 @@ def predict_to_disk(ckpt, data, config, name: str, probabilities: bool):
         result = yield from predict(ckpt, data, config, name=f"layer '{name}'",
                                     out_labels=labels, out_probabilities=prob)
         finished = True
+        found = what_was_found(result, config.link_planes > 0, on_disk=True)
+        kept = (f"predicted block by block on disk ({why})" if why else "predicted block "
+                "by block") + f"; the results are kept in {paths[0].parent}"
+        result.notes[:0] = [note for note in (found, kept) if note]
         return result
     finally:
         if not finished:

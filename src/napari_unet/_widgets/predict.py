@@ -13,6 +13,7 @@ from ..checkpoint import load_checkpoint, recent_models
 from ..config import PredictConfig
 from ..errors import InputError, NapariUNetError
 from ..found import object_count, what_was_found
+from ..memory import beyond_memory
 from ..pretrained import shipped_choices
 from ._channels import channel_box, layer_for_model
 from ._export import ExportButton
@@ -193,9 +194,14 @@ class PredictWidget(QWidget):
             return layer, refused(err)
         if previous is not None:
             return placed, relabel(ckpt, previous, cfg)
-        if not isinstance(data, np.ndarray):  # lazy (Dask, zarr, multiscale): to disk
+        lazy = not isinstance(data, np.ndarray)  # Dask, zarr, multiscale
+        try:  # a numpy layer whose prediction would not fit in memory: to disk too
+            why = "" if lazy else beyond_memory(data, ckpt, cfg)
+        except NapariUNetError as err:
+            return layer, refused(err)
+        if lazy or why:
             return placed, predict_to_disk(ckpt, data, cfg, layer.name,
-                                           self.probabilities.isChecked())
+                                           self.probabilities.isChecked(), why=why)
         return placed, predict(ckpt, data, cfg, name=f"layer '{layer.name}'")
 
     def start(self) -> None:

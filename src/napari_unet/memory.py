@@ -1,0 +1,82 @@
+"""Whether a prediction fits in the memory free: an image whose prediction would take more
+than half of it (a slide, a long z-stack) is predicted block by block on disk instead
+(:func:`napari_unet.predict.zarr_outputs`), where it takes the memory of a block, rather
+than be killed by the operating system with whatever else was open (napari and the user's
+unsaved layers with it)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .errors import InputError
+from .scale import scale_factor
+
+#: Bytes one plane's prediction takes in memory per pixel, with room to spare: its
+#: probabilities, labels and the watershed's arrays (2.96 GB at 8192², benchmarks/RESULTS.md).
+BYTES_PER_PIXEL = 48
+
+
+def free_memory() -> int | None:
+    """The memory available to a new allocation now (bytes), None where it is unknown."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:  # pragma: no cover - psutil comes with napari and distributed
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            return None
+
+
+def planes_of(shape: tuple[int, ...], channels: int) -> tuple[int, int]:
+    """``(planes, pixels of a plane)`` of an image of ``shape`` for a model of ``channels``
+    channels, from the shape alone: a channel axis last (a grey image saved in colour
+    included), the planes before the last two axes."""
+    shape = tuple(int(s) for s in shape)
+    if len(shape) >= 3 and (channels > 1 or shape[-1] in (1, 3, 4)):
+        shape = shape[:-1]
+    if len(shape) < 2:
+        return 1, int(np.prod(shape))
+    return int(np.prod(shape[:-2])), shape[-2] * shape[-1]
+
+
+def prediction_bytes(shape: tuple[int, ...], config) -> int:
+    """About how many bytes :func:`napari_unet.predict.predict` takes in memory for an
+    image of ``shape`` with a model of ``config`` (a :class:`~napari_unet.config.ModelConfig`):
+    one plane's prediction, and the probabilities (float32) and labels of every other (as
+    they are made, and their compacted copy at the end). The network's own working memory
+    is left out: predicting on disk takes it too."""
+    planes, pixels = planes_of(shape, config.in_channels)
+    kept = 4 * config.out_channels + 8
+    return pixels * BYTES_PER_PIXEL + (planes - 1) * pixels * kept
+
+
+def beyond_memory(image, ckpt, config) -> str:
+    """Why ``image`` is to be predicted on disk (in memory it would take more than half the
+    memory free now), or '' where it is predicted in memory. An image to be resized to a
+    cell diameter is predicted in memory (resizing is not done block by block); one that
+    would not fit at all is refused in a sentence rather than risk the kill."""
+    free = free_memory()
+    if free is None:
+        return ""
+    need = prediction_bytes(image.shape, ckpt.config)
+    if config.diameter:
+        if config.diameter != "auto":
+            need *= max(scale_factor(ckpt.object_diameter, config.diameter), 1.0) ** 2
+        if need > free:
+            raise InputError(
+                f"predicting this image resized to its cell diameter would need about "
+                f"{_gb(need)} of memory and {_gb(free)} are free; resizing is not done "
+                "block by block on disk: leave the cell diameter empty (the image is then "
+                "predicted at its own size, block by block), or resize the image first.")
+        return ""
+    if need <= free / 2:
+        return ""
+    return f"in memory it would need about {_gb(need)}, {_gb(free)} are free"
+
+
+def _gb(n: float) -> str:
+    return f"{n / 2**30:.1f} GB"

@@ -1,0 +1,144 @@
+"""Predictions that would not fit in the memory free (a slide, a long z-stack) are made
+block by block on disk instead of being killed by the operating system; what was found
+is counted from the labels on disk as from labels in memory."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import tifffile
+from _models import thresholding_model
+from conftest import discs
+
+from napari_unet import cli, memory
+from napari_unet.checkpoint import save_checkpoint
+from napari_unet.config import ModelConfig, PredictConfig
+from napari_unet.errors import InputError
+from napari_unet.found import object_count, what_was_found
+from napari_unet.io import create_zarr, read_image, tiff_metadata
+from napari_unet.metrics import same_partition
+
+
+@pytest.fixture(scope="module")
+def grey_model(tmp_path_factory):
+    return save_checkpoint(tmp_path_factory.mktemp("m") / "threshold.safetensors",
+                           thresholding_model())
+
+
+def _slide(seed: int, shape=(300, 300), n=40):
+    rng = np.random.default_rng(seed)
+    centres = [tuple(int(v) for v in rng.integers(10, min(shape) - 10, 2)) for _ in range(n)]
+    return np.where(discs(shape, centres, 9) > 0, 200, 20).astype(np.uint8)
+
+
+def test_prediction_bytes_count_a_plane_and_what_every_other_keeps():
+    grey = ModelConfig(in_channels=1, n_classes=2)
+    assert memory.planes_of((512, 256), 1) == (1, 512 * 256)
+    assert memory.planes_of((7, 512, 256), 1) == (7, 512 * 256)
+    assert memory.planes_of((512, 256, 3), 1) == (1, 512 * 256)  # grey saved in colour
+    assert memory.planes_of((2, 5, 64, 32, 3), 3) == (10, 64 * 32)
+    assert memory.prediction_bytes((512, 256), grey) == 512 * 256 * memory.BYTES_PER_PIXEL
+    assert memory.prediction_bytes((7, 512, 256), grey) == 512 * 256 * (
+        memory.BYTES_PER_PIXEL + 6 * (4 * 2 + 8))
+    # the figure it rests on: 2.96 GB measured for a 8192 px square (benchmarks/RESULTS.md)
+    assert 2.96e9 <= memory.prediction_bytes((8192, 8192), grey) <= 4e9
+
+
+def test_beyond_memory_says_why_and_refuses_a_resize_that_cannot_fit(monkeypatch):
+    ckpt = SimpleNamespace(config=ModelConfig(in_channels=1, n_classes=2),
+                           object_diameter=20.0)
+    image = np.zeros((1000, 1000), np.uint8)  # 48 MB to predict
+    monkeypatch.setattr(memory, "free_memory", lambda: 200 * 2**20)
+    assert memory.beyond_memory(image, ckpt, PredictConfig()) == ""
+    monkeypatch.setattr(memory, "free_memory", lambda: 80 * 2**20)  # more than half
+    assert memory.beyond_memory(image, ckpt, PredictConfig()) == (
+        "in memory it would need about 0.0 GB, 0.1 GB are free")
+    monkeypatch.setattr(memory, "free_memory", lambda: None)  # unknown: as before
+    assert memory.beyond_memory(image, ckpt, PredictConfig()) == ""
+    # resized cells are predicted in memory; magnified 4x (16x the pixels) it cannot fit
+    monkeypatch.setattr(memory, "free_memory", lambda: 500 * 2**20)
+    assert memory.beyond_memory(image, ckpt, PredictConfig(diameter=20.0)) == ""
+    with pytest.raises(InputError, match="leave the cell diameter empty"):
+        memory.beyond_memory(image, ckpt, PredictConfig(diameter=5.0))
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 40, 50), (3, 40, 50), (40, 50)])
+def test_what_was_found_on_disk_is_what_was_found_in_memory(tmp_path, shape):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 30, shape).astype(np.uint32)
+    on_disk = create_zarr(tmp_path / "l.zarr", shape, "uint32", (1,) * (len(shape) - 2)
+                          + (16, 16))
+    on_disk[...] = labels
+    for mode in ("instances", "semantic"):
+        for linked in (False, True):
+            kept = SimpleNamespace(labels=labels, mode=mode)
+            disk = SimpleNamespace(labels=on_disk, mode=mode)
+            assert what_was_found(disk, linked) is None  # not read unless asked
+            assert what_was_found(disk, linked, on_disk=True) == what_was_found(kept, linked)
+            assert object_count(disk, linked, on_disk=True) == object_count(kept, linked)
+    expected = sum(int(p.max()) for p in labels.reshape(-1, 40 * 50))
+    assert object_count(SimpleNamespace(labels=on_disk, mode="instances"),
+                        on_disk=True) == expected
+
+
+def test_an_image_beyond_free_memory_is_predicted_on_disk(grey_model, tmp_path, capsys,
+                                                          monkeypatch):
+    """A slide whose prediction would not fit in memory (it was killed for want of it) is
+    predicted block by block through a scratch folder and its results written tile by
+    tile: the same objects and probabilities, the pixel size kept, nothing left behind."""
+    tifffile.imwrite(tmp_path / "slide.tif", _slide(3), resolution=(2.0, 2.0))
+    args = ["-q", "predict", str(grey_model), str(tmp_path / "slide.tif"), "--probabilities",
+            "--chunk", "64"]
+    assert cli.main([*args, "--out", str(tmp_path / "memory")]) == 0
+    monkeypatch.setattr(memory, "BYTES_PER_PIXEL", 10**12)
+    assert cli.main([*args[1:], "--out", str(tmp_path / "disk")]) == 0
+    said = capsys.readouterr().out
+    assert "slide.tif: " in said and "objects, predicted block by block on disk (in memory " \
+        "it would need about" in said
+    disk, in_memory = read_image(tmp_path / "disk" / "slide.tif"), \
+        read_image(tmp_path / "memory" / "slide.tif")
+    assert in_memory.max() > 20 and same_partition(in_memory, disk)
+    assert f"slide.tif: {in_memory.max()} objects, predicted" in said
+    np.testing.assert_allclose(read_image(tmp_path / "disk" / "slide_prob.tif"),
+                               read_image(tmp_path / "memory" / "slide_prob.tif"), atol=1e-5)
+    np.testing.assert_allclose(tiff_metadata(tmp_path / "disk" / "slide.tif")["resolution"],
+                               (2.0, 2.0))
+    assert sorted(p.name for p in (tmp_path / "disk").iterdir()) == ["slide.tif",
+                                                                     "slide_prob.tif"]
+
+
+def test_a_long_stack_beyond_free_memory_is_predicted_on_disk(grey_model, tmp_path, capsys,
+                                                             monkeypatch):
+    """A z-stack too large for memory went on to be killed: now its planes are predicted
+    block by block on disk as a slide's, and its objects counted plane by plane."""
+    stack = np.stack([_slide(s, (120, 140), 12) for s in range(3)])
+    tifffile.imwrite(tmp_path / "stack.tif", stack, photometric="minisblack")
+    args = ["-q", "predict", str(grey_model), str(tmp_path / "stack.tif"), "--chunk", "64"]
+    assert cli.main([*args, "--out", str(tmp_path / "memory")]) == 0
+    monkeypatch.setattr(memory, "free_memory", lambda: 2 * 120 * 140 * 48)
+    assert cli.main([*args[1:], "--out", str(tmp_path / "disk")]) == 0
+    memory_labels = read_image(tmp_path / "memory" / "stack.tif")
+    disk = read_image(tmp_path / "disk" / "stack.tif")
+    assert disk.shape == (3, 120, 140)
+    assert all(same_partition(memory_labels[k], disk[k]) for k in range(3))
+    found = sum(int(p.max()) for p in memory_labels)
+    assert found > 12 and f"stack.tif: {found} objects in 3 planes, predicted block by block " \
+        "on disk (in memory it would need about" in capsys.readouterr().out
+
+
+def test_a_resize_that_cannot_fit_is_refused_in_a_sentence(tmp_path, capsys, monkeypatch):
+    """Cells resized to the model's size are predicted in memory (the disk path does not
+    resize): where that cannot fit, a sentence, not the kill."""
+    model = thresholding_model()
+    model.task["object_diameter"] = 18.0
+    model_file = save_checkpoint(tmp_path / "sized.safetensors", model)
+    tifffile.imwrite(tmp_path / "slide.tif", _slide(1))
+    monkeypatch.setattr(memory, "free_memory", lambda: 300 * 300 * 48 * 2)  # fits as it is
+    args = ["predict", str(model_file), str(tmp_path / "slide.tif"), "--out",
+            str(tmp_path / "out")]
+    assert cli.main([*args, "--diameter", "18"]) == 0  # the model's size: no resize
+    (tmp_path / "out" / "slide.tif").unlink()
+    assert cli.main([*args, "--diameter", "9"]) == 2  # twice the size: four times the memory
+    assert "leave the cell diameter empty" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "slide.tif").exists()
+
