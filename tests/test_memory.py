@@ -142,3 +142,22 @@ def test_a_resize_that_cannot_fit_is_refused_in_a_sentence(tmp_path, capsys, mon
     assert "leave the cell diameter empty" in capsys.readouterr().err
     assert not (tmp_path / "out" / "slide.tif").exists()
 
+
+@pytest.mark.parametrize("shape", [(300, 260), (3, 120, 140)])
+def test_labels_on_disk_are_saved_as_ome_tiff_a_band_at_a_time(tmp_path, shape):
+    """File > Save Layers of labels predicted on disk read them whole (a slide's labels
+    took the memory the disk path had saved): they are written as a tiled BigTIFF from
+    their blocks, with the pixel size, the same values as from memory."""
+    from napari_unet.writers import write_layer
+
+    labels = np.random.default_rng(1).integers(0, 70_000, shape).astype(np.uint32)
+    on_disk = create_zarr(tmp_path / "l.zarr", shape, "uint32", (1,) * (len(shape) - 2)
+                          + (64, 64))
+    on_disk[...] = labels
+    scale = [2.0, 0.5, 0.25][-len(shape):]
+    for name, data in (("disk.ome.tif", on_disk), ("memory.ome.tif", labels)):
+        write_layer(str(tmp_path / name), data, {"scale": scale})
+        with tifffile.TiffFile(tmp_path / name) as tif:
+            np.testing.assert_array_equal(tif.asarray(), labels)
+            assert f'PhysicalSizeX="{scale[-1]}"' in tif.ome_metadata
+            assert tif.pages[0].is_tiled == (data is on_disk)

@@ -287,7 +287,7 @@ def write_tiff(path: str | os.PathLike, array: np.ndarray, meta: dict | None = N
             kwargs["imagej"] = True
             kwargs["metadata"] = {"axes": meta["axes"], **{
                 k: meta[k] for k in ("unit", "spacing", "finterval") if k in meta}}
-    return _atomic_tiff(path, array, **kwargs)
+    return atomic_imwrite(path, array, **kwargs)
 
 
 def _resolution(meta: dict) -> dict:
@@ -298,7 +298,7 @@ def _resolution(meta: dict) -> dict:
             "resolutionunit": meta.get("resolutionunit")}
 
 
-def _atomic_tiff(path: str | os.PathLike, data, **kwargs) -> Path:
+def atomic_imwrite(path: str | os.PathLike, data, **kwargs) -> Path:
     """``tifffile.imwrite`` (zlib-compressed) to a temporary file, then renamed, so that
     no half-written result is ever left under ``path``."""
     import tifffile
@@ -320,6 +320,13 @@ def write_tiff_tiled(path: str | os.PathLike, array, meta: dict | None = None,
     """Write ``array`` (``(H, W)`` or ``(C, H, W)``, numpy or zarr) as a tiled BigTIFF,
     a band of ``tile`` rows at a time, so that a result larger than memory is never read
     whole; with the resolution tags of ``meta`` (:func:`tiff_metadata`). Atomically."""
+    return atomic_imwrite(path, **tiled(array, tile), photometric="minisblack",
+                        **_resolution(meta or {}))
+
+
+def tiled(array, tile: int = 512) -> dict:
+    """What ``tifffile.imwrite`` takes to write ``array`` (numpy, zarr or Dask; 2D planes
+    last) as a tiled BigTIFF read a band of ``tile`` rows at a time: never whole."""
     h, w = array.shape[-2:]
 
     def tiles():
@@ -332,9 +339,8 @@ def write_tiff_tiled(path: str | os.PathLike, array, meta: dict | None = None,
                     full[: part.shape[0], : part.shape[1]] = part
                     yield full
 
-    return _atomic_tiff(path, tiles(), shape=tuple(array.shape), dtype=array.dtype,
-                        tile=(tile, tile), bigtiff=True, photometric="minisblack",
-                        **_resolution(meta or {}))
+    return {"data": tiles(), "shape": tuple(array.shape), "dtype": array.dtype,
+            "tile": (tile, tile), "bigtiff": True}
 
 
 def is_zarr(path: str | os.PathLike) -> bool:

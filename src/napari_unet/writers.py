@@ -23,24 +23,19 @@ def _geometry(data, meta: dict) -> tuple[list[float], list[float]]:
 
 
 def write_ome_tiff(path: str | os.PathLike, data, meta: dict | None = None) -> list[str]:
-    """Write ``data`` (2D to 4D) as an OME-TIFF with the physical pixel sizes of ``scale``."""
-    import tifffile
+    """Write ``data`` (2D to 4D) as an OME-TIFF with the physical pixel sizes of ``scale``;
+    lazy data (zarr, Dask: labels predicted on disk) as a tiled BigTIFF read a band at a
+    time, never whole. Atomically."""
+    from .io import atomic_imwrite, tiled
 
     meta = meta or {}
-    path = Path(path)
     scale, _ = _geometry(data, meta)
     axes = _AXES[np.ndim(data)].upper()
     ome = {"axes": axes, "PhysicalSizeX": scale[-1], "PhysicalSizeY": scale[-2]}
     if np.ndim(data) >= 3:
         ome["PhysicalSizeZ"] = scale[-3]
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tifffile.imwrite(tmp, np.asarray(data), ome=True, metadata=ome, compression="zlib")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return [str(path)]
+    whole = {"data": data} if isinstance(data, np.ndarray) else tiled(data)
+    return [str(atomic_imwrite(path, **whole, ome=True, metadata=ome))]
 
 
 def write_ome_zarr(path: str | os.PathLike, data, meta: dict | None = None,
