@@ -11,7 +11,7 @@ from _models import thresholding_model
 from conftest import discs
 
 from napari_unet import cli, memory
-from napari_unet.checkpoint import save_checkpoint
+from napari_unet.checkpoint import load_checkpoint, save_checkpoint
 from napari_unet.config import ModelConfig, PredictConfig
 from napari_unet.errors import InputError
 from napari_unet.found import object_count, what_was_found
@@ -161,3 +161,23 @@ def test_labels_on_disk_are_saved_as_ome_tiff_a_band_at_a_time(tmp_path, shape):
             np.testing.assert_array_equal(tif.asarray(), labels)
             assert f'PhysicalSizeX="{scale[-1]}"' in tif.ome_metadata
             assert tif.pages[0].is_tiled == (data is on_disk)
+
+
+@pytest.mark.parametrize("shape", [(120, 140), (2, 2, 64, 80)])
+def test_the_probabilities_scratch_lies_beside_the_labels_on_disk(grey_model, tmp_path,
+                                                                 shape):
+    """A slide's probabilities (gigabytes) were kept in the system's temporary folder,
+    often small or held in memory: they now lie beside the labels on disk, and go."""
+    from napari_unet.predict import predict, zarr_outputs
+
+    image = np.stack([_slide(s, shape[-2:], 8) for s in range(int(np.prod(shape[:-2])))]
+                     ).reshape(shape)
+    folder = tmp_path / "out"
+    labels, _ = zarr_outputs(load_checkpoint(grey_model), image, folder / "labels.zarr")
+    job = predict(grey_model, image, out_labels=labels)
+    next(job)
+    assert len(list(folder.glob(".napari-unet-prob-*"))) == 1
+    for _ in job:
+        pass
+    assert sorted(p.name for p in folder.iterdir()) == ["labels.zarr"]
+    assert np.asarray(labels[...]).max() > 0

@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import functools
 import os
-import tempfile
 import time
 from collections.abc import Generator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -34,6 +32,7 @@ from .predict import (
     PredictEvent,
     PredictResult,
     drop_unit_channel,
+    scratch_beside,
     split_planes,
     stream_labels,
 )
@@ -213,9 +212,7 @@ def predict_distributed(model, image, out_labels, *, client, config: PredictConf
     channels = ckpt.config.out_channels
     scratch = None
     if out_probabilities is None:
-        store = getattr(getattr(out_labels, "store", None), "root", None)
-        scratch = tempfile.TemporaryDirectory(prefix="napari-unet-prob-",
-                                              dir=Path(store).parent if store else None)
+        scratch = scratch_beside(out_labels, ".napari-unet-prob-")
         out_probabilities = zarr.create_array(store=scratch.name, dtype="float32",
                                               shape=(channels, *spatial), compressors=None,
                                               chunks=(channels, *block))

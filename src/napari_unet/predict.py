@@ -375,6 +375,19 @@ def _lazy_channels_last(image, name: str, channels: int):
     return as_channels_last(image, name, channels)
 
 
+def scratch_beside(array, prefix: str):
+    """A scratch folder for the probabilities of a prediction whose labels are written into
+    ``array``: beside it where it is a zarr array on local disk (a slide's probabilities
+    take gigabytes, and the system's temporary folder is often small, or held in memory),
+    else in the system's temporary folder. A ``TemporaryDirectory``."""
+    import tempfile
+
+    inner = getattr(array, "array", array)  # a time-lapse's stack seen flat (stacks._Flat)
+    root = getattr(getattr(inner, "store", None), "root", None)
+    return tempfile.TemporaryDirectory(prefix=prefix,
+                                       dir=Path(root).parent if root else None)
+
+
 def zarr_outputs(ckpt: Checkpoint, image, labels_path, prob_path=None, *, chunk: int = 1024,
                  name: str = "image"):
     """New zarr arrays for the labels (and probabilities) of ``image``, in blocks of
@@ -501,7 +514,6 @@ def predict(model, image, config: PredictConfig | None = None, *, out_probabilit
     name : str
         How the image is called in error messages.
     """
-    import tempfile
 
     from .device import (
         auto_batch_size,
@@ -557,7 +569,7 @@ def predict(model, image, config: PredictConfig | None = None, *, out_probabilit
     if out_probabilities is None and out_labels is not None:
         import zarr
 
-        scratch = tempfile.TemporaryDirectory(prefix="napari-unet-")
+        scratch = scratch_beside(out_labels, ".napari-unet-prob-")
         out_probabilities = zarr.create_array(  # uncompressed: written and read once
             store=scratch.name, shape=prob_shape, dtype="float32", compressors=None,
             chunks=(1,) * stack + (channels_out, *plan.stride))
