@@ -79,6 +79,10 @@ def test_what_was_found_on_disk_is_what_was_found_in_memory(tmp_path, shape):
     expected = sum(int(p.max()) for p in labels.reshape(-1, 40 * 50))
     assert object_count(SimpleNamespace(labels=on_disk, mode="instances"),
                         on_disk=True) == expected
+    # counted before, off the GUI thread: said without reading the labels again
+    counted = SimpleNamespace(labels=on_disk, mode="instances", objects=expected)
+    assert what_was_found(counted) == what_was_found(SimpleNamespace(labels=labels,
+                                                                     mode="instances"))
 
 
 def test_an_image_beyond_free_memory_is_predicted_on_disk(grey_model, tmp_path, capsys,

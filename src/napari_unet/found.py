@@ -7,14 +7,16 @@ import numpy as np
 
 
 def object_count(result, linked: bool = False, *, on_disk: bool = False) -> int | None:
-    """The objects of an instance prediction; None for class maps and, unless ``on_disk``
-    (they are then read block by block), for labels written to disk. Each plane of a stack
-    is numbered from 1 (each z-stack of a time-lapse, when ``linked``), so their objects
-    add up."""
+    """The objects of an instance prediction; None for class maps. Labels written to disk
+    are read block by block with ``on_disk`` (not on a GUI thread); without it their count
+    is the one kept with the result (``PredictResult.objects``), if any. Each plane of a
+    stack is numbered from 1 (each z-stack of a time-lapse, when ``linked``), so their
+    objects add up."""
     labels = result.labels
-    if (result.mode == "semantic" or labels is None or labels.size == 0
-            or not (on_disk or isinstance(labels, np.ndarray))):
+    if result.mode == "semantic" or labels is None or labels.size == 0:
         return None
+    if not (on_disk or isinstance(labels, np.ndarray)):
+        return getattr(result, "objects", None)
     numbered = labels.ndim if labels.ndim == 2 else (3 if linked else 2)
     return int(sum(int(top) for top in _maxima(labels, numbered)))
 
@@ -22,10 +24,10 @@ def object_count(result, linked: bool = False, *, on_disk: bool = False) -> int 
 def what_was_found(result, linked: bool = False, *, on_disk: bool = False) -> str | None:
     """The objects of an instance prediction ("64 objects", "120 objects in 3 planes"), or
     each class's share of the pixels of a class map ("class 1 34 % of the pixels, class 2
-    8 %"); None for labels written to disk unless ``on_disk`` (read block by block: not on
-    a GUI thread)."""
+    8 %"). Labels written to disk are read only with ``on_disk`` (block by block: not on a
+    GUI thread); without it, only the objects counted before are said."""
     labels = result.labels
-    if labels is None or labels.size == 0 or not (on_disk or isinstance(labels, np.ndarray)):
+    if labels is None or labels.size == 0:
         return None
     n = object_count(result, linked, on_disk=on_disk)
     if n is not None:
@@ -36,6 +38,8 @@ def what_was_found(result, linked: bool = False, *, on_disk: bool = False) -> st
                  else f" in {planes // shape[-3]} stacks, linked through their {shape[-3]} "
                       "planes")
         return f"{n:,} object{'' if n == 1 else 's'}{where}"
+    if result.mode != "semantic" or not (on_disk or isinstance(labels, np.ndarray)):
+        return None
     counts = np.zeros(1, np.int64)
     for _, block in _blocks(labels):
         found = np.bincount(block.ravel().clip(0).astype(np.intp))

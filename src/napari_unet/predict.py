@@ -88,6 +88,9 @@ class PredictResult:
     #: How much each image was magnified for the network (1: at its own size), so that
     #: :func:`relabel` labels the probabilities again as they were labelled.
     factor: float = 1.0
+    #: The objects of labels written to disk, where they were counted (off the GUI
+    #: thread; :func:`napari_unet.found.object_count`), else None.
+    objects: int | None = None
 
 
 def as_checkpoint(model) -> Checkpoint:

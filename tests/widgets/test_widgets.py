@@ -577,8 +577,17 @@ def test_a_layer_too_large_for_memory_is_predicted_to_disk(make_napari_viewer, q
     expected = run(predict(model_file, image)).labels  # one pass in memory
     assert expected.max() > 10 and same_partition(expected, layer.data[:])
     status = widget.status.text()
-    assert (f"{expected.max()} objects. Predicted block by block on disk (in memory it would "
+    assert (f": {expected.max()} objects. Predicted block by block on disk (in memory it would "
             "need about") in status and str(models_home.parent / "predictions") in status
+    viewer.add_image(image[:64, :64], name="corner")  # predicted in memory
+    corner = run(predict(model_file, image[:64, :64])).labels.max()
+    widget.every.setChecked(True)  # in turn with other layers: its objects counted in too
+    widget.controls.start_btn.click()
+    wait_done(qtbot, widget)
+    assert f"Done: 2 layer(s), {expected.max() + corner} objects" in widget.status.text()
+    viewer.layers.remove("corner")
+    viewer.layers.remove("corner segmentation")
+    widget.every.setChecked(False)
     widget.diameter.setValue(9.0)  # cells of 18 px from 9: four times the pixels, in memory
     widget.controls.start_btn.click()
     assert widget.controls.run is None

@@ -120,12 +120,12 @@ def predict_to_disk(ckpt, data, config, name: str, probabilities: bool, why: str
     arrays on disk (in ~/napari-unet/predictions), so that it is predicted without being
     loaded whole. The arrays are made when the prediction starts, and removed again if it
     is cancelled or refused: neither a half-written store nor, for the layers after a
-    Cancel, an empty one is left behind. What was found is counted here, in the worker:
-    the labels are read block by block."""
+    Cancel, an empty one is left behind. The objects are counted here, in the worker (the
+    labels are read block by block), and kept with the result."""
     import shutil
 
     from ..checkpoint import default_model_path
-    from ..found import what_was_found
+    from ..found import object_count
     from ..predict import predict, zarr_outputs
 
     stem = default_model_path(name)
@@ -139,10 +139,10 @@ def predict_to_disk(ckpt, data, config, name: str, probabilities: bool, why: str
         result = yield from predict(ckpt, data, config, name=f"layer '{name}'",
                                     out_labels=labels, out_probabilities=prob)
         finished = True
-        found = what_was_found(result, config.link_planes > 0, on_disk=True)
-        kept = (f"predicted block by block on disk ({why})" if why else "predicted block "
-                "by block") + f"; the results are kept in {paths[0].parent}"
-        result.notes[:0] = [note for note in (found, kept) if note]
+        result.objects = object_count(result, config.link_planes > 0, on_disk=True)
+        result.notes.insert(0, (f"predicted block by block on disk ({why})" if why else
+                                "predicted block by block")
+                            + f"; the results are kept in {paths[0].parent}")
         return result
     finally:
         if not finished:
