@@ -317,7 +317,7 @@ def atomic_imwrite(path: str | os.PathLike, data, **kwargs) -> Path:
 
 def write_tiff_tiled(path: str | os.PathLike, array, meta: dict | None = None,
                      tile: int = 512) -> Path:
-    """Write ``array`` (``(H, W)`` or ``(C, H, W)``, numpy or zarr) as a tiled BigTIFF,
+    """Write ``array`` (``(H, W)``, or planes ``(..., H, W)``, numpy or zarr) as a tiled BigTIFF,
     a band of ``tile`` rows at a time, so that a result larger than memory is never read
     whole; with the resolution tags of ``meta`` (:func:`tiff_metadata`). Atomically."""
     return atomic_imwrite(path, **tiled(array, tile), photometric="minisblack",
