@@ -185,3 +185,23 @@ def test_the_probabilities_scratch_lies_beside_the_labels_on_disk(grey_model, tm
         pass
     assert sorted(p.name for p in folder.iterdir()) == ["labels.zarr"]
     assert np.asarray(labels[...]).max() > 0
+
+
+def test_a_training_that_could_not_be_prepared_is_refused_in_a_sentence(monkeypatch):
+    """Training on a slide painted in part was killed while its weight maps were made
+    (napari with the unsaved labels): refused in a sentence that says what to do, and a
+    region marked where the labels are complete makes it fit."""
+    from napari_unet.config import TrainConfig
+    from napari_unet.synthetic import touching_cells
+    from napari_unet.train import prepare
+
+    image, labels = touching_cells((400, 300), n_cells=30, radius=9, seed=3)
+    monkeypatch.setattr(memory, "free_memory", lambda: 400 * 300 * 64 - 1)
+    with pytest.raises(InputError, match="'Labelled in' Shapes layer, or --regions"):
+        prepare([image], [labels], TrainConfig())
+    region = np.zeros(labels.shape, bool)
+    region[100:200, 100:200] = True  # cropped to it, with its margin, before any work
+    prepared = prepare([image], [labels], TrainConfig(), regions=[region])
+    assert prepared.images[0].shape[0] < 400
+    monkeypatch.setattr(memory, "free_memory", lambda: 400 * 300 * 64)
+    assert prepare([image], [labels], TrainConfig()).images[0].shape[:2] == (400, 300)

@@ -54,6 +54,26 @@ def prediction_bytes(shape: tuple[int, ...], config) -> int:
     return pixels * BYTES_PER_PIXEL + (planes - 1) * pixels * kept
 
 
+#: Bytes a pixel of a grey training image takes while its targets and weight map are
+#: made, with room to spare (55 measured on DSB nuclei; benchmarks/memory_estimate.py);
+#: 4 more for each further channel.
+TRAIN_BYTES_PER_PIXEL = 64
+
+
+def check_training_fits(pixels: int, channels: int = 1) -> None:
+    """Refuse in a sentence a training whose ``pixels`` (of every image, after cropping
+    to annotated regions) could not be prepared in the memory free: it would be killed,
+    in napari with the labels just painted and not yet saved."""
+    free = free_memory()
+    need = pixels * (TRAIN_BYTES_PER_PIXEL + 4 * (max(channels, 1) - 1))
+    if free is not None and need > free:
+        raise InputError(
+            f"training on these images would need about {_gb(need)} of memory and "
+            f"{_gb(free)} are free: mark the part of each image whose cells are all labelled "
+            "(the Train widget's 'Labelled in' Shapes layer, or --regions) and only that part "
+            "is used, or train on a crop of the image.")
+
+
 def beyond_memory(image, ckpt, config) -> str:
     """Why ``image`` is to be predicted on disk (in memory it would take more than half the
     memory free now), or '' where it is predicted in memory. An image to be resized to a

@@ -40,6 +40,7 @@ from .data import (
     normalize,
 )
 from .errors import InputError
+from .memory import check_training_fits
 from .scale import match_cell_size, median_diameter
 from .targets import (
     JOINED_AT_LEAST,
@@ -176,9 +177,11 @@ def prepare(images: Sequence, labels: Sequence, config: TrainConfig,
         if region is not None:
             arr, lab, region = crop_to_region(arr, lab, region, name)
         imgs.append(arr)
-        labs.append((compact_ids(lab) if config.mode == "instances" else lab)
-                    .astype(np.int64))
+        labs.append(lab)
         regs.append(region)
+    check_training_fits(sum(lab.size for lab in labs), imgs[0].shape[-1])
+    labs = [(compact_ids(lab) if config.mode == "instances" else lab).astype(np.int64)
+            for lab in labs]
     imgs, notes = match_channels(imgs, names, channels)
     warnings = []
     counts = {a.shape[-1] for a in imgs}
