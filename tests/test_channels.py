@@ -133,6 +133,11 @@ def test_an_ome_zarr_of_channels_gives_the_one_chosen(grey_model, tmp_path, caps
     labels = open_zarr(out / "c.ome.zarr").compute()
     assert labels.shape == (64, 80) and labels.max() > 0
     np.testing.assert_array_equal(labels, open_zarr(out / "one.ome.zarr").compute())
+    capsys.readouterr()  # and what it found is said, as for a TIFF (counted on disk)
+    assert cli.main(["predict", str(grey_model), str(tmp_path / "one.ome.zarr"),
+                     "--out", str(out)]) == 0
+    n = int(labels.max())
+    assert f"one.ome.zarr: {n} object{'' if n == 1 else 's'}\n" in capsys.readouterr().out
 
 
 def test_training_takes_one_channel_of_hyperstacks(tmp_path, capsys):

@@ -623,6 +623,7 @@ def _predict_zarr(args, model, cfg, spec: Path, image) -> None:
 
     from tqdm import tqdm
 
+    from .found import what_was_found
     from .predict import predict, zarr_outputs
     from .progress import run
 
@@ -649,12 +650,15 @@ def _predict_zarr(args, model, cfg, spec: Path, image) -> None:
             client, cluster = _client(args)
             threads = (max(1, (os.cpu_count() or 1) // args.workers)
                        if args.scheduler == "local" else None)
-            run(predict_distributed(args.model, image, labels, client=client, config=cfg,
-                                    out_probabilities=prob, threads=threads, name=spec.name),
-                show)
+            result = run(predict_distributed(args.model, image, labels, client=client,
+                                             config=cfg, out_probabilities=prob,
+                                             threads=threads, name=spec.name), show)
         else:
-            run(predict(model, image, cfg, out_labels=labels, out_probabilities=prob,
-                        name=spec.name), show)
+            result = run(predict(model, image, cfg, out_labels=labels,
+                                 out_probabilities=prob, name=spec.name), show)
+        found = what_was_found(result, cfg.link_planes > 0, on_disk=True)
+        if found and not args.quiet:
+            bar.write(f"{spec.name}: {found}")
         for done, final in ((tmp, target), (tmp_prob, prob_target)):
             if done.exists():
                 if final.exists():
