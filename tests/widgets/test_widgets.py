@@ -618,6 +618,14 @@ def test_a_lazy_prediction_cancelled_or_refused_leaves_no_store(model_file, mode
     with pytest.raises(InputError, match="channel"):
         next(predict_to_disk(ckpt, rgb, PredictConfig(), "rgb", False))
     assert list(folder.glob("*")) == []
+    job = predict_to_disk(ckpt, image, PredictConfig(), "big", True)
+    said = [event.message for event in job]  # to the end: the labels are read to count
+    assert said[-1] == "counting the objects" and len(list(folder.glob("big-*.zarr"))) == 2
+    job = predict_to_disk(ckpt, image, PredictConfig(), "again", False)
+    while next(job).message != "counting the objects":
+        pass
+    job.close()  # a Cancel while counting: not shown, so not kept
+    assert not list(folder.glob("again-*"))
 
 
 @pytest.mark.parametrize("case", ["RGB image for a grey model", "NaN image"])

@@ -126,7 +126,7 @@ def predict_to_disk(ckpt, data, config, name: str, probabilities: bool, why: str
 
     from ..checkpoint import default_model_path
     from ..found import object_count
-    from ..predict import predict, zarr_outputs
+    from ..predict import PredictEvent, predict, zarr_outputs
 
     stem = default_model_path(name)
     base = stem.parent.parent / "predictions" / stem.name.removesuffix(".safetensors")
@@ -138,8 +138,10 @@ def predict_to_disk(ckpt, data, config, name: str, probabilities: bool, why: str
         labels, prob = zarr_outputs(ckpt, data, *paths, name=f"layer '{name}'")
         result = yield from predict(ckpt, data, config, name=f"layer '{name}'",
                                     out_labels=labels, out_probabilities=prob)
-        finished = True
+        if result.mode != "semantic":  # the labels are read again: say so
+            yield PredictEvent(1, 1, 0, 1, "counting the objects")
         result.objects = object_count(result, config.link_planes > 0, on_disk=True)
+        finished = True
         result.notes.insert(0, (f"predicted block by block on disk ({why})" if why else
                                 "predicted block by block")
                             + f"; the results are kept in {paths[0].parent}")
