@@ -213,6 +213,25 @@ def test_bad_choice_notifies_and_changes_no_layer(cells_viewer, qtbot, notes, ca
         np.testing.assert_array_equal(layer.data, snapshot[layer.name])
 
 
+def test_a_training_too_large_for_memory_is_refused_and_keeps_the_labels(cells_viewer,
+                                                                         qtbot, notes,
+                                                                         monkeypatch):
+    """A training whose images could not be prepared in the memory free was killed, napari
+    and the labels just painted with it: a notification says what to do, nothing is lost."""
+    from napari_unet import memory
+
+    snapshot = {layer.name: np.array(layer.data) for layer in cells_viewer.layers}
+    monkeypatch.setattr(memory, "free_memory", lambda: 96 * 96 * 8)
+    widget = dock(cells_viewer, "Train")
+    set_quick(widget)
+    widget.controls.start_btn.click()
+    wait_done(qtbot, widget)
+    assert any("'Labelled in' Shapes layer" in n for n in notes), notes
+    assert not any("Traceback" in n for n in notes)
+    for layer in cells_viewer.layers:
+        np.testing.assert_array_equal(layer.data, snapshot[layer.name])
+
+
 def test_deleting_the_layers_while_training_loses_nothing(cells_viewer, qtbot, notes,
                                                            models_home):
     widget = dock(cells_viewer, "Train")
