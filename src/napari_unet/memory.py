@@ -1,8 +1,9 @@
-"""Whether a prediction fits in the memory free: an image whose prediction would take more
-than half of it (a slide, a long z-stack) is predicted block by block on disk instead
-(:func:`napari_unet.predict.zarr_outputs`), where it takes the memory of a block, rather
-than be killed by the operating system with whatever else was open (napari and the user's
-unsaved layers with it)."""
+"""Whether a prediction or a training fits in the memory free, rather than be killed by
+the operating system with whatever else was open (napari and the user's unsaved layers with
+it): an image whose prediction would take more than half of it (a slide, a long z-stack) is
+predicted block by block on disk instead (:func:`napari_unet.predict.zarr_outputs`), where
+it takes the memory of a block; a training whose images could not be prepared is refused
+in a sentence. The estimates are measured by ``benchmarks/memory_estimate.py``."""
 
 from __future__ import annotations
 
