@@ -781,6 +781,51 @@ def test_separation_view_keeps_napari_responsive_on_a_large_layer(make_napari_vi
     assert viewer.layers["big labels weight map"].data.shape == (4096, 4096)  # full resolution
 
 
+@pytest.mark.parametrize("multiscale", [False, True])
+def test_separation_view_of_a_slide_works_on_the_part_in_view(make_napari_viewer, qtbot,
+                                                              notes, monkeypatch,
+                                                              multiscale):
+    """The whole plane of a slide's labels (a prediction on disk, 30,000² px) took more
+    memory than was free: beyond 4096² px the view works on the part in view, placed where
+    it is, and asks to zoom in where even that is larger."""
+    from napari_unet._widgets import _in_view
+    from napari_unet.instances import separated_objects
+    from napari_unet.synthetic import touching_cells
+    from napari_unet.targets import instance_targets
+
+    monkeypatch.setattr(_in_view, "WHOLE_PLANE", 100 * 100)  # the 300 x 260 px layer a slide
+    image, labels = touching_cells((300, 260), n_cells=40, radius=9, seed=4)
+    viewer = make_napari_viewer(show=True)  # drawn: napari finds the pixels in view
+    viewer.add_image(image, name="slide", scale=(0.5, 0.5), translate=(10, 20))
+    data = labels.astype(np.int32)
+    layer = viewer.add_labels([data, data[::2, ::2]] if multiscale else data,
+                              multiscale=multiscale, name="slide labels", scale=(0.5, 0.5),
+                              translate=(10, 20))
+    widget = dock(viewer, "Touching-cell separation")
+    widget.labels.setCurrentText("slide labels")
+    widget.image.setCurrentText("slide")
+    widget.prediction.setCurrentText("slide labels")
+    widget.show_splits()  # all of it in view: too large
+    assert any("is 300 x 260 px" in n and "zoom in" in n for n in notes), notes
+    assert "slide labels split lines" not in viewer.layers
+    viewer.camera.center = (10 + 75, 20 + 65)
+    viewer.camera.zoom = 30
+    qtbot.wait(200)  # the canvas resized around the docked widget
+    rows, cols = _in_view.view_box(viewer, layer, labels.shape)
+    assert 0 < (rows.stop - rows.start) * (cols.stop - cols.start) <= 100 * 100
+    part = labels[rows, cols]
+    widget.show_splits()
+    qtbot.waitUntil(lambda: "slide labels split lines" in viewer.layers, timeout=20000)
+    lines = viewer.layers["slide labels split lines"]
+    np.testing.assert_array_equal(lines.data, separated_objects(part)[0])
+    np.testing.assert_allclose(lines.translate, (10 + 0.5 * rows.start, 20 + 0.5 * cols.start))
+    widget.show_weights()
+    qtbot.waitUntil(lambda: "slide labels weight map" in viewer.layers, timeout=20000)
+    weights = viewer.layers["slide labels weight map"]
+    np.testing.assert_allclose(weights.data, instance_targets(part)[1], rtol=1e-5)
+    np.testing.assert_allclose(weights.translate, lines.translate)
+
+
 def test_each_epoch_gives_its_loss_and_validation_score(cells_viewer):
     from napari_unet.train import TrainEvent
 

@@ -33,6 +33,7 @@ from ..targets import (
     unlabelled_regions,
 )
 from ._forms import LayerCombo, full_resolution
+from ._in_view import part_in_view
 from ._outputs import put_layer
 
 
@@ -161,13 +162,15 @@ class SeparationWidget(QWidget):
             self.show_weights()
 
     def _plane(self, layer):
-        """A function that reads the 2D labels plane in view (the whole layer if it is
-        2D): a copy made now of an in-memory layer, which the user may paint on; a lazy
-        layer's plane is read when called, in the thread."""
+        """``(reader, box, where results go)``: a function that reads the 2D labels plane
+        in view (the whole layer if it is 2D; of a slide, the part in view,
+        :func:`part_in_view`): a copy made now of an in-memory layer, which the user may
+        paint on; a lazy layer's plane is read when called, in the thread."""
         data = full_resolution(layer)
         if data.ndim > 2:
             data = data[self._in_view(data.shape[:-2])]
-        return _reader(data)
+        data, box, placed = part_in_view(self.viewer, layer, data)
+        return _reader(data), box, placed
 
     def _in_view(self, outer: tuple[int, ...]) -> tuple[int, ...]:
         """The index of the plane in view among planes ``outer`` (``(N,)`` for a stack,
@@ -175,10 +178,10 @@ class SeparationWidget(QWidget):
         steps = self.viewer.dims.current_step[-2 - len(outer) : -2]
         return tuple(int(np.clip(s, 0, n - 1)) for s, n in zip(steps, outer, strict=True))
 
-    def _image_plane(self, image, labels):
-        """A function that reads the plane of ``image`` under the labels plane in view,
-        channels last (a copy made now of an in-memory layer; a lazy layer's plane is read
-        when called, in the thread)."""
+    def _image_plane(self, image, labels, box):
+        """A function that reads the plane of ``image`` under the labels plane in view
+        (the labels' ``box`` of it, if any), channels last (a copy made now of an in-memory
+        layer; a lazy layer's plane is read when called, in the thread)."""
         data, lab = full_resolution(image), full_resolution(labels)
         outer = lab.shape[:-2]
         if outer and data.shape[: len(outer)] == outer and data.ndim > 2:
@@ -189,23 +192,23 @@ class SeparationWidget(QWidget):
         if tuple(data.shape[:2]) != tuple(plane) or data.ndim not in (2, 3):
             raise InputError(f"image '{image.name}' {tuple(data.shape)} does not match the "
                              f"labels '{labels.name}' {tuple(lab.shape)}.")
-        return _reader(data)
+        return _reader(data if box is None else data[box])
 
     def show_weights(self) -> None:
         layer = self.labels.layer()
         try:
             if layer is None:
                 raise InputError("choose a labels layer with cells.")
-            read = self._plane(layer)
+            read, box, placed = self._plane(layer)
             image = self.image.layer()
-            read_image = None if image is None else self._image_plane(image, layer)
+            read_image = None if image is None else self._image_plane(image, layer, box)
         except InputError as err:
             show_error(str(err))
             return
         w0, sigma = float(self.w0.value()), float(self.sigma.value())
         self.status.setText("Computing the weight map…")
         self.weight_jobs.submit(lambda: _weight_view(read, layer.name, w0, sigma, read_image),
-                         lambda view: self._show_weights(layer, view))
+                         lambda view: self._show_weights(placed, view))
 
     def _show_weights(self, layer, view) -> None:
         if isinstance(view, str):
@@ -239,13 +242,13 @@ class SeparationWidget(QWidget):
         try:
             if layer is None:
                 raise InputError("choose the labels layer of a prediction.")
-            read = self._plane(layer)
+            read, _, placed = self._plane(layer)
         except InputError as err:
             show_error(str(err))
             return
         self.status.setText("Finding the separated cells…")
         self.split_jobs.submit(lambda: _split_view(read),
-                         lambda view: self._show_splits(layer, view))
+                         lambda view: self._show_splits(placed, view))
 
     def _show_splits(self, layer, view) -> None:
         split, lines, n, total = view

@@ -1,0 +1,54 @@
+"""The part in view of a large labels plane: the separation view works on a slide's plane
+where the user looks, not on all of it, which would take more memory than is free (napari,
+and the unsaved layers, killed with it)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+
+from ..errors import InputError
+
+#: The largest plane (pixels) worked on whole; beyond it, the part in view, at most as large.
+WHOLE_PLANE = 4096 * 4096
+
+
+def view_box(viewer, layer, shape: tuple[int, int]) -> tuple[slice, slice]:
+    """The rows and columns of ``layer``'s last two axes (full resolution, ``shape``) that
+    napari's canvas shows: the canvas's corners in the world, in the layer's data."""
+    h, w = viewer.canvas.size
+    centre = np.asarray(viewer.camera.center, float)[-2:]
+    half = np.array([h, w], float) / 2 / viewer.camera.zoom
+    point = np.asarray(viewer.dims.point, float)
+    corners = []
+    for corner in (centre - half, centre + half):
+        world = point.copy()
+        world[-2:] = corner
+        corners.append(np.asarray(layer.world_to_data(world), float)[-2:])
+    (r0, c0), (r1, c1) = np.minimum(*corners), np.maximum(*corners)
+    return (slice(max(int(np.floor(r0)), 0), min(int(np.ceil(r1)) + 1, shape[0])),
+            slice(max(int(np.floor(c0)), 0), min(int(np.ceil(c1)) + 1, shape[1])))
+
+
+def part_in_view(viewer, layer, plane):
+    """``(plane, box, where results go)``: a plane of up to :data:`WHOLE_PLANE` pixels
+    whole (box None, placed as the layer); a larger one's part in view, placed there (the
+    layer's translation moved by its offset); refused in a sentence where even that part
+    is larger, or none of the plane is in view."""
+    h, w = plane.shape[-2:]
+    if h * w <= WHOLE_PLANE:
+        return plane, None, layer
+    rows, cols = view_box(viewer, layer, (h, w))
+    size = max(rows.stop - rows.start, 0) * max(cols.stop - cols.start, 0)
+    if not 0 < size <= WHOLE_PLANE:
+        side = int(WHOLE_PLANE ** 0.5)
+        raise InputError(
+            f"labels layer '{layer.name}' is {h} x {w} px; the separation view works on at "
+            f"most {side} x {side} px of it at a time (more would not fit the memory of most "
+            "machines): zoom in on the part to look at.")
+    scale = np.asarray(layer.scale, float)
+    translate = np.asarray(layer.translate, float).copy()
+    translate[-2:] += np.array([rows.start, cols.start]) * scale[-2:]
+    placed = SimpleNamespace(name=layer.name, scale=scale, translate=translate)
+    return plane[..., rows, cols], (rows, cols), placed
