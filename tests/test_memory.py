@@ -205,3 +205,19 @@ def test_a_training_that_could_not_be_prepared_is_refused_in_a_sentence(monkeypa
     assert prepared.images[0].shape[0] < 400
     monkeypatch.setattr(memory, "free_memory", lambda: 400 * 300 * 64)
     assert prepare([image], [labels], TrainConfig()).images[0].shape[:2] == (400, 300)
+
+
+def test_a_prediction_in_memory_that_could_not_fit_is_refused_from_python(grey_model, tmp_path,
+                                                                        monkeypatch):
+    """From Python nothing chose the disk for it: a sentence that says how, not the kill;
+    the same image with its labels written to disk is predicted."""
+    from napari_unet.predict import predict, zarr_outputs
+    from napari_unet.progress import run
+
+    image = _slide(2)
+    monkeypatch.setattr(memory, "free_memory", lambda: 300 * 300 * 48 - 1)
+    with pytest.raises(InputError, match=r"out_labels=\.\.\.\), with napari_unet.predict"):
+        next(predict(grey_model, image))
+    labels, _ = zarr_outputs(load_checkpoint(grey_model), image, tmp_path / "l.zarr")
+    run(predict(grey_model, image, out_labels=labels))
+    assert np.asarray(labels[...]).max() > 10

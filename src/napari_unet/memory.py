@@ -75,6 +75,20 @@ def check_training_fits(pixels: int, channels: int = 1) -> None:
             "is used, or train on a crop of the image.")
 
 
+def check_prediction_fits(shape: tuple[int, ...], config, factor: float = 1.0) -> None:
+    """Refuse in a sentence a prediction in memory of an image of ``shape`` (magnified by
+    ``factor``) that could not fit in the memory free: from Python, where nothing chose
+    the disk for it, it would be killed."""
+    free = free_memory()
+    need = prediction_bytes(shape, config) * max(factor, 1.0) ** 2
+    if free is not None and need > free:
+        raise InputError(
+            f"predicting this image in memory would need about {_gb(need)} and "
+            f"{_gb(free)} are free: write its labels to disk block by block instead "
+            "(predict(..., out_labels=...), with napari_unet.predict.zarr_outputs; the "
+            "command line and the Predict widget do so by themselves).")
+
+
 def beyond_memory(image, ckpt, config) -> str:
     """Why ``image`` is to be predicted on disk (in memory it would take more than half the
     memory free now), or '' where it is predicted in memory. An image to be resized to a

@@ -34,6 +34,7 @@ from .instances import (
     remove_small_objects,
 )
 from .label_offset import shift_margin
+from .memory import check_prediction_fits
 from .scale import (
     NO_CELL_SIZE,
     median_diameter,
@@ -557,6 +558,8 @@ def predict(model, image, config: PredictConfig | None = None, *, out_probabilit
     factor = 1.0 if auto else scale_factor(ckpt.object_diameter, config.diameter)
     if (auto or factor != 1.0) and out_labels is not None:
         raise InputError(BLOCKWISE_DIAMETER)
+    if out_labels is None:  # a sentence, not the kill (memory.beyond_memory avoids it)
+        check_prediction_fits(image.shape, ckpt.config, factor)
     link = config.link_planes if stack and labels else 0.0
     if link and ckpt.mode == "semantic":
         raise InputError(SEMANTIC_LINK)
