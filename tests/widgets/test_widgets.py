@@ -808,8 +808,8 @@ def test_separation_view_of_a_slide_works_on_the_part_in_view(make_napari_viewer
     widget.show_splits()  # all of it in view: too large
     assert any("is 300 x 260 px" in n and "zoom in" in n for n in notes), notes
     assert "slide labels split lines" not in viewer.layers
-    viewer.camera.center = (10 + 75, 20 + 65)
-    viewer.camera.zoom = 30
+    viewer.scene.camera.center = (10 + 75, 20 + 65)
+    viewer.scene.camera.zoom = 30
     qtbot.wait(200)  # the canvas resized around the docked widget
     rows, cols = _in_view.view_box(viewer, layer, labels.shape)
     assert 0 < (rows.stop - rows.start) * (cols.stop - cols.start) <= 100 * 100

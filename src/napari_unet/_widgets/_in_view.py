@@ -17,9 +17,10 @@ WHOLE_PLANE = 4096 * 4096
 def view_box(viewer, layer, shape: tuple[int, int]) -> tuple[slice, slice]:
     """The rows and columns of ``layer``'s last two axes (full resolution, ``shape``) that
     napari's canvas shows: the canvas's corners in the world, in the layer's data."""
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera  # 0.9: scene
     h, w = viewer.canvas.size
-    centre = np.asarray(viewer.camera.center, float)[-2:]
-    half = np.array([h, w], float) / 2 / viewer.camera.zoom
+    centre = np.asarray(camera.center, float)[-2:]
+    half = np.array([h, w], float) / 2 / camera.zoom
     point = np.asarray(viewer.dims.point, float)
     corners = []
     for corner in (centre - half, centre + half):
