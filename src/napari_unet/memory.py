@@ -65,28 +65,22 @@ def check_training_fits(pixels: int, channels: int = 1) -> None:
     """Refuse in a sentence a training whose ``pixels`` (of every image, after cropping
     to annotated regions) could not be prepared in the memory free: it would be killed,
     in napari with the labels just painted and not yet saved."""
-    free = free_memory()
-    need = pixels * (TRAIN_BYTES_PER_PIXEL + 4 * (max(channels, 1) - 1))
-    if free is not None and need > free:
-        raise InputError(
-            f"training on these images would need about {_gb(need)} of memory and "
-            f"{_gb(free)} are free: mark the part of each image whose cells are all labelled "
-            "(the Train widget's 'Labelled in' Shapes layer, or --regions) and only that part "
-            "is used, or train on a crop of the image.")
+    _refuse_beyond_free(
+        pixels * (TRAIN_BYTES_PER_PIXEL + 4 * (max(channels, 1) - 1)),
+        "training on these images", ": mark the part of each image whose cells are all "
+        "labelled (the Train widget's 'Labelled in' Shapes layer, or --regions) and only "
+        "that part is used, or train on a crop of the image.")
 
 
 def check_prediction_fits(shape: tuple[int, ...], config, factor: float = 1.0) -> None:
     """Refuse in a sentence a prediction in memory of an image of ``shape`` (magnified by
     ``factor``) that could not fit in the memory free: from Python, where nothing chose
     the disk for it, it would be killed."""
-    free = free_memory()
-    need = prediction_bytes(shape, config) * max(factor, 1.0) ** 2
-    if free is not None and need > free:
-        raise InputError(
-            f"predicting this image in memory would need about {_gb(need)} and "
-            f"{_gb(free)} are free: write its labels to disk block by block instead "
-            "(predict(..., out_labels=...), with napari_unet.predict.zarr_outputs; the "
-            "command line and the Predict widget do so by themselves).")
+    _refuse_beyond_free(
+        prediction_bytes(shape, config) * max(factor, 1.0) ** 2,
+        "predicting this image in memory", ": write its labels to disk block by block "
+        "instead (predict(..., out_labels=...), with napari_unet.predict.zarr_outputs; the "
+        "command line and the Predict widget do so by themselves).")
 
 
 def beyond_memory(image, ckpt, config) -> str:
@@ -94,23 +88,28 @@ def beyond_memory(image, ckpt, config) -> str:
     memory free now), or '' where it is predicted in memory. An image to be resized to a
     cell diameter is predicted in memory (resizing is not done block by block); one that
     would not fit at all is refused in a sentence rather than risk the kill."""
-    free = free_memory()
-    if free is None:
-        return ""
     need = prediction_bytes(image.shape, ckpt.config)
     if config.diameter:
         if config.diameter != "auto":
             need *= max(scale_factor(ckpt.object_diameter, config.diameter), 1.0) ** 2
-        if need > free:
-            raise InputError(
-                f"predicting this image resized to its cell diameter would need about "
-                f"{_gb(need)} of memory and {_gb(free)} are free; resizing is not done "
-                "block by block on disk: leave the cell diameter empty (the image is then "
-                "predicted at its own size, block by block), or resize the image first.")
+        _refuse_beyond_free(
+            need, "predicting this image resized to its cell diameter", "; resizing is not "
+            "done block by block on disk: leave the cell diameter empty (the image is then "
+            "predicted at its own size, block by block), or resize the image first.")
         return ""
-    if need <= free / 2:
+    free = free_memory()
+    if free is None or need <= free / 2:
         return ""
     return f"in memory it would need about {_gb(need)}, {_gb(free)} are free"
+
+
+def _refuse_beyond_free(need: float, what: str, advice: str) -> None:
+    """An InputError saying that ``what`` would need ``need`` bytes, more than are free,
+    and ``advice``; nothing where they are free, or where the free memory is unknown."""
+    free = free_memory()
+    if free is not None and need > free:
+        raise InputError(f"{what} would need about {_gb(need)} of memory and {_gb(free)} "
+                         f"are free{advice}")
 
 
 def _gb(n: float) -> str:
