@@ -11,7 +11,7 @@ from napari_unet import cli
 from napari_unet.channels import for_model
 from napari_unet.checkpoint import save_checkpoint
 from napari_unet.errors import InputError
-from napari_unet.io import open_zarr, read_image, tiff_metadata, write_tiff
+from napari_unet.io import open_zarr, read_image, tiff_metadata, write_tiff, write_tiff_tiled
 from napari_unet.predict import predict
 from napari_unet.progress import run
 
@@ -177,11 +177,20 @@ def test_for_model_moves_named_channels_last_and_refuses_other_counts():
     assert for_model(np.zeros((2, 8, 10)), None, 2)[0].shape == (8, 10, 2)
 
 
-def test_write_tiff_carries_axes_and_pixel_size_where_imagej_can_hold_them(tmp_path):
+def _on_disk(array):
+    """``array`` as a zarr array in memory: what a prediction on disk writes from."""
+    import zarr
+
+    return zarr.array(array, chunks=(1,) * (array.ndim - 2) + (5, 5))
+
+
+@pytest.mark.parametrize("write", [write_tiff, lambda path, array, meta=None: write_tiff_tiled(
+    path, _on_disk(array), meta, tile=16)], ids=["in memory", "on disk, tiled"])
+def test_write_tiff_carries_axes_and_pixel_size_where_imagej_can_hold_them(tmp_path, write):
     meta = {"axes": "TZYX", "resolution": (4.0, 4.0), "resolutionunit": 1,
             "unit": "micron", "spacing": 0.5, "finterval": 3.0}
     small = (np.arange(2 * 3 * 8 * 8) % 300).astype(np.uint32).reshape(2, 3, 8, 8)
-    write_tiff(tmp_path / "s.tif", small, meta)
+    write(tmp_path / "s.tif", small, meta)
     back = tiff_metadata(tmp_path / "s.tif")
     assert {k: back[k] for k in ("axes", "unit", "spacing", "finterval")} == {
         "axes": "TZYX", "unit": "micron", "spacing": 0.5, "finterval": 3.0}
@@ -189,21 +198,39 @@ def test_write_tiff_carries_axes_and_pixel_size_where_imagej_can_hold_them(tmp_p
     # beyond 16 bits ImageJ cannot hold the labels: every value kept, the pixel size too
     big = small.copy()
     big[0, 0, 0, 0] = 70_000
-    write_tiff(tmp_path / "b.tif", big, meta)
+    write(tmp_path / "b.tif", big, meta)
     np.testing.assert_array_equal(read_image(tmp_path / "b.tif"), big)
     np.testing.assert_allclose(tiff_metadata(tmp_path / "b.tif")["resolution"], (4.0, 4.0))
     # axes ImageJ has no letter for: written as before
-    write_tiff(tmp_path / "q.tif", small[0], {"axes": "QYX"})
+    write(tmp_path / "q.tif", small[0], {"axes": "QYX"})
     assert "unit" not in tiff_metadata(tmp_path / "q.tif")
     np.testing.assert_array_equal(read_image(tmp_path / "q.tif"), small[0])
     # three planes (or a three-class model's probabilities) are grey planes, not colour:
     # they were written as an RGB image, which Fiji shows as one
     for name, array in (("three.tif", small[0].astype(np.uint16)),
                         ("prob.tif", np.ones((3, 8, 8), np.float32))):
-        write_tiff(tmp_path / name, array)
+        write(tmp_path / name, array)
         with tifffile.TiffFile(tmp_path / name) as tif:
             assert len(tif.pages) == 3 and tif.pages[0].photometric == 1  # MINISBLACK
         np.testing.assert_array_equal(read_image(tmp_path / name), array)
+
+
+def test_results_of_4_gb_or_more_on_disk_are_bigtiff_without_imagej_axes(tmp_path,
+                                                                        monkeypatch):
+    """ImageJ cannot read a BigTIFF, which a result of 4 GB or more must be: there the
+    axes are left out, every value and the pixel size kept; below, a classic TIFF."""
+    from napari_unet import io
+
+    meta = {"axes": "ZYX", "resolution": (4.0, 4.0), "resolutionunit": 1, "spacing": 0.5}
+    labels = (np.arange(3 * 8 * 8) % 300).astype(np.uint32).reshape(3, 8, 8)
+    write_tiff_tiled(tmp_path / "small.tif", _on_disk(labels), meta, tile=16)
+    monkeypatch.setattr(io, "_CLASSIC_TIFF_LIMIT", 64)
+    write_tiff_tiled(tmp_path / "big.tif", _on_disk(labels), meta, tile=16)
+    for name, big in (("small.tif", False), ("big.tif", True)):
+        with tifffile.TiffFile(tmp_path / name) as tif:
+            assert tif.is_bigtiff == big and tif.is_imagej != big
+        np.testing.assert_array_equal(read_image(tmp_path / name), labels)
+        np.testing.assert_allclose(tiff_metadata(tmp_path / name)["resolution"], (4.0, 4.0))
 
 
 def test_an_ome_tiff_gives_its_pixel_size_to_the_labels(grey_model, tmp_path):

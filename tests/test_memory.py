@@ -114,9 +114,11 @@ def test_an_image_beyond_free_memory_is_predicted_on_disk(grey_model, tmp_path, 
 def test_a_long_stack_beyond_free_memory_is_predicted_on_disk(grey_model, tmp_path, capsys,
                                                              monkeypatch):
     """A z-stack too large for memory went on to be killed: now its planes are predicted
-    block by block on disk as a slide's, and its objects counted plane by plane."""
+    block by block on disk as a slide's, and its objects counted plane by plane; its
+    labels keep the stack's axes and z spacing for Fiji, as those made in memory do."""
     stack = np.stack([_slide(s, (120, 140), 12) for s in range(3)])
-    tifffile.imwrite(tmp_path / "stack.tif", stack, photometric="minisblack")
+    tifffile.imwrite(tmp_path / "stack.tif", stack, imagej=True, resolution=(2.0, 2.0),
+                     metadata={"axes": "ZYX", "spacing": 2.5, "unit": "micron"})
     args = ["-q", "predict", str(grey_model), str(tmp_path / "stack.tif"), "--chunk", "64"]
     assert cli.main([*args, "--out", str(tmp_path / "memory")]) == 0
     monkeypatch.setattr(memory, "free_memory", lambda: 2 * 120 * 140 * 48)
@@ -125,6 +127,11 @@ def test_a_long_stack_beyond_free_memory_is_predicted_on_disk(grey_model, tmp_pa
     disk = read_image(tmp_path / "disk" / "stack.tif")
     assert disk.shape == (3, 120, 140)
     assert all(same_partition(memory_labels[k], disk[k]) for k in range(3))
+    kept = ("axes", "spacing", "unit", "resolution")
+    on_disk = tiff_metadata(tmp_path / "disk" / "stack.tif")
+    assert {k: on_disk.get(k) for k in kept} == {
+        k: tiff_metadata(tmp_path / "memory" / "stack.tif").get(k) for k in kept}
+    assert on_disk["axes"] == "ZYX" and on_disk["spacing"] == 2.5
     found = sum(int(p.max()) for p in memory_labels)
     assert found > 12 and f"stack.tif: {found} objects in 3 planes, predicted block by block " \
         "on disk (in memory it would need about" in capsys.readouterr().out

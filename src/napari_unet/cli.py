@@ -484,8 +484,9 @@ def cmd_predict(args) -> int:
         label_axes, prob_axes = result_axes(axes)  # the image's axes and pixel size
         need = beyond_memory(image, model, cfg)
         if need:  # a slide, a long stack: block by block through a scratch folder
-            result, found = _predict_on_disk(args, model, image, cfg, f.name, show, meta,
-                                             (labels_file, prob_file))
+            result, found = _predict_on_disk(
+                args, model, image, cfg, f.name, show, (labels_file, prob_file),
+                ({**meta, "axes": label_axes}, {**meta, "axes": prob_axes}))
             found = ", ".join(x for x in (found, f"predicted block by block on disk ({need})")
                               if x)
         else:
@@ -509,10 +510,11 @@ def cmd_predict(args) -> int:
     return 0
 
 
-def _predict_on_disk(args, model, image, cfg, name: str, show, meta: dict, files):
+def _predict_on_disk(args, model, image, cfg, name: str, show, files, metas):
     """Predict one image larger than memory can hold with its results: labels (and
     probabilities) in zarr arrays in a scratch folder beside the results, then written to
-    the TIFF ``files`` tile by tile. Returns the result and what was found."""
+    the TIFF ``files`` tile by tile, each with its ``metas`` (axes, pixel size). Returns
+    the result and what was found."""
     import tempfile
 
     from .found import what_was_found
@@ -528,9 +530,9 @@ def _predict_on_disk(args, model, image, cfg, name: str, show, meta: dict, files
                                     chunk=args.chunk, name=name)
         result = run(predict(model, image, cfg, out_labels=labels, out_probabilities=prob,
                              name=name), show)
-        write_tiff_tiled(files[0], labels, meta)
+        write_tiff_tiled(files[0], labels, metas[0])
         if prob is not None:
-            write_tiff_tiled(files[1], prob, meta)
+            write_tiff_tiled(files[1], prob, metas[1])
         found = what_was_found(result, cfg.link_planes > 0, on_disk=True)
     return result, found
 

@@ -257,16 +257,48 @@ def _imagej_axes(axes: str | None, ndim: int) -> bool:
     return positions == sorted(set(positions)) and axes.endswith(("YX", "YXS"))
 
 
-def _imagej_dtype(array: np.ndarray):
-    """The type ImageJ holds ``array`` in without changing a value (uint8, uint16,
-    float32), or None."""
+def _imagej_dtype(array):
+    """The type ImageJ holds ``array`` (numpy, or zarr/Dask read a band at a time) in
+    without changing a value (uint8, uint16, float32), or None."""
     if array.dtype in (np.uint8, np.uint16, np.float32):
         return array.dtype
     if array.dtype.kind in "iu" and array.size:
-        lo, hi = int(array.min()), int(array.max())
+        lo, hi = _range(array)
         if lo >= 0 and hi < 2**16:
             return np.uint8 if hi < 2**8 else np.uint16
     return None
+
+
+def _range(array) -> tuple[int, int]:
+    """The smallest and largest value of ``array``; one on disk is read a band at a time."""
+    if isinstance(array, np.ndarray):
+        return int(array.min()), int(array.max())
+    lo, hi = None, None
+    for band in _bands(array, 512):
+        lo = int(band.min()) if lo is None else min(lo, int(band.min()))
+        hi = int(band.max()) if hi is None else max(hi, int(band.max()))
+    return lo, hi
+
+
+def _bands(array, rows: int):
+    """``array`` (2D planes last) a band of ``rows`` rows of one plane at a time."""
+    for index in np.ndindex(*array.shape[:-2]):
+        for y in range(0, array.shape[-2], rows):
+            yield np.asarray(array[(*index, slice(y, y + rows))])
+
+
+def _imagej(array, meta: dict) -> tuple[np.dtype | None, dict]:
+    """The type ``array`` is written in and ``tifffile.imwrite``'s ImageJ keywords, where
+    the axes of ``meta`` are ones an ImageJ hyperstack holds and the values fit it (so
+    that Fiji opens a time-lapse of z-stacks as one, at the image's calibration); None
+    and nothing otherwise."""
+    if not _imagej_axes(meta.get("axes"), array.ndim):
+        return None, {}
+    narrow = _imagej_dtype(array)
+    if narrow is None:
+        return None, {}
+    return narrow, {"imagej": True, "metadata": {"axes": meta["axes"], **{
+        k: meta[k] for k in ("unit", "spacing", "finterval") if k in meta}}}
 
 
 def write_tiff(path: str | os.PathLike, array: np.ndarray, meta: dict | None = None) -> Path:
@@ -279,15 +311,11 @@ def write_tiff(path: str | os.PathLike, array: np.ndarray, meta: dict | None = N
     with those axes, ``unit``, ``spacing`` and ``finterval``, so that Fiji opens a
     time-lapse of z-stacks as one, at the image's calibration."""
     meta = meta or {}
-    kwargs = {**_resolution(meta), "photometric": "minisblack"}  # three planes are no colour
-    if _imagej_axes(meta.get("axes"), array.ndim):
-        narrow = _imagej_dtype(array)
-        if narrow is not None:
-            array = array.astype(narrow, copy=False)
-            kwargs["imagej"] = True
-            kwargs["metadata"] = {"axes": meta["axes"], **{
-                k: meta[k] for k in ("unit", "spacing", "finterval") if k in meta}}
-    return atomic_imwrite(path, array, **kwargs)
+    narrow, imagej = _imagej(array, meta)
+    if narrow is not None:
+        array = array.astype(narrow, copy=False)
+    return atomic_imwrite(path, array, photometric="minisblack",  # three planes are no colour
+                          **_resolution(meta), **imagej)
 
 
 def _resolution(meta: dict) -> dict:
@@ -317,30 +345,41 @@ def atomic_imwrite(path: str | os.PathLike, data, **kwargs) -> Path:
 
 def write_tiff_tiled(path: str | os.PathLike, array, meta: dict | None = None,
                      tile: int = 512) -> Path:
-    """Write ``array`` (``(H, W)``, or planes ``(..., H, W)``, numpy or zarr) as a tiled BigTIFF,
+    """Write ``array`` (``(H, W)``, or planes ``(..., H, W)``, numpy or zarr) as a tiled TIFF,
     a band of ``tile`` rows at a time, so that a result larger than memory is never read
-    whole; with the resolution tags of ``meta`` (:func:`tiff_metadata`). Atomically."""
-    return atomic_imwrite(path, **tiled(array, tile), photometric="minisblack",
-                        **_resolution(meta or {}))
+    whole; with the resolution tags of ``meta`` (:func:`tiff_metadata`), and as an ImageJ
+    hyperstack with its axes as :func:`write_tiff` writes one, unless it needs a BigTIFF
+    (4 GB or more), which ImageJ cannot read. Atomically."""
+    meta = meta or {}
+    narrow, imagej = _imagej(array, meta)
+    data = tiled(array, tile, narrow)
+    return atomic_imwrite(path, **data, photometric="minisblack", **_resolution(meta),
+                          **({} if data["bigtiff"] else imagej))
 
 
-def tiled(array, tile: int = 512) -> dict:
+#: Bytes of data beyond which a TIFF is written as a BigTIFF (a classic TIFF's offsets end
+#: at 4 GiB; room is left for the tags and tiles that do not compress).
+_CLASSIC_TIFF_LIMIT = 2**32 - 2**28
+
+
+def tiled(array, tile: int = 512, dtype=None) -> dict:
     """What ``tifffile.imwrite`` takes to write ``array`` (numpy, zarr or Dask; 2D planes
-    last) as a tiled BigTIFF read a band of ``tile`` rows at a time: never whole."""
-    h, w = array.shape[-2:]
+    last) as a tiled TIFF read a band of ``tile`` rows at a time: never whole; in ``dtype``
+    where one is given (a type that holds every value), a BigTIFF where it is large."""
+    w = array.shape[-1]
+    dtype = np.dtype(dtype or array.dtype)
 
     def tiles():
-        for index in np.ndindex(*array.shape[:-2]):
-            for y in range(0, h, tile):
-                band = np.asarray(array[(*index, slice(y, y + tile))])
-                for x in range(0, w, tile):
-                    part = band[:, x: x + tile]
-                    full = np.zeros((tile, tile), array.dtype)
-                    full[: part.shape[0], : part.shape[1]] = part
-                    yield full
+        for band in _bands(array, tile):
+            for x in range(0, w, tile):
+                part = band[:, x: x + tile]
+                full = np.zeros((tile, tile), dtype)
+                full[: part.shape[0], : part.shape[1]] = part
+                yield full
 
-    return {"data": tiles(), "shape": tuple(array.shape), "dtype": array.dtype,
-            "tile": (tile, tile), "bigtiff": True}
+    big = int(np.prod(array.shape)) * dtype.itemsize >= _CLASSIC_TIFF_LIMIT
+    return {"data": tiles(), "shape": tuple(array.shape), "dtype": dtype,
+            "tile": (tile, tile), "bigtiff": big}
 
 
 def is_zarr(path: str | os.PathLike) -> bool:

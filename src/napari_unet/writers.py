@@ -24,8 +24,8 @@ def _geometry(data, meta: dict) -> tuple[list[float], list[float]]:
 
 def write_ome_tiff(path: str | os.PathLike, data, meta: dict | None = None) -> list[str]:
     """Write ``data`` (2D to 4D) as an OME-TIFF with the physical pixel sizes of ``scale``;
-    lazy data (zarr, Dask: labels predicted on disk) as a tiled BigTIFF read a band at a
-    time, never whole. Atomically."""
+    lazy data (zarr, Dask: labels predicted on disk) as a tiled TIFF (a BigTIFF from 4 GB)
+    read a band at a time, never whole. Atomically."""
     from .io import atomic_imwrite, tiled
 
     meta = meta or {}
