@@ -228,3 +228,23 @@ def test_a_prediction_in_memory_that_could_not_fit_is_refused_from_python(grey_m
     labels, _ = zarr_outputs(load_checkpoint(grey_model), image, tmp_path / "l.zarr")
     run(predict(grey_model, image, out_labels=labels))
     assert np.asarray(labels[...]).max() > 10
+
+
+def test_training_planes_refuse_before_copying_and_copy_only_the_labelled_box(monkeypatch):
+    """The planes for a training are refused before they are copied where their
+    preparation could not fit (the copies alone of a slide's image and labels took
+    gigabytes); only labelled planes, and of those only a region's box, are copied."""
+    from napari_unet.data import REGION_MARGIN, training_planes
+
+    image = np.zeros((4, 600, 500), np.uint8)
+    labels = np.zeros(image.shape, np.int32)
+    labels[2, 100:120, 100:130] = 1
+    region = np.zeros(image.shape, bool)
+    region[2, 90:140, 95:150] = True
+    monkeypatch.setattr(memory, "free_memory", lambda: 600 * 500 * 40)
+    with pytest.raises(InputError, match="'Labelled in' Shapes layer"):
+        training_planes(image, labels)  # one plane labelled, 64 bytes a pixel: too much
+    ims, labs, regs, kept = training_planes(image, labels, region=region)
+    box = (50 + 2 * REGION_MARGIN, 55 + 2 * REGION_MARGIN)
+    assert kept == [2] and ims[0].shape == labs[0].shape == regs[0].shape == box
+    assert labs[0].sum() == 20 * 30 and not np.shares_memory(labs[0], labels)

@@ -6,12 +6,12 @@ from conftest import discs, tiny_config
 
 from napari_unet.checkpoint import load_checkpoint
 from napari_unet.config import TrainConfig
-from napari_unet.data import PatchSampler
+from napari_unet.data import REGION_MARGIN, PatchSampler
 from napari_unet.errors import InputError
 from napari_unet.progress import run
 from napari_unet.synthetic import touching_cells
 from napari_unet.targets import instance_targets
-from napari_unet.train import REGION_MARGIN, crop_to_region, prepare, train
+from napari_unet.train import crop_to_region, prepare, train
 
 
 def test_a_region_is_cropped_with_a_margin_of_context():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import InputError
+from .memory import check_training_fits
 from .tiling import read_window
 
 #: Percentiles mapped to 0 and 1 by :func:`normalize`.
@@ -273,8 +274,10 @@ def training_planes(image, labels, *, rgb: bool = False, name: str = "image", re
     kept: its region has no object).
     Returns ``(images, labels, regions, kept)`` with channels-last images (regions are
     None without ``region``, and for planes it does not touch) and the indices of the
-    planes kept (``[0]`` for 2D labels). The images are copies, and
-    a lazy ``image`` (Dask, zarr) is read only in the planes that are kept.
+    planes kept (``[0]`` for 2D labels). Images and labels are copies of the planes kept,
+    cropped to the region's box (:func:`region_box`) where there is a region; a lazy
+    ``image`` (Dask, zarr) is read only there. Planes that could not be prepared for
+    training in the memory free are refused in a sentence before anything is copied.
     """
     img, lab = image, np.asarray(labels)
     ishape, lshape = tuple(img.shape), tuple(lab.shape)
@@ -307,12 +310,35 @@ def training_planes(image, labels, *, rgb: bool = False, name: str = "image", re
         region = np.asarray(region, bool)
         reg_planes = [r if r.any() else None for r in ([region] if lab.ndim == 2 else region)]
     keep = [k for k, p in enumerate(lab_planes) if np.any(p) or reg_planes[k] is not None]
-    def read(plane):
-        plane = np.asarray(plane)
+    boxes = {k: region_box(reg_planes[k]) if reg_planes[k] is not None else
+             (slice(None), slice(None)) for k in keep}
+    channels = ishape[-1] if rgb else (ishape[0] if img.ndim == 3 else ishape[1]) if first else 1
+    check_training_fits(sum(lab_planes[k][boxes[k]].size for k in keep), channels)
+
+    def read(plane, box):  # only the region's box (and its margin) is copied
+        plane = np.asarray(plane[(slice(None), *box)] if first else plane[box])
         return np.array(np.moveaxis(plane, 0, -1) if first else plane, order="C")
 
-    return ([read(planes[k]) for k in keep], [lab_planes[k] for k in keep],
-            [reg_planes[k] for k in keep], keep)
+    return ([read(planes[k], boxes[k]) for k in keep],
+            [np.array(lab_planes[k][boxes[k]]) for k in keep],
+            [None if reg_planes[k] is None else reg_planes[k][boxes[k]] for k in keep], keep)
+
+
+#: Image kept around an annotated region's bounding box as real context for the network
+#: (px); it carries no loss.
+REGION_MARGIN = 64
+
+
+def region_box(region) -> tuple[slice, slice] | None:
+    """The bounding box of a 2D boolean ``region`` plus :data:`REGION_MARGIN` on every side
+    (within the image), or None where it is empty."""
+    rows = np.flatnonzero(np.any(region, axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(np.any(region, axis=0))
+    m = REGION_MARGIN
+    return (slice(max(rows[0] - m, 0), rows[-1] + 1 + m),
+            slice(max(cols[0] - m, 0), cols[-1] + 1 + m))
 
 
 def image_for_model(image, *, rgb: bool, channels: int):

@@ -38,6 +38,7 @@ from .data import (
     check_pair,
     match_channels,
     normalize,
+    region_box,
 )
 from .errors import InputError
 from .memory import check_training_fits
@@ -322,28 +323,20 @@ def hold_out_strips(prep: _Prepared, share: float, instances: bool, context: int
     return out, list(range(n, n + len(made)))
 
 
-#: Image kept around an annotated region's bounding box as real context for the network
-#: (px); it carries no loss.
-REGION_MARGIN = 64
-
-
 def crop_to_region(image: np.ndarray, labels: np.ndarray, region, name: str):
     """An image, its labels and its annotated region (where the labels are complete: the
     only pixels that carry loss) cropped to the region's bounding box plus
-    :data:`REGION_MARGIN`, so that a few cells painted in a large image cost no more than
-    their neighbourhood."""
+    :data:`~napari_unet.data.REGION_MARGIN`, so that a few cells painted in a large image
+    cost no more than their neighbourhood."""
     region = np.asarray(region)
     if region.shape != labels.shape:
         raise InputError(f"the annotated region of {name} has shape {tuple(region.shape)}; "
                          f"expected {tuple(labels.shape)}, the shape of its labels.")
     region = region.astype(bool)
-    rows, cols = np.flatnonzero(region.any(axis=1)), np.flatnonzero(region.any(axis=0))
-    if rows.size == 0:
+    box = region_box(region)
+    if box is None:
         raise InputError(f"the annotated region of {name} is empty: draw it over the part "
                          "of the image whose cells are all labelled.")
-    m = REGION_MARGIN
-    box = (slice(max(rows[0] - m, 0), rows[-1] + 1 + m),
-           slice(max(cols[0] - m, 0), cols[-1] + 1 + m))
     return image[box], labels[box], region[box]
 
 

@@ -217,7 +217,9 @@ def test_a_training_too_large_for_memory_is_refused_and_keeps_the_labels(cells_v
                                                                          qtbot, notes,
                                                                          monkeypatch):
     """A training whose images could not be prepared in the memory free was killed, napari
-    and the labels just painted with it: a notification says what to do, nothing is lost."""
+    and the labels just painted with it: a notification says what to do, nothing is lost.
+    It is refused before the layers are copied (a copy of a slide's labels took gigabytes
+    of their own), so no training starts."""
     from napari_unet import memory
 
     snapshot = {layer.name: np.array(layer.data) for layer in cells_viewer.layers}
@@ -225,6 +227,7 @@ def test_a_training_too_large_for_memory_is_refused_and_keeps_the_labels(cells_v
     widget = dock(cells_viewer, "Train")
     set_quick(widget)
     widget.controls.start_btn.click()
+    assert widget.controls.run is None and "Training" not in widget.status.text()
     wait_done(qtbot, widget)
     assert any("'Labelled in' Shapes layer" in n for n in notes), notes
     assert not any("Traceback" in n for n in notes)

@@ -200,7 +200,7 @@ class TrainWidget(QWidget):
             name = f"{img_name} / {lab_name}"
             region = (region_mask(self.viewer.layers[region_name], lab)
                       if region_name is not None else None)
-            lab_data = np.array(full_resolution(lab))
+            lab_data = np.asarray(full_resolution(lab))  # copied where labelled, below
             ims, labs, regs, kept = training_planes(  # of a lazy image, only the labelled
                 picked(img, self.channel.value()), lab_data, rgb=img.rgb, name=name,  # planes
                 region=region)
