@@ -257,12 +257,6 @@ UNLABELLED_AT_LEAST = 3
 UNLABELLED_SHARE = 0.2
 
 
-def unlabelled_cells(image: np.ndarray, truth: np.ndarray) -> int:
-    """How many regions of ``image`` look like the labelled objects of ``truth`` but carry
-    no label (:func:`unlabelled_regions`)."""
-    return int(unlabelled_regions(image, truth).max(initial=0))
-
-
 def unlabelled_regions(image: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """The regions of ``image`` (channels last) that look like the labelled objects of
     ``truth`` (instance labels) but lie apart from every one of them, numbered 1..K: the
