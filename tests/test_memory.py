@@ -248,3 +248,48 @@ def test_training_planes_refuse_before_copying_and_copy_only_the_labelled_box(mo
     box = (50 + 2 * REGION_MARGIN, 55 + 2 * REGION_MARGIN)
     assert kept == [2] and ims[0].shape == labs[0].shape == regs[0].shape == box
     assert labs[0].sum() == 20 * 30 and not np.shares_memory(labs[0], labels)
+
+
+def _group(folder, files: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (folder / name).write_text(text)
+
+
+def test_a_cluster_jobs_memory_limit_is_the_memory_free(tmp_path, monkeypatch):
+    """On a cluster node (or in a container) the job's control group, not the machine,
+    says how much the process may take: beyond it the kernel kills it however much the
+    node has free. The tightest group along the hierarchy counts, less what it uses (the
+    page cache it can drop left out); v2 and v1 alike; no limit, no group: the machine's."""
+    gb = 2**30
+    proc = tmp_path / "cgroup"
+    v2 = tmp_path / "v2"
+    # cgroup v2, a SLURM job limited to 16 GB, using 5 GB of which 1 GB droppable cache;
+    # its step and task groups below set no limit of their own
+    proc.write_text("0::/system.slice/slurmstepd.scope/job_7/step_0/task_0\n")
+    job = v2 / "system.slice" / "slurmstepd.scope" / "job_7"
+    _group(job, {"memory.max": f"{16 * gb}\n", "memory.current": f"{5 * gb}\n",
+                 "memory.stat": f"anon {4 * gb}\ninactive_file {gb}\n"})
+    _group(job / "step_0" / "task_0", {"memory.max": "max\n", "memory.current": "0\n"})
+    assert memory.cgroup_headroom(str(proc), str(v2)) == 12 * gb
+    # a tighter limit below wins
+    _group(job / "step_0", {"memory.max": f"{8 * gb}", "memory.current": f"{5 * gb}"})
+    assert memory.cgroup_headroom(str(proc), str(v2)) == 3 * gb
+    # no limit anywhere
+    for folder in (job, job / "step_0"):
+        (folder / "memory.max").write_text("max\n")
+    assert memory.cgroup_headroom(str(proc), str(v2)) is None
+    # cgroup v1's memory controller (a Docker container: its own group mounted as the root)
+    proc.write_text("4:memory:/docker/0123abc\n1:cpu,cpuacct:/docker/0123abc\n")
+    _group(tmp_path / "v1" / "memory", {
+        "memory.limit_in_bytes": f"{4 * gb}", "memory.usage_in_bytes": f"{3 * gb}",
+        "memory.stat": f"cache {gb}\ntotal_inactive_file {gb // 2}\n"})
+    assert memory.cgroup_headroom(str(proc), str(tmp_path / "v1")) == gb + gb // 2
+    assert memory.cgroup_headroom(str(tmp_path / "none"), str(v2)) is None  # no cgroups
+    # the memory free is the smaller of the machine's and the group's
+    monkeypatch.setattr(memory, "cgroup_headroom", lambda: gb)
+    assert memory.free_memory() == gb
+    monkeypatch.setattr(memory, "cgroup_headroom", lambda: None)
+    machine = memory.free_memory()
+    monkeypatch.setattr(memory, "cgroup_headroom", lambda: 10**6 * gb)
+    assert abs(memory.free_memory() - machine) < gb  # the machine's, as it is now
