@@ -42,8 +42,31 @@ def resolve_device(name: str = "auto"):
     device = torch.device(name)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # tiles and patches have fixed sizes: autotune
+    else:
+        fit_threads_to_quota()
     log.info("napari-unet uses %s", describe_device(device))
     return device
+
+
+def fit_threads_to_quota() -> None:
+    """Run PyTorch's CPU work on as many threads as this process's control group gives it
+    CPUs (:func:`napari_unet.cgroups.cpu_quota`: a container or a cluster job limited to 2
+    CPUs of a 64-core node), where PyTorch would start one a core of the node and the
+    kernel would stop them all for most of each period. ``OMP_NUM_THREADS`` set, or fewer
+    threads already: left as they are."""
+    import os
+
+    import torch
+
+    from .cgroups import cpu_quota
+
+    if os.environ.get("OMP_NUM_THREADS"):
+        return
+    quota = cpu_quota()
+    if quota is not None and torch.get_num_threads() > quota:
+        log.info("%d PyTorch threads for the %d CPUs this process's control group gives it",
+                 quota, quota)
+        torch.set_num_threads(quota)
 
 
 def describe_device(device) -> str:
@@ -54,7 +77,8 @@ def describe_device(device) -> str:
         return f"CUDA: {torch.cuda.get_device_name(device)}"
     if device.type == "mps":
         return "Apple MPS"
-    return f"CPU ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"CPU ({threads} thread{'s' if threads != 1 else ''})"
 
 
 def memory_format(device):

@@ -8,10 +8,10 @@ in a sentence. The estimates are measured by ``benchmarks/memory_estimate.py``."
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 
+from . import cgroups
 from .errors import InputError
 from .scale import scale_factor
 
@@ -34,71 +34,8 @@ def free_memory() -> int | None:
             free = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
         except (ValueError, OSError, AttributeError):
             return None
-    allowed = cgroup_headroom()
+    allowed = cgroups.memory_headroom()
     return free if allowed is None else min(free, allowed)
-
-
-#: A cgroup v1 limit at least this large is no limit (the kernel's "unlimited" is 2**63
-#: rounded down to a page).
-_NO_LIMIT = 2**60
-
-
-def cgroup_headroom(proc: str = "/proc/self/cgroup", root: str = "/sys/fs/cgroup") -> int | None:
-    """The bytes this process's control groups let it allocate still: the least, over its
-    group and every group above it, of the group's memory limit less what the group uses
-    (the page cache it can drop not counted), as cgroup v2 (``memory.max``) or v1's memory
-    controller (``memory.limit_in_bytes``) say; None where no group sets a limit, or on a
-    system without control groups (macOS, Windows)."""
-    try:
-        lines = Path(proc).read_text().splitlines()
-    except OSError:
-        return None
-    least = None
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if controllers == "":  # v2: one hierarchy for every controller
-            files, base = ("memory.max", "memory.current", "inactive_file"), Path(root)
-        elif "memory" in controllers.split(","):
-            files = ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
-            base = Path(root) / "memory"
-        else:
-            continue
-        for group in _groups(base, path):
-            room = _room(group, *files)
-            if room is not None:
-                least = room if least is None else min(least, room)
-    return least
-
-
-def _groups(base: Path, path: str) -> list[Path]:
-    """The folders of a control group ``path`` and of the groups above it, under ``base``
-    (in a container, whose own group is mounted as ``base``, the path may not exist
-    there: then ``base`` alone)."""
-    group = base / path.strip("/")
-    if not group.is_dir():
-        return [base]
-    found = [group]
-    while found[-1] != base and base in found[-1].parents:
-        found.append(found[-1].parent)
-    return found
-
-
-def _room(group: Path, limit_file: str, usage_file: str, cache: str) -> int | None:
-    """A group's memory limit less its use, None where it sets none or cannot be read."""
-    try:
-        limit = (group / limit_file).read_text().strip()
-        if limit == "max" or int(limit) >= _NO_LIMIT:
-            return None
-        used = int((group / usage_file).read_text())
-    except (OSError, ValueError):
-        return None
-    try:
-        stat = dict(line.split() for line in (group / "memory.stat").read_text().splitlines()
-                    if line.count(" ") == 1)
-        used -= int(stat.get(cache, 0))
-    except (OSError, ValueError):
-        pass
-    return max(int(limit) - used, 0)
 
 
 def planes_of(shape: tuple[int, ...], channels: int) -> tuple[int, int]:
