@@ -88,3 +88,22 @@ def test_pytorch_runs_as_many_threads_as_the_cpu_quota_gives(tmp_path, monkeypat
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_worker_processes_follow_the_cpus_the_job_may_use(monkeypatch):
+    """A GPU job given 4 CPUs of a 128-core node started 6 loader processes beside its
+    training loop: the CPUs it may run on and its quota bound them."""
+    import os
+    from types import SimpleNamespace
+
+    from napari_unet.loader import default_workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)
+    monkeypatch.setattr(cgroups, "cpu_quota", lambda: None)
+    gpu, cpu = SimpleNamespace(type="cuda"), SimpleNamespace(type="cpu")
+    assert cgroups.usable_cpus() == 4 and default_workers(gpu) == 3
+    monkeypatch.setattr(cgroups, "cpu_quota", lambda: 2)
+    assert cgroups.usable_cpus() == 2 and default_workers(gpu) == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(128)), raising=False)
+    monkeypatch.setattr(cgroups, "cpu_quota", lambda: None)
+    assert default_workers(gpu) == 6 and default_workers(cpu) == 0

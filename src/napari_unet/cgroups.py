@@ -53,6 +53,19 @@ def cpu_quota(proc: str = "/proc/self/cgroup", root: str = "/sys/fs/cgroup") -> 
     return min(quotas) if quotas else None
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may use: those it may run on (a cluster job's CPU set), no
+    more than its control groups' quota gives (:func:`cpu_quota`)."""
+    import os
+
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS, Windows
+        cpus = os.cpu_count() or 1
+    quota = cpu_quota()
+    return max(min(cpus, quota or cpus), 1)
+
+
 def _groups(proc: str, root: str, controller: str, v2_files: tuple,
             v1_files: tuple) -> Iterator[tuple[Path, tuple]]:
     """``(folder, files)`` of this process's group of ``controller`` and of every group

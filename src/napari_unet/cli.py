@@ -647,10 +647,11 @@ def _predict_zarr(args, model, cfg, spec: Path, image) -> None:
     client = cluster = None
     try:
         if args.scheduler:
+            from .cgroups import usable_cpus
             from .distributed import predict_distributed
 
             client, cluster = _client(args)
-            threads = (max(1, (os.cpu_count() or 1) // args.workers)
+            threads = (max(1, usable_cpus() // args.workers)
                        if args.scheduler == "local" else None)
             result = run(predict_distributed(args.model, image, labels, client=client,
                                              config=cfg, out_probabilities=prob,

@@ -72,11 +72,11 @@ class ProcessBatches:
 def default_workers(device) -> int:
     """Worker processes for ``'auto'``: up to 6 on a GPU (leaving a core for the training
     loop), none elsewhere."""
-    import os
+    from .cgroups import usable_cpus
 
     if device.type != "cuda":
         return 0
-    return max(1, min(6, (os.cpu_count() or 2) - 1))
+    return max(1, min(6, usable_cpus() - 1))
 
 
 def as_tensor(a, device):
