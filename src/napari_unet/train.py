@@ -523,72 +523,35 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
 
     from . import ddp
     from .augment import Augmenter
-    from .device import autocast, describe_device, memory_format, resolve_device, resolve_precision
-    from .loader import ProcessBatches, as_tensor, default_workers
-    from .losses import unet_loss
-    from .model import UNet
+    from .device import describe_device, resolve_device, resolve_precision
+    from .loader import ProcessBatches, default_workers
 
     config = config or TrainConfig()
     start = time.perf_counter()
     if out is not None and Path(out).is_dir():
         raise InputError(f"{out} is a folder; the model needs a file name, e.g. "
                          f"{Path(out) / 'model.safetensors'}.")
-    base, kept_kind = None, []
-    if init_from is not None:
-        base = init_from if isinstance(init_from, Checkpoint) else load_checkpoint(init_from)
-        if base.mode != config.mode or (config.mode == "instances" and
-                                         base.target != config.target):
-            kept_kind.append(_kept_kind(base, config))
-            config = config.replace(mode=base.mode, target=base.target)
+    base, config, kept_kind = _starting_model(init_from, config)
     resized = None
     if config.match_size:
         images, labels, regions, resized = at_model_size(images, labels, regions, names, base,
                                                          config)
     prep = prepare(images, labels, config, base.config.n_classes if base else None, names,
                    regions, base.config.in_channels if base else None)
-    if base is not None:
-        mc = base.config
-        if mc.in_channels != prep.channels:
-            raise InputError(f"the model to fine-tune reads {mc.in_channels} channel(s), the "
-                             f"images have {prep.channels}.")
-        if mc.n_classes != prep.n_classes:
-            raise InputError(f"the model to fine-tune predicts {mc.n_classes} classes, the "
-                             f"labels need {prep.n_classes}.")
-    else:
-        mc = (model_config or ModelConfig(base_channels=32, norm="batch", dropout=0.0)).replace(
-            in_channels=prep.channels, n_classes=prep.n_classes,
-            distance=config.mode == "instances" and config.target == "distance",
-            offsets=config.mode == "instances" and config.target == "offsets")
+    mc = _architecture(base, prep, model_config, config)
 
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
-    n_given, share = len(prep.images), config.val_fraction
+    n_given = len(prep.images)
     regions_given = sum(r is not None for r in prep.regions)
-    whole = 0 if n_given < 2 or share == 0 else max(1, round(share * n_given))
-    val_idx = []
-    if share > 0 and n_given <= STRIPS_UP_TO:  # few images: a strip of each
-        prep, val_idx = hold_out_strips(prep, share, config.mode == "instances",
-                                        context=mc.context(), grid=2 ** mc.depth)
-    n = len(prep.images)
-    if val_idx:  # strips of the images validate
-        n_val, train_idx = len(val_idx), list(range(n_given))
-    else:  # whole images validate (n == n_given)
-        n_val = whole
-        order = rng.permutation(n)
-        val_idx, train_idx = sorted(order[:n_val].tolist()), sorted(order[n_val:].tolist())
+    prep, train_idx, val_idx = _split(prep, config, mc, rng)
+    n, n_val = len(prep.images), len(val_idx)
 
     procs, device_name = ddp.join(config.device)
     device = resolve_device(device_name)
-    net = UNet(mc)
-    if base is not None:
-        net.load_state_dict(base.state_dict)
-    net = net.to(device, memory_format=memory_format(device)).train()
-    if config.freeze_encoder and base is not None:
-        for module in net.encoder:
-            for p in module.parameters():
-                p.requires_grad_(False)
-    params = [p for p in net.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=config.learning_rate)
+    net = _network(mc, base, config.freeze_encoder, device)
+    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad],
+                           lr=config.learning_rate)
     step_net = ddp.wrap(net, procs, device)
     precision = resolve_precision(device, config.precision)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
@@ -601,17 +564,13 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
         [prep.weights[i] for i in train_idx], in_size=in_size, out_size=out_size,
         foreground_bias=config.foreground_bias,
         augment=Augmenter(zoom=config.zoom) if config.augment else None, rng=rng)
-    pixels = sum(prep.targets[i].size for i in train_idx)
-    steps_per_epoch = config.steps_per_epoch or int(
-        np.clip(math.ceil(pixels / (config.batch_size * out_size**2)), 50, 500))
+    steps_per_epoch = config.steps_per_epoch or int(np.clip(math.ceil(
+        sum(prep.targets[i].size for i in train_idx) / (config.batch_size * out_size**2)),
+        50, 500))  # about one pass over the training pixels
     budget = config.time_budget
     total_steps = None if budget else config.epochs * steps_per_epoch
 
-    task = {"mode": config.mode, "target": config.target, "n_classes": prep.n_classes}
-    if config.mode == "instances":  # the cell size predictions can be rescaled to
-        diameter = median_diameter(prep.truths)
-        if diameter:
-            task["object_diameter"] = round(diameter, 2)
+    task = _task(config, prep)
     record = {
         "config": config.to_dict(), "images": n_given, "validation_images": n_val,
         "validation_strips": n - n_given,
@@ -710,23 +669,12 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
                 progress = (elapsed / budget) if budget else step / total_steps
                 if budget and elapsed + reserve * val_seconds >= budget:
                     break
-                lr = config.learning_rate * max(0.5 * (1 + math.cos(math.pi * min(progress, 1))),
-                                                0.01)
+                lr = learning_rate(config.learning_rate, progress)
                 for group in opt.param_groups:
                     group["lr"] = lr
-                x, t, w = batches.get()
-                x, t, w = (as_tensor(a, device) for a in (x, t, w))
-                x = x.contiguous(memory_format=memory_format(device))
-                with autocast(device, precision):
-                    logits = step_net(x)
-                loss = unet_loss(logits.float(), t, w, config.dice_weight, mc.distance,
-                                 mc.offsets)
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
+                losses.append(_step(step_net, opt, scaler, batches.get(), device, precision,
+                                    config.dice_weight, mc))
                 step += 1
-                losses.append(float(loss.detach()))
                 rate = (len(losses) * config.batch_size * procs.world
                         / (time.perf_counter() - t_epoch))
                 yield TrainEvent("step", epoch, step, min(progress, 1.0), losses[-1], lr,
@@ -788,6 +736,109 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
     if saved_path is not None:
         result.report = _report(result, prep, val_idx, device)
     return result
+
+
+def learning_rate(peak: float, progress: float) -> float:
+    """The learning rate at ``progress`` (0 to 1) of a training: cosine decay from
+    ``peak`` to a hundredth of it."""
+    return peak * max(0.5 * (1 + math.cos(math.pi * min(progress, 1))), 0.01)
+
+
+def _step(net, opt, scaler, batch, device, precision: str, dice_weight: float,
+          mc: ModelConfig) -> float:
+    """One optimisation step of ``net`` on ``batch`` (images, targets, weights as numpy);
+    returns the loss."""
+    from .device import autocast, memory_format
+    from .loader import as_tensor
+    from .losses import unet_loss
+
+    x, t, w = (as_tensor(a, device) for a in batch)
+    x = x.contiguous(memory_format=memory_format(device))
+    with autocast(device, precision):
+        logits = net(x)
+    loss = unet_loss(logits.float(), t, w, dice_weight, mc.distance, mc.offsets)
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+    return float(loss.detach())
+
+
+def _starting_model(init_from, config: TrainConfig):
+    """``(base, config, notes)``: the model fine-tuning starts from (None: a new one), the
+    config with that model's mode and target where it asked for others, and the sentence
+    that says so (in a list, empty where nothing was changed)."""
+    if init_from is None:
+        return None, config, []
+    base = init_from if isinstance(init_from, Checkpoint) else load_checkpoint(init_from)
+    if base.mode == config.mode and (config.mode != "instances" or
+                                     base.target == config.target):
+        return base, config, []
+    return (base, config.replace(mode=base.mode, target=base.target),
+            [_kept_kind(base, config)])
+
+
+def _architecture(base: Checkpoint | None, prep: _Prepared, model_config: ModelConfig | None,
+                  config: TrainConfig) -> ModelConfig:
+    """The network to train: the model file's, which must read the images' channels and
+    predict the labels' classes, or a new one of ``model_config`` for them."""
+    if base is not None:
+        mc = base.config
+        if mc.in_channels != prep.channels:
+            raise InputError(f"the model to fine-tune reads {mc.in_channels} channel(s), the "
+                             f"images have {prep.channels}.")
+        if mc.n_classes != prep.n_classes:
+            raise InputError(f"the model to fine-tune predicts {mc.n_classes} classes, the "
+                             f"labels need {prep.n_classes}.")
+        return mc
+    instances = config.mode == "instances"
+    return (model_config or ModelConfig(base_channels=32, norm="batch", dropout=0.0)).replace(
+        in_channels=prep.channels, n_classes=prep.n_classes,
+        distance=instances and config.target == "distance",
+        offsets=instances and config.target == "offsets")
+
+
+def _split(prep: _Prepared, config: TrainConfig, mc: ModelConfig, rng):
+    """``(prep, train_idx, val_idx)``: up to :data:`STRIPS_UP_TO` images each give a strip
+    to validation (added to ``prep`` after them; every image trains), more give
+    ``val_fraction`` of them whole (at least one of two or more), drawn by ``rng``."""
+    n_given, share = len(prep.images), config.val_fraction
+    if share > 0 and n_given <= STRIPS_UP_TO:  # few images: a strip of each
+        prep, val_idx = hold_out_strips(prep, share, config.mode == "instances",
+                                        context=mc.context(), grid=2 ** mc.depth)
+        if val_idx:
+            return prep, list(range(n_given)), val_idx
+    n_val = 0 if n_given < 2 or share == 0 else max(1, round(share * n_given))
+    order = rng.permutation(n_given)
+    return prep, sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
+
+
+def _task(config: TrainConfig, prep: _Prepared) -> dict:
+    """What the model file says the model does: mode, target, classes, and for objects the
+    median diameter of the cells it learnt (predictions can be rescaled to it)."""
+    task = {"mode": config.mode, "target": config.target, "n_classes": prep.n_classes}
+    if config.mode == "instances":
+        diameter = median_diameter(prep.truths)
+        if diameter:
+            task["object_diameter"] = round(diameter, 2)
+    return task
+
+
+def _network(mc: ModelConfig, base: Checkpoint | None, freeze_encoder: bool, device):
+    """The U-Net to train on ``device``, in training mode: ``base``'s weights (its encoder
+    frozen with ``freeze_encoder``), or new ones."""
+    from .device import memory_format
+    from .model import UNet
+
+    net = UNet(mc)
+    if base is not None:
+        net.load_state_dict(base.state_dict)
+    net = net.to(device, memory_format=memory_format(device)).train()
+    if freeze_encoder and base is not None:
+        for module in net.encoder:
+            for p in module.parameters():
+                p.requires_grad_(False)
+    return net
 
 
 def _report(result: TrainResult, prep: _Prepared, val_idx: Sequence[int], device) -> Path | None:
