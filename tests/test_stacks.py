@@ -223,3 +223,86 @@ def test_a_time_lapse_of_z_stacks_is_linked_along_z_within_each_time_point(truth
                  "components", "--min-size", "0", "--tile-size", "64"]) == 0
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "tz.tif"),
                                   result.labels)
+
+
+def test_objects_are_followed_through_time_as_3d_objects(rng):
+    """(T, Z, Y, X) z-stacks linked along Z, ids from 1 in each, in any order: followed
+    through time, each ball keeps one id at every time point while it moves less than its
+    size; one that jumps far, or appears, takes a new id; one that leaves is not given to
+    another."""
+    from napari_unet.stacks import iter_follow_time, iter_link_stacks
+
+    shape = (12, 64, 96)
+    centres = [(6, 16, 16), (6, 16, 30), (6, 44, 60)]  # 1 and 2 touch side by side
+    truths = np.stack([
+        balls(shape, centres, [6, 7, 8]),
+        balls(shape, [(z, y, x + 3) for z, y, x in centres], [6, 7, 8]),
+        balls(shape, [(z, y, x + 6) for z, y, x in centres[:2]] + [(6, 40, 85)],
+              [6, 7, 6]),  # ball 3 leaves, a new one comes in at the right
+        balls(shape, [(6, 46, 16), (6, 16, 36), (6, 40, 85)], [6, 7, 6]),  # 1 jumps
+    ])
+    for p in truths.reshape(-1, *shape[1:]):  # the poles' few pixels, as min_size drops
+        ids, sizes = np.unique(p, return_counts=True)
+        p[np.isin(p, ids[sizes < 30])] = 0
+    labels = np.stack([per_plane(t, rng) for t in truths])
+    list(iter_link_stacks(labels, 0.25))
+    assert all(same_partition(labels[t], truths[t]) for t in range(4))
+    assert list(iter_follow_time(labels, 0.25)) == [1, 2, 3, 4]
+    assert all(same_partition(labels[t], truths[t]) for t in range(4))
+    ids = {t: {i: int(labels[t][truths[t] == i].max()) for i in range(1, 4)} for t in range(4)}
+    assert ids[0] == ids[1] and len(set(ids[0].values())) == 3
+    assert ids[2][1] == ids[0][1] and ids[2][2] == ids[0][2]  # still followed
+    assert ids[2][3] not in ids[0].values()  # came in: a new id, not the one that left
+    assert ids[3][2] == ids[0][2] and ids[3][3] == ids[2][3]
+    assert ids[3][1] not in {*ids[0].values(), *ids[2].values()}  # jumped: a new id
+    with pytest.raises(InputError, match="time-lapse of z-stacks"):
+        list(iter_follow_time(labels[0], 0.25))
+
+
+def test_prediction_follows_a_time_lapse_of_z_stacks_through_time(truth, rng, tmp_path,
+                                                                  capsys):
+    """follow_time in predict(), relabel(), block by block into zarr, and on the command
+    line (--follow-time): the same labels, and the objects counted through time."""
+    import tifffile
+
+    from napari_unet.checkpoint import save_checkpoint
+    from napari_unet.cli import main
+    from napari_unet.found import what_was_found
+    from napari_unet.predict import relabel
+
+    fg = truth > 0
+    stacks = np.stack([fg, np.roll(fg, 2, axis=2), np.roll(fg, 4, axis=2)])
+    stacks[:, :, 60:, :] = True  # a bar through every plane: no plane is noise alone
+    image = stacks.astype(np.float32) + rng.normal(0, 0.05, stacks.shape).astype(np.float32)
+    cfg = PredictConfig(device="cpu", precision="fp32", tile_size=64, min_size=0,
+                        instance_method="components", link_planes=0.25)
+    model = thresholding_model()
+    apart = run(predict(model, image, cfg)).labels  # ids from 1 in each time point
+    events = []
+    result = run(predict(model, image, cfg.replace(follow_time=True)), events.append)
+    assert all(same_partition(result.labels[t], apart[t]) for t in range(3))
+    found = len(np.unique(apart[0])) - 1  # each time point's objects: the balls, the bar
+    assert all(len(np.unique(a)) - 1 == found for a in apart)
+    assert found >= 5 and len(np.unique(result.labels)) - 1 == found  # followed, each one
+    assert any("following objects through time (3 of 3)" in e.message for e in events)
+    assert what_was_found(result, True, followed=True) == \
+        f"{found} objects followed through 3 time points of 24 planes"
+    assert what_was_found(run(predict(model, image, cfg)), True) == \
+        f"{3 * found} objects in 3 stacks, linked through their 24 planes"
+    np.testing.assert_array_equal(
+        run(relabel(model, result, cfg.replace(follow_time=True))).labels, result.labels)
+    labels, _ = zarr_outputs(model, image, tmp_path / "l.zarr", chunk=32)
+    run(predict(model, image, cfg.replace(follow_time=True), out_labels=labels))
+    np.testing.assert_array_equal(np.asarray(labels[...]), result.labels)
+    with pytest.raises(InputError, match="set link_planes too"):
+        PredictConfig(follow_time=True)
+    path = save_checkpoint(tmp_path / "m.safetensors", model)
+    tifffile.imwrite(tmp_path / "tz.tif", image, imagej=True, metadata={"axes": "TZYX"})
+    assert main(["predict", str(path), str(tmp_path / "tz.tif"), "--out",
+                 str(tmp_path / "out"), "--link-planes", "0.25", "--follow-time",
+                 "--instance-method", "components", "--min-size", "0", "--tile-size",
+                 "64"]) == 0
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "tz.tif"),
+                                  result.labels)
+    assert f"tz.tif: {found} objects followed through 3 time points of 24 planes" in \
+        capsys.readouterr().out

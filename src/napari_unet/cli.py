@@ -199,6 +199,11 @@ def _add_predict(sub) -> None:
                    "intersection over union get one label (e.g. 0.25; default 0: each plane "
                    "labelled on its own); a time-lapse of z-stacks (T, Z, Y, X) is linked "
                    "along Z within each time point")
+    p.add_argument("--follow-time", action="store_true",
+                   help="of a time-lapse of z-stacks (T, Z, Y, X): follow the objects that "
+                   "--link-planes links along Z through the time points too, each taking "
+                   "the label of the one it overlaps most in 3D at the time point before, "
+                   "by at least that IoU (cells that move less than their size)")
     p.add_argument("--channel", type=_positive, metavar="N",
                    help="for a single-channel model: predict channel N (counted from 1, as "
                    "Fiji counts) of images of several channels (a Fiji hyperstack's C axis, "
@@ -461,7 +466,7 @@ def cmd_predict(args) -> int:
                         instance_method=args.instance_method, cut_necks=args.cut_necks,
                         min_size=args.min_size,
                         tta=args.tta, halo=args.halo, diameter=args.diameter or None,
-                        link_planes=args.link_planes)
+                        link_planes=args.link_planes, follow_time=args.follow_time)
     out = Path(args.out)
     _refuse_overwriting_inputs(files, [Path(z) for z in zarrs], out, args.probabilities)
     for f in tqdm(files, disable=args.quiet or len(files) <= 1, unit="image"):
@@ -491,7 +496,7 @@ def cmd_predict(args) -> int:
                               if x)
         else:
             result = run(predict(model, image, cfg, name=f.name), show)
-            found = what_was_found(result, cfg.link_planes > 0)
+            found = what_was_found(result, cfg.link_planes > 0, followed=cfg.follow_time)
         for bar in bars:
             bar.close()
         for note in result.notes:  # e.g. the cell size 'auto' found
@@ -533,7 +538,8 @@ def _predict_on_disk(args, model, image, cfg, name: str, show, files, metas):
         write_tiff_tiled(files[0], labels, metas[0])
         if prob is not None:
             write_tiff_tiled(files[1], prob, metas[1])
-        found = what_was_found(result, cfg.link_planes > 0, on_disk=True)
+        found = what_was_found(result, cfg.link_planes > 0, on_disk=True,
+                               followed=cfg.follow_time)
     return result, found
 
 
@@ -659,7 +665,8 @@ def _predict_zarr(args, model, cfg, spec: Path, image) -> None:
         else:
             result = run(predict(model, image, cfg, out_labels=labels,
                                  out_probabilities=prob, name=spec.name), show)
-        found = what_was_found(result, cfg.link_planes > 0, on_disk=True)
+        found = what_was_found(result, cfg.link_planes > 0, on_disk=True,
+                               followed=cfg.follow_time)
         if found and not args.quiet:
             bar.write(f"{spec.name}: {found}")
         for done, final in ((tmp, target), (tmp_prob, prob_target)):

@@ -367,6 +367,13 @@ class PredictConfig(_DictMixin):
         give the objects of consecutive planes that overlap by at least this intersection
         over union one label (as Cellpose's ``stitch_threshold``); 0: each plane is
         labelled on its own. Instance models only.
+    follow_time : bool
+        Of a time-lapse of z-stacks ``(T, Z, H, W)``, whose objects ``link_planes`` links
+        along Z within each time point: follow them through the time points too, each
+        object taking the id of the one of the time point before that it overlaps by at
+        least ``link_planes`` in 3D (cells that move less than their size between time
+        points). A stack ``(N, H, W)`` is followed along its one axis by ``link_planes``
+        alone.
     """
 
     tile_size: int = 0
@@ -381,6 +388,7 @@ class PredictConfig(_DictMixin):
     halo: int | None = None
     diameter: float | Literal["auto"] | None = None
     link_planes: float = 0.0
+    follow_time: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.tile_size, bool) or not isinstance(self.tile_size, int) or (
@@ -392,6 +400,12 @@ class PredictConfig(_DictMixin):
             raise InputError(f"link_planes is the overlap (IoU, 0 to 1) at which objects of "
                              f"consecutive planes become one; 0 leaves the planes apart, "
                              f"not {self.link_planes!r}.")
+        if not isinstance(self.follow_time, bool):
+            raise InputError(f"follow_time is True or False, not {self.follow_time!r}.")
+        if self.follow_time and not self.link_planes:
+            raise InputError("following objects through time links the objects that "
+                             "link_planes makes of each z-stack: set link_planes too (the "
+                             "overlap, e.g. 0.25).")
         if self.diameter is not None and self.diameter != "auto" and not (
                 isinstance(self.diameter, (int, float)) and not isinstance(self.diameter, bool)
                 and 0 <= self.diameter < 1e5):

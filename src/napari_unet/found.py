@@ -6,22 +6,30 @@ from __future__ import annotations
 import numpy as np
 
 
-def object_count(result, linked: bool = False, *, on_disk: bool = False) -> int | None:
+def object_count(result, linked: bool = False, *, on_disk: bool = False,
+                 followed: bool = False) -> int | None:
     """The objects of an instance prediction; None for class maps. Labels written to disk
     are read block by block with ``on_disk`` (not on a GUI thread); without it their count
     is the one kept with the result (``PredictResult.objects``), if any. Each plane of a
     stack is numbered from 1 (each z-stack of a time-lapse, when ``linked``), so their
-    objects add up."""
+    objects add up; a time-lapse of z-stacks ``followed`` through time is numbered
+    through."""
     labels = result.labels
     if result.mode == "semantic" or labels is None or labels.size == 0:
         return None
     if not (on_disk or isinstance(labels, np.ndarray)):
         return getattr(result, "objects", None)
-    numbered = labels.ndim if labels.ndim == 2 else (3 if linked else 2)
+    numbered = (labels.ndim if labels.ndim == 2 or _through_time(labels, linked, followed)
+                else 3 if linked else 2)
     return int(sum(int(top) for top in _maxima(labels, numbered)))
 
 
-def what_was_found(result, linked: bool = False, *, on_disk: bool = False) -> str | None:
+def _through_time(labels, linked: bool, followed: bool) -> bool:
+    return bool(linked and followed and labels.ndim == 4)
+
+
+def what_was_found(result, linked: bool = False, *, on_disk: bool = False,
+                   followed: bool = False) -> str | None:
     """The objects of an instance prediction ("64 objects", "120 objects in 3 planes"), or
     each class's share of the pixels of a class map ("class 1 34 % of the pixels, class 2
     8 %"). Labels written to disk are read only with ``on_disk`` (block by block: not on a
@@ -29,12 +37,14 @@ def what_was_found(result, linked: bool = False, *, on_disk: bool = False) -> st
     labels = result.labels
     if labels is None or labels.size == 0:
         return None
-    n = object_count(result, linked, on_disk=on_disk)
+    n = object_count(result, linked, on_disk=on_disk, followed=followed)
     if n is not None:
         shape = labels.shape
         planes = int(np.prod(shape[:-2]))
         where = ("" if planes == 1 else f" in {planes} planes" if not linked
                  else f" linked through {planes} planes" if len(shape) == 3
+                 else f" followed through {shape[0]} time points of {shape[1]} planes"
+                 if _through_time(labels, linked, followed)
                  else f" in {planes // shape[-3]} stacks, linked through their {shape[-3]} "
                       "planes")
         return f"{n:,} object{'' if n == 1 else 's'}{where}"

@@ -45,6 +45,7 @@ from .scale import (
 )
 from .stacks import (
     flat_stack,
+    iter_follow_time,
     iter_link_planes,
     iter_link_stacks,
     one_stack,
@@ -665,9 +666,13 @@ def _predict_stacks(ckpt: Checkpoint, image, outer: tuple[int, ...], config: Pre
     prob_out, labels_out = outputs
     if config.link_planes and ckpt.mode == "semantic":
         raise InputError(SEMANTIC_LINK)
+    if config.follow_time and len(outer) != 1:
+        raise InputError(f"objects are followed through the time points of a time-lapse of "
+                         f"z-stacks (T, Z, Y, X); {name} has {len(outer) + 3} axes: leave "
+                         "'follow through time' out.")
     flat = one_stack(image, outer)
     result = yield from predict(
-        ckpt, flat, config.replace(link_planes=0.0), labels=labels, name=name,
+        ckpt, flat, config.replace(link_planes=0.0, follow_time=False), labels=labels, name=name,
         out_probabilities=None if prob_out is None else flat_stack(prob_out, outer),
         out_labels=None if labels_out is None else flat_stack(labels_out, outer))
     lead = (*outer, image.shape[len(outer)])
@@ -682,9 +687,7 @@ def _predict_stacks(ckpt: Checkpoint, image, outer: tuple[int, ...], config: Pre
     if result.labels is not None and config.link_planes:
         if labels_out is None:
             result.labels = result.labels.astype(_label_dtype(ckpt.mode))
-        n = len(flat)
-        for k in iter_link_stacks(result.labels, config.link_planes):
-            yield PredictEvent(n, n, k - 1, n, f"linking objects across planes ({k} of {n})")
+        yield from _link(result.labels, config)
         if labels_out is None:
             result.labels = _compact(result.labels, ckpt.mode)
     return result
@@ -720,7 +723,22 @@ def _compact(labels: np.ndarray, mode: str) -> np.ndarray:
 
 
 #: The settings that only turn probabilities into labels, which :func:`relabel` redoes.
-LABEL_SETTINGS = ("threshold", "instance_method", "cut_necks", "min_size", "link_planes")
+LABEL_SETTINGS = ("threshold", "instance_method", "cut_necks", "min_size", "link_planes",
+                  "follow_time")
+
+
+def _link(labels, config: PredictConfig) -> Generator[PredictEvent, None, None]:
+    """Link the objects of a stack's labels (changed in place) along its planes, each
+    z-stack of a time-lapse on its own, then with ``config.follow_time`` through the time
+    points; an event a plane, then a time point."""
+    n = int(np.prod(labels.shape[:-2]))
+    for k in iter_link_stacks(labels, config.link_planes):
+        yield PredictEvent(n, n, k - 1, n, f"linking objects across planes ({k} of {n})")
+    if config.follow_time and labels.ndim == 4:
+        times = labels.shape[0]
+        for t in iter_follow_time(labels, config.link_planes):
+            yield PredictEvent(n, n, n - 1, n,
+                               f"following objects through time ({t} of {times})")
 
 
 def relabel(model, result: PredictResult, config: PredictConfig
@@ -751,8 +769,8 @@ def relabel(model, result: PredictResult, config: PredictConfig
         yield PredictEvent(k + 1, n, k, n, "labelling")
     labels = (np.stack(planes).astype(_label_dtype(ckpt.mode), copy=False)
               .reshape(*lead, *planes[0].shape) if stack else planes[0])
-    for k in iter_link_stacks(labels, link) if link else ():
-        yield PredictEvent(n, n, k - 1, n, f"linking objects across planes ({k} of {n})")
+    if link:
+        yield from _link(labels, config)
     return PredictResult(labels=_compact(labels, ckpt.mode), probabilities=prob,
                          device=result.device, seconds=time.perf_counter() - start,
                          mode=ckpt.mode, target=ckpt.target, notes=list(result.notes),

@@ -84,20 +84,52 @@ def iter_link_planes(labels, min_iou: float = 0.25, *, block=None) -> Iterator[i
     ``block``: the side of the blocks read at once (default: the labels' chunks, or
     2048 px).
     """
-    if not 0 < min_iou <= 1:
-        raise InputError(f"the overlap to link objects across planes must be an IoU "
-                         f"between 0 and 1, not {min_iou}.")
+    _check_iou(min_iou)
     if labels.ndim != 3:
         raise InputError(f"objects are linked across the planes of a stack (N, H, W), not "
                          f"an array of shape {tuple(labels.shape)}.")
+    yield from _iter_link([[plane(labels, k)] for k in range(labels.shape[0])], labels,
+                          min_iou, block, "planes")
+
+
+def iter_follow_time(labels, min_iou: float = 0.25, *, block=None) -> Iterator[int]:
+    """Follow the objects of a time-lapse of z-stacks ``(T, Z, H, W)`` (numpy, zarr;
+    changed in place), each z-stack's already linked along Z (:func:`iter_link_stacks`),
+    through its time points: an object takes the id of the object of the time point before
+    that it overlaps most in 3D, one to one, where their intersection over union is at
+    least ``min_iou`` (cells that move less than their size between time points); the
+    others, new ids. Yields the time points done."""
+    _check_iou(min_iou)
+    if labels.ndim != 4:
+        raise InputError(f"objects are followed through the time points of a time-lapse of "
+                         f"z-stacks (T, Z, H, W), not an array of shape {tuple(labels.shape)}.")
+    stacks = [plane(labels, t) for t in range(labels.shape[0])]
+    yield from _iter_link([[plane(stack, z) for z in range(labels.shape[1])]
+                           for stack in stacks], labels, min_iou, block, "time points")
+
+
+def _check_iou(min_iou: float) -> None:
+    if not 0 < min_iou <= 1:
+        raise InputError(f"the overlap to link objects across planes must be an IoU "
+                         f"between 0 and 1, not {min_iou}.")
+
+
+def _iter_link(units: list[list], labels, min_iou: float, block, across: str
+               ) -> Iterator[int]:
+    """Link the objects of each unit (a plane, or a z-stack: a list of 2D planes read and
+    written in place) to those of the unit before, greedily by IoU over all their planes;
+    ids come out consecutive from 1 in order of first appearance. Yields the units done."""
     chunks = getattr(labels, "chunks", None)
     block = block or (tuple(chunks[-2:]) if chunks else 2048)
     dtype = np.dtype(labels.dtype)
     top = np.iinfo(dtype).max
-    planes = [plane(labels, k) for k in range(labels.shape[0])]
-    next_id, sizes_prev = 1, Counter()  # the plane before's objects, by their new ids
-    for k, cur in enumerate(planes):
-        sizes_cur, shared = _overlaps(planes[k - 1] if k else None, cur, block)
+    next_id, sizes_prev = 1, Counter()  # the unit before's objects, by their new ids
+    for k, cur in enumerate(units):
+        sizes_cur, shared = Counter(), Counter()
+        for z, part in enumerate(cur):
+            sizes, overlaps = _overlaps(units[k - 1][z] if k else None, part, block)
+            sizes_cur.update(sizes)
+            shared.update(overlaps)
         match = match_objects(sizes_prev, sizes_cur, shared, min_iou)
         mapping = {}
         for c in sorted(sizes_cur):
@@ -107,9 +139,10 @@ def iter_link_planes(labels, min_iou: float = 0.25, *, block=None) -> Iterator[i
                 mapping[c] = next_id
                 next_id += 1
         if next_id - 1 > top:
-            raise InputError(f"linked across the planes there are {next_id - 1} objects, "
+            raise InputError(f"linked across the {across} there are {next_id - 1} objects, "
                              f"more than labels of type {dtype} can number.")
-        _relabel(cur, mapping, block, dtype)
+        for part in cur:
+            _relabel(part, mapping, block, dtype)
         sizes_prev = Counter({mapping[c]: n for c, n in sizes_cur.items()})
         yield k + 1
 
@@ -210,7 +243,8 @@ def flat_stack(array, outer: tuple[int, ...]):
 def iter_link_stacks(labels, min_iou: float) -> Iterator[int]:
     """:func:`iter_link_planes` along the stack axis (the third from last) of labels
     ``(..., N, H, W)`` (numpy, zarr), each stack on its own (the z-stack of every time
-    point: ids start at 1 in each); yields the planes done."""
+    point: ids start at 1 in each; :func:`iter_follow_time` then follows them through the
+    time points); yields the planes done."""
     if labels.ndim == 3:
         yield from iter_link_planes(labels, min_iou)
         return

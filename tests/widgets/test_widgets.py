@@ -537,6 +537,41 @@ def test_prediction_of_a_time_lapse_of_z_stacks(make_napari_viewer, qtbot, tmp_p
         widget.status.text())
 
 
+@pytest.mark.parametrize("lazy", [False, True])
+def test_objects_of_a_time_lapse_of_z_stacks_are_followed_through_time(
+        make_napari_viewer, qtbot, tmp_path, lazy):
+    """*and through time* (only with *Link planes*): each cell keeps its label from one
+    time point to the next; the status counts the cells followed, in memory and on disk."""
+    import dask.array as da
+    from _models import thresholding_model
+
+    from napari_unet.checkpoint import save_checkpoint
+    from napari_unet.synthetic import touching_cells
+
+    cells = np.pad(touching_cells((64, 80), n_cells=6, radius=8, seed=1)[1] > 0,
+                   ((0, 0), (4, 4)))  # moved right by up to 2 px below, never wrapped
+    data = np.stack([np.stack([np.roll(cells, t, axis=1)] * 3) for t in range(3)])
+    data = data.astype(np.float32)
+    viewer = make_napari_viewer()
+    viewer.add_image(da.from_array(data, chunks=(1, 1, 32, 40)) if lazy else data, name="4d")
+    model = save_checkpoint(tmp_path / "threshold.safetensors", thresholding_model())
+    widget = predict_dock(viewer, model)
+    assert not widget.follow.isEnabled()  # nothing to follow without linking the planes
+    widget.link.setValue(0.25)
+    widget.follow.setChecked(True)
+    assert widget.config().follow_time
+    widget.controls.start_btn.click()
+    wait_done(qtbot, widget)
+    labels = np.asarray(viewer.layers["4d segmentation"].data)
+    apart = run(predict(model, data, widget.config().replace(follow_time=False))).labels
+    each = len(np.unique(apart[0])) - 1
+    assert each >= 3 and len(np.unique(labels)) - 1 == each  # the same cells all along
+    for t in (1, 2):
+        np.testing.assert_array_equal(labels[t], np.roll(labels[0], t, axis=2))
+    assert f"{each} objects followed through 3 time points of 3 planes" in (
+        widget.status.text())
+
+
 def test_a_lazy_multiscale_layer_is_predicted_to_disk(make_napari_viewer, qtbot, model_file,
                                                      models_home):
     import dask.array as da

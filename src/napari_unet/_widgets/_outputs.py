@@ -140,7 +140,8 @@ def predict_to_disk(ckpt, data, config, name: str, probabilities: bool, why: str
                                     out_labels=labels, out_probabilities=prob)
         if result.mode != "semantic":  # the labels are read again: say so
             yield PredictEvent(1, 1, 0, 1, "counting the objects")
-        result.objects = object_count(result, config.link_planes > 0, on_disk=True)
+        result.objects = object_count(result, config.link_planes > 0, on_disk=True,
+                                      followed=config.follow_time)
         finished = True
         result.notes.insert(0, (f"predicted block by block on disk ({why})" if why else
                                 "predicted block by block")

@@ -93,6 +93,12 @@ class PredictWidget(QWidget):
                              "by at least this IoU get one label (e.g. 0.25); a time-lapse "
                              "of z-stacks is linked along Z within each time point",
                          special="planes apart")
+        self.follow = check("and through time", "of a time-lapse of z-stacks (T, Z, Y, "
+                            "X): follow the objects linked along Z through the time points "
+                            "too, each taking the label of the one it overlaps most at the "
+                            "time point before, by at least the IoU on the left")
+        self.link.valueChanged.connect(lambda v: self.follow.setEnabled(v > 0))
+        self.follow.setEnabled(False)
         self.probabilities = check("also add the probability map", "the foreground "
                                    "probability; for a distance model also its distance map, "
                                    "for an offsets model where its pixels point (centre "
@@ -104,7 +110,7 @@ class PredictWidget(QWidget):
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.last = LastPrediction()  # labelled again when only labelling settings change
-        self._relabelling = self._linked = False
+        self._relabelling = self._linked = self._followed = False
 
         form = QFormLayout()
         form.addRow("Image", row_of(self.image, self.channel, self.every))
@@ -112,7 +118,7 @@ class PredictWidget(QWidget):
         form.addRow("", self.model_file)
         form.addRow("Cell diameter", row_of(self.diameter, self.estimate))
         form.addRow("", self.diameter_hint)
-        form.addRow("Link planes", self.link)
+        form.addRow("Link planes", row_of(self.link, self.follow))
         form.addRow("", self.probabilities)
         form.addRow("Device", self.device)
         form.addRow("", self.device_label)
@@ -179,7 +185,8 @@ class PredictWidget(QWidget):
                 int(self.min_size.value()) if self.min_size.value() >= 0 else "auto"),
             tta=self.tta.isChecked(),
             diameter="auto" if self.estimate.isChecked() else self.diameter.value() or None,
-            link_planes=self.link.value())
+            link_planes=self.link.value(),
+            follow_time=self.follow.isChecked() and self.link.value() > 0)
 
     def _job(self, ckpt, cfg, layer, previous=None):
         """Where the results of one layer go, and its prediction (the data read here, on
@@ -212,7 +219,7 @@ class PredictWidget(QWidget):
             self._running = self.model_path()  # recorded with the segmentations
             ckpt = load_checkpoint(self._running)
             cfg = self.config()
-            self._linked = cfg.link_planes > 0
+            self._linked, self._followed = cfg.link_planes > 0, cfg.follow_time
             previous = (self.last.reusable(layers[0], self._running, cfg,
                                            self.channel.value()) if len(layers) == 1 else None)
             self._relabelling = previous is not None
@@ -243,7 +250,8 @@ class PredictWidget(QWidget):
             moved = show_result(self.viewer, event.result, event.layer,
                                 self.probabilities.isChecked(), self._running)
             self._moved.append(moved)
-            self._done.append(object_count(event.result, self._linked))
+            self._done.append(object_count(event.result, self._linked,
+                                           followed=self._followed))
             return
         self.controls.progress(event.done, event.total)
         if event.message:
@@ -266,7 +274,7 @@ class PredictWidget(QWidget):
         self.last.keep(result)
         moved = show_result(self.viewer, result, layer, self.probabilities.isChecked(),
                             self._running)
-        found = what_was_found(result, self._linked)
+        found = what_was_found(result, self._linked, followed=self._followed)
         text = ((f"Labelled again from the last prediction's probabilities in "
                  f"{result.seconds:.1f} s (the network was not run)") if self._relabelling
                 else f"Done in {result.seconds:.1f} s on {result.device}")
