@@ -93,10 +93,11 @@ class PredictWidget(QWidget):
                              "by at least this IoU get one label (e.g. 0.25); a time-lapse "
                              "of z-stacks is linked along Z within each time point",
                          special="planes apart")
-        self.follow = check("and through time", "of a time-lapse of z-stacks (T, Z, Y, "
-                            "X): follow the objects linked along Z through the time points "
-                            "too, each taking the label of the one it overlaps most at the "
-                            "time point before, by at least the IoU on the left")
+        self.follow = check("and through time", "of a "
+                            "time-lapse of z-stacks (T, Z, Y, X): follow the objects linked "
+                            "along Z through the time points too, each taking the label of "
+                            "the one it overlaps most at the time point before, by at least "
+                            "the IoU above")
         self.link.valueChanged.connect(lambda v: self.follow.setEnabled(v > 0))
         self.follow.setEnabled(False)
         self.probabilities = check("also add the probability map", "the foreground "
@@ -118,7 +119,8 @@ class PredictWidget(QWidget):
         form.addRow("", self.model_file)
         form.addRow("Cell diameter", row_of(self.diameter, self.estimate))
         form.addRow("", self.diameter_hint)
-        form.addRow("Link planes", row_of(self.link, self.follow))
+        form.addRow("Link planes", self.link)
+        form.addRow("", self.follow)
         form.addRow("", self.probabilities)
         form.addRow("Device", self.device)
         form.addRow("", self.device_label)
