@@ -413,14 +413,12 @@ def open_zarr_axes(path: str | os.PathLike):
             from None
     axes = None
     if isinstance(node, zarr.Group):
-        attrs = dict(node.attrs)
-        multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
+        multiscales = _multiscales(node)
         if not multiscales:
             raise InputError(f"{path.name} is a zarr group without OME-Zarr 'multiscales' "
                              "metadata; give the path of the image array inside it.")
         node = node[multiscales[0]["datasets"][0]["path"]]
-        axes = [a["name"] if isinstance(a, dict) else a
-                for a in multiscales[0].get("axes", [])] or None
+        axes = _axis_names(multiscales) or None
     array = da.from_zarr(node)
     if not (axes and len(axes) == array.ndim):
         return array, None
@@ -438,6 +436,34 @@ def open_zarr_axes(path: str | os.PathLike):
             array = da.moveaxis(array, c, -1)
             axes.append(axes.pop(c))
     return array, "".join(axes)
+
+
+def _multiscales(group) -> list:
+    """An OME-Zarr group's ``multiscales`` metadata (NGFF 0.4 or 0.5), or []."""
+    attrs = dict(group.attrs)
+    return attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales") or []
+
+
+def _axis_names(multiscales: list) -> list[str]:
+    return [str(a["name"] if isinstance(a, dict) else a)
+            for a in multiscales[0].get("axes", [])]
+
+
+def zarr_axes(path: str | os.PathLike) -> str | None:
+    """The axes an OME-Zarr image names, in the order of its arrays' axes, as capital
+    letters (``"CZYX"``): what napari's own reader leaves out when it opens one as a single
+    layer. None for a zarr array, a store that names none or not in single letters, or
+    one that cannot be read."""
+    import zarr
+
+    try:
+        node = zarr.open(str(path), mode="r")
+        names = _axis_names(_multiscales(node)) if isinstance(node, zarr.Group) else []
+    except Exception:  # noqa: BLE001 - unreadable metadata says nothing about axes
+        return None
+    if not names or any(len(name) != 1 for name in names):
+        return None
+    return "".join(names).upper()
 
 
 def create_zarr(path: str | os.PathLike, shape, dtype, chunks):

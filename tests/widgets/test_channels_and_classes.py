@@ -224,3 +224,45 @@ def test_the_train_widget_trains_on_the_channel_chosen_of_a_hyperstack(
     assert _trained(train, qtbot, models_home, 1).config.in_channels == 1
     train.channel.setValue(0)
     assert _trained(train, qtbot, models_home, 2).config.in_channels == 2
+
+
+def test_an_ome_zarr_of_channels_opened_by_napari_is_segmented_in_the_channel_chosen(
+        make_napari_viewer, qtbot, tmp_path, notes):
+    """napari's own reader opens an OME-Zarr (C, Z, Y, X) as one layer without its axes; a
+    single-channel model read it as a time-lapse of z-stacks. Its metadata names the
+    channel axis: the channel box appears, and the channel chosen is segmented."""
+    import zarr
+    from _models import thresholding_model
+
+    from napari_unet.checkpoint import save_checkpoint
+    from napari_unet.io import zarr_axes
+    from napari_unet.metrics import same_partition
+    from napari_unet.predict import predict
+    from napari_unet.progress import run
+
+    cells = np.stack([touching_cells((64, 80), n_cells=5, radius=8, seed=s)[0]
+                      for s in range(3)])
+    root = zarr.open_group(str(tmp_path / "embryo.zarr"), mode="w", zarr_format=2)
+    root.create_array("0", data=np.stack([255 - cells, cells]), chunks=(1, 1, 64, 80))
+    root.attrs["multiscales"] = [{"version": "0.4", "datasets": [{"path": "0"}], "axes": [
+        {"name": "c", "type": "channel"}, *({"name": a, "type": "space"} for a in "zyx")]}]
+    assert zarr_axes(tmp_path / "embryo.zarr") == "CZYX"
+    assert zarr_axes(tmp_path / "embryo.zarr" / "0") is None  # an array names no axes
+    model = save_checkpoint(tmp_path / "threshold.safetensors", thresholding_model())
+    viewer = make_napari_viewer()
+    viewer.open(str(tmp_path / "embryo.zarr"), plugin="napari")
+    assert viewer.layers["embryo"].data.shape == (2, 3, 64, 80)
+    widget = dock(viewer, "Predict")
+    widget.use_model_file(model)
+    widget.image.setCurrentText("embryo")
+    assert widget.channel.isVisibleTo(widget)
+    widget.controls.start_btn.click()
+    assert any("layer 'embryo' has 2 channels (axes CZYX), and the model reads one" in n
+               for n in notes)
+    widget.channel.setValue(2)
+    widget.controls.start_btn.click()
+    wait_done(qtbot, widget)
+    labels = np.asarray(viewer.layers["embryo segmentation"].data)
+    assert labels.shape == (3, 64, 80)
+    expected = run(predict(str(model), cells)).labels
+    assert all(same_partition(labels[z], expected[z]) for z in range(3))

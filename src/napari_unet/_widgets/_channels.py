@@ -1,8 +1,10 @@
 """The channels of an image layer opened from a file that names them.
 
-napari opens a Fiji hyperstack ``(Z, C, Y, X)`` as one layer with a slider for its
-channels; by its shape alone it is a time-lapse of z-stacks. Its file says which axis is
-the channel one (:func:`napari_unet.io.tiff_metadata`), and the Predict widget reads that.
+napari opens a Fiji hyperstack ``(Z, C, Y, X)``, or (with its own reader) an OME-Zarr
+``(C, Z, Y, X)``, as one layer with a slider for its channels; by its shape alone it is a
+time-lapse of z-stacks. Its file says which axis is the channel one
+(:func:`napari_unet.io.tiff_metadata`, :func:`napari_unet.io.zarr_axes`), and the widgets
+read that.
 """
 
 from __future__ import annotations
@@ -13,18 +15,18 @@ import numpy as np
 
 from ..channels import channel_axis, for_model
 from ..data import image_for_model
-from ..io import tiff_metadata
+from ..io import is_zarr, tiff_metadata, zarr_axes
 from ._forms import full_resolution, spin
 
 
 def file_axes(layer) -> str | None:
-    """The axes the file ``layer`` was opened from names (ImageJ's ``ZCYX`` ...), where they
-    fit its data; None for a layer made otherwise, a colour layer, or a file that names
-    none."""
+    """The axes the file ``layer`` was opened from names (ImageJ's ``ZCYX``, an OME-Zarr's
+    ``CZYX`` ...), where they fit its data; None for a layer made otherwise, a colour layer,
+    or a file that names none."""
     path = getattr(getattr(layer, "source", None), "path", None)
     if not path or layer.rgb:
         return None
-    axes = tiff_metadata(path).get("axes")
+    axes = zarr_axes(path) if is_zarr(path) else tiff_metadata(path).get("axes")
     return axes if axes and len(axes) == full_resolution(layer).ndim else None
 
 
