@@ -296,6 +296,8 @@ def test_prediction_follows_a_time_lapse_of_z_stacks_through_time(truth, rng, tm
     np.testing.assert_array_equal(np.asarray(labels[...]), result.labels)
     with pytest.raises(InputError, match="set link_planes too"):
         PredictConfig(follow_time=True)
+    with pytest.raises(InputError, match="layer 'x' has 5 axes: leave following through"):
+        run(predict(model, image[None], cfg.replace(follow_time=True), name="layer 'x'"))
     path = save_checkpoint(tmp_path / "m.safetensors", model)
     tifffile.imwrite(tmp_path / "tz.tif", image, imagej=True, metadata={"axes": "TZYX"})
     assert main(["predict", str(path), str(tmp_path / "tz.tif"), "--out",

@@ -669,7 +669,8 @@ def _predict_stacks(ckpt: Checkpoint, image, outer: tuple[int, ...], config: Pre
     if config.follow_time and len(outer) != 1:
         raise InputError(f"objects are followed through the time points of a time-lapse of "
                          f"z-stacks (T, Z, Y, X); {name} has {len(outer) + 3} axes: leave "
-                         "'follow through time' out.")
+                         "following through time (follow_time, --follow-time, 'and through "
+                         "time') out.")
     flat = one_stack(image, outer)
     result = yield from predict(
         ckpt, flat, config.replace(link_planes=0.0, follow_time=False), labels=labels, name=name,
