@@ -825,7 +825,7 @@ def test_separation_view_of_a_slide_works_on_the_part_in_view(make_napari_viewer
                                                               multiscale):
     """The whole plane of a slide's labels (a prediction on disk, 30,000² px) took more
     memory than was free: beyond 4096² px the view works on the part in view, placed where
-    it is, and asks to zoom in where even that is larger."""
+    it is, and asks to zoom in where even that is larger (or to switch to the 2D view)."""
     from napari_unet._widgets import _in_view
     from napari_unet.instances import separated_objects
     from napari_unet.synthetic import touching_cells
@@ -846,6 +846,11 @@ def test_separation_view_of_a_slide_works_on_the_part_in_view(make_napari_viewer
     widget.show_splits()  # all of it in view: too large
     assert any("is 300 x 260 px" in n and "zoom in" in n for n in notes), notes
     assert "slide labels split lines" not in viewer.layers
+    viewer.dims.ndisplay = 3  # seen in 3D, no part of the plane is the one in view
+    widget.show_splits()
+    assert any("switch napari to its 2D view" in n for n in notes), notes
+    assert "slide labels split lines" not in viewer.layers
+    viewer.dims.ndisplay = 2
     viewer.scene.camera.center = (10 + 75, 20 + 65)
     viewer.scene.camera.zoom = 30
     qtbot.wait(200)  # the canvas resized around the docked widget

@@ -40,10 +40,15 @@ def part_in_view(viewer, layer, plane):
     h, w = plane.shape[-2:]
     if h * w <= WHOLE_PLANE:
         return plane, None, layer
+    side = int(WHOLE_PLANE ** 0.5)
+    if viewer.dims.ndisplay == 3:  # no part of a plane is "in view" from any angle
+        raise InputError(
+            f"labels layer '{layer.name}' is {h} x {w} px; the separation view works on at "
+            f"most {side} x {side} px of it at a time, the part in view: switch napari to "
+            "its 2D view and zoom in on the part to look at.")
     rows, cols = view_box(viewer, layer, (h, w))
     size = max(rows.stop - rows.start, 0) * max(cols.stop - cols.start, 0)
     if not 0 < size <= WHOLE_PLANE:
-        side = int(WHOLE_PLANE ** 0.5)
         raise InputError(
             f"labels layer '{layer.name}' is {h} x {w} px; the separation view works on at "
             f"most {side} x {side} px of it at a time (more would not fit the memory of most "
