@@ -503,7 +503,8 @@ def predict(model, image, config: PredictConfig | None = None, *, out_probabilit
         ``(H, W)``, ``(H, W, C)``, ``(N, H, W)`` or ``(N, H, W, C)``; numpy, memmap, zarr
         or Dask (read tile by tile). More stack axes, as a time-lapse of z-stacks
         ``(T, Z, H, W[, C])``, are predicted plane by plane too: labels ``(T, Z, H, W)``,
-        probabilities ``(T, Z, C, H, W)``, planes linked along Z within each time point.
+        probabilities ``(T, Z, C, H, W)``, planes linked along Z within each time point
+        (and their objects followed through time with ``config.follow_time``).
     config : PredictConfig
         Tile and batch size, device, precision, thresholds.
     out_probabilities : array-like, optional
@@ -662,7 +663,8 @@ def _predict_stacks(ckpt: Checkpoint, image, outer: tuple[int, ...], config: Pre
     ``(T, Z, H, W)``, :func:`~napari_unet.stacks.outer_axes`): every plane, as one stack;
     labels ``(T, Z, H, W)``, probabilities ``(T, Z, C, H, W)`` (in memory, or written into
     ``outputs``, ``(probabilities, labels)`` arrays of those shapes, block by block); planes
-    linked along the stack axis (Z), within each time point."""
+    linked along the stack axis (Z), within each time point, and with
+    ``config.follow_time`` their objects followed through the time points."""
     prob_out, labels_out = outputs
     if config.link_planes and ckpt.mode == "semantic":
         raise InputError(SEMANTIC_LINK)
