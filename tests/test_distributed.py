@@ -70,6 +70,37 @@ def test_two_workers_equal_single_process_predict(tmp_path, client):
     assert sorted(client.run(models_loaded).values()) == [1, 1]
 
 
+def test_a_stack_is_predicted_on_the_cluster_and_its_planes_linked(tmp_path, client):
+    """A z-stack (a light-sheet volume larger than one machine) was refused ("one 2D image
+    at a time"): every block of every plane is a task, each plane normalised on its own and
+    labelled block by block, the planes then linked: as one process predicts it. The
+    labelling's tables were sent to the workers under keys made of their content: an equal
+    table of another plane took the key and was lost with the first ("lost
+    dependencies")."""
+    from napari_unet.synthetic import touching_cells
+
+    image = np.stack([touching_cells((256, 256), n_cells=12, radius=9, seed=s)[0]
+                      for s in range(3)])
+    image[1] = image[1] // 2 + 60  # each plane normalised on its own
+    labels = zarr.create_array(store=tmp_path / "labels.zarr", shape=image.shape,
+                               chunks=(1, 128, 128), dtype="uint32")
+    prob = zarr.create_array(store=tmp_path / "prob.zarr", shape=(3, 2, 256, 256),
+                             chunks=(1, 2, 128, 128), dtype="float32")
+    cfg = PredictConfig(link_planes=0.25)
+    single = run(predict("nuclei", image, cfg))
+    events = []
+    run(predict_distributed("nuclei", image, labels, client=client, config=cfg,
+                            out_probabilities=prob), events.append)
+    np.testing.assert_allclose(prob[:], single.probabilities, atol=1e-4)
+    got = labels[:]
+    assert single.labels.max() > 20 and same_partition(single.labels, got)
+    assert len(np.unique(got)) - 1 < sum(len(np.unique(p)) - 1 for p in got)  # linked
+    assert events[0].message == "predicting 12 blocks on 2 Dask worker(s)"
+    assert any(e.message.startswith("linking objects across planes (3 of 3)") for e in events)
+    with pytest.raises(InputError, match="not a time-lapse of z-stacks"):
+        next(predict_distributed("nuclei", image[None].repeat(2, 0), labels, client=client))
+
+
 def test_chunks_off_the_pooling_grid_are_refused(tmp_path, client):
     model = _model(tmp_path / "m.safetensors", depth=3)
     image = np.zeros((100, 100), np.float32)

@@ -1,17 +1,19 @@
 """Prediction of images larger than one machine on a Dask cluster.
 
 ``predict_distributed(model_file, image, out_labels, client=client)`` runs one task per
-block of the labels output (its zarr chunks): the task reads the block plus the network's
+block of the labels output (its zarr chunks; of every plane of a stack, all at once): the
+task reads the block plus the network's
 context from the image (mirrored beyond the image border), runs the overlap-tile pass and
 writes the block's class probabilities into a zarr array; no two tasks write the same chunk.
 The model travels as its file path and is loaded once per worker process; on a machine with
 GPUs each worker takes one (by its index). The instance labels are then made block by block
 with :mod:`napari_unet.blockwise` on the same cluster (per-block ids offset, objects merged
-across block faces), so an object cut by a block border gets one id.
+across block faces), so an object cut by a block border gets one id; a stack's planes are
+labelled so one by one, then linked (``config.link_planes``) as in one process.
 
 The probabilities equal those of single-process :func:`napari_unet.predict.predict` to
 float tolerance: every block starts on the network's pooling grid and is normalised with
-the same percentiles, computed once for the whole image.
+the same percentiles, computed once for the whole image (of a stack, for each plane).
 """
 
 from __future__ import annotations
@@ -32,11 +34,13 @@ from .predict import (
     PredictEvent,
     PredictResult,
     drop_unit_channel,
+    link_objects,
     scratch_beside,
     split_planes,
     stream_labels,
 )
 from .scale import scale_factor
+from .stacks import plane
 
 
 class SyncDask:
@@ -51,24 +55,34 @@ class SyncDask:
         return np.asarray(self.array[key].compute(scheduler="synchronous"))
 
 
-def channels_last_view(image, channels: int, name: str = "image"):
-    """A lazy ``(H, W, C)`` view of a 2D image array-like (numpy, zarr, Dask)."""
+def plane_views(image, channels: int, name: str = "image") -> tuple[list, bool]:
+    """Lazy ``(H, W, C)`` views of the planes of an image array-like (numpy, zarr, Dask): of
+    a 2D image one, of a stack ``(N, H, W[, C])`` one a plane; and whether it is a stack.
+    More stack axes (a time-lapse of z-stacks) are refused in a sentence."""
     import dask.array as da
 
     from .data import as_channels_last
+    from .stacks import outer_axes
 
     if image.ndim == 3 and image.shape[-1] != channels and image.shape[0] == channels:
         image = da.moveaxis(da.asarray(image), 0, -1)  # OME-Zarr stores channels first
     image = drop_unit_channel(image, channels)
-    stack, _ = split_planes(image, channels, name)
-    if stack:
+    if outer_axes(image, channels):
         raise InputError(f"{name} has shape {tuple(image.shape)}; distributed prediction "
-                         "takes one 2D image (H, W) or (H, W, C) at a time.")
-    if image.ndim == 2:
-        image = da.asarray(image)[..., None]
-    if isinstance(image, da.Array):
-        image = SyncDask(image)
-    return as_channels_last(image, name, channels)
+                         "takes a 2D image or a stack of them (N, H, W), not a time-lapse "
+                         "of z-stacks: give it one time point at a time.")
+    stack, n = split_planes(image, channels, name)
+    if stack and not isinstance(image, np.ndarray):
+        image = da.asarray(image)  # a zarr array's plane would be read whole here
+
+    def view(plane):
+        if plane.ndim == 2:
+            plane = da.asarray(plane)[..., None]
+        if isinstance(plane, da.Array):
+            plane = SyncDask(plane)
+        return as_channels_last(plane, name, channels)
+
+    return ([view(image[k]) for k in range(n)] if stack else [view(image)]), stack
 
 
 @functools.lru_cache(maxsize=2)
@@ -149,8 +163,10 @@ def dask_map(client):
     on ``client``; numpy arguments are sent to every worker once."""
 
     def mapper(func, items, **kwargs):
-        sent = {k: client.scatter(v, broadcast=True) if isinstance(v, np.ndarray) else v
-                for k, v in kwargs.items()}
+        # not keyed by their content: an array equal to one sent before (the same table
+        # for two planes) took its key, and was lost when that one was released
+        sent = {k: client.scatter(v, broadcast=True, hash=False)
+                if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
         return client.gather(client.map(func, list(items), pure=False, **sent))
 
     return mapper
@@ -167,23 +183,25 @@ def _chunks_2d(array) -> tuple[int, int]:
 def predict_distributed(model, image, out_labels, *, client, config: PredictConfig | None = None,
                         out_probabilities=None, threads: int | None = None,
                         name: str = "image") -> Generator[PredictEvent, None, PredictResult]:
-    """Predict a large 2D image on a Dask cluster into ``out_labels``; see the module text.
+    """Predict a large 2D image, or a stack of them, on a Dask cluster into ``out_labels``;
+    see the module text.
 
     Parameters
     ----------
     model : str or Path
         The model file (each worker loads it once), or a shipped model's name.
     image : array-like
-        ``(H, W)``, ``(H, W, C)`` or OME-Zarr-style ``(C, H, W)``: a zarr array, a Dask
-        array or a numpy array (sent to the workers once).
+        ``(H, W)``, ``(H, W, C)`` or OME-Zarr-style ``(C, H, W)``, or a stack of them
+        ``(N, H, W[, C])``: a zarr array, a Dask array or a numpy array (sent to the
+        workers once).
     out_labels : zarr array
-        ``(H, W)`` integer output; its chunks are the tasks' blocks and must be multiples
-        of ``2**depth`` of the network.
+        ``(H, W)`` (``(N, H, W)``) integer output; its chunks are the tasks' blocks and
+        must be multiples of ``2**depth`` of the network.
     client : distributed.Client
         Where the work runs.
     out_probabilities : zarr array, optional
-        ``(C, H, W)`` float32 probabilities, chunked like the labels; a temporary zarr
-        beside the labels when not given.
+        ``(C, H, W)`` (``(N, C, H, W)``) float32 probabilities, chunked like the labels; a
+        temporary zarr beside the labels when not given.
     threads : int, optional
         Torch threads of each worker on a CPU (Dask starts workers with
         ``OMP_NUM_THREADS=1``).
@@ -199,46 +217,58 @@ def predict_distributed(model, image, out_labels, *, client, config: PredictConf
     ckpt = load_checkpoint(path)
     if scale_factor(ckpt.object_diameter, config.diameter) != 1.0:
         raise InputError(BLOCKWISE_DIAMETER)
-    view = channels_last_view(image, ckpt.config.in_channels, name)
-    spatial = tuple(view.shape[:2])
-    if tuple(out_labels.shape) != spatial:
+    views, stack = plane_views(image, ckpt.config.in_channels, name)
+    n = len(views)
+    spatial = tuple(views[0].shape[:2])
+    expected = (n, *spatial) if stack else spatial
+    if tuple(out_labels.shape) != expected:
         raise InputError(f"the labels output has shape {tuple(out_labels.shape)}; expected "
-                         f"{spatial}.")
+                         f"{expected}.")
     block = _chunks_2d(out_labels)
     align = 2**ckpt.config.depth
     if block[0] % align or block[1] % align:
         raise InputError(f"the labels output's chunks {block} must be multiples of {align} "
                          "(the network's pooling grid).")
     channels = ckpt.config.out_channels
+    prob_shape = (n, channels, *spatial) if stack else (channels, *spatial)
     scratch = None
     if out_probabilities is None:
         scratch = scratch_beside(out_labels, ".napari-unet-prob-")
         out_probabilities = zarr.create_array(store=scratch.name, dtype="float32",
-                                              shape=(channels, *spatial), compressors=None,
-                                              chunks=(channels, *block))
-    if tuple(out_probabilities.shape) != (channels, *spatial):
+                                              shape=prob_shape, compressors=None,
+                                              chunks=(1,) * stack + (channels, *block))
+    if tuple(out_probabilities.shape) != prob_shape:
         raise InputError(f"the probabilities output has shape "
-                         f"{tuple(out_probabilities.shape)}; expected {(channels, *spatial)}.")
+                         f"{tuple(out_probabilities.shape)}; expected {prob_shape}.")
     start = time.perf_counter()
-    lo, hi = percentiles(view, name=name)
-    if isinstance(view, np.ndarray):
-        view = client.scatter(view, broadcast=True)
-    job = _BlockJob(str(path), os.path.getmtime(path), out_probabilities, lo, hi, config,
-                    threads)
     parts = blocks(spatial, block)
+    total = len(parts) * n
     n_workers = len(client.scheduler_info(n_workers=-1)["workers"])
-    yield PredictEvent(0, len(parts), 0, 1, f"predicting {len(parts)} blocks on {n_workers} "
-                       "Dask worker(s)")
+    yield PredictEvent(0, total, 0, n, f"predicting {total} blocks on {n_workers} Dask "
+                       "worker(s)")
     from distributed import as_completed
 
-    futures = client.map(_run_block, parts, job=job, image=view, pure=False)
+    futures = []
     try:
+        for k, view in enumerate(views):  # each plane normalised on its own, as predict does
+            lo, hi = percentiles(view, name=name)
+            if isinstance(view, np.ndarray):
+                view = client.scatter(view, broadcast=True, hash=False)
+            job = _BlockJob(str(path), os.path.getmtime(path),
+                            plane(out_probabilities, k) if stack else out_probabilities,
+                            lo, hi, config, threads)
+            futures += client.map(_run_block, parts, job=job, image=view, pure=False)
         for done, future in enumerate(as_completed(futures), start=1):
             future.result()
-            yield PredictEvent(done, len(parts), 0, 1)
-        for doing in stream_labels(ckpt, out_probabilities, out_labels, config,
-                                   mapper=dask_map(client)):
-            yield PredictEvent(len(parts), len(parts), 0, 1, doing)
+            yield PredictEvent(done, total, (done - 1) // len(parts), n)
+        for k in range(n):
+            for doing in stream_labels(
+                    ckpt, plane(out_probabilities, k) if stack else out_probabilities,
+                    plane(out_labels, k) if stack else out_labels, config,
+                    mapper=dask_map(client)):
+                yield PredictEvent(total, total, k, n, doing)
+        if stack and config.link_planes:
+            yield from link_objects(out_labels, config)
     finally:
         client.cancel(futures)
         if scratch is not None:

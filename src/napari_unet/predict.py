@@ -690,7 +690,7 @@ def _predict_stacks(ckpt: Checkpoint, image, outer: tuple[int, ...], config: Pre
     if result.labels is not None and config.link_planes:
         if labels_out is None:
             result.labels = result.labels.astype(_label_dtype(ckpt.mode))
-        yield from _link(result.labels, config)
+        yield from link_objects(result.labels, config)
         if labels_out is None:
             result.labels = _compact(result.labels, ckpt.mode)
     return result
@@ -730,7 +730,7 @@ LABEL_SETTINGS = ("threshold", "instance_method", "cut_necks", "min_size", "link
                   "follow_time")
 
 
-def _link(labels, config: PredictConfig) -> Generator[PredictEvent, None, None]:
+def link_objects(labels, config: PredictConfig) -> Generator[PredictEvent, None, None]:
     """Link the objects of a stack's labels (changed in place) along its planes, each
     z-stack of a time-lapse on its own, then with ``config.follow_time`` through the time
     points; an event a plane, then a time point."""
@@ -773,7 +773,7 @@ def relabel(model, result: PredictResult, config: PredictConfig
     labels = (np.stack(planes).astype(_label_dtype(ckpt.mode), copy=False)
               .reshape(*lead, *planes[0].shape) if stack else planes[0])
     if link:
-        yield from _link(labels, config)
+        yield from link_objects(labels, config)
     return PredictResult(labels=_compact(labels, ckpt.mode), probabilities=prob,
                          device=result.device, seconds=time.perf_counter() - start,
                          mode=ckpt.mode, target=ckpt.target, notes=list(result.notes),
