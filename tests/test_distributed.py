@@ -73,10 +73,10 @@ def test_two_workers_equal_single_process_predict(tmp_path, client):
 def test_a_stack_is_predicted_on_the_cluster_and_its_planes_linked(tmp_path, client):
     """A z-stack (a light-sheet volume larger than one machine) was refused ("one 2D image
     at a time"): every block of every plane is a task, each plane normalised on its own and
-    labelled block by block, the planes then linked: as one process predicts it. The
-    labelling's tables were sent to the workers under keys made of their content: an equal
-    table of another plane took the key and was lost with the first ("lost
-    dependencies")."""
+    labelled block by block, the planes then linked (and a time-lapse of z-stacks followed
+    through time): as one process predicts it. The labelling's tables were sent to the
+    workers under keys made of their content: an equal table of another plane took the key
+    and was lost with the first ("lost dependencies")."""
     from napari_unet.synthetic import touching_cells
 
     image = np.stack([touching_cells((256, 256), n_cells=12, radius=9, seed=s)[0]
@@ -97,8 +97,15 @@ def test_a_stack_is_predicted_on_the_cluster_and_its_planes_linked(tmp_path, cli
     assert len(np.unique(got)) - 1 < sum(len(np.unique(p)) - 1 for p in got)  # linked
     assert events[0].message == "predicting 12 blocks on 2 Dask worker(s)"
     assert any(e.message.startswith("linking objects across planes (3 of 3)") for e in events)
-    with pytest.raises(InputError, match="not a time-lapse of z-stacks"):
-        next(predict_distributed("nuclei", image[None].repeat(2, 0), labels, client=client))
+    # a time-lapse of z-stacks: every plane of every time point, linked and followed
+    movie = np.stack([image, np.roll(image, 3, axis=2)])
+    labels = zarr.create_array(store=tmp_path / "movie.zarr", shape=movie.shape,
+                               chunks=(1, 1, 128, 128), dtype="uint32")
+    cfg = cfg.replace(follow_time=True)
+    run(predict_distributed("nuclei", movie, labels, client=client, config=cfg))
+    single = run(predict("nuclei", movie, cfg)).labels
+    assert same_partition(single, labels[:])
+    assert len(np.unique(single)) == len(np.unique(single[0]))  # followed through time
 
 
 def test_chunks_off_the_pooling_grid_are_refused(tmp_path, client):

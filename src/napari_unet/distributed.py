@@ -40,7 +40,7 @@ from .predict import (
     stream_labels,
 )
 from .scale import scale_factor
-from .stacks import plane
+from .stacks import flat_stack, plane
 
 
 class SyncDask:
@@ -55,22 +55,23 @@ class SyncDask:
         return np.asarray(self.array[key].compute(scheduler="synchronous"))
 
 
-def plane_views(image, channels: int, name: str = "image") -> tuple[list, bool]:
+def plane_views(image, channels: int, name: str = "image") -> tuple[list, tuple[int, ...]]:
     """Lazy ``(H, W, C)`` views of the planes of an image array-like (numpy, zarr, Dask): of
-    a 2D image one, of a stack ``(N, H, W[, C])`` one a plane; and whether it is a stack.
-    More stack axes (a time-lapse of z-stacks) are refused in a sentence."""
+    a 2D image one, of a stack ``(N, H, W[, C])`` or a time-lapse of z-stacks
+    ``(T, Z, H, W[, C])`` one a plane (in that order); and the axes before the planes'
+    (``()``, ``(N,)``, ``(T, Z)``)."""
     import dask.array as da
 
     from .data import as_channels_last
-    from .stacks import outer_axes
+    from .stacks import one_stack, outer_axes
 
     if image.ndim == 3 and image.shape[-1] != channels and image.shape[0] == channels:
         image = da.moveaxis(da.asarray(image), 0, -1)  # OME-Zarr stores channels first
     image = drop_unit_channel(image, channels)
-    if outer_axes(image, channels):
-        raise InputError(f"{name} has shape {tuple(image.shape)}; distributed prediction "
-                         "takes a 2D image or a stack of them (N, H, W), not a time-lapse "
-                         "of z-stacks: give it one time point at a time.")
+    outer = outer_axes(image, channels)
+    lead = (*outer, int(image.shape[len(outer)])) if outer else ()
+    if outer:
+        image = one_stack(da.asarray(image), outer)
     stack, n = split_planes(image, channels, name)
     if stack and not isinstance(image, np.ndarray):
         image = da.asarray(image)  # a zarr array's plane would be read whole here
@@ -82,7 +83,9 @@ def plane_views(image, channels: int, name: str = "image") -> tuple[list, bool]:
             plane = SyncDask(plane)
         return as_channels_last(plane, name, channels)
 
-    return ([view(image[k]) for k in range(n)] if stack else [view(image)]), stack
+    if not stack:
+        return [view(image)], ()
+    return [view(image[k]) for k in range(n)], lead or (n,)
 
 
 @functools.lru_cache(maxsize=2)
@@ -217,29 +220,31 @@ def predict_distributed(model, image, out_labels, *, client, config: PredictConf
     ckpt = load_checkpoint(path)
     if scale_factor(ckpt.object_diameter, config.diameter) != 1.0:
         raise InputError(BLOCKWISE_DIAMETER)
-    views, stack = plane_views(image, ckpt.config.in_channels, name)
-    n = len(views)
+    views, lead = plane_views(image, ckpt.config.in_channels, name)
+    n, stack = len(views), bool(lead)
     spatial = tuple(views[0].shape[:2])
-    expected = (n, *spatial) if stack else spatial
-    if tuple(out_labels.shape) != expected:
+    if tuple(out_labels.shape) != (*lead, *spatial):
         raise InputError(f"the labels output has shape {tuple(out_labels.shape)}; expected "
-                         f"{expected}.")
+                         f"{(*lead, *spatial)}.")
     block = _chunks_2d(out_labels)
     align = 2**ckpt.config.depth
     if block[0] % align or block[1] % align:
         raise InputError(f"the labels output's chunks {block} must be multiples of {align} "
                          "(the network's pooling grid).")
     channels = ckpt.config.out_channels
-    prob_shape = (n, channels, *spatial) if stack else (channels, *spatial)
+    prob_shape = (*lead, channels, *spatial)
     scratch = None
     if out_probabilities is None:
         scratch = scratch_beside(out_labels, ".napari-unet-prob-")
         out_probabilities = zarr.create_array(store=scratch.name, dtype="float32",
                                               shape=prob_shape, compressors=None,
-                                              chunks=(1,) * stack + (channels, *block))
+                                              chunks=(1,) * len(lead) + (channels, *block))
     if tuple(out_probabilities.shape) != prob_shape:
         raise InputError(f"the probabilities output has shape "
                          f"{tuple(out_probabilities.shape)}; expected {prob_shape}.")
+    outer = lead[:-1]  # a time-lapse's planes, as one stack: (T * Z, ...), in place
+    planes_prob = flat_stack(out_probabilities, outer) if stack else None
+    planes_labels = flat_stack(out_labels, outer) if stack else None
     start = time.perf_counter()
     parts = blocks(spatial, block)
     total = len(parts) * n
@@ -255,7 +260,7 @@ def predict_distributed(model, image, out_labels, *, client, config: PredictConf
             if isinstance(view, np.ndarray):
                 view = client.scatter(view, broadcast=True, hash=False)
             job = _BlockJob(str(path), os.path.getmtime(path),
-                            plane(out_probabilities, k) if stack else out_probabilities,
+                            plane(planes_prob, k) if stack else out_probabilities,
                             lo, hi, config, threads)
             futures += client.map(_run_block, parts, job=job, image=view, pure=False)
         for done, future in enumerate(as_completed(futures), start=1):
@@ -263,8 +268,8 @@ def predict_distributed(model, image, out_labels, *, client, config: PredictConf
             yield PredictEvent(done, total, (done - 1) // len(parts), n)
         for k in range(n):
             for doing in stream_labels(
-                    ckpt, plane(out_probabilities, k) if stack else out_probabilities,
-                    plane(out_labels, k) if stack else out_labels, config,
+                    ckpt, plane(planes_prob, k) if stack else out_probabilities,
+                    plane(planes_labels, k) if stack else out_labels, config,
                     mapper=dask_map(client)):
                 yield PredictEvent(total, total, k, n, doing)
         if stack and config.link_planes:
