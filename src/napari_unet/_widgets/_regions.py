@@ -25,5 +25,17 @@ def region_mask(shapes, labels) -> np.ndarray:
     l_scale, l_shift = np.asarray(labels.scale)[-nd:], np.asarray(labels.translate)[-nd:]
     moved = [(np.asarray(v, float)[:, -nd:] * s_scale + s_shift - l_shift) / l_scale
              for v in shapes.data]
-    mask = Shapes(moved, shape_type=list(shapes.shape_type)).to_labels(shape[-nd:]) > 0
+    # drawn in the shapes' box alone (napari draws them as int64 labels of the whole
+    # plane: 7 GB for a 30,000² slide, on the GUI thread), then placed in the plane; the
+    # plane's untouched zeros take no memory until written
+    corners = np.concatenate(moved)[:, -2:]
+    top = np.clip(np.floor(corners.min(0)).astype(int) - 1, 0, shape[-2:])
+    end = np.clip(np.ceil(corners.max(0)).astype(int) + 2, 0, shape[-2:])
+    mask = np.zeros(shape[-nd:], bool)
+    if (end > top).all():
+        offset = np.zeros(nd)
+        offset[-2:] = top
+        box = Shapes([v - offset for v in moved], shape_type=list(shapes.shape_type))
+        mask[..., top[0]:end[0], top[1]:end[1]] = box.to_labels(
+            (*shape[-nd:-2], *(end - top))) > 0
     return np.broadcast_to(mask, shape) if nd < len(shape) else mask
