@@ -249,3 +249,41 @@ def test_training_planes_refuse_before_copying_and_copy_only_the_labelled_box(mo
     assert kept == [2] and ims[0].shape == labs[0].shape == regs[0].shape == box
     assert labs[0].sum() == 20 * 30 and not np.shares_memory(labs[0], labels)
 
+
+
+def test_labels_on_disk_are_read_only_in_the_region_box(monkeypatch):
+    """Labels predicted on disk and corrected in napari (a zarr-backed layer) were read
+    whole when a training started from them, a slide's gigabytes on the GUI thread: with
+    a region, only the chunks of its box are read; without, a chunk at a time."""
+    import dask.array as da
+
+    from napari_unet.data import REGION_MARGIN, training_planes
+
+    class Recorder:  # labels on disk that note what is read
+        def __init__(self, array):
+            self.array, self.shape, self.dtype, self.ndim = array, array.shape, array.dtype, 2
+            self.read = []
+
+        def __getitem__(self, key):
+            self.read.append(key)
+            return self.array[key]
+
+    labels = np.zeros((1000, 1200), np.int32)
+    labels[600:620, 700:730] = 1
+    region = np.zeros(labels.shape, bool)
+    region[590:640, 690:760] = True
+    disk = Recorder(labels)
+    lazy = da.from_array(disk, chunks=(100, 100), asarray=True)
+    image = np.zeros(labels.shape, np.uint8)
+    ims, labs, regs, kept = training_planes(image, lazy, region=region)
+    assert kept == [0] and labs[0].sum() == 20 * 30
+    assert labs[0].shape == (50 + 2 * REGION_MARGIN, 70 + 2 * REGION_MARGIN)
+    read = [k for k in disk.read if k[0].stop > k[0].start]  # not dask's empty probe
+    assert read and all(500 <= k[0].start and k[0].stop <= 800 and 600 <= k[1].start
+                        and k[1].stop <= 900 for k in read)  # the box's chunks alone
+    disk.read.clear()
+    monkeypatch.setattr(memory, "free_memory", lambda: labels.size * 40)
+    with pytest.raises(InputError, match="'Labelled in' Shapes layer"):
+        training_planes(image, lazy)  # the whole plane: too much, refused before copying
+    assert disk.read and all((k[0].stop - k[0].start) * (k[1].stop - k[1].start) <= 100 * 100
+                             for k in disk.read)  # a chunk at a time, to find it labelled

@@ -276,10 +276,12 @@ def training_planes(image, labels, *, rgb: bool = False, name: str = "image", re
     None without ``region``, and for planes it does not touch) and the indices of the
     planes kept (``[0]`` for 2D labels). Images and labels are copies of the planes kept,
     cropped to the region's box (:func:`region_box`) where there is a region; a lazy
-    ``image`` (Dask, zarr) is read only there. Planes that could not be prepared for
-    training in the memory free are refused in a sentence before anything is copied.
+    ``image`` or ``labels`` (Dask, zarr: labels predicted on disk, then corrected) is read
+    only there (the labels of a plane without a region a chunk at a time to find whether
+    it is labelled). Planes that could not be prepared for training in the memory free are
+    refused in a sentence before anything is copied.
     """
-    img, lab = image, np.asarray(labels)
+    img, lab = image, _lazy_or_array(labels)
     ishape, lshape = tuple(img.shape), tuple(lab.shape)
     if lab.ndim > 3 and ishape[: lab.ndim] == lshape:  # a time-lapse of z-stacks: its planes
         from .stacks import one_stack
@@ -309,7 +311,7 @@ def training_planes(image, labels, *, rgb: bool = False, name: str = "image", re
                              f"the labels {lshape}.")
         region = np.asarray(region, bool)
         reg_planes = [r if r.any() else None for r in ([region] if lab.ndim == 2 else region)]
-    keep = [k for k, p in enumerate(lab_planes) if np.any(p) or reg_planes[k] is not None]
+    keep = [k for k, p in enumerate(lab_planes) if reg_planes[k] is not None or np.any(p)]
     boxes = {k: region_box(reg_planes[k]) if reg_planes[k] is not None else
              (slice(None), slice(None)) for k in keep}
     channels = ishape[-1] if rgb else (ishape[0] if img.ndim == 3 else ishape[1]) if first else 1
@@ -322,6 +324,15 @@ def training_planes(image, labels, *, rgb: bool = False, name: str = "image", re
     return ([read(planes[k], boxes[k]) for k in keep],
             [np.array(lab_planes[k][boxes[k]]) for k in keep],
             [None if reg_planes[k] is None else reg_planes[k][boxes[k]] for k in keep], keep)
+
+
+def _lazy_or_array(array):
+    """``array`` as numpy, or a lazy one (zarr, Dask) as a Dask array: read where indexed."""
+    if isinstance(array, np.ndarray) or not hasattr(array, "chunks"):
+        return np.asarray(array)
+    import dask.array as da
+
+    return da.asarray(array)
 
 
 #: Image kept around an annotated region's bounding box as real context for the network

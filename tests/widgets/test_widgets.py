@@ -1019,6 +1019,35 @@ def test_training_on_a_partly_labelled_image_learns_only_inside_the_region(
     assert len(list(models_home.glob("*.safetensors"))) == 1
 
 
+def test_labels_on_disk_corrected_in_a_region_train(make_napari_viewer, qtbot, models_home,
+                                                    tmp_path, notes):
+    """A slide's labels predicted on disk (a zarr-backed layer), corrected in a region: the
+    training reads the region's box from disk, not the whole layer."""
+    import zarr
+
+    from napari_unet.synthetic import touching_cells
+
+    image, labels = touching_cells((160, 160), n_cells=16, radius=8, seed=3)
+    on_disk = zarr.create_array(store=tmp_path / "slide labels.zarr", shape=labels.shape,
+                                chunks=(64, 64), dtype="int32")
+    on_disk[:] = labels
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="slide")
+    viewer.add_labels(on_disk, name="slide segmentation (corrected)")
+    viewer.add_shapes([[[10, 10], [10, 90], [90, 90], [90, 10]]], shape_type="rectangle",
+                      name="corrected here")
+    widget = dock(viewer, "Train")
+    widget.image.setCurrentText("slide")
+    widget.labels.setCurrentText("slide segmentation (corrected)")
+    widget.region.setCurrentText("corrected here")
+    set_quick(widget)
+    widget.controls.start_btn.click()
+    wait_done(qtbot, widget)
+    assert "Finished" in widget.status.text(), (widget.status.text(), notes)
+    saved = list(models_home.glob("*.safetensors"))
+    assert len(saved) == 1 and load_checkpoint(saved[0]).training["annotated_regions"] == 1
+
+
 def test_regions_over_a_stack_cover_every_plane_or_the_one_drawn_in():
     from napari.layers import Labels, Shapes
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 from napari.layers import Image, Labels, Shapes
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import (
@@ -200,7 +199,7 @@ class TrainWidget(QWidget):
             name = f"{img_name} / {lab_name}"
             region = (region_mask(self.viewer.layers[region_name], lab)
                       if region_name is not None else None)
-            lab_data = np.asarray(full_resolution(lab))  # copied where labelled, below
+            lab_data = full_resolution(lab)  # copied (or read from disk) where labelled
             ims, labs, regs, kept = training_planes(  # of a lazy image, only the labelled
                 picked(img, self.channel.value()), lab_data, rgb=img.rgb, name=name,  # planes
                 region=region)
