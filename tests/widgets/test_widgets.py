@@ -555,7 +555,12 @@ def test_objects_of_a_time_lapse_of_z_stacks_are_followed_through_time(
     viewer = make_napari_viewer()
     viewer.add_image(da.from_array(data, chunks=(1, 1, 32, 40)) if lazy else data, name="4d")
     model = save_checkpoint(tmp_path / "threshold.safetensors", thresholding_model())
+    viewer.add_image(data[0], name="one time point")
     widget = predict_dock(viewer, model)
+    widget.image.setCurrentText("one time point")
+    assert widget.follow.isHidden()  # no time to follow through
+    widget.image.setCurrentText("4d")
+    assert not widget.follow.isHidden()
     assert not widget.follow.isEnabled()  # nothing to follow without linking the planes
     widget.link.setValue(0.25)
     widget.follow.setChecked(True)

@@ -28,6 +28,7 @@ from ._forms import (
     choose,
     combo,
     device_choice,
+    full_resolution,
     model_entry,
     models_hub,
     refill,
@@ -100,6 +101,8 @@ class PredictWidget(QWidget):
                             "the IoU above")
         self.link.valueChanged.connect(lambda v: self.follow.setEnabled(v > 0))
         self.follow.setEnabled(False)
+        self.image.currentTextChanged.connect(self._show_follow)
+        self.every.toggled.connect(self._show_follow)
         self.probabilities = check("also add the probability map", "the foreground "
                                    "probability; for a distance model also its distance map, "
                                    "for an offsets model where its pixels point (centre "
@@ -121,6 +124,7 @@ class PredictWidget(QWidget):
         form.addRow("", self.diameter_hint)
         form.addRow("Link planes", self.link)
         form.addRow("", self.follow)
+        self._follow_row = [w for w in (self.follow, form.labelForField(self.follow)) if w]
         form.addRow("", self.probabilities)
         form.addRow("Device", self.device)
         form.addRow("", self.device_label)
@@ -145,6 +149,7 @@ class PredictWidget(QWidget):
         self.refresh_models()
         shown_for(self.model_file, self.model, FROM_FILE)
         self._describe_model()
+        self._show_follow()
         models_hub().saved.connect(self.use_trained_model)
 
     def _describe_model(self, *_) -> None:
@@ -177,6 +182,14 @@ class PredictWidget(QWidget):
             raise InputError("choose a model: train one first, or pick a model file.")
         return path
 
+    def _show_follow(self, *_) -> None:
+        """*and through time* only where there is time: a layer of four axes or more."""
+        layers = inputs(self.viewer) if self.every.isChecked() else [self.image.layer()]
+        time = any(layer is not None and full_resolution(layer).ndim - layer.rgb >= 4
+                   for layer in layers)
+        for part in self._follow_row:  # the row, not an empty line, where there is none
+            part.setVisible(time)
+
     def config(self) -> PredictConfig:
         return PredictConfig(
             tile_size=int(self.tile.value()), batch_size=int(self.batch.value()),
@@ -188,7 +201,8 @@ class PredictWidget(QWidget):
             tta=self.tta.isChecked(),
             diameter="auto" if self.estimate.isChecked() else self.diameter.value() or None,
             link_planes=self.link.value(),
-            follow_time=self.follow.isChecked() and self.link.value() > 0)
+            follow_time=(self.follow.isChecked() and not self.follow.isHidden()
+                         and self.link.value() > 0))
 
     def _job(self, ckpt, cfg, layer, previous=None):
         """Where the results of one layer go, and its prediction (the data read here, on
