@@ -242,9 +242,13 @@ def predict_distributed(model, image, out_labels, *, client, config: PredictConf
     if tuple(out_probabilities.shape) != prob_shape:
         raise InputError(f"the probabilities output has shape "
                          f"{tuple(out_probabilities.shape)}; expected {prob_shape}.")
-    outer = lead[:-1]  # a time-lapse's planes, as one stack: (T * Z, ...), in place
-    planes_prob = flat_stack(out_probabilities, outer) if stack else None
-    planes_labels = flat_stack(out_labels, outer) if stack else None
+    if stack:  # each plane's outputs (a time-lapse's planes as one stack, in place)
+        prob_planes, label_planes = (flat_stack(a, lead[:-1])
+                                     for a in (out_probabilities, out_labels))
+        outputs = [(plane(prob_planes, k), plane(label_planes, k)) for k in range(n)]
+    else:
+        outputs = [(out_probabilities, out_labels)]
+    mtime = os.path.getmtime(path)
     start = time.perf_counter()
     parts = blocks(spatial, block)
     total = len(parts) * n
@@ -259,18 +263,13 @@ def predict_distributed(model, image, out_labels, *, client, config: PredictConf
             lo, hi = percentiles(view, name=name)
             if isinstance(view, np.ndarray):
                 view = client.scatter(view, broadcast=True, hash=False)
-            job = _BlockJob(str(path), os.path.getmtime(path),
-                            plane(planes_prob, k) if stack else out_probabilities,
-                            lo, hi, config, threads)
+            job = _BlockJob(str(path), mtime, outputs[k][0], lo, hi, config, threads)
             futures += client.map(_run_block, parts, job=job, image=view, pure=False)
         for done, future in enumerate(as_completed(futures), start=1):
             future.result()
             yield PredictEvent(done, total, (done - 1) // len(parts), n)
-        for k in range(n):
-            for doing in stream_labels(
-                    ckpt, plane(planes_prob, k) if stack else out_probabilities,
-                    plane(planes_labels, k) if stack else out_labels, config,
-                    mapper=dask_map(client)):
+        for k, (prob, labels) in enumerate(outputs):
+            for doing in stream_labels(ckpt, prob, labels, config, mapper=dask_map(client)):
                 yield PredictEvent(total, total, k, n, doing)
         if stack and config.link_planes:
             yield from link_objects(out_labels, config)
