@@ -577,6 +577,21 @@ def test_objects_of_a_time_lapse_of_z_stacks_are_followed_through_time(
         widget.status.text())
 
 
+def test_the_follow_row_follows_the_layers_added_and_removed_with_every_one(
+        make_napari_viewer, model_file):
+    """With *every one*, a time-lapse of z-stacks added later shows *and through time*;
+    its removal hides it again."""
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((32, 32), np.float32), name="plane")
+    widget = predict_dock(viewer, model_file)
+    widget.every.setChecked(True)
+    assert widget.follow.isHidden()
+    viewer.add_image(np.zeros((2, 3, 32, 32), np.float32), name="4d")
+    assert not widget.follow.isHidden()
+    del viewer.layers["4d"]
+    assert widget.follow.isHidden()
+
+
 def test_a_lazy_multiscale_layer_is_predicted_to_disk(make_napari_viewer, qtbot, model_file,
                                                      models_home):
     import dask.array as da

@@ -101,8 +101,10 @@ class PredictWidget(QWidget):
                             "the IoU above")
         self.link.valueChanged.connect(lambda v: self.follow.setEnabled(v > 0))
         self.follow.setEnabled(False)
-        self.image.currentTextChanged.connect(self._show_follow)
-        self.every.toggled.connect(self._show_follow)
+        for changed in (self.image.currentTextChanged, self.every.toggled,  # layers added
+                        napari_viewer.layers.events.inserted,  # or gone with 'every one'
+                        napari_viewer.layers.events.removed):
+            changed.connect(self._show_follow)
         self.probabilities = check("also add the probability map", "the foreground "
                                    "probability; for a distance model also its distance map, "
                                    "for an offsets model where its pixels point (centre "
@@ -196,8 +198,7 @@ class PredictWidget(QWidget):
             device=self.device.currentText(),
             threshold=None if self.own_threshold.isChecked() else self.threshold.value(),
             instance_method=self.method.currentText(), cut_necks=self.necks.isChecked(),
-            min_size=(
-                int(self.min_size.value()) if self.min_size.value() >= 0 else "auto"),
+            min_size=int(self.min_size.value()) if self.min_size.value() >= 0 else "auto",
             tta=self.tta.isChecked(),
             diameter="auto" if self.estimate.isChecked() else self.diameter.value() or None,
             link_planes=self.link.value(),
