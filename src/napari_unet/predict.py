@@ -565,6 +565,10 @@ def predict(model, image, config: PredictConfig | None = None, *, out_probabilit
     link = config.link_planes if stack and labels else 0.0
     if link and ckpt.mode == "semantic":
         raise InputError(SEMANTIC_LINK)
+    # The image is checked against the model: the Predict widget asks for this first event
+    # on napari's GUI thread, so that a bad image is refused at once; torch's first import,
+    # a GPU's start and the network's weights come after it, in the worker thread.
+    yield PredictEvent(0, 0, 0, n, "")
     device = resolve_device(config.device)
     precision = resolve_precision(device, config.precision)
     net = _network(ckpt, device)
@@ -766,6 +770,7 @@ def relabel(model, result: PredictResult, config: PredictConfig
         raise InputError(SEMANTIC_LINK)
     start = time.perf_counter()
     label_plane = _labeller(ckpt, config, result.factor)
+    yield PredictEvent(0, n, 0, n, "labelling")  # the settings checked (see predict)
     planes = []
     for k in range(n):
         planes.append(label_plane(flat[k] if stack else prob))

@@ -43,11 +43,39 @@ def test_advanced_settings_start_folded_away(make_napari_viewer, qtbot, name, in
         assert widget.threshold.isEnabled()
 
 
+@pytest.mark.parametrize("name", ["Train", "Predict"])
+def test_the_device_is_found_off_the_gui_thread(make_napari_viewer, qtbot, monkeypatch,
+                                                  name):
+    """The widgets open without waiting for torch's import or a GPU's start: the device a
+    choice resolves to is found in a thread, and the label keeps the last choice's answer
+    even when an earlier, slower one (a GPU starting) arrives after it."""
+    import threading
+
+    import napari_unet._widgets._device as device_module
+
+    on_gui, answered = [], []
+
+    def slowly(choice):
+        on_gui.append(threading.current_thread() is threading.main_thread())
+        time.sleep(0.5 if choice == "cuda" else 0)
+        answered.append(choice)
+        return f"resolved {choice}"
+
+    monkeypatch.setattr(device_module, "describe", slowly)
+    widget = dock(make_napari_viewer(), name)
+    qtbot.waitUntil(lambda: widget.device_label.text() == "resolved auto")
+    widget.device.setCurrentText("cuda")
+    widget.device.setCurrentText("cpu")
+    qtbot.waitUntil(lambda: answered[-1:] == ["cuda"])  # the slow one, last
+    qtbot.wait(100)  # its answer reaches the GUI thread
+    assert widget.device_label.text() == "resolved cpu" and not any(on_gui)
+
+
 def test_training_through_the_widget_saves_a_model(cells_viewer, qtbot, models_home):
     predict = dock(cells_viewer, "Predict")  # docked before: offered the new model at once
     widget = dock(cells_viewer, "Train")
     assert widget.image.currentText() == "cells"
-    assert "CPU" in widget.device_label.text()
+    qtbot.waitUntil(lambda: "CPU" in widget.device_label.text())
     set_quick(widget)
     before = {layer.name for layer in cells_viewer.layers}
     widget.controls.start_btn.click()
@@ -399,6 +427,36 @@ def test_changing_only_how_objects_are_labelled_reuses_the_probabilities(
         widget.controls.start_btn.click()
         wait_done(qtbot, widget)
         assert len(calls) == expected
+
+
+def test_only_the_checks_of_the_image_run_on_the_gui_thread(cells_viewer, qtbot,
+                                                           model_file, monkeypatch):
+    """Predict checks the image on napari's GUI thread (a bad one is refused at once);
+    the network (torch's first import, a GPU's start, the weights) and the labels are made
+    in the worker, also when only the labelling settings changed."""
+    import threading
+
+    import napari_unet.predict as engine
+
+    on_gui = []
+    network, labeller = engine._network, engine._labeller
+
+    def noted(fn):
+        def call(*args, **kw):
+            on_gui.append(threading.current_thread() is threading.main_thread())
+            return fn(*args, **kw)
+        return call
+
+    monkeypatch.setattr(engine, "_network", noted(network))
+    monkeypatch.setattr(engine, "_labeller", lambda *a: noted(labeller(*a)))
+    widget = predict_dock(cells_viewer, model_file)
+    widget.controls.start_btn.click()
+    wait_done(qtbot, widget)
+    widget.min_size.setValue(0)  # labelled again from the probabilities
+    widget.controls.start_btn.click()
+    wait_done(qtbot, widget)
+    assert "Labelled again" in widget.status.text()
+    assert len(on_gui) == 3 and not any(on_gui)  # the network, the labels twice
 
 
 def test_a_corrected_prediction_fine_tunes_the_model_that_made_it(cells_viewer, qtbot,

@@ -11,7 +11,6 @@ from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QHBoxLayout,
-    QLabel,
     QLineEdit,
     QPushButton,
     QSpinBox,
@@ -243,25 +242,6 @@ class PathPicker(QWidget):
 
     def path(self) -> Path | None:
         return Path(self.text()).expanduser() if self.text() else None
-
-
-def describe(name: str) -> str:
-    """The device a choice resolves to, in words, or why it cannot be used."""
-    from ..device import describe_device, resolve_device
-    from ..errors import NapariUNetError
-
-    try:
-        return describe_device(resolve_device(name))
-    except NapariUNetError as err:
-        return str(err)
-
-
-def device_choice() -> tuple[QComboBox, QLabel]:
-    """A device combo box, and a label saying what the choice resolves to."""
-    box = combo(["auto", "cpu", "cuda", "mps"])
-    label = QLabel(describe("auto"))
-    box.currentTextChanged.connect(lambda name: label.setText(describe(name)))
-    return box, label
 
 
 class Collapsible(QWidget):

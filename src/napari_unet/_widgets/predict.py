@@ -16,6 +16,7 @@ from ..found import object_count, what_was_found
 from ..memory import beyond_memory
 from ..pretrained import shipped_choices
 from ._channels import channel_box, layer_for_model
+from ._device import device_choice
 from ._export import ExportButton
 from ._forms import (
     FROM_FILE,
@@ -27,7 +28,6 @@ from ._forms import (
     choice,
     choose,
     combo,
-    device_choice,
     full_resolution,
     model_entry,
     models_hub,

@@ -19,6 +19,7 @@ from ..data import plane_name, training_planes
 from ..errors import InputError, NapariUNetError
 from ..pretrained import shipped_choices
 from ._channels import channel_box, picked
+from ._device import device_choice
 from ._forms import (
     FROM_FILE,
     NEW_MODEL,
@@ -31,7 +32,6 @@ from ._forms import (
     choice,
     choose,
     combo,
-    device_choice,
     full_resolution,
     model_entry,
     models_hub,
