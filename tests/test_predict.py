@@ -225,7 +225,7 @@ def test_automatic_tile_size_fills_half_the_free_gpu_memory_within_32_bit_indexi
     from napari_unet.device import HOST_TILE, auto_tile_size, tile_bytes
 
     paper = ModelConfig(padding="same", norm="batch")  # 64 base channels
-    assert auto_tile_size(paper, torch.device("cpu"), "bf16") == HOST_TILE == 512
+    assert auto_tile_size(paper, torch.device("cpu"), "bf16") == HOST_TILE == 1024
     gpu = torch.device("cuda")
     free = 4 * 2**30
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free, 2 * free))

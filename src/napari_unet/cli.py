@@ -164,7 +164,7 @@ def _add_predict(sub) -> None:
     p.add_argument("--chunk", type=_positive, default=1024,
                    help="block side of zarr outputs (a multiple of 2**depth; default 1024)")
     p.add_argument("--tile-size", type=int, default=0,
-                   help="side of the tiles in pixels (default 0: 512 on a CPU, on a CUDA GPU "
+                   help="side of the tiles in pixels (default 0: 1024 on a CPU, on a CUDA GPU "
                    "the largest that half of its free memory holds)")
     p.add_argument("--batch-size", type=int, default=0,
                    help="tiles per forward pass (default 0: from the free device memory)")

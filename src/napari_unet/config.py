@@ -319,7 +319,7 @@ class PredictConfig(_DictMixin):
     ----------
     tile_size : int
         Side of the input tile fed to the network (rounded to a size the network accepts).
-        0 (the default) chooses: 512 px on a CPU or Apple MPS; on a CUDA GPU the largest
+        0 (the default) chooses: 1024 px on a CPU or Apple MPS; on a CUDA GPU the largest
         tile that half of the free memory holds
         (:func:`napari_unet.device.auto_tile_size`).
     batch_size : int

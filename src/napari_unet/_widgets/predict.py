@@ -58,7 +58,7 @@ class PredictWidget(QWidget):
                                 "(newest first), a shipped model, or a model file")
         self.model_file = PathPicker(save=False, placeholder="model file (.safetensors)")
         self.tile = spin(0, 0, 8192, step=64, special="auto",
-                         tip="input tile side in pixels (auto: 512 on a CPU, on a CUDA GPU "
+                         tip="input tile side in pixels (auto: 1024 on a CPU, on a CUDA GPU "
                          "the largest that half of its free memory holds)")
         self.batch = spin(0, 0, 256, tip="tiles per forward pass (auto: from the free memory)",
                           special="auto")
