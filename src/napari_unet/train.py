@@ -453,13 +453,15 @@ def validate(net, prep: _Prepared, idx: Sequence[int], config: TrainConfig, devi
 
 def _probabilities(net, prep: _Prepared, idx: Sequence[int], device) -> list[np.ndarray]:
     """``net``'s probabilities of the (normalised) images ``idx``."""
+    from .device import HOST_TILE
     from .predict import infer_plane
     from .tiling import plan_tiles
 
+    tile = 512 if device.type == "cuda" else HOST_TILE  # a GPU holds the training beside
     probs = []
     for i in idx:
         img = prep.images[i]
-        plan = plan_tiles(img.shape[:2], net.config, 512)
+        plan = plan_tiles(img.shape[:2], net.config, tile)
         prob = np.zeros((net.config.out_channels, *img.shape[:2]), np.float32)
         for _ in infer_plane(net, img, plan, prob, batch_size=4, device=device):
             pass
