@@ -273,6 +273,27 @@ def test_cli_predict_refuses_with_one_line(tmp_path, capsys, case, channels, ima
     assert "nuclei.tif" in err and words in err, err
 
 
+@pytest.mark.parametrize("command", ["train", "predict"])
+def test_a_pytorch_that_cannot_be_loaded_is_said_in_one_line(tmp_path, capsys, monkeypatch,
+                                                             command):
+    """A failed or broken PyTorch install (a DLL that will not load on Windows) ends with a
+    line saying so and what to do, not with an import's traceback."""
+    import sys
+
+    for folder in ("images", "labels"):
+        (tmp_path / folder).mkdir()
+        tifffile.imwrite(tmp_path / folder / "nuclei.tif",
+                         good_image() if folder == "images" else GOOD_LABELS)
+    model = model_file(tmp_path)
+    monkeypatch.setitem(sys.modules, "torch", None)  # 'import torch' now fails
+    out = tmp_path / ("model.safetensors" if command == "train" else "out")
+    argv = (["train", str(tmp_path / "images"), str(tmp_path / "labels"), "--epochs", "1",
+             "--steps-per-epoch", "1"] if command == "train"
+            else ["predict", str(model), str(tmp_path / "images")])
+    err = one_line_exit_2(capsys, ["-q", *argv, "--out", str(out)], out)
+    assert "PyTorch could not be loaded" in err and "pip install torch" in err, err
+
+
 @pytest.mark.parametrize("content,words", [
     (None, "not found"),
     (b"", "nuclei.safetensors"),

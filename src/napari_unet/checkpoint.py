@@ -286,9 +286,12 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     package exported by napari-unet (``.zip``, its folder or its ``rdf.yaml``).
     """
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
 
+    from .device import load_torch
     from .pretrained import resolve_model
+
+    load_torch()  # the weights are torch tensors: a sentence where PyTorch cannot be loaded
+    from safetensors.torch import load_file
 
     path = resolve_model(path)
     if path.suffix.lower() in (".zip", ".yaml") or (path / "rdf.yaml").is_file():

@@ -5,9 +5,28 @@ from __future__ import annotations
 import logging
 import warnings
 
-from .errors import InputError
+from .errors import InputError, SetupError
 
 log = logging.getLogger(__name__)
+
+#: What to do where PyTorch cannot be loaded.
+INSTALL_TORCH = (
+    "napari-unet trains and predicts with it: install it for this computer as "
+    "https://pytorch.org/get-started/locally/ says (for the CPU alone: pip install torch "
+    "--index-url https://download.pytorch.org/whl/cpu), in the Python that runs napari, and "
+    "start napari again; on Windows a missing DLL usually means the Microsoft Visual C++ "
+    "Redistributable is missing too.")
+
+
+def load_torch():
+    """``torch``, imported; where it is missing or broken (a failed install, a DLL that
+    will not load, a wheel for another Python), a :class:`SetupError` saying so and what to
+    do, rather than a traceback from deep inside an import."""
+    try:
+        import torch
+    except (ImportError, OSError) as err:
+        raise SetupError(f"PyTorch could not be loaded ({err}); {INSTALL_TORCH}") from err
+    return torch
 
 
 def resolve_device(name: str = "auto"):
@@ -15,10 +34,10 @@ def resolve_device(name: str = "auto"):
 
     Returns a ``torch.device``. Asking for a GPU that is not there (a machine without one,
     a driver gone, a laptop undocked) falls back to the CPU with a warning; an unknown
-    device name is an :class:`InputError`.
+    device name is an :class:`InputError`; a PyTorch that cannot be loaded, a
+    :class:`SetupError`.
     """
-    import torch
-
+    torch = load_torch()
     name = (name or "auto").lower()
     mps = getattr(torch.backends, "mps", None)
     has_mps = bool(mps and mps.is_available())

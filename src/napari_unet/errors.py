@@ -15,3 +15,7 @@ class InputError(NapariUNetError, ValueError):
 
 class ModelFileError(NapariUNetError):
     """A model file is missing, truncated, foreign or unsafe to open."""
+
+
+class SetupError(NapariUNetError):
+    """What napari-unet runs on is missing or broken on this computer (PyTorch)."""

@@ -521,11 +521,12 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
         those pixels carry loss, draw patches and are scored in validation; None: the
         whole image.
     """
-    import torch
+    from .device import describe_device, load_torch, resolve_device, resolve_precision
+
+    torch = load_torch()  # a sentence, not an import's traceback, where it cannot be
 
     from . import ddp
     from .augment import Augmenter
-    from .device import describe_device, resolve_device, resolve_precision
     from .loader import ProcessBatches, default_workers
 
     config = config or TrainConfig()

@@ -209,6 +209,28 @@ def test_gui_keeps_ticking_while_training(cells_viewer, qtbot):
     assert gaps.max() < 0.25, f"the GUI stalled for {gaps.max():.3f} s"
 
 
+def test_a_pytorch_that_cannot_be_loaded_is_said_in_the_widgets(cells_viewer, qtbot, notes,
+                                                                model_file, monkeypatch):
+    """A broken PyTorch install: the device line and a notification say so and what to
+    do, a training and a prediction change no layer."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # 'import torch' now fails
+    before = [layer.name for layer in cells_viewer.layers]
+    predict = predict_dock(cells_viewer, model_file)
+    qtbot.waitUntil(lambda: "PyTorch could not be loaded" in predict.device_label.text())
+    predict.controls.start_btn.click()
+    wait_done(qtbot, predict)
+    train = dock(cells_viewer, "Train")
+    set_quick(train)
+    train.controls.start_btn.click()
+    wait_done(qtbot, train)
+    said = [n for n in notes if "PyTorch could not be loaded" in n]
+    assert len(said) == 2 and all("pip install torch" in n for n in said), notes
+    assert [layer.name for layer in cells_viewer.layers] == before
+    assert train.status.text().startswith("Not trained: PyTorch could not be loaded")
+
+
 BAD_TRAINING_LAYERS = {  # case: (image data or None for the cells image, labels, message)
     "shape mismatch": (None, np.ones((50, 60), np.int32), "do not match"),
     "empty labels": (None, np.zeros((96, 96), np.int32), "no labelled pixel"),
