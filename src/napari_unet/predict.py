@@ -93,6 +93,10 @@ class PredictResult:
     #: The objects of labels written to disk, where they were counted (off the GUI
     #: thread; :func:`napari_unet.found.object_count`), else None.
     objects: int | None = None
+    #: Overview levels of outputs on disk too large for napari to show whole
+    #: (:mod:`napari_unet.pyramid`): ``{"labels": [labels, level 1, ...],
+    #: "probabilities": [...]}``; empty where there are none.
+    levels: dict = field(default_factory=dict)
 
 
 def as_checkpoint(model) -> Checkpoint:

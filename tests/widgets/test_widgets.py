@@ -704,6 +704,52 @@ def test_a_lazy_multiscale_layer_is_predicted_to_disk(make_napari_viewer, qtbot,
     assert viewer.layers["big segmentation split lines"].data.shape == image.shape
 
 
+def test_a_result_too_large_to_show_whole_gets_overview_levels(make_napari_viewer, qtbot,
+                                                               models_home, monkeypatch):
+    """napari reads the whole plane of a layer that is not multiscale (a 100,000² slide's
+    labels: 40 GB): a result on disk whose plane is too large to show whole is shown with
+    overview levels (every other pixel of the level before), its full resolution the labels
+    on disk; a smaller one is one array again, which napari can paint, in the same place."""
+    import dask.array as da
+    import zarr
+    from _models import thresholding_model
+
+    from napari_unet import pyramid
+    from napari_unet.checkpoint import save_checkpoint
+    from napari_unet.metrics import same_partition
+
+    model_file = save_checkpoint(models_home.parent / "t.safetensors", thresholding_model())
+    image = (touching_cells((300, 260), n_cells=30, radius=9, seed=4)[1] > 0).astype(
+        np.float32)
+    viewer = make_napari_viewer()
+    viewer.add_image(da.from_array(image, chunks=128), name="slide")
+    monkeypatch.setattr(pyramid, "LEVELS_ABOVE", 200 * 200)
+    monkeypatch.setattr(pyramid, "SMALLEST", 80)
+    widget = predict_dock(viewer, model_file, probabilities=True)
+    widget.controls.start_btn.click()
+    wait_done(qtbot, widget)
+    labels = viewer.layers["slide segmentation"]
+    assert labels.multiscale and len(labels.data) == 3  # 300 -> 150 -> 75 rows
+    full = labels.data[0]
+    assert isinstance(full, zarr.Array) and full.shape == image.shape
+    expected = run(predict(model_file, image)).labels
+    assert expected.max() > 10 and same_partition(expected, full[:])
+    np.testing.assert_array_equal(np.asarray(labels.data[2]), full[::4, ::4])
+    prob = viewer.layers["slide probabilities"]
+    assert prob.multiscale and np.asarray(prob.data[1]).shape == (150, 130)
+    assert "Shown with overview levels, as napari shows a slide" in widget.status.text()
+    assert len(list((models_home.parent / "predictions").glob("slide-*_levels"))) == 1
+    viewer.add_image(image, name="after")  # the segmentation stays where it is
+    place = viewer.layers.index(labels)
+    monkeypatch.setattr(pyramid, "LEVELS_ABOVE", 8192 * 8192)
+    widget.image.setCurrentText("slide")
+    widget.controls.start_btn.click()
+    wait_done(qtbot, widget)
+    again = viewer.layers["slide segmentation"]
+    assert not again.multiscale and viewer.layers.index(again) == place
+    assert same_partition(expected, again.data[:])
+
+
 def test_a_layer_too_large_for_memory_is_predicted_to_disk(make_napari_viewer, qtbot, notes,
                                                           models_home, monkeypatch):
     """A numpy layer whose prediction would not fit in the memory free (a slide opened

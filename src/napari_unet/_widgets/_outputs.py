@@ -21,15 +21,16 @@ def output_name(image_name: str) -> str:
 
 
 def put_layer(viewer, name: str, data, kind: str, source, metadata: dict | None = None,
-              **kwargs) -> str:
+              multiscale: bool = False, **kwargs) -> str:
     """Add a layer, or update the one of that name that napari-unet wrote; scale/translate
-    follow ``source``; ``metadata`` is added to the layer's. Returns the name used.
+    follow ``source``; ``metadata`` is added to the layer's; ``multiscale``: ``data`` is a
+    list of levels, the full resolution first. Returns the name used.
 
     Work is never overwritten: a layer of that name that napari-unet did not write (one
     the user opened or made), or an output Labels layer the user has since painted, filled
     or erased in (a segmentation being corrected), is left as it is, and the data go to
     ``"<name> (2)"`` (or the next such name that is free or holds an unedited output)."""
-    nd = np.ndim(data)
+    nd = np.ndim(data[0] if multiscale else data)
     scale = list(source.scale)[-nd:] if len(source.scale) >= nd else None
     translate = list(source.translate)[-nd:] if len(source.translate) >= nd else None
     if nd > len(source.scale):  # a leading class axis
@@ -38,15 +39,21 @@ def put_layer(viewer, name: str, data, kind: str, source, metadata: dict | None 
         translate = [0.0] * extra + list(source.translate)
     cls = Labels if kind == "labels" else Image
     name = _writable_name(viewer, name, cls)
+    place = None
     if name in viewer.layers:
         layer = viewer.layers[name]
-        layer.data = data
-        layer.scale, layer.translate = scale, translate
-        layer.metadata.update(metadata or {})
-        return name
+        if layer.multiscale == multiscale:
+            layer.data = data
+            layer.scale, layer.translate = scale, translate
+            layer.metadata.update(metadata or {})
+            return name
+        place = viewer.layers.index(layer)  # napari cannot turn a layer multiscale
+        viewer.layers.remove(layer)
     add = viewer.add_labels if kind == "labels" else viewer.add_image
-    layer = add(data, name=name, scale=scale, translate=translate,
+    layer = add(data, name=name, scale=scale, translate=translate, multiscale=multiscale,
                 metadata={OUTPUT: True, **(metadata or {})}, **kwargs)
+    if place is not None:
+        viewer.layers.move(viewer.layers.index(layer), place)
     if kind == "labels":
         layer.events.paint.connect(lambda _event, layer=layer: mark_edited(layer))
     return name
@@ -90,14 +97,22 @@ def show_result(viewer, result, layer, probabilities: bool, model: str) -> str |
     went to another layer than ``<image> segmentation`` (because that one holds the user's
     edits, or is not napari-unet's), else None."""
     wanted = output_name(layer.name)
-    used = put_layer(viewer, wanted, result.labels, "labels", layer, {MODEL: model})
+    levels = result.levels.get("labels")  # a result on disk too large to show whole
+    used = put_layer(viewer, wanted, levels or result.labels, "labels", layer,
+                     {MODEL: model}, multiscale=bool(levels))
     if probabilities:
-        put_layer(viewer, f"{layer.name} probabilities", shown_probabilities(result), "image",
-                  layer, colormap="magma", blending="additive", visible=False)
-        distance = shown_distance(result)
-        if distance is not None:
-            put_layer(viewer, f"{layer.name} distance", distance, "image", layer,
-                      colormap="viridis", blending="additive", visible=False)
+        probs = result.levels.get("probabilities")
+
+        def shown(how):  # of each level, where there are levels
+            return [how(result, p) for p in probs] if probs else how(result)
+
+        put_layer(viewer, f"{layer.name} probabilities", shown(shown_probabilities), "image",
+                  layer, colormap="magma", blending="additive", visible=False,
+                  multiscale=bool(probs))
+        if shown_distance(result) is not None:
+            put_layer(viewer, f"{layer.name} distance", shown(shown_distance), "image", layer,
+                      colormap="viridis", blending="additive", visible=False,
+                      multiscale=bool(probs))
         votes = shown_votes(result)
         if votes is not None:
             put_layer(viewer, f"{layer.name} centre votes", votes, "image", layer,
@@ -127,6 +142,7 @@ def predict_to_disk(ckpt, data, config, name: str, probabilities: bool, why: str
     from ..checkpoint import default_model_path
     from ..found import object_count
     from ..predict import PredictEvent, predict, zarr_outputs
+    from ..pyramid import needs_levels
 
     stem = default_model_path(name)
     base = stem.parent.parent / "predictions" / stem.name.removesuffix(".safetensors")
@@ -142,6 +158,12 @@ def predict_to_disk(ckpt, data, config, name: str, probabilities: bool, why: str
             yield PredictEvent(1, 1, 0, 1, "counting the objects")
         result.objects = object_count(result, config.link_planes > 0, on_disk=True,
                                       followed=config.follow_time)
+        if needs_levels(labels.shape):  # napari would read the whole plane to show it
+            paths.append(base.with_name(base.name + "_levels"))
+            for key, array in (("labels", labels), ("probabilities", prob)):
+                if array is not None:
+                    result.levels[key] = yield from _levels(array, paths[-1] / key)
+            result.notes.append(_LEVELS_NOTE)
         finished = True
         result.notes.insert(0, (f"predicted block by block on disk ({why})" if why else
                                 "predicted block by block")
@@ -151,6 +173,24 @@ def predict_to_disk(ckpt, data, config, name: str, probabilities: bool, why: str
         if not finished:
             for path in paths:
                 shutil.rmtree(path, ignore_errors=True)
+
+
+_LEVELS_NOTE = ("shown with overview levels, as napari shows a slide (napari does not paint "
+                "on such a layer: to correct a part, predict a crop of the image)")
+
+
+def _levels(array, folder):
+    """:func:`napari_unet.pyramid.write_levels` with the prediction's progress events."""
+    from ..predict import PredictEvent
+    from ..pyramid import write_levels
+
+    made = write_levels(array, folder)
+    while True:
+        try:
+            done, total = next(made)
+        except StopIteration as stop:
+            return stop.value
+        yield PredictEvent(done, total, 0, 1, "overview levels for napari")
 
 
 def _shown_lazily(prob):
@@ -163,21 +203,23 @@ def _shown_lazily(prob):
     return da.from_array(prob, chunks=prob.chunks)
 
 
-def shown_probabilities(result) -> np.ndarray:
+def shown_probabilities(result, prob=None) -> np.ndarray:
     """Foreground probability (2D per plane) for instance and two-class models; all
-    classes (a leading class axis) for multi-class semantic models."""
-    prob = _shown_lazily(result.probabilities)
+    classes (a leading class axis) for multi-class semantic models; of ``prob`` (a level
+    of the probabilities) where given."""
+    prob = _shown_lazily(result.probabilities if prob is None else prob)
     axis = prob.ndim - 3
     if result.mode == "semantic" and prob.shape[axis] > 2:
         return prob
     return 1.0 - prob[(slice(None),) * axis + (0,)]
 
 
-def shown_distance(result):
-    """The distance map of a 'distance' model (2D per plane), None for other models."""
+def shown_distance(result, prob=None):
+    """The distance map of a 'distance' model (2D per plane), None for other models; of
+    ``prob`` (a level of the probabilities) where given."""
     if result.target != "distance" or result.mode != "instances":
         return None
-    prob = _shown_lazily(result.probabilities)
+    prob = _shown_lazily(result.probabilities if prob is None else prob)
     return prob[(slice(None),) * (prob.ndim - 3) + (-1,)]
 
 
