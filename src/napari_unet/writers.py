@@ -15,6 +15,16 @@ import numpy as np
 _AXES = {2: "yx", 3: "zyx", 4: "tzyx"}
 
 
+def _levels(data) -> list:
+    """The levels of a multiscale layer's data (napari passes them as a sequence, the full
+    resolution first: the overview levels of a large prediction), or ``[data]``."""
+    from collections.abc import Sequence
+
+    if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
+        return list(data)
+    return [data]
+
+
 def _geometry(data, meta: dict) -> tuple[list[float], list[float]]:
     nd = np.ndim(data)
     scale = [float(s) for s in (meta.get("scale") or [1.0] * nd)][-nd:]
@@ -25,9 +35,11 @@ def _geometry(data, meta: dict) -> tuple[list[float], list[float]]:
 def write_ome_tiff(path: str | os.PathLike, data, meta: dict | None = None) -> list[str]:
     """Write ``data`` (2D to 4D) as an OME-TIFF with the physical pixel sizes of ``scale``;
     lazy data (zarr, Dask: labels predicted on disk) as a tiled TIFF (a BigTIFF from 4 GB)
-    read a band at a time, never whole. Atomically."""
+    read a band at a time, never whole; of a multiscale layer, its full resolution.
+    Atomically."""
     from .io import atomic_imwrite, tiled
 
+    data = _levels(data)[0]
     meta = meta or {}
     scale, _ = _geometry(data, meta)
     axes = _AXES[np.ndim(data)].upper()
@@ -40,8 +52,9 @@ def write_ome_tiff(path: str | os.PathLike, data, meta: dict | None = None) -> l
 
 def write_ome_zarr(path: str | os.PathLike, data, meta: dict | None = None,
                    chunk: int = 1024) -> list[str]:
-    """Write ``data`` (2D to 4D) as a single-resolution OME-Zarr (NGFF 0.4) with the
-    layer's scale and translation; copied block by block, so a lazy array stays lazy."""
+    """Write ``data`` (2D to 4D) as an OME-Zarr (NGFF 0.4) with the layer's scale and
+    translation; copied block by block, so a lazy array stays lazy. A multiscale layer's
+    levels (a list, the full resolution first) become the image's resolution levels."""
     import shutil
 
     import zarr
@@ -50,25 +63,31 @@ def write_ome_zarr(path: str | os.PathLike, data, meta: dict | None = None,
 
     meta = meta or {}
     path = Path(path)
-    scale, translate = _geometry(data, meta)
-    nd = np.ndim(data)
+    levels = _levels(data)
+    full = levels[0]
+    scale, translate = _geometry(full, meta)
+    nd = np.ndim(full)
     axes = [{"name": a, "type": "time" if a == "t" else "space"} for a in _AXES[nd]]
     if path.exists():
         shutil.rmtree(path)
     root = zarr.open_group(str(path), mode="w", zarr_format=2)
+    datasets = []
+    for k, level in enumerate(levels):
+        factor = [f / s for f, s in zip(full.shape, level.shape, strict=True)]
+        datasets.append({"path": str(k), "coordinateTransformations": [
+            {"type": "scale", "scale": [s * f for s, f in zip(scale, factor, strict=True)]},
+            {"type": "translation", "translation": translate}]})
+        lead = tuple(level.shape[:-2])
+        arr = root.create_array(str(k), shape=tuple(level.shape), dtype=level.dtype,
+                                chunks=(1,) * len(lead) + (chunk, chunk),
+                                chunk_key_encoding={"name": "v2", "separator": "/"})
+        for index in np.ndindex(*lead):
+            for sl in blocks(level.shape[-2:], chunk):
+                arr[(*index, *sl)] = np.asarray(level[(*index, *sl)])
     root.attrs["multiscales"] = [{
         "version": "0.4", "name": meta.get("name", path.stem), "axes": axes,
-        "datasets": [{"path": "0", "coordinateTransformations": [
-            {"type": "scale", "scale": scale},
-            {"type": "translation", "translation": translate}]}],
+        "datasets": datasets,
     }]
-    lead = tuple(data.shape[:-2])
-    arr = root.create_array("0", shape=tuple(data.shape), dtype=data.dtype,
-                            chunks=(1,) * len(lead) + (chunk, chunk),
-                            chunk_key_encoding={"name": "v2", "separator": "/"})
-    for index in np.ndindex(*lead):
-        for sl in blocks(data.shape[-2:], chunk):
-            arr[(*index, *sl)] = np.asarray(data[(*index, *sl)])
     return [str(path)]
 
 

@@ -61,23 +61,33 @@ def test_export_button_writes_a_package_that_opens_again(make_napari_viewer, qtb
         assert np.array_equal(value.numpy(), again.state_dict[key].numpy())
 
 
+@pytest.mark.parametrize("multiscale", [False, True])
 @pytest.mark.parametrize("name", ["seg.ome.zarr", "seg.ome.tif"])
-def test_labels_are_saved_with_their_pixel_size(make_napari_viewer, tmp_path, name):
+def test_labels_are_saved_with_their_pixel_size(make_napari_viewer, tmp_path, name,
+                                                multiscale):
+    """Also a multiscale layer (the overview levels of a large prediction): its levels
+    become the OME-Zarr's resolution levels, its full resolution the OME-TIFF."""
     import tifffile
 
     from napari_unet.io import open_zarr
 
     viewer = make_napari_viewer()
     labels = touching_cells((80, 60), n_cells=5, radius=6, seed=2)[1]
-    layer = viewer.add_labels(labels, name="seg", scale=(2.0, 0.5))
+    data = [labels, labels[::2, ::2], labels[::4, ::4]] if multiscale else labels
+    layer = viewer.add_labels(data, name="seg", scale=(2.0, 0.5), multiscale=multiscale)
     path = tmp_path / name
     viewer.layers.save(str(path), selected=False, plugin="napari-unet")
     if name.endswith(".zarr"):
         import zarr
 
         assert np.array_equal(open_zarr(path).compute(), labels)
-        ms = zarr.open_group(str(path)).attrs["multiscales"][0]
+        group = zarr.open_group(str(path))
+        ms = group.attrs["multiscales"][0]
         assert ms["datasets"][0]["coordinateTransformations"][0]["scale"] == [2.0, 0.5]
+        assert len(ms["datasets"]) == (3 if multiscale else 1)
+        if multiscale:
+            assert ms["datasets"][2]["coordinateTransformations"][0]["scale"] == [8.0, 2.0]
+            assert np.array_equal(group["2"][...], labels[::4, ::4])
     else:
         with tifffile.TiffFile(path) as tif:
             assert np.array_equal(tif.asarray(), labels)
