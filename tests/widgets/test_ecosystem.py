@@ -52,7 +52,7 @@ def test_export_button_writes_a_package_that_opens_again(make_napari_viewer, qtb
     viewer = make_napari_viewer()
     widget = dock(viewer, "Predict")
     widget.use_model_file(model_file)
-    widget.export_to(tmp_path / "shared.zip")
+    widget.export_btn.export_to(tmp_path / "shared.zip")
     qtbot.waitUntil(lambda: widget.controls.run is None, timeout=120_000)
     assert "Exported to" in widget.status.text(), widget.status.text()
     again = load_checkpoint(tmp_path / "shared.zip")

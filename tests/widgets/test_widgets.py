@@ -750,6 +750,51 @@ def test_a_result_too_large_to_show_whole_gets_overview_levels(make_napari_viewe
     assert same_partition(expected, again.data[:])
 
 
+@pytest.mark.parametrize("lazy", [False, True])
+def test_only_the_part_in_view_is_predicted_when_asked(make_napari_viewer, qtbot, notes,
+                                                      models_home, lazy):
+    """A quick look at a slide: *only the part in view* predicts what napari shows, at full
+    resolution (in memory, also of a lazy layer), into its own layer placed there; the whole
+    image's segmentation is left as it is, and its probabilities are not reused for it."""
+    import dask.array as da
+    from _models import thresholding_model
+
+    from napari_unet._widgets import _in_view
+    from napari_unet.checkpoint import save_checkpoint
+
+    model_file = save_checkpoint(models_home.parent / "t.safetensors", thresholding_model())
+    image = (touching_cells((300, 260), n_cells=40, radius=9, seed=4)[1] > 0).astype(
+        np.float32)
+    viewer = make_napari_viewer(show=True)  # drawn: napari finds the pixels in view
+    layer = viewer.add_image(da.from_array(image, chunks=128) if lazy else image,
+                             name="slide", scale=(0.5, 0.5), translate=(10, 20))
+    widget = predict_dock(viewer, model_file)
+    widget.controls.start_btn.click()  # the whole image first
+    wait_done(qtbot, widget)
+    whole = np.asarray(viewer.layers["slide segmentation"].data[...])
+    viewer.scene.camera.center = (10 + 75, 20 + 65)
+    viewer.scene.camera.zoom = 30
+    qtbot.wait(200)  # the canvas resized around the docked widget
+    rows, cols = _in_view.view_box(viewer, layer, image.shape)
+    assert 0 < (rows.stop - rows.start) * (cols.stop - cols.start) < image.size / 4
+    widget.in_view.setChecked(True)
+    widget.min_size.setValue(0)  # only labelling changed: still not the whole's probabilities
+    widget.controls.start_btn.click()
+    wait_done(qtbot, widget)
+    part = viewer.layers["slide in view segmentation"]
+    assert isinstance(part.data, np.ndarray)  # in memory, not on disk
+    expected = run(predict(model_file, image[rows, cols], widget.config())).labels
+    np.testing.assert_array_equal(part.data, expected)
+    np.testing.assert_allclose(part.translate, (10 + 0.5 * rows.start, 20 + 0.5 * cols.start))
+    np.testing.assert_array_equal(viewer.layers["slide segmentation"].data[...], whole)
+    assert "Labelled again" not in widget.status.text()
+    viewer.dims.ndisplay = 3
+    widget.controls.start_btn.click()
+    assert any("switch napari to its 2D view" in n for n in notes), notes
+    widget.every.setChecked(True)
+    assert not widget.in_view.isEnabled()
+
+
 def test_a_layer_too_large_for_memory_is_predicted_to_disk(make_napari_viewer, qtbot, notes,
                                                           models_home, monkeypatch):
     """A numpy layer whose prediction would not fit in the memory free (a slide opened

@@ -1,6 +1,7 @@
-"""The part in view of a large labels plane: the separation view works on a slide's plane
-where the user looks, not on all of it, which would take more memory than is free (napari,
-and the unsaved layers, killed with it)."""
+"""The part in view of a large plane: the separation view works on a slide's labels where
+the user looks, not on all of them, which would take more memory than is free (napari, and
+the unsaved layers, killed with it); the Predict widget segments only that part when asked
+(a quick look at a slide, in seconds rather than hours)."""
 
 from __future__ import annotations
 
@@ -58,3 +59,26 @@ def part_in_view(viewer, layer, plane):
     translate[-2:] += np.array([rows.start, cols.start]) * scale[-2:]
     placed = SimpleNamespace(name=layer.name, scale=scale, translate=translate)
     return plane[..., rows, cols], (rows, cols), placed
+
+
+def crop_in_view(viewer, layer, data, placed):
+    """``data`` (``layer``'s, laid out for a model) cut to the rows and columns that napari's
+    canvas shows, at full resolution, in every plane; and where its results go: beside
+    ``placed`` (the layer, or its description), moved by the cut's offset and named
+    ``'<layer> in view'``, so that the whole image's segmentation is never replaced by a
+    part. Refused in a sentence in the 3D view, or where none of the image is in view."""
+    nd = len(placed.scale)
+    h, w = data.shape[nd - 2 : nd]  # a channel axis, if any, comes after them
+    if viewer.dims.ndisplay == 3:
+        raise InputError(f"'only the part in view' segments what napari's 2D view shows of "
+                         f"layer '{layer.name}': switch napari to its 2D view.")
+    rows, cols = view_box(viewer, layer, (h, w))
+    if rows.stop <= rows.start or cols.stop <= cols.start:
+        raise InputError(f"no part of layer '{layer.name}' is in view: move the view onto "
+                         "it, or leave 'only the part in view' off.")
+    scale = np.asarray(placed.scale, float)
+    translate = np.asarray(placed.translate, float).copy()
+    translate[-2:] += np.array([rows.start, cols.start]) * scale[-2:]
+    part = data[(slice(None),) * (nd - 2) + (rows, cols)]
+    return part, SimpleNamespace(name=f"{placed.name} in view", scale=scale,
+                                 translate=translate)

@@ -176,7 +176,8 @@ def predict_to_disk(ckpt, data, config, name: str, probabilities: bool, why: str
 
 
 _LEVELS_NOTE = ("shown with overview levels, as napari shows a slide (napari does not paint "
-                "on such a layer: to correct a part, predict a crop of the image)")
+                "on such a layer: to correct a part, zoom in on it and predict 'only the part "
+                "in view')")
 
 
 def _levels(array, folder):

@@ -40,6 +40,10 @@ class LastPrediction:
         self._pending = (key, layer.data)  # the data are held, so their id stays theirs
         return self._kept[2] if self._kept is not None and self._kept[0] == key else None
 
+    def skip(self) -> None:
+        """Keep nothing of the run under way (a part of a layer, not the layer); None."""
+        self._pending = None
+
     def keep(self, result) -> None:
         """Keep the result of the run :meth:`reusable` was last asked about, if its
         probabilities are in memory and not too large."""

@@ -36,6 +36,7 @@ from ._forms import (
     shown_for,
     spin,
 )
+from ._in_view import crop_in_view
 from ._model_hints import OWN_THRESHOLD, describe_model, follow_threshold
 from ._outputs import inputs, predict_to_disk, sentences, show_result
 from ._reuse import LastPrediction
@@ -52,7 +53,10 @@ class PredictWidget(QWidget):
         self.every = check("every one", "segment every image layer in turn (not the "
                            "probability maps napari-unet added); each result appears when it "
                            "is done")
-        self.every.toggled.connect(lambda on: self.image.setEnabled(not on))
+        self.in_view = check("only the part in view", "a quick look at a slide: what napari "
+                             "shows, at full resolution, to '<image> in view segmentation'")
+        for part in (self.image, self.in_view):
+            self.every.toggled.connect(part.setDisabled)
         self.channel = channel_box(self.image)
         self.model = FreshCombo(lambda: self.refresh_models(), "a model trained before "
                                 "(newest first), a shipped model, or a model file")
@@ -120,6 +124,7 @@ class PredictWidget(QWidget):
 
         form = QFormLayout()
         form.addRow("Image", row_of(self.image, self.channel, self.every))
+        form.addRow("", self.in_view)
         form.addRow("Model", self.model)
         form.addRow("", self.model_file)
         form.addRow("Cell diameter", row_of(self.diameter, self.estimate))
@@ -146,16 +151,13 @@ class PredictWidget(QWidget):
         layout.addWidget(self.export_btn)
         layout.addWidget(self.status)
         layout.addStretch()
-        self.model.currentTextChanged.connect(self._describe_model)
-        self.model_file.edit.textChanged.connect(self._describe_model)
+        for changed in (self.model.currentTextChanged, self.model_file.edit.textChanged):
+            changed.connect(lambda *_: describe_model(self))
         self.refresh_models()
         shown_for(self.model_file, self.model, FROM_FILE)
-        self._describe_model()
+        describe_model(self)
         self._show_follow()
         models_hub().saved.connect(self.use_trained_model)
-
-    def _describe_model(self, *_) -> None:
-        describe_model(self)
 
     def refresh_models(self) -> None:
         refill(self.model, [*map(model_entry, recent_models()), *shipped_choices(),
@@ -172,10 +174,6 @@ class PredictWidget(QWidget):
         """Choose the model file ``path`` (a dropped model file lands here)."""
         self.model.setCurrentText(FROM_FILE)
         self.model_file.edit.setText(str(path))
-
-    def export_to(self, path) -> None:
-        """Export the chosen model as a bioimage.io package, in a worker thread."""
-        self.export_btn.export_to(path)
 
     def model_path(self) -> str:
         chosen = choice(self.model)
@@ -206,19 +204,21 @@ class PredictWidget(QWidget):
                          and self.link.value() > 0))
 
     def _job(self, ckpt, cfg, layer, previous=None):
-        """Where the results of one layer go, and its prediction (the data read here, on
-        the GUI thread); with ``previous``, that prediction's probabilities labelled again
-        (only labelling settings changed)."""
+        """Where the results of one layer (or its part in view) go, and its prediction; with
+        ``previous``, that one's probabilities labelled again (only labelling changed)."""
         from ..predict import predict, relabel
 
+        cropped = self.in_view.isChecked() and not self.every.isChecked()
         try:
             data, placed = layer_for_model(layer, ckpt.config.in_channels,
                                            self.channel.value() or None)
+            if cropped:
+                data, placed = crop_in_view(self.viewer, layer, data, placed)
         except NapariUNetError as err:  # one layer of several: skipped and named
             return layer, refused(err)
         if previous is not None:
             return placed, relabel(ckpt, previous, cfg)
-        lazy = not isinstance(data, np.ndarray)  # Dask, zarr, multiscale
+        lazy = not isinstance(data, np.ndarray) and not cropped  # Dask, zarr: to disk
         try:  # a numpy layer whose prediction would not fit in memory: to disk too
             why = "" if lazy else beyond_memory(data, ckpt, cfg)
         except NapariUNetError as err:
@@ -237,8 +237,8 @@ class PredictWidget(QWidget):
             ckpt = load_checkpoint(self._running)
             cfg = self.config()
             self._linked, self._followed = cfg.link_planes > 0, cfg.follow_time
-            previous = (self.last.reusable(layers[0], self._running, cfg,
-                                           self.channel.value()) if len(layers) == 1 else None)
+            previous = (self.last.skip() if len(layers) > 1 or self.in_view.isChecked() else
+                        self.last.reusable(layers[0], self._running, cfg, self.channel.value()))
             self._relabelling = previous is not None
             jobs = [self._job(ckpt, cfg, layer, previous) for layer in layers]
             if previous is None:
