@@ -750,9 +750,9 @@ def test_a_result_too_large_to_show_whole_gets_overview_levels(make_napari_viewe
     assert same_partition(expected, again.data[:])
 
 
-@pytest.mark.parametrize("lazy", [False, True])
+@pytest.mark.parametrize("kind", ["numpy", "dask", "multiscale"])
 def test_only_the_part_in_view_is_predicted_when_asked(make_napari_viewer, qtbot, notes,
-                                                      models_home, lazy):
+                                                      models_home, kind):
     """A quick look at a slide: *only the part in view* predicts what napari shows, at full
     resolution (in memory, also of a lazy layer), into its own layer placed there; the whole
     image's segmentation is left as it is, and its probabilities are not reused for it."""
@@ -766,8 +766,10 @@ def test_only_the_part_in_view_is_predicted_when_asked(make_napari_viewer, qtbot
     image = (touching_cells((300, 260), n_cells=40, radius=9, seed=4)[1] > 0).astype(
         np.float32)
     viewer = make_napari_viewer(show=True)  # drawn: napari finds the pixels in view
-    layer = viewer.add_image(da.from_array(image, chunks=128) if lazy else image,
-                             name="slide", scale=(0.5, 0.5), translate=(10, 20))
+    lazy = da.from_array(image, chunks=128)
+    data = {"numpy": image, "dask": lazy, "multiscale": [lazy, lazy[::2, ::2]]}[kind]
+    layer = viewer.add_image(data, name="slide", scale=(0.5, 0.5), translate=(10, 20),
+                             multiscale=kind == "multiscale")
     widget = predict_dock(viewer, model_file)
     widget.controls.start_btn.click()  # the whole image first
     wait_done(qtbot, widget)
