@@ -527,3 +527,76 @@ def test_fine_tuning_says_when_it_keeps_the_models_kind_over_the_one_asked_for(c
     assert main([*args, "--mode", "instances"]) == 0
     assert "segments classes (semantic), so it is fine-tuned as such" in (
         capsys.readouterr().err)
+
+
+def _running_out_of_memory(monkeypatch, most: int):
+    """The loss of more than ``most`` patches at once raises CUDA's out-of-memory error
+    (as a GPU too small for the batch does); records the batch sizes that went through."""
+    import torch
+
+    import napari_unet.losses as losses
+
+    seen, loss = [], losses.unet_loss
+
+    def limited(logits, *args, **kwargs):
+        if len(logits) > most:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+        seen.append(len(logits))
+        return loss(logits, *args, **kwargs)
+
+    monkeypatch.setattr(losses, "unet_loss", limited)
+    return seen
+
+
+def test_a_batch_too_large_for_the_device_goes_through_in_parts(cells, tmp_path, monkeypatch):
+    """Out of memory for a batch of 4 patches, then of 2: the training says so and goes on
+    with each batch in parts of one patch, their gradients added up (same steps, a model
+    saved); the step's loss is the same as the whole batch's."""
+    seen = _running_out_of_memory(monkeypatch, most=1)
+    images, labels = cells
+    events = []
+    result = run(train(images, labels, quick(batch_size=4), model_config=tiny_config(),
+                       out=tmp_path / "m.safetensors"), events.append)
+    warned = [e.message for e in events if e.kind == "warning" and "out of memory" in e.message]
+    assert len(warned) == 2 and "in 2 parts" in warned[0] and "in 4 parts" in warned[1]
+    assert [e.step for e in events if e.kind == "step"] == list(range(1, 11))
+    assert set(seen) == {1} and result.path.exists()
+
+
+def test_parts_add_up_to_the_whole_batchs_step():
+    """A batch in two parts gives the same loss and, for a network without batch norm and
+    the weighted cross-entropy over patches of which every pixel counts, the same weights
+    after the step as in one."""
+    import torch
+
+    from napari_unet.config import ModelConfig
+    from napari_unet.model import UNet
+    from napari_unet.targets import instance_targets
+    from napari_unet.train import _step
+
+    pairs = [touching_cells((48, 48), n_cells=n, radius=7, seed=s) for n, s in ((4, 3), (7, 5))]
+    targets = [instance_targets(labels) for _, labels in pairs]
+    batch = (np.stack([image[None] for image, _ in pairs]).astype(np.float32),
+             np.stack([t for t, _ in targets]).astype(np.int64),
+             np.stack([w for _, w in targets]).astype(np.float32))
+    assert all((w > 0).all() for _, w in targets)
+    after = []
+    for parts in (1, 2):
+        torch.manual_seed(0)
+        net = UNet(ModelConfig(base_channels=4, depth=2, padding="same", norm="none",
+                               dropout=0.0))
+        opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        scaler = torch.amp.GradScaler("cpu", enabled=False)
+        loss = _step(net, opt, scaler, batch, torch.device("cpu"), "fp32", 0.0, net.config,
+                     parts)
+        after.append((loss, [p.detach().clone() for p in net.parameters()]))
+    assert after[0][0] == pytest.approx(after[1][0], rel=1e-5)
+    for a, b in zip(after[0][1], after[1][1], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_out_of_memory_for_one_patch_is_a_sentence(cells, monkeypatch):
+    _running_out_of_memory(monkeypatch, most=0)
+    images, labels = cells
+    with pytest.raises(InputError, match="ran out of memory training on one patch of 48 px"):
+        run(train(images, labels, quick(batch_size=2), model_config=tiny_config()))

@@ -661,6 +661,7 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
                               seed=config.seed * 1000 + procs.rank,
                               pin_memory=device.type == "cuda")
                if workers else BatchPrefetcher(sampler, config.batch_size))
+    fit = [1]  # the parts each batch goes through the network in (more after out of memory)
     try:
         while True:
             epoch += 1
@@ -675,8 +676,9 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
                 lr = learning_rate(config.learning_rate, progress)
                 for group in opt.param_groups:
                     group["lr"] = lr
-                losses.append(_step(step_net, opt, scaler, batches.get(), device, precision,
-                                    config.dice_weight, mc))
+                losses.append((yield from _step_fitted(
+                    step_net, opt, scaler, batches, device, precision, config, mc, fit, procs,
+                    (epoch, step, min(progress, 1.0)))))
                 step += 1
                 rate = (len(losses) * config.batch_size * procs.world
                         / (time.perf_counter() - t_epoch))
@@ -748,23 +750,64 @@ def learning_rate(peak: float, progress: float) -> float:
 
 
 def _step(net, opt, scaler, batch, device, precision: str, dice_weight: float,
-          mc: ModelConfig) -> float:
+          mc: ModelConfig, parts: int = 1) -> float:
     """One optimisation step of ``net`` on ``batch`` (images, targets, weights as numpy);
-    returns the loss."""
+    returns the loss. With ``parts`` > 1 (the device ran out of memory for the whole
+    batch) the batch goes through the network in that many parts, each part's loss
+    weighted by its share of the patches and their gradients added up before the step."""
     from .device import autocast, memory_format
     from .loader import as_tensor
     from .losses import unet_loss
 
     x, t, w = (as_tensor(a, device) for a in batch)
     x = x.contiguous(memory_format=memory_format(device))
-    with autocast(device, precision):
-        logits = net(x)
-    loss = unet_loss(logits.float(), t, w, dice_weight, mc.distance, mc.offsets)
     opt.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
+    total = 0.0
+    for rows in np.array_split(np.arange(len(x)), parts):
+        part = slice(int(rows[0]), int(rows[-1]) + 1)
+        with autocast(device, precision):
+            logits = net(x[part])
+        loss = unet_loss(logits.float(), t[part], w[part], dice_weight, mc.distance,
+                         mc.offsets) * (len(rows) / len(x))
+        scaler.scale(loss).backward()
+        total += float(loss.detach())
     scaler.step(opt)
     scaler.update()
-    return float(loss.detach())
+    return total
+
+
+#: What a training that runs out of memory for a single patch says.
+TRAIN_OUT_OF_MEMORY = (
+    "the {device} device ran out of memory training on {what}: choose a smaller network "
+    "(base channels, depth) or smaller patches, or train on the CPU; the best model so "
+    "far, if one was saved, is kept.")
+
+
+def _step_fitted(step_net, opt, scaler, batches, device, precision, config: TrainConfig,
+                 mc: ModelConfig, fit: list, procs, where: tuple):
+    """:func:`_step` on the next batch; where the device runs out of memory, the batch in
+    twice as many parts (``fit[0]``, kept for the steps after), saying so, until a part
+    is one patch. Yields the warnings; returns the loss."""
+    from .device import freed_after_out_of_memory
+
+    batch = batches.get()
+    while True:
+        try:
+            return _step(step_net, opt, scaler, batch, device, precision,
+                         config.dice_weight, mc, fit[0])
+        except RuntimeError as err:
+            if not freed_after_out_of_memory(err, device):
+                raise
+            if fit[0] >= config.batch_size or procs.active:  # no parts across processes
+                what = (f"batches of {config.batch_size} patches in {procs.world} processes"
+                        if procs.active else f"one patch of {config.patch_size} px at a time")
+                raise InputError(TRAIN_OUT_OF_MEMORY.format(
+                    device=device.type.upper(), what=what)) from None
+            fit[0] = min(2 * fit[0], config.batch_size)
+        yield TrainEvent("warning", *where, message=(
+            f"out of memory on {device.type.upper()}: each batch of {config.batch_size} "
+            f"patches now goes through the network in {fit[0]} parts, their gradients "
+            "added up (slower; batch norm sees the smaller parts)"))
 
 
 def _starting_model(init_from, config: TrainConfig):
