@@ -705,7 +705,8 @@ def test_a_lazy_multiscale_layer_is_predicted_to_disk(make_napari_viewer, qtbot,
 
 
 def test_a_result_too_large_to_show_whole_gets_overview_levels(make_napari_viewer, qtbot,
-                                                               models_home, monkeypatch):
+                                                               models_home, monkeypatch,
+                                                               notes):
     """napari reads the whole plane of a layer that is not multiscale (a 100,000² slide's
     labels: 40 GB): a result on disk whose plane is too large to show whole is shown with
     overview levels (every other pixel of the level before), its full resolution the labels
@@ -739,6 +740,14 @@ def test_a_result_too_large_to_show_whole_gets_overview_levels(make_napari_viewe
     assert prob.multiscale and np.asarray(prob.data[1]).shape == (150, 130)
     assert "Shown with overview levels, as napari shows a slide" in widget.status.text()
     assert len(list((models_home.parent / "predictions").glob("slide-*_levels"))) == 1
+    train = dock(viewer, "Train")  # trained on as it is, which napari cannot paint on
+    set_quick(train)
+    train.image.setCurrentText("slide")
+    train.labels.setCurrentText("slide segmentation")
+    train.controls.start_btn.click()
+    train.controls.cancel_btn.click()
+    wait_done(qtbot, train)
+    assert any("Predict 'only the part in view', correct that" in n for n in notes), notes
     viewer.add_image(image, name="after")  # the segmentation stays where it is
     place = viewer.layers.index(labels)
     monkeypatch.setattr(pyramid, "LEVELS_ABOVE", 8192 * 8192)

@@ -249,10 +249,12 @@ class TrainWidget(QWidget):
         self.status.setText(f"Training… the best model is saved to {out}")
         unchanged = [lab for _, lab, _ in pairs
                      if lab in self.viewer.layers and is_uncorrected(self.viewer.layers[lab])]
-        if unchanged:
+        if unchanged:  # napari paints no layer of overview levels (a slide's result)
             show_info(f"'{unchanged[0]}' is a prediction you have not corrected: a model "
-                      "trained on it learns what it already predicts. Paint your "
-                      "corrections into it first for a better model.")
+                      "trained on it learns what it already predicts. " + (
+                          "Predict 'only the part in view', correct that and train on it."
+                          if self.viewer.layers[unchanged[0]].multiscale else
+                          "Paint your corrections into it first for a better model."))
         self.controls.launch(
             train(images, labels, cfg, model_config=mc, init_from=init, out=out, names=names,
                   regions=regions),
