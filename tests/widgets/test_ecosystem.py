@@ -6,6 +6,7 @@ import pytest
 from conftest import dock
 
 from napari_unet.checkpoint import load_checkpoint
+from napari_unet.errors import InputError
 from napari_unet.synthetic import touching_cells
 
 
@@ -41,6 +42,13 @@ def test_a_safetensors_file_of_another_tool_is_left_to_other_readers(model_file,
     save_file({"w": torch.zeros(3)}, tmp_path / "bare.safetensors")
     (tmp_path / "cut.safetensors").write_bytes(b"\x00" * 40)
     assert get_reader(str(tmp_path / "other.safetensors")) is None
+    import zarr
+
+    zarr.create_array(store=str(tmp_path / "other.zarr"), shape=(4, 4), dtype="uint8")
+    assert get_reader(str(tmp_path / "other.zarr")) is None  # zarr stores: napari's own
+    (tmp_path / "gone.napari-unet").write_text('{"layers": [{"store": "gone.zarr"}]}')
+    with pytest.raises(InputError, match="gone.napari-unet could not be opened"):
+        get_reader(str(tmp_path / "gone.napari-unet"))(str(tmp_path / "gone.napari-unet"))
     assert get_reader(str(tmp_path / "bare.safetensors")) is None
     assert get_reader(str(model_file)) is not None
     assert get_reader(str(tmp_path / "cut.safetensors")) is not None

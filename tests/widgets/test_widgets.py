@@ -723,7 +723,8 @@ def test_a_result_too_large_to_show_whole_gets_overview_levels(make_napari_viewe
     image = (touching_cells((300, 260), n_cells=30, radius=9, seed=4)[1] > 0).astype(
         np.float32)
     viewer = make_napari_viewer()
-    viewer.add_image(da.from_array(image, chunks=128), name="slide")
+    viewer.add_image(da.from_array(image, chunks=128), name="slide", scale=(0.5, 0.5),
+                     translate=(10, 20))
     monkeypatch.setattr(pyramid, "LEVELS_ABOVE", 200 * 200)
     monkeypatch.setattr(pyramid, "SMALLEST", 80)
     widget = predict_dock(viewer, model_file, probabilities=True)
@@ -748,6 +749,18 @@ def test_a_result_too_large_to_show_whole_gets_overview_levels(make_napari_viewe
     train.controls.cancel_btn.click()
     wait_done(qtbot, train)
     assert any("Predict 'only the part in view', correct that" in n for n in notes), notes
+    stored = list((models_home.parent / "predictions").glob("slide-*.napari-unet"))
+    assert len(stored) == 1  # beside the stores: how to open them again
+    again = make_napari_viewer()  # napari closed and opened again: they open as they were
+    again.open(str(stored[0]), plugin=None)  # as a drop does: the only reader for it
+    reopened, prob_again = again.layers["slide segmentation"], again.layers["slide probabilities"]
+    assert reopened.__class__ is labels.__class__ and reopened.multiscale
+    assert [np.asarray(a).shape for a in reopened.data] == [(300, 260), (150, 130), (75, 65)]
+    np.testing.assert_array_equal(np.asarray(reopened.data[0]), full[:])
+    np.testing.assert_allclose(reopened.translate, (10, 20))
+    np.testing.assert_allclose(reopened.scale, (0.5, 0.5))
+    assert prob_again.multiscale and np.allclose(np.asarray(prob_again.data[1]),
+                                                 np.asarray(prob.data[1]))
     viewer.add_image(image, name="after")  # the segmentation stays where it is
     place = viewer.layers.index(labels)
     monkeypatch.setattr(pyramid, "LEVELS_ABOVE", 8192 * 8192)

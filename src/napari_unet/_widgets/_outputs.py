@@ -100,15 +100,17 @@ def show_result(viewer, result, layer, probabilities: bool, model: str) -> str |
     levels = result.levels.get("labels")  # a result on disk too large to show whole
     used = put_layer(viewer, wanted, levels or result.labels, "labels", layer,
                      {MODEL: model}, multiscale=bool(levels))
+    stored = {"labels": used}  # the layers of stores on disk, for the reader
     if probabilities:
         probs = result.levels.get("probabilities")
 
         def shown(how):  # of each level, where there are levels
             return [how(result, p) for p in probs] if probs else how(result)
 
-        put_layer(viewer, f"{layer.name} probabilities", shown(shown_probabilities), "image",
-                  layer, colormap="magma", blending="additive", visible=False,
-                  multiscale=bool(probs))
+        name = put_layer(viewer, f"{layer.name} probabilities", shown(shown_probabilities),
+                         "image", layer, colormap="magma", blending="additive", visible=False,
+                         multiscale=bool(probs))
+        stored["probabilities"] = name
         if shown_distance(result) is not None:
             put_layer(viewer, f"{layer.name} distance", shown(shown_distance), "image", layer,
                       colormap="viridis", blending="additive", visible=False,
@@ -117,11 +119,37 @@ def show_result(viewer, result, layer, probabilities: bool, model: str) -> str |
         if votes is not None:
             put_layer(viewer, f"{layer.name} centre votes", votes, "image", layer,
                       colormap="inferno", blending="additive", visible=False)
+    _remember(viewer, result, stored, model)
     if used == wanted:
         return None
     why = ("holds your edits" if viewer.layers[wanted].metadata.get(EDITED)
            else "is not one napari-unet wrote")
     return f"'{wanted}' {why}, so it was left as it is; this result is in '{used}'"
+
+
+def _remember(viewer, result, names: dict, model: str) -> None:
+    """Beside the stores of a prediction on disk (a large image's labels, probabilities),
+    a small ``x.napari-unet`` file saying the layers they were shown as (``names``: kind
+    to layer name), so that napari-unet's reader opens them as those layers again, placed
+    as they were, after napari was closed."""
+    import json
+    from pathlib import Path
+
+    if isinstance(result.labels, np.ndarray):
+        return
+    root = Path(result.labels.store.root)
+    arrays = {"labels": result.labels, "probabilities": result.probabilities}
+    layers = [{"layer": kind, "store": Path(arrays[kind].store.root).name, "name": name,
+               "scale": [float(s) for s in viewer.layers[name].scale],
+               "translate": [float(t) for t in viewer.layers[name].translate]}
+              for kind, name in names.items()]
+    (root.parent / (root.name.removesuffix(".zarr") + POINTER)).write_text(json.dumps(
+        {"model": str(model), "mode": result.mode, "target": result.target,
+         "layers": layers}, indent=1))
+
+
+#: The suffix of the file that tells napari-unet's reader how to open stored predictions.
+POINTER = ".napari-unet"
 
 
 def sentences(notes) -> str:
@@ -146,7 +174,7 @@ def predict_to_disk(ckpt, data, config, name: str, probabilities: bool, why: str
 
     stem = default_model_path(name)
     base = stem.parent.parent / "predictions" / stem.name.removesuffix(".safetensors")
-    paths = [base.with_suffix(".zarr")]
+    paths = [base.with_name(base.name + ".zarr")]
     if probabilities:
         paths.append(base.with_name(base.name + "_prob.zarr"))
     finished = False
@@ -159,10 +187,10 @@ def predict_to_disk(ckpt, data, config, name: str, probabilities: bool, why: str
         result.objects = object_count(result, config.link_planes > 0, on_disk=True,
                                       followed=config.follow_time)
         if needs_levels(labels.shape):  # napari would read the whole plane to show it
-            paths.append(base.with_name(base.name + "_levels"))
+            paths.append(levels_folder(paths[0]))
             for key, array in (("labels", labels), ("probabilities", prob)):
                 if array is not None:
-                    result.levels[key] = yield from _levels(array, paths[-1] / key)
+                    result.levels[key] = yield from _levels(array, levels_folder(paths[0], key))
             result.notes.append(_LEVELS_NOTE)
         finished = True
         result.notes.insert(0, (f"predicted block by block on disk ({why})" if why else
@@ -173,6 +201,16 @@ def predict_to_disk(ckpt, data, config, name: str, probabilities: bool, why: str
         if not finished:
             for path in paths:
                 shutil.rmtree(path, ignore_errors=True)
+
+
+def levels_folder(labels_path, kind: str | None = None):
+    """Where the overview levels of the labels stored at ``labels_path`` (``x.zarr``, or
+    their probabilities ``x_prob.zarr``) are: ``x_levels/`` and, for ``kind``, in it."""
+    from pathlib import Path
+
+    stem = Path(labels_path).name.removesuffix(".zarr").removesuffix("_prob")
+    folder = Path(labels_path).with_name(stem + "_levels")
+    return folder / kind if kind else folder
 
 
 _LEVELS_NOTE = ("shown with overview levels, as napari shows a slide (napari does not paint "

@@ -4,6 +4,12 @@ Claims napari-unet model files (``.safetensors`` with napari-unet metadata, and 
 so that the user is told what is wrong) and bioimage.io packages (``.zip`` with an
 ``rdf.yaml``); returns no layer. A safetensors file of another tool (weights of another
 network) is left to the plugins that read it.
+
+Also opens the ``x.napari-unet`` file the Predict widget writes beside the zarr stores of a
+large image's prediction (in ``~/napari-unet/predictions``): its labels and probability map
+come back as the layers they were, placed as their image was, with their overview levels
+(napari's own reader would open the labels as a grey image, and read a slide's whole plane
+to show it), after napari was closed.
 """
 
 from __future__ import annotations
@@ -39,14 +45,49 @@ def _ours(path: Path) -> bool:
 
 
 def get_reader(path):
-    """npe2 reader hook: a function for a model file, otherwise ``None``."""
+    """npe2 reader hook: a function for a model file or a stored prediction, else None."""
     if isinstance(path, (list, tuple)):
         return None
     p = Path(path)
     if (p.suffix.lower() == ".safetensors" and _ours(p)) or (
             p.suffix.lower() == ".zip" and _is_package(p)):
         return open_model
+    if p.suffix.lower() == ".napari-unet":
+        return open_prediction
     return None
+
+
+def open_prediction(path):
+    """The layers of a stored prediction (an ``x.napari-unet`` file), with their levels."""
+    from types import SimpleNamespace
+
+    import zarr
+
+    from ..errors import InputError
+    from ._outputs import levels_folder, shown_probabilities
+
+    p = Path(path)
+    try:
+        stored = json.loads(p.read_text())
+        layers = []
+        for entry in stored["layers"]:
+            store = p.parent / entry["store"]
+            arrays = [zarr.open_array(str(store), mode="r")]
+            folder = levels_folder(store, entry["layer"])
+            while (folder / str(len(arrays))).is_dir():
+                arrays.append(zarr.open_array(str(folder / str(len(arrays))), mode="r"))
+            meta = {k: entry[k] for k in ("name", "scale", "translate")}
+            meta["multiscale"] = len(arrays) > 1
+            if entry["layer"] != "labels":  # shown as the Predict widget shows them
+                result = SimpleNamespace(mode=stored["mode"], probabilities=arrays[0])
+                arrays = [shown_probabilities(result, a) for a in arrays]
+                meta.update(colormap="magma", blending="additive")
+            layers.append((arrays if len(arrays) > 1 else arrays[0], meta,
+                           "labels" if entry["layer"] == "labels" else "image"))
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise InputError(f"{p.name} could not be opened: {err} (are its zarr stores still "
+                         "beside it?)") from None
+    return layers
 
 
 def open_model(path):
