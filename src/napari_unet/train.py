@@ -763,7 +763,7 @@ def _step(net, opt, scaler, batch, device, precision: str, dice_weight: float,
     x = x.contiguous(memory_format=memory_format(device))
     opt.zero_grad(set_to_none=True)
     total = 0.0
-    for rows in np.array_split(np.arange(len(x)), parts):
+    for rows in np.array_split(np.arange(len(x)), min(parts, len(x))):
         part = slice(int(rows[0]), int(rows[-1]) + 1)
         with autocast(device, precision):
             logits = net(x[part])

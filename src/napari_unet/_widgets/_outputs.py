@@ -135,11 +135,14 @@ def _remember(viewer, result, names: dict, model: str) -> None:
     import json
     from pathlib import Path
 
-    if isinstance(result.labels, np.ndarray):
-        return
-    root = Path(result.labels.store.root)
+    def folder(array):  # of a zarr array in a folder on disk; None for anything else
+        return getattr(getattr(array, "store", None), "root", None)
+
     arrays = {"labels": result.labels, "probabilities": result.probabilities}
-    layers = [{"layer": kind, "store": Path(arrays[kind].store.root).name, "name": name,
+    if any(folder(arrays[kind]) is None for kind in names):
+        return
+    root = Path(folder(result.labels))
+    layers = [{"layer": kind, "store": Path(folder(arrays[kind])).name, "name": name,
                "scale": [float(s) for s in viewer.layers[name].scale],
                "translate": [float(t) for t in viewer.layers[name].translate]}
               for kind, name in names.items()]
