@@ -674,6 +674,8 @@ def _predict_zarr(args, model, cfg, spec: Path, image) -> None:
                 if final.exists():
                     shutil.rmtree(final)
                 os.replace(done, final)
+        _for_napari(args, result, target, prob_target if args.probabilities else None,
+                    spec.name.removesuffix(".zarr"))
     finally:
         bar.close()
         for leftover in (tmp, tmp_prob):
@@ -683,6 +685,46 @@ def _predict_zarr(args, model, cfg, spec: Path, image) -> None:
             client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _for_napari(args, result, target: Path, prob_target: Path | None, stem: str) -> None:
+    """Beside a zarr result, what napari needs to show it: overview levels where a plane
+    is too large to show whole (written under a temporary name, renamed when complete),
+    and the ``<stem>.napari-unet`` file that napari-unet's reader opens."""
+    import os
+    import shutil
+
+    import zarr
+    from tqdm import tqdm
+
+    from .pyramid import levels_folder, needs_levels, write_levels, write_pointer
+
+    labels = zarr.open_array(str(target), mode="r")
+    stores = {"labels": target, "probabilities": prob_target}
+    if needs_levels(labels.shape):
+        final = levels_folder(target)
+        tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+        try:
+            for kind, store in stores.items():
+                if store is not None:
+                    made = write_levels(zarr.open_array(str(store), mode="r"), tmp / kind)
+                    for _ in tqdm(made, disable=args.quiet, leave=False,
+                                  desc=f"{stem}: overview levels of the {kind} for napari"):
+                        pass
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    extra = int(prob_target is not None and result.mode == "semantic"  # a class axis shown
+                and zarr.open_array(str(prob_target), mode="r").shape[-3] > 2)
+    write_pointer(target, [
+        {"layer": kind, "store": store.name, "name": f"{stem} {shown}",
+         "scale": [1.0] * (labels.ndim + (extra if kind == "probabilities" else 0)),
+         "translate": [0.0] * (labels.ndim + (extra if kind == "probabilities" else 0))}
+        for (kind, store), shown in zip(stores.items(), ("segmentation", "probabilities"),
+                                        strict=True) if store is not None],
+        mode=result.mode, target=result.target, model=args.model)
 
 
 def cmd_sample(args) -> int:

@@ -73,3 +73,32 @@ def write_levels(array, folder: str | os.PathLike, *, smallest: int | None = Non
         levels.append(level)
     yield total, total
     return levels
+
+
+#: The suffix of the file beside a prediction's zarr stores that opens them in napari as
+#: the layers they are (napari-unet's reader).
+POINTER = ".napari-unet"
+
+
+def levels_folder(labels_path: str | os.PathLike, kind: str | None = None) -> Path:
+    """Where the overview levels of the labels stored at ``labels_path`` (``x.zarr``, or
+    their probabilities ``x_prob.zarr``) are: ``x_levels/`` and, for ``kind``
+    ('labels', 'probabilities'), in it."""
+    path = Path(labels_path)
+    folder = path.with_name(path.name.removesuffix(".zarr").removesuffix("_prob") + "_levels")
+    return folder / kind if kind else folder
+
+
+def write_pointer(labels_path: str | os.PathLike, layers: list[dict], *, mode: str,
+                  target: str, model: str) -> Path:
+    """Write ``x.napari-unet`` beside the labels store ``x.zarr``: the layers its stores
+    are shown as, each ``{"layer": "labels" | "probabilities", "store": folder name,
+    "name", "scale", "translate"}``, and the model's mode and target (the probabilities
+    are shown as the Predict widget shows them). Returns its path."""
+    import json
+
+    path = Path(labels_path)
+    pointer = path.with_name(path.name.removesuffix(".zarr") + POINTER)
+    pointer.write_text(json.dumps({"model": str(model), "mode": mode, "target": target,
+                                   "layers": layers}, indent=1))
+    return pointer

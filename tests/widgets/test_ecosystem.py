@@ -114,3 +114,42 @@ def test_segment_menu_entry_opens_predict_for_the_selected_image(make_napari_vie
     segment_selected(viewer)
     docked = [w for w in viewer.window.dock_widgets.values() if isinstance(w, PredictWidget)]
     assert len(docked) == 1 and docked[0].image.currentText() == "first"
+
+
+def test_a_slides_prediction_on_the_command_line_opens_in_napari_as_it_should(
+        make_napari_viewer, tmp_path, monkeypatch):
+    """`napari-unet predict MODEL slide.zarr --out DIR` writes, beside DIR/slide.zarr (the
+    contract), the overview levels of a plane too large to show whole and slide.napari-unet,
+    which napari-unet's reader opens as a Labels layer with those levels and the
+    probability map."""
+    import zarr
+    from _models import thresholding_model
+
+    from napari_unet import cli, pyramid
+    from napari_unet.checkpoint import save_checkpoint
+
+    model = save_checkpoint(tmp_path / "t.safetensors", thresholding_model())
+    image = (touching_cells((300, 260), n_cells=30, radius=9, seed=4)[1] > 0).astype(
+        np.float32)
+    zarr.create_array(store=str(tmp_path / "slide.zarr"), shape=image.shape, chunks=(128, 128),
+                      dtype="float32")[...] = image
+    monkeypatch.setattr(pyramid, "LEVELS_ABOVE", 200 * 200)
+    monkeypatch.setattr(pyramid, "SMALLEST", 80)
+    out = tmp_path / "out"
+    assert cli.main(["-q", "predict", str(model), str(tmp_path / "slide.zarr"), "--out",
+                     str(out), "--probabilities"]) == 0
+    labels = zarr.open_array(str(out / "slide.zarr"), mode="r")[...]
+    assert labels.max() > 10
+    assert sorted(p.name for p in out.iterdir()) == [
+        "slide.napari-unet", "slide.zarr", "slide_levels", "slide_prob.zarr"]
+    viewer = make_napari_viewer()
+    viewer.open(str(out / "slide.napari-unet"), plugin=None)
+    seg, prob = viewer.layers["slide segmentation"], viewer.layers["slide probabilities"]
+    assert seg.multiscale and len(seg.data) == 3 and prob.multiscale
+    np.testing.assert_array_equal(np.asarray(seg.data[0]), labels)
+    np.testing.assert_array_equal(np.asarray(seg.data[2]), labels[::4, ::4])
+    monkeypatch.setattr(pyramid, "LEVELS_ABOVE", 8192 * 8192)  # small enough: no levels
+    assert cli.main(["-q", "predict", str(model), str(tmp_path / "slide.zarr"), "--out",
+                     str(tmp_path / "small")]) == 0
+    assert sorted(p.name for p in (tmp_path / "small").iterdir()) == [
+        "slide.napari-unet", "slide.zarr"]

@@ -129,11 +129,12 @@ def show_result(viewer, result, layer, probabilities: bool, model: str) -> str |
 
 def _remember(viewer, result, names: dict, model: str) -> None:
     """Beside the stores of a prediction on disk (a large image's labels, probabilities),
-    a small ``x.napari-unet`` file saying the layers they were shown as (``names``: kind
-    to layer name), so that napari-unet's reader opens them as those layers again, placed
-    as they were, after napari was closed."""
-    import json
+    the ``x.napari-unet`` file saying the layers they were shown as (``names``: kind to
+    layer name), so that napari-unet's reader opens them as those layers again, placed as
+    they were, after napari was closed."""
     from pathlib import Path
+
+    from ..pyramid import write_pointer
 
     def folder(array):  # of a zarr array in a folder on disk; None for anything else
         return getattr(getattr(array, "store", None), "root", None)
@@ -141,18 +142,12 @@ def _remember(viewer, result, names: dict, model: str) -> None:
     arrays = {"labels": result.labels, "probabilities": result.probabilities}
     if any(folder(arrays[kind]) is None for kind in names):
         return
-    root = Path(folder(result.labels))
-    layers = [{"layer": kind, "store": Path(folder(arrays[kind])).name, "name": name,
-               "scale": [float(s) for s in viewer.layers[name].scale],
-               "translate": [float(t) for t in viewer.layers[name].translate]}
-              for kind, name in names.items()]
-    (root.parent / (root.name.removesuffix(".zarr") + POINTER)).write_text(json.dumps(
-        {"model": str(model), "mode": result.mode, "target": result.target,
-         "layers": layers}, indent=1))
-
-
-#: The suffix of the file that tells napari-unet's reader how to open stored predictions.
-POINTER = ".napari-unet"
+    write_pointer(folder(result.labels), [
+        {"layer": kind, "store": Path(folder(arrays[kind])).name, "name": name,
+         "scale": [float(s) for s in viewer.layers[name].scale],
+         "translate": [float(t) for t in viewer.layers[name].translate]}
+        for kind, name in names.items()], mode=result.mode, target=result.target,
+        model=model)
 
 
 def sentences(notes) -> str:
@@ -173,7 +168,7 @@ def predict_to_disk(ckpt, data, config, name: str, probabilities: bool, why: str
     from ..checkpoint import default_model_path
     from ..found import object_count
     from ..predict import PredictEvent, predict, zarr_outputs
-    from ..pyramid import needs_levels
+    from ..pyramid import levels_folder, needs_levels
 
     stem = default_model_path(name)
     base = stem.parent.parent / "predictions" / stem.name.removesuffix(".safetensors")
@@ -204,16 +199,6 @@ def predict_to_disk(ckpt, data, config, name: str, probabilities: bool, why: str
         if not finished:
             for path in paths:
                 shutil.rmtree(path, ignore_errors=True)
-
-
-def levels_folder(labels_path, kind: str | None = None):
-    """Where the overview levels of the labels stored at ``labels_path`` (``x.zarr``, or
-    their probabilities ``x_prob.zarr``) are: ``x_levels/`` and, for ``kind``, in it."""
-    from pathlib import Path
-
-    stem = Path(labels_path).name.removesuffix(".zarr").removesuffix("_prob")
-    folder = Path(labels_path).with_name(stem + "_levels")
-    return folder / kind if kind else folder
 
 
 _LEVELS_NOTE = ("shown with overview levels, as napari shows a slide (napari does not paint "

@@ -52,7 +52,7 @@ def get_reader(path):
     if (p.suffix.lower() == ".safetensors" and _ours(p)) or (
             p.suffix.lower() == ".zip" and _is_package(p)):
         return open_model
-    if p.suffix.lower() == ".napari-unet":
+    if p.suffix.lower() == ".napari-unet":  # pyramid.POINTER
         return open_prediction
     return None
 
@@ -64,7 +64,8 @@ def open_prediction(path):
     import zarr
 
     from ..errors import InputError
-    from ._outputs import levels_folder, shown_probabilities
+    from ..pyramid import levels_folder
+    from ._outputs import shown_probabilities
 
     p = Path(path)
     try:
