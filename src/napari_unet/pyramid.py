@@ -13,6 +13,10 @@ values and an object is never blended with its neighbour.
 
 A multiscale Labels layer cannot be painted in napari; below :data:`LEVELS_ABOVE` a result
 is shown as one array, which napari can paint.
+
+The Predict widget's results on disk and the command line's zarr results get levels, and a
+``x.napari-unet`` file beside their stores (:func:`write_pointer`) that napari-unet's
+reader opens as the layers they are, after napari was closed or on another machine.
 """
 
 from __future__ import annotations
