@@ -716,15 +716,15 @@ def _for_napari(args, result, target: Path, prob_target: Path | None, stem: str)
             os.replace(tmp, final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    extra = int(prob_target is not None and result.mode == "semantic"  # a class axis shown
-                and zarr.open_array(str(prob_target), mode="r").shape[-3] > 2)
-    write_pointer(target, [
-        {"layer": kind, "store": store.name, "name": f"{stem} {shown}",
-         "scale": [1.0] * (labels.ndim + (extra if kind == "probabilities" else 0)),
-         "translate": [0.0] * (labels.ndim + (extra if kind == "probabilities" else 0))}
-        for (kind, store), shown in zip(stores.items(), ("segmentation", "probabilities"),
-                                        strict=True) if store is not None],
-        mode=result.mode, target=result.target, model=args.model)
+    layers = [{"layer": "labels", "store": target.name, "name": f"{stem} segmentation",
+               "scale": [1.0] * labels.ndim, "translate": [0.0] * labels.ndim}]
+    if prob_target is not None:  # shown with a class axis where there are more than two
+        nd = labels.ndim + int(result.mode == "semantic" and zarr.open_array(
+            str(prob_target), mode="r").shape[-3] > 2)
+        layers.append({"layer": "probabilities", "store": prob_target.name,
+                       "name": f"{stem} probabilities", "scale": [1.0] * nd,
+                       "translate": [0.0] * nd})
+    write_pointer(target, layers, mode=result.mode, target=result.target, model=args.model)
 
 
 def cmd_sample(args) -> int:
