@@ -674,8 +674,7 @@ def _predict_zarr(args, model, cfg, spec: Path, image) -> None:
                 if final.exists():
                     shutil.rmtree(final)
                 os.replace(done, final)
-        _for_napari(args, result, target, prob_target if args.probabilities else None,
-                    spec.name.removesuffix(".zarr"))
+        _for_napari(args, result, target, prob_target if args.probabilities else None, spec)
     finally:
         bar.close()
         for leftover in (tmp, tmp_prob):
@@ -687,18 +686,21 @@ def _predict_zarr(args, model, cfg, spec: Path, image) -> None:
             cluster.close()
 
 
-def _for_napari(args, result, target: Path, prob_target: Path | None, stem: str) -> None:
+def _for_napari(args, result, target: Path, prob_target: Path | None, spec: Path) -> None:
     """Beside a zarr result, what napari needs to show it: overview levels where a plane
     is too large to show whole (written under a temporary name, renamed when complete),
-    and the ``<stem>.napari-unet`` file that napari-unet's reader opens."""
+    and the ``<stem>.napari-unet`` file that napari-unet's reader opens (the layers placed
+    as the OME-Zarr input is)."""
     import os
     import shutil
 
     import zarr
     from tqdm import tqdm
 
+    from .io import zarr_placement
     from .pyramid import levels_folder, needs_levels, write_levels, write_pointer
 
+    stem = spec.name.removesuffix(".zarr").removesuffix(".ome")
     labels = zarr.open_array(str(target), mode="r")
     stores = {"labels": target, "probabilities": prob_target}
     if needs_levels(labels.shape):
@@ -716,14 +718,15 @@ def _for_napari(args, result, target: Path, prob_target: Path | None, stem: str)
             os.replace(tmp, final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+    scale, translate = zarr_placement(spec, labels.ndim)
     layers = [{"layer": "labels", "store": target.name, "name": f"{stem} segmentation",
-               "scale": [1.0] * labels.ndim, "translate": [0.0] * labels.ndim}]
+               "scale": scale, "translate": translate}]
     if prob_target is not None:  # shown with a class axis where there are more than two
-        nd = labels.ndim + int(result.mode == "semantic" and zarr.open_array(
+        extra = int(result.mode == "semantic" and zarr.open_array(
             str(prob_target), mode="r").shape[-3] > 2)
         layers.append({"layer": "probabilities", "store": prob_target.name,
-                       "name": f"{stem} probabilities", "scale": [1.0] * nd,
-                       "translate": [0.0] * nd})
+                       "name": f"{stem} probabilities", "scale": [1.0] * extra + scale,
+                       "translate": [0.0] * extra + translate})
     write_pointer(target, layers, mode=result.mode, target=result.target, model=args.model)
 
 

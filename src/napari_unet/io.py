@@ -449,6 +449,28 @@ def _axis_names(multiscales: list) -> list[str]:
             for a in multiscales[0].get("axes", [])]
 
 
+def zarr_placement(path: str | os.PathLike, ndim: int) -> tuple[list[float], list[float]]:
+    """The pixel size and origin an OME-Zarr image gives its full resolution, for the
+    ``ndim`` axes of its labels (its channel axis left out, the last ``ndim`` of the
+    others); 1 and 0 where it names none (a zarr array), or they do not fit."""
+    import zarr
+
+    placed = {"scale": [1.0] * ndim, "translation": [0.0] * ndim}
+    try:
+        node = zarr.open(str(path), mode="r")
+        multiscales = _multiscales(node) if isinstance(node, zarr.Group) else []
+        names = [name.lower() for name in _axis_names(multiscales)] if multiscales else []
+        for step in (multiscales[0]["datasets"][0].get("coordinateTransformations", [])
+                     if names else []):
+            values = step.get(step.get("type"), [])
+            kept = [float(v) for n, v in zip(names, values, strict=False) if n != "c"][-ndim:]
+            if step.get("type") in placed and len(values) == len(names) and len(kept) == ndim:
+                placed[step["type"]] = kept
+    except Exception:  # noqa: BLE001 - unreadable metadata places nothing
+        pass
+    return placed["scale"], placed["translation"]
+
+
 def zarr_axes(path: str | os.PathLike) -> str | None:
     """The axes an OME-Zarr image names, in the order of its arrays' axes, as capital
     letters (``"CZYX"``): what napari's own reader leaves out when it opens one as a single

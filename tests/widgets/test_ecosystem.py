@@ -149,7 +149,15 @@ def test_a_slides_prediction_on_the_command_line_opens_in_napari_as_it_should(
     np.testing.assert_array_equal(np.asarray(seg.data[0]), labels)
     np.testing.assert_array_equal(np.asarray(seg.data[2]), labels[::4, ::4])
     monkeypatch.setattr(pyramid, "LEVELS_ABOVE", 8192 * 8192)  # small enough: no levels
-    assert cli.main(["-q", "predict", str(model), str(tmp_path / "slide.zarr"), "--out",
+    from napari_unet.writers import write_ome_zarr  # and placed as an OME-Zarr says
+
+    write_ome_zarr(tmp_path / "field.ome.zarr", image, {"scale": (0.5, 0.25),
+                                                        "translate": (10, 20)})
+    assert cli.main(["-q", "predict", str(model), str(tmp_path / "field.ome.zarr"), "--out",
                      str(tmp_path / "small")]) == 0
     assert sorted(p.name for p in (tmp_path / "small").iterdir()) == [
-        "slide.napari-unet", "slide.zarr"]
+        "field.ome.napari-unet", "field.ome.zarr"]
+    viewer.open(str(tmp_path / "small" / "field.ome.napari-unet"), plugin=None)
+    field = viewer.layers["field segmentation"]
+    assert not field.multiscale and field.scale.tolist() == [0.5, 0.25]
+    assert field.translate.tolist() == [10, 20]
