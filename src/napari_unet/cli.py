@@ -698,7 +698,7 @@ def _for_napari(args, result, target: Path, prob_target: Path | None, spec: Path
     from tqdm import tqdm
 
     from .io import zarr_placement
-    from .pyramid import levels_folder, needs_levels, write_levels, write_pointer
+    from .pyramid import levels_folder, needs_levels, write_all_levels, write_pointer
 
     stem = spec.name.removesuffix(".zarr").removesuffix(".ome")
     labels = zarr.open_array(str(target), mode="r")
@@ -707,12 +707,11 @@ def _for_napari(args, result, target: Path, prob_target: Path | None, spec: Path
         final = levels_folder(target)
         tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
         try:
-            for kind, store in stores.items():
-                if store is not None:
-                    made = write_levels(zarr.open_array(str(store), mode="r"), tmp / kind)
-                    for _ in tqdm(made, disable=args.quiet, leave=False,
-                                  desc=f"{stem}: overview levels of the {kind} for napari"):
-                        pass
+            made = write_all_levels({kind: zarr.open_array(str(store), mode="r")
+                                     for kind, store in stores.items() if store}, tmp)
+            for _ in tqdm(made, disable=args.quiet, leave=False,
+                          desc=f"{stem}: overview levels for napari"):
+                pass
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)

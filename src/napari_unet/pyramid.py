@@ -79,6 +79,18 @@ def write_levels(array, folder: str | os.PathLike, *, smallest: int | None = Non
     return levels
 
 
+def write_all_levels(arrays: dict, folder: str | os.PathLike
+                     ) -> Generator[tuple[int, int], None, dict]:
+    """:func:`write_levels` of each of ``arrays`` (``{"labels": ..., "probabilities":
+    ...}``, None left out) into ``folder/<kind>``; yields as it does; returns their
+    levels by kind."""
+    levels = {}
+    for kind, array in arrays.items():
+        if array is not None:
+            levels[kind] = yield from write_levels(array, Path(folder) / kind)
+    return levels
+
+
 #: The suffix of the file beside a prediction's zarr stores that opens them in napari as
 #: the layers they are (napari-unet's reader).
 POINTER = ".napari-unet"

@@ -54,11 +54,16 @@ def part_in_view(viewer, layer, plane):
             f"labels layer '{layer.name}' is {h} x {w} px; the separation view works on at "
             f"most {side} x {side} px of it at a time (more would not fit the memory of most "
             "machines): zoom in on the part to look at.")
-    scale = np.asarray(layer.scale, float)
-    translate = np.asarray(layer.translate, float).copy()
+    return plane[..., rows, cols], (rows, cols), _moved(layer, rows, cols, layer.name)
+
+
+def _moved(placed, rows: slice, cols: slice, name: str) -> SimpleNamespace:
+    """Where the results of the part ``rows``, ``cols`` of ``placed`` (a layer, or its
+    description) go: its scale, its translation moved by the part's offset."""
+    scale = np.asarray(placed.scale, float)
+    translate = np.asarray(placed.translate, float).copy()
     translate[-2:] += np.array([rows.start, cols.start]) * scale[-2:]
-    placed = SimpleNamespace(name=layer.name, scale=scale, translate=translate)
-    return plane[..., rows, cols], (rows, cols), placed
+    return SimpleNamespace(name=name, scale=scale, translate=translate)
 
 
 def crop_in_view(viewer, layer, data, placed):
@@ -76,9 +81,5 @@ def crop_in_view(viewer, layer, data, placed):
     if rows.stop <= rows.start or cols.stop <= cols.start:
         raise InputError(f"no part of layer '{layer.name}' is in view: move the view onto "
                          "it, or leave 'only the part in view' off.")
-    scale = np.asarray(placed.scale, float)
-    translate = np.asarray(placed.translate, float).copy()
-    translate[-2:] += np.array([rows.start, cols.start]) * scale[-2:]
     part = data[(slice(None),) * (nd - 2) + (rows, cols)]
-    return part, SimpleNamespace(name=f"{placed.name} in view", scale=scale,
-                                 translate=translate)
+    return part, _moved(placed, rows, cols, f"{placed.name} in view")

@@ -186,9 +186,8 @@ def predict_to_disk(ckpt, data, config, name: str, probabilities: bool, why: str
                                       followed=config.follow_time)
         if needs_levels(labels.shape):  # napari would read the whole plane to show it
             paths.append(levels_folder(paths[0]))
-            for key, array in (("labels", labels), ("probabilities", prob)):
-                if array is not None:
-                    result.levels[key] = yield from _levels(array, levels_folder(paths[0], key))
+            result.levels = yield from _levels({"labels": labels, "probabilities": prob},
+                                               paths[-1])
             result.notes.append(_LEVELS_NOTE)
         finished = True
         result.notes.insert(0, (f"predicted block by block on disk ({why})" if why else
@@ -206,12 +205,12 @@ _LEVELS_NOTE = ("shown with overview levels, as napari shows a slide (napari doe
                 "in view')")
 
 
-def _levels(array, folder):
-    """:func:`napari_unet.pyramid.write_levels` with the prediction's progress events."""
+def _levels(arrays: dict, folder):
+    """:func:`napari_unet.pyramid.write_all_levels` with the prediction's progress events."""
     from ..predict import PredictEvent
-    from ..pyramid import write_levels
+    from ..pyramid import write_all_levels
 
-    made = write_levels(array, folder)
+    made = write_all_levels(arrays, folder)
     while True:
         try:
             done, total = next(made)
