@@ -2,6 +2,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import tifffile
 from conftest import as_masks, discs, sample_and_train
 
@@ -169,8 +170,17 @@ def test_the_readme_synopsis_lists_every_option_and_no_other():
     assert set(listed) == set(commands.choices)
     for name, sub in commands.choices.items():
         options = {o for a in sub._actions if not isinstance(a, argparse._HelpAction)
-                   for o in a.option_strings if o.startswith("--")}
+                   for o in a.option_strings if o.startswith("--")} - {"--quiet"}
         assert listed[name] == options, (name, listed[name] ^ options)
+    assert "`-q`/`--quiet`" in readme  # every command's, said once
+
+
+@pytest.mark.parametrize("words", [["-q", "info", "nuclei"], ["info", "nuclei", "-q"],
+                                   ["info", "nuclei"]])
+def test_quiet_goes_before_or_after_the_command(words):
+    from napari_unet.cli import parser
+
+    assert parser().parse_args(words).quiet is ("-q" in words)
 
 
 def test_evaluate_scores_segmentations_against_the_truth(tmp_path, capsys):

@@ -194,7 +194,8 @@ def test_cli_takes_channels_first_files_as_imagej_saves_them(tmp_path, capsys):
 
 @pytest.mark.parametrize("content,words", [
     (b"II*\x00damaged", "holds no image data; the file may be damaged"),
-    (b"", "could not be read as an image"),
+    (b"", "is empty (0 bytes)"),
+    (b"not a TIFF", "could not be read as an image"),
 ])
 def test_a_damaged_tiff_is_named_in_one_line(cellpose_folder, tmp_path, capsys, content,
                                              words):

@@ -254,6 +254,9 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--mode", choices=["instances", "semantic"], default="instances",
                    help="what the labels are (default instances)")
     v.add_argument("--out", help="also write the scores, per image too, as JSON here")
+    for command in sub.choices.values():  # -q after the command too: 'napari-unet predict -q'
+        command.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                             help="no progress bars")
     return ap
 
 

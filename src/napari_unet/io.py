@@ -178,6 +178,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     except FileNotFoundError:
         raise InputError(f"{path}: file not found.") from None
     except Exception as err:  # any decoder failure is the file's problem, said in one line
+        if path.is_file() and path.stat().st_size == 0:
+            raise InputError(f"{path.name} is empty (0 bytes): it was not saved completely; "
+                             "save or copy it again.") from None
         raise InputError(f"{path.name} could not be read as an image ({type(err).__name__}: "
                          f"{str(err).splitlines()[0] if str(err) else 'unreadable'}).") from None
     if image.size == 0:
