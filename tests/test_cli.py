@@ -320,3 +320,20 @@ def test_output_to_a_reader_that_stopped_ends_without_a_traceback():
     err = proc.stderr.read().decode()
     assert proc.wait() == 1
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+def test_a_gpu_that_is_not_there_is_one_warning_line_not_a_source_line(tmp_path, capsys,
+                                                                        monkeypatch):
+    import torch
+    from _models import thresholding_model
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    model = save_checkpoint(tmp_path / "threshold.safetensors", thresholding_model())
+    for i in range(3):
+        tifffile.imwrite(tmp_path / f"{i}.tif", discs((64, 64), [(32, 32)], 10) * 200)
+    assert main(["-q", "predict", str(model), *(str(tmp_path / f"{i}.tif") for i in range(3)),
+                 "--out", str(tmp_path / "out"), "--device", "cuda"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["warning: CUDA was asked for, but no CUDA GPU is available to PyTorch: "
+                   "using the CPU instead."]  # once for three images, without the code line
+    assert len(list((tmp_path / "out").iterdir())) == 3

@@ -846,13 +846,29 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _warn_once(message, category, filename, lineno, file=None, line=None, *, _seen=None):
+    """Show a Python warning as one line, ``warning: ...``, once per message: not the
+    source file and line of the code that warned (a user's terminal is not a debugger), and
+    not once per image where every image warns alike (a GPU asked for that is not there)."""
+    from tqdm import tqdm
+
+    if str(message) not in _seen:
+        _seen.add(str(message))
+        tqdm.write(f"warning: {message}", file=sys.stderr)  # above any progress bar
+
+
 def main(argv: list[str] | None = None) -> int:
+    import functools
+    import warnings
+
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     commands = {"train": cmd_train, "predict": cmd_predict, "sample": cmd_sample,
                 "info": cmd_info, "export": cmd_export, "evaluate": cmd_evaluate}
     try:
-        return commands[args.command](args)
+        with warnings.catch_warnings():  # restored after: main() is called in tests too
+            warnings.showwarning = functools.partial(_warn_once, _seen=set())
+            return commands[args.command](args)
     except NapariUNetError as err:
         print(f"napari-unet: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
