@@ -194,6 +194,55 @@ def test_cancel_stops_training_within_two_seconds(cells_viewer, qtbot, models_ho
     assert len(list(models_home.glob("*.safetensors"))) == 1  # nothing lost
 
 
+def test_closing_the_panel_cancels_its_training_and_keeps_the_model(cells_viewer, qtbot,
+                                                                    models_home, notes):
+    """Its panel closed (the x of the dock), a training would run on unseen and
+    unstoppable: it is cancelled as by Cancel, and the best model so far is kept."""
+    from qtpy.QtCore import QEvent
+    from qtpy.QtWidgets import QApplication
+
+    widget = dock(cells_viewer, "Train")
+    set_quick(widget, amount=10, unit="minutes")
+    widget.controls.start_btn.click()
+    qtbot.waitUntil(lambda: widget.controls.pbar is not None and widget.controls.pbar.n > 0,
+                    timeout=60_000)
+    worker = widget.controls.run.worker
+    cells_viewer.window.remove_dock_widget(widget)  # what the panel's x does
+    QApplication.sendPostedEvents(None, QEvent.DeferredDelete)  # the dock deleted
+    assert worker.ended.wait(10)
+    qtbot.waitUntil(lambda: widget.controls.run is None, timeout=5_000)
+    assert "Cancelled" in widget.status.text()
+    assert any("Cancelled" in note for note in notes)
+    assert len(list(models_home.glob("*.safetensors"))) == 1
+
+
+def test_napari_quitting_cancels_and_waits_for_a_run_in_flight(cells_viewer, qtbot,
+                                                             models_home):
+    """napari quits (its window closed, or Python exits) with a training running: the
+    run is cancelled and waited for, so its model is saved before the process ends,
+    instead of a worker thread killed mid-step (an abort, nothing saved)."""
+    from napari_unet._widgets import _runner
+
+    widget = dock(cells_viewer, "Train")
+    set_quick(widget, amount=10, unit="minutes")
+    widget.controls.start_btn.click()
+    qtbot.waitUntil(lambda: widget.controls.pbar is not None and widget.controls.pbar.n > 0,
+                    timeout=60_000)
+    worker = widget.controls.run.worker
+    assert worker in _runner._LIVE
+    _runner.finish_runs(timeout=30)  # at aboutToQuit and at exit; the GUI thread waits
+    assert worker.ended.is_set() and worker not in _runner._LIVE
+    assert len(list(models_home.glob("*.safetensors"))) == 1
+    wait_done(qtbot, widget, timeout=5_000)
+    # napari cancels its tasks when its window closes: that reaches our Cancel
+    widget.controls.start_btn.click()
+    qtbot.waitUntil(lambda: widget.controls.pbar is not None and widget.controls.pbar.n > 0,
+                    timeout=60_000)
+    cells_viewer.window._task_status_manager.cancel_all()
+    wait_done(qtbot, widget, timeout=10_000)
+    assert "Cancelled" in widget.status.text()
+
+
 def test_gui_keeps_ticking_while_training(cells_viewer, qtbot):
     widget = dock(cells_viewer, "Train")
     set_quick(widget, amount=0.05, unit="minutes")  # three seconds

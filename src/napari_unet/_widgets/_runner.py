@@ -6,18 +6,27 @@ in the worker thread (so its clean-up, such as saving the best model, never bloc
 and ``on_done`` is called with ``None``. A problem with the input (``NapariUNetError``) is
 caught in the worker and shown as one notification sentence, without a traceback; anything
 else is a bug and goes to napari's error reporting.
+
+A run never outlives its panel or napari unfinished: closing the panel cancels it, and so
+does closing napari's window (napari asks first, then cancels its tasks); when napari quits
+or Python exits, each run still in flight is cancelled and waited for, so that its clean-up
+(the best model saved, half-written results removed) ends before the process does — not
+killed mid-step in a worker thread whose Qt objects are gone (an abort, a core dump).
 """
 
 from __future__ import annotations
 
+import atexit
 import threading
+import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, replace
 
 from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error
-from qtpy.QtWidgets import QHBoxLayout, QPushButton, QWidget
+from qtpy.QtWidgets import QApplication, QDockWidget, QHBoxLayout, QPushButton, QWidget
+from superqt.utils import GeneratorWorker
 
 from ..errors import NapariUNetError
 
@@ -44,6 +53,53 @@ def _drive(gen: Generator, cancel: threading.Event):
         gen.close()
 
 
+#: the longest napari's quit (or Python's exit) waits for the runs still in flight to end
+WAIT_AT_EXIT_S = 120.0
+_LIVE: set[_Worker] = set()
+
+
+class _Worker(GeneratorWorker):
+    """napari's generator worker, whose ``quit()`` (what napari calls on its tasks when its
+    window closes) cancels as the Cancel button does, so that the generator is closed in the
+    worker thread, and which says when its thread is done."""
+
+    def __init__(self, func, gen: Generator, cancel: threading.Event) -> None:
+        super().__init__(func, gen, cancel)
+        self.cancel_event = cancel
+        self.ended = threading.Event()
+
+    def quit(self) -> None:
+        self.cancel_event.set()
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            _LIVE.discard(self)
+            self.ended.set()
+
+
+def finish_runs(timeout: float = WAIT_AT_EXIT_S) -> None:
+    """Cancel every run in flight and wait, at most ``timeout`` seconds in all, for their
+    threads to end (at napari's quit and at Python's exit)."""
+    deadline = time.monotonic() + timeout
+    for worker in list(_LIVE):
+        worker.quit()
+    for worker in list(_LIVE):
+        worker.ended.wait(max(0.0, deadline - time.monotonic()))
+
+
+_hooked = False
+
+
+def _finish_runs_on_exit() -> None:
+    global _hooked
+    if not _hooked:
+        _hooked = True
+        QApplication.instance().aboutToQuit.connect(finish_runs)
+        atexit.register(finish_runs)  # after napari's own: so it runs before them
+
+
 class EngineRun:
     """One run of an engine generator; ``cancel()`` stops it at its next event."""
 
@@ -51,13 +107,16 @@ class EngineRun:
                  on_finished: Callable | None = None,
                  on_refused: Callable[[str], None] | None = None) -> None:
         self._cancel = threading.Event()
-        self.worker = create_worker(_drive, gen, self._cancel, _start_thread=False)
+        self.worker = create_worker(_drive, gen, self._cancel, _worker_class=_Worker,
+                                    _start_thread=False)
         self.worker.yielded.connect(on_event)
         self.worker.returned.connect(lambda value: self._returned(value, on_done, on_refused))
         if on_finished is not None:
             self.worker.finished.connect(on_finished)
 
     def start(self) -> EngineRun:
+        _finish_runs_on_exit()
+        _LIVE.add(self.worker)
         self.worker.start()
         return self
 
@@ -103,6 +162,11 @@ class RunControls(QWidget):
         self.on_finished = on_finished
         self.run = EngineRun(gen, on_event=on_event, on_done=on_done,
                              on_finished=self._finished, on_refused=on_refused).start()
+        dock = self.parent()
+        while dock is not None and not isinstance(dock, QDockWidget):
+            dock = dock.parent()
+        if dock is not None:  # its panel closed: nothing would show the run or stop it
+            dock.destroyed.connect(self.run.cancel)
         self.start_btn.setEnabled(False)
         self.cancel_btn.setEnabled(True)
 
