@@ -63,6 +63,13 @@ def set_quick(widget, amount=1, unit="epochs", size="tiny"):
     widget.amount.setValue(amount)
 
 
+def start_and_wait_for_a_step(qtbot, widget):
+    """Start the widget's run and wait until its progress bar has moved."""
+    widget.controls.start_btn.click()
+    qtbot.waitUntil(lambda: widget.controls.pbar is not None and widget.controls.pbar.n > 0,
+                    timeout=60_000)
+
+
 def wait_done(qtbot, widget, timeout=120_000):
     """Wait until the widget's run (training, prediction) has ended."""
     qtbot.waitUntil(lambda: widget.controls.run is None, timeout=timeout)

@@ -3,7 +3,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import dock, set_quick, wait_done
+from conftest import dock, set_quick, start_and_wait_for_a_step, wait_done
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QPushButton
 
@@ -183,9 +183,7 @@ def test_add_all_pairs_every_image_with_the_labels_named_after_it(make_napari_vi
 def test_cancel_stops_training_within_two_seconds(cells_viewer, qtbot, models_home):
     widget = dock(cells_viewer, "Train")
     set_quick(widget, amount=10, unit="minutes")
-    widget.controls.start_btn.click()
-    qtbot.waitUntil(lambda: widget.controls.pbar is not None and widget.controls.pbar.n > 0,
-                    timeout=60_000)
+    start_and_wait_for_a_step(qtbot, widget)
     t0 = time.perf_counter()
     widget.controls.cancel_btn.click()
     wait_done(qtbot, widget, timeout=5_000)
@@ -203,9 +201,7 @@ def test_closing_the_panel_cancels_its_training_and_keeps_the_model(cells_viewer
 
     widget = dock(cells_viewer, "Train")
     set_quick(widget, amount=10, unit="minutes")
-    widget.controls.start_btn.click()
-    qtbot.waitUntil(lambda: widget.controls.pbar is not None and widget.controls.pbar.n > 0,
-                    timeout=60_000)
+    start_and_wait_for_a_step(qtbot, widget)
     worker = widget.controls.run.worker
     cells_viewer.window.remove_dock_widget(widget)  # what the panel's x does
     QApplication.sendPostedEvents(None, QEvent.DeferredDelete)  # the dock deleted
@@ -225,9 +221,7 @@ def test_napari_quitting_cancels_and_waits_for_a_run_in_flight(cells_viewer, qtb
 
     widget = dock(cells_viewer, "Train")
     set_quick(widget, amount=10, unit="minutes")
-    widget.controls.start_btn.click()
-    qtbot.waitUntil(lambda: widget.controls.pbar is not None and widget.controls.pbar.n > 0,
-                    timeout=60_000)
+    start_and_wait_for_a_step(qtbot, widget)
     worker = widget.controls.run.worker
     assert worker in _runner._LIVE
     _runner.finish_runs(timeout=30)  # at aboutToQuit and at exit; the GUI thread waits
@@ -235,9 +229,7 @@ def test_napari_quitting_cancels_and_waits_for_a_run_in_flight(cells_viewer, qtb
     assert len(list(models_home.glob("*.safetensors"))) == 1
     wait_done(qtbot, widget, timeout=5_000)
     # napari cancels its tasks when its window closes: that reaches our Cancel
-    widget.controls.start_btn.click()
-    qtbot.waitUntil(lambda: widget.controls.pbar is not None and widget.controls.pbar.n > 0,
-                    timeout=60_000)
+    start_and_wait_for_a_step(qtbot, widget)
     cells_viewer.window._task_status_manager.cancel_all()
     wait_done(qtbot, widget, timeout=10_000)
     assert "Cancelled" in widget.status.text()
