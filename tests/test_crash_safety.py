@@ -82,3 +82,104 @@ def test_sigkill_during_save_leaves_the_previous_model_loadable(tmp_path, chunk)
     leftovers = [p.name for p in tmp_path.iterdir() if p.name != "model.safetensors"]
     # the interrupted save's temporary file may remain; never a damaged model
     assert all(name.startswith(".model.safetensors.") for name in leftovers), leftovers
+
+
+# ---- a disk that fills up, a folder that cannot be made: a sentence, work kept -----------
+
+def _no_space(*args, **kwargs):
+    raise OSError(28, "No space left on device")
+
+
+def _tiny_training(out, epochs=3):
+    from conftest import tiny_config
+
+    from napari_unet.config import TrainConfig
+    from napari_unet.synthetic import touching_cells
+    from napari_unet.train import train
+
+    image, labels = touching_cells((96, 96), n_cells=10, radius=8, seed=1)
+    return train([image, image], [labels, labels],
+                 TrainConfig(epochs=epochs, steps_per_epoch=2, patch_size=64, seed=0),
+                 model_config=tiny_config(padding="same"), out=out)
+
+
+def test_a_full_disk_keeps_the_old_model_and_says_where_and_why(tmp_path, monkeypatch):
+    import napari_unet.checkpoint as checkpoint
+    from napari_unet.checkpoint import save_checkpoint
+    from napari_unet.errors import OutputError
+    from napari_unet.progress import run
+
+    path = tmp_path / "m.safetensors"
+    run(_tiny_training(path, epochs=1))
+    before = path.read_bytes()
+    monkeypatch.setattr(checkpoint.os, "fsync", _no_space)
+    with pytest.raises(OutputError, match=f"could not write {path}: no space left on device"):
+        save_checkpoint(path, load_checkpoint(path))
+    assert path.read_bytes() == before
+    assert not [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]
+
+
+def test_training_goes_on_when_a_save_fails_and_saves_later(tmp_path, monkeypatch):
+    """The disk full at one epoch's save: a warning, and the training saves its best
+    model at a later one (or at its end); full to the end: a sentence, not a traceback."""
+    import napari_unet.train as train_module
+    from napari_unet.errors import OutputError
+
+    real = train_module.save_checkpoint
+    calls = []
+
+    def full_once(path, ckpt):
+        calls.append(path)
+        if len(calls) == 1:
+            raise OutputError(f"could not write {path}: no space left on device.")
+        return real(path, ckpt)
+
+    monkeypatch.setattr(train_module, "save_checkpoint", full_once)
+    path = tmp_path / "m.safetensors"
+    gen = _tiny_training(path)
+    events = []
+    try:
+        while True:
+            events.append(next(gen))
+    except StopIteration as stop:
+        result = stop.value
+    warned = [e.message for e in events if e.kind == "warning"]
+    assert any(m.startswith("The best model so far was not saved: could not write")
+               for m in warned), warned
+    assert len(calls) >= 2 and result.path == path
+    assert load_checkpoint(path).training["steps"] == result.checkpoint.training["steps"]
+
+    monkeypatch.setattr(train_module, "save_checkpoint",
+                        lambda path, ckpt: (_ for _ in ()).throw(
+                            OutputError(f"could not write {path}: no space left on device.")))
+    with pytest.raises(OutputError, match="The trained model could not be saved."):
+        for _ in _tiny_training(tmp_path / "n.safetensors"):
+            pass
+
+
+def test_a_model_file_that_cannot_be_written_is_refused_before_training(tmp_path):
+    from napari_unet.errors import OutputError
+
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(OutputError, match="could not write .*a_file/m.safetensors"):
+        next(_tiny_training(tmp_path / "a_file" / "m.safetensors"))
+
+
+def test_cli_says_a_full_disk_in_one_line(tmp_path, capsys, monkeypatch):
+    import tifffile
+    from conftest import discs
+
+    from napari_unet import cli
+
+    image = tmp_path / "a.tif"
+    tifffile.imwrite(image, discs((64, 64), [(32, 32)], 10) * 200)
+    monkeypatch.setattr(tifffile, "imwrite", _no_space)
+    assert cli.main(["-q", "predict", "nuclei", str(image), "--out",
+                     str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"napari-unet: error: could not write {tmp_path / 'out' / 'a.tif'}: no "
+                   "space left on device; free some space there or choose another place."]
+    assert not list((tmp_path / "out").iterdir())  # no half-written file
+    monkeypatch.setattr(cli, "cmd_predict", lambda args: _no_space())  # any other OSError
+    assert cli.main(["-q", "predict", "nuclei", str(image), "--out", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == "napari-unet: error: no space left on device.\n"

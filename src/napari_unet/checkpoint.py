@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ModelConfig
-from .errors import InputError, ModelFileError
+from .errors import InputError, ModelFileError, could_not_write
 
 FORMAT = "napari-unet-model"
 VERSION = 1
@@ -154,14 +154,16 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> Path:
     if len(meta) > MAX_METADATA_BYTES:
         raise InputError("the model's metadata is too large to save.")
     data = save(tensors, metadata={"napari_unet": meta})
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as err:  # the disk full, no permission: a sentence, the old file kept
+        raise could_not_write(path, err) from err
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -174,6 +176,19 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> Path:
     except OSError:
         pass
     return path
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Refuse, before any work, a model file that could not be written: its folder cannot
+    be made, or nothing can be written in it (read-only, no permission)."""
+    path = Path(path)
+    probe = path.with_name(f".{path.name}.{os.getpid()}.probe")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise could_not_write(path, err) from err
 
 
 def read_header(path: str | os.PathLike) -> tuple[dict, dict]:

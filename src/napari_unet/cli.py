@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from .config import TARGETS
-from .errors import NapariUNetError
+from .errors import NapariUNetError, os_error_sentence
 
 EXIT_BAD_INPUT = 2
 
@@ -877,6 +877,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # the output went to a reader that stopped (| head): no traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # for the exit flush
+        return 1
+    except OSError as err:  # reading or writing where the system refused: one line too
+        print(f"napari-unet: error: {os_error_sentence(err)}", file=sys.stderr)
         return 1
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, could_not_write
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 
@@ -335,11 +335,13 @@ def atomic_imwrite(path: str | os.PathLike, data, **kwargs) -> Path:
     import tifffile
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         tifffile.imwrite(tmp, data, compression="zlib", **kwargs)
         os.replace(tmp, path)
+    except OSError as err:  # the disk full, no permission: a sentence naming the file
+        raise could_not_write(path, err) from err
     finally:
         if tmp.exists():
             tmp.unlink()

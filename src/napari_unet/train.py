@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import Checkpoint, check_writable, load_checkpoint, save_checkpoint
 from .config import ModelConfig, TrainConfig
 from .data import (
     NORM_HIGH,
@@ -40,7 +40,7 @@ from .data import (
     normalize,
     region_box,
 )
-from .errors import InputError
+from .errors import InputError, OutputError
 from .memory import check_training_fits
 from .scale import match_cell_size, median_diameter
 from .targets import (
@@ -534,6 +534,8 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
     if out is not None and Path(out).is_dir():
         raise InputError(f"{out} is a folder; the model needs a file name, e.g. "
                          f"{Path(out) / 'model.safetensors'}.")
+    if out is not None:
+        check_writable(out)
     base, config, kept_kind = _starting_model(init_from, config)
     resized = None
     if config.match_size:
@@ -593,6 +595,19 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
                                          "high": NORM_HIGH},
                           training={**record, **extra})
 
+    unsaved: list[str] = []  # why the best model is not on disk: its last write failed
+
+    def save(best: Checkpoint) -> Path | None:
+        """``best`` written to ``out``; None if that failed (the disk full), said in
+        ``unsaved``, so that training goes on and tries again."""
+        try:
+            path = save_checkpoint(out, best)
+        except OutputError as err:
+            unsaved[:] = [str(err)]
+            return None
+        unsaved.clear()
+        return path
+
     def with_offset(best: Checkpoint) -> tuple[Checkpoint, str]:
         """``best`` with a semantic model's label offset calibrated (and saved to ``out``),
         and the sentence that says what was found ("": nothing was calibrated)."""
@@ -600,7 +615,7 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
             return best, ""
         best, message = _calibrate_offset(best, prep, val_idx, device)
         if message and out is not None:
-            save_checkpoint(out, best)
+            save(best)
         return best, message
 
     def keep(val: dict | None, epoch: int) -> Checkpoint:
@@ -647,7 +662,7 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
         best_score, best_epoch = start_val["score"], 0
         best = keep(start_val, 0)
         if out is not None:
-            saved_path = save_checkpoint(out, best)
+            saved_path = save(best) or saved_path
         yield TrainEvent("info", val=start_val, elapsed=time.perf_counter() - start,
                          message=(f"the model fine-tuning starts from scores "
                                   f"{start_val['score']:.3f} on the validation images; a "
@@ -705,11 +720,16 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
             if best_score is None or smoothed >= best_score:  # ties: the later model
                 best_score, best_epoch = smoothed, epoch
                 best = keep(val, epoch)
-                if out is not None and procs.main:
-                    saved_path = save_checkpoint(out, best)
+                written = save(best) if out is not None and procs.main else None
+                if written is not None:
+                    saved_path = written
                     yield TrainEvent("saved", epoch, step, min(progress, 1.0),
                                      path=str(saved_path), val=val,
                                      message=f"saved the best model so far to {saved_path}")
+                elif unsaved:
+                    yield TrainEvent("warning", epoch, step, min(progress, 1.0), message=(
+                        f"The best model so far was not saved: {unsaved[0]} Training goes "
+                        "on and saves it at its next better epoch and at its end."))
             now = ddp.share(time.perf_counter() - start, procs, device)
             if done or (budget and now + reserve * val_seconds >= budget):
                 stopped = "epochs" if done else "time budget"
@@ -723,13 +743,20 @@ def train(images: Sequence, labels: Sequence, config: TrainConfig | None = None,
             not_calibrated()
             best = snapshot({"steps": step, "validation": None, "note": "not validated"})
             if out is not None and procs.main:
-                saved_path = save_checkpoint(out, best)
+                saved_path = save(best) or saved_path
         ddp.leave(procs)
         if stopped == "cancelled" and out is not None:
             # a cancelled training's file is its best model, label offset included (one
             # validation pass more); nothing can be yielded any more
             with_offset(best)
     best, message = with_offset(best)
+    if out is not None and procs.main and unsaved:  # its last write failed: once more
+        earlier, saved_path = saved_path, save(best)
+        if saved_path is None:
+            raise OutputError(
+                f"{unsaved[0][0].upper()}{unsaved[0][1:]} The trained model could not be "
+                "saved" + (f"; {earlier} holds the best model of an earlier epoch."
+                           if earlier is not None else "."))
     if message:
         yield TrainEvent("info", epoch, step, 1.0, elapsed=time.perf_counter() - start,
                          message=message)

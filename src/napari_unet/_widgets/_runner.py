@@ -28,7 +28,7 @@ from napari.utils.notifications import show_error
 from qtpy.QtWidgets import QApplication, QDockWidget, QHBoxLayout, QPushButton, QWidget
 from superqt.utils import GeneratorWorker
 
-from ..errors import NapariUNetError
+from ..errors import NapariUNetError, os_error_sentence
 
 
 class _Refused:
@@ -47,6 +47,8 @@ def _drive(gen: Generator, cancel: threading.Event):
                 return stop.value
             except NapariUNetError as err:
                 return _Refused(str(err))
+            except OSError as err:  # a file the system would not read or write (disk full)
+                return _Refused(os_error_sentence(err))
             yield event
         return None
     finally:
