@@ -713,6 +713,30 @@ def test_the_follow_row_follows_the_layers_added_and_removed_with_every_one(
     assert widget.follow.isHidden()
 
 
+def test_a_full_disk_for_the_reopen_file_still_shows_the_result(make_napari_viewer, qtbot,
+                                                                 model_file, notes,
+                                                                 monkeypatch):
+    import dask.array as da
+
+    import napari_unet.pyramid as pyramid
+    from napari_unet.synthetic import touching_cells
+
+    def no_space(*args, **kwargs):
+        raise OSError(28, "No space left on device", "big.napari-unet")
+
+    monkeypatch.setattr(pyramid, "write_pointer", no_space)
+    viewer = make_napari_viewer()
+    viewer.add_image(da.from_array(touching_cells((200, 160), n_cells=12, seed=4)[0],
+                                   chunks=128), name="big")
+    widget = predict_dock(viewer, model_file)
+    widget.controls.start_btn.click()
+    wait_done(qtbot, widget)
+    assert "big segmentation" in viewer.layers
+    assert any(note.startswith("The result is shown, but the file to open it again in "
+                               "napari could not be written: big.napari-unet: no space "
+                               "left on device.") for note in notes), notes
+
+
 def test_a_lazy_multiscale_layer_is_predicted_to_disk(make_napari_viewer, qtbot, model_file,
                                                      models_home):
     import dask.array as da

@@ -142,12 +142,20 @@ def _remember(viewer, result, names: dict, model: str) -> None:
     arrays = {"labels": result.labels, "probabilities": result.probabilities}
     if any(folder(arrays[kind]) is None for kind in names):
         return
-    write_pointer(folder(result.labels), [
-        {"layer": kind, "store": Path(folder(arrays[kind])).name, "name": name,
-         "scale": [float(s) for s in viewer.layers[name].scale],
-         "translate": [float(t) for t in viewer.layers[name].translate]}
-        for kind, name in names.items()], mode=result.mode, target=result.target,
-        model=model)
+    try:
+        write_pointer(folder(result.labels), [
+            {"layer": kind, "store": Path(folder(arrays[kind])).name, "name": name,
+             "scale": [float(s) for s in viewer.layers[name].scale],
+             "translate": [float(t) for t in viewer.layers[name].translate]}
+            for kind, name in names.items()], mode=result.mode, target=result.target,
+            model=model)
+    except OSError as err:  # the disk full: the layers are shown, only reopening them is not
+        from napari.utils.notifications import show_warning
+
+        from ..errors import os_error_sentence
+
+        show_warning("The result is shown, but the file to open it again in napari could "
+                     f"not be written: {os_error_sentence(err)}")
 
 
 def sentences(notes) -> str:
