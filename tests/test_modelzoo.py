@@ -110,6 +110,22 @@ def test_a_package_is_opened_without_unpickling_its_weights(trained, tmp_path):
     assert not (tmp_path / "pwned").exists()
 
 
+def test_a_zip_bomb_is_refused_before_it_is_unpacked(trained, tmp_path, monkeypatch):
+    """A package whose model file unpacks to more than any napari-unet model (here: more
+    than a lowered limit) is refused from its declared size, never read into memory."""
+    import napari_unet.modelzoo as modelzoo
+
+    package = modelzoo.export_package(trained, tmp_path / "ok.zip", authors=["X"],
+                                      torchscript=False)
+    monkeypatch.setattr(modelzoo, "MAX_MODEL_BYTES", 10_000)  # the tiny model is larger
+    read = zipfile.ZipFile.read
+    monkeypatch.setattr(zipfile.ZipFile, "read", lambda z, name: pytest.fail("unpacked")
+                        if name == modelzoo.MODEL_FILE else read(z, name))
+    with pytest.raises(ModelFileError, match=r"ok.zip: its model.safetensors would unpack to "
+                       r"0.0 GB, more than any napari-unet package holds; it was not opened."):
+        load_checkpoint(package)
+
+
 @pytest.mark.parametrize("target", ["distance", "offsets"])
 def test_a_model_with_regression_channels_is_refused_with_a_sentence(tmp_path, capsys,
                                                                      target):

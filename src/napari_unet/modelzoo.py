@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .config import MAX_PARAMETERS
 from .errors import InputError, ModelFileError
 
 UNET_DOI = "10.1007/978-3-319-24574-4_28"
@@ -352,9 +353,10 @@ def import_package(source, out=None) -> Checkpoint:
         with tempfile.TemporaryDirectory(prefix="napari-unet-import-") as tmp:
             if source.suffix == ".zip":
                 with zipfile.ZipFile(source) as z:
-                    rdf = yaml.safe_load(z.read("rdf.yaml"))
+                    rdf = yaml.safe_load(_member(z, "rdf.yaml", MAX_RDF_BYTES, source))
                     model_path = Path(tmp) / MODEL_FILE
-                    model_path.write_bytes(z.read(_model_file(rdf, source)))
+                    model_path.write_bytes(_member(z, _model_file(rdf, source),
+                                                   MAX_MODEL_BYTES, source))
             else:
                 folder = source if source.is_dir() else source.parent
                 rdf_path = source if source.is_file() else folder / "rdf.yaml"
@@ -369,6 +371,22 @@ def import_package(source, out=None) -> Checkpoint:
     if out is not None:
         save_checkpoint(out, ckpt)
     return ckpt
+
+
+#: the largest members of a package that are unpacked (in memory): a model of the most
+#: parameters napari-unet builds, in 32-bit floats, with room for its header; a description
+MAX_MODEL_BYTES = 4 * MAX_PARAMETERS + (64 << 20)
+MAX_RDF_BYTES = 16 << 20
+
+
+def _member(z, name: str, limit: int, source: Path) -> bytes:
+    """A member of the zip ``z``, refused before it is unpacked if it says it is larger
+    than ``limit`` (a zip bomb: a few kB that unpack to gigabytes)."""
+    size = z.getinfo(name).file_size
+    if size > limit:
+        raise ModelFileError(f"{source.name}: its {name} would unpack to {size / 1e9:.1f} GB, "
+                             f"more than any napari-unet package holds; it was not opened.")
+    return z.read(name)
 
 
 def _model_file(rdf: dict, source: Path) -> str:
