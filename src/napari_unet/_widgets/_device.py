@@ -6,6 +6,7 @@ from napari.qt.threading import create_worker
 from qtpy.QtWidgets import QComboBox, QLabel
 
 from ._forms import combo
+from ._runner import WaitedFunctionWorker
 
 
 def describe(name: str) -> str:
@@ -31,7 +32,7 @@ def device_choice() -> tuple[QComboBox, QLabel]:
                 label.setText(text)
 
         label.setText("")
-        worker = create_worker(describe, name)
+        worker = create_worker(describe, name, _worker_class=WaitedFunctionWorker)
         worker.returned.connect(found)
         worker.start()
 

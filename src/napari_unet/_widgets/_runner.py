@@ -26,7 +26,7 @@ from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error
 from qtpy.QtWidgets import QApplication, QDockWidget, QHBoxLayout, QPushButton, QWidget
-from superqt.utils import GeneratorWorker
+from superqt.utils import FunctionWorker, GeneratorWorker
 
 from ..errors import NapariUNetError, os_error_sentence
 
@@ -60,18 +60,15 @@ WAIT_AT_EXIT_S = 120.0
 _LIVE: set[_Worker] = set()
 
 
-class _Worker(GeneratorWorker):
-    """napari's generator worker, whose ``quit()`` (what napari calls on its tasks when its
-    window closes) cancels as the Cancel button does, so that the generator is closed in the
-    worker thread, and which says when its thread is done."""
+class _Waited:
+    """A worker that napari's quit and Python's exit wait for (:func:`finish_runs`): its
+    thread says when it is done."""
 
-    def __init__(self, func, gen: Generator, cancel: threading.Event) -> None:
-        super().__init__(func, gen, cancel)
-        self.cancel_event = cancel
+    def start(self) -> None:
         self.ended = threading.Event()
-
-    def quit(self) -> None:
-        self.cancel_event.set()
+        _finish_runs_on_exit()
+        _LIVE.add(self)
+        super().start()
 
     def run(self) -> None:
         try:
@@ -79,6 +76,24 @@ class _Worker(GeneratorWorker):
         finally:
             _LIVE.discard(self)
             self.ended.set()
+
+
+class _Worker(_Waited, GeneratorWorker):
+    """napari's generator worker, whose ``quit()`` (what napari calls on its tasks when its
+    window closes) cancels as the Cancel button does, so that the generator is closed in the
+    worker thread."""
+
+    def __init__(self, func, gen: Generator, cancel: threading.Event) -> None:
+        super().__init__(func, gen, cancel)
+        self.cancel_event = cancel
+
+    def quit(self) -> None:
+        self.cancel_event.set()
+
+
+class WaitedFunctionWorker(_Waited, FunctionWorker):
+    """napari's function worker (a computation that cannot be cancelled, such as the
+    separation view's), waited for at quit and at exit."""
 
 
 def finish_runs(timeout: float = WAIT_AT_EXIT_S) -> None:
@@ -117,8 +132,6 @@ class EngineRun:
             self.worker.finished.connect(on_finished)
 
     def start(self) -> EngineRun:
-        _finish_runs_on_exit()
-        _LIVE.add(self.worker)
         self.worker.start()
         return self
 

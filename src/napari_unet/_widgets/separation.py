@@ -35,6 +35,7 @@ from ..targets import (
 from ._forms import LayerCombo, full_resolution
 from ._in_view import part_in_view
 from ._outputs import put_layer
+from ._runner import WaitedFunctionWorker
 
 
 def _slider(lo: int, hi: int, value: int) -> QSlider:
@@ -60,7 +61,7 @@ class _OneAtATime:
         if self.busy:
             self._waiting = (fn, done)
             return
-        self.worker = create_worker(fn, _start_thread=False)
+        self.worker = create_worker(fn, _start_thread=False, _worker_class=WaitedFunctionWorker)
         self.worker.returned.connect(done)
         self.worker.finished.connect(self._finished)
         self.worker.start()
