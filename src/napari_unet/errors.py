@@ -25,14 +25,17 @@ class OutputError(NapariUNetError):
     """A model or result cannot be written where asked (the disk full, no permission)."""
 
 
+def _why(err: OSError) -> str:
+    """What the system said, as a clause: 'no space left on device'."""
+    return (err.strerror or str(err)).rstrip(".").lower()
+
+
 def could_not_write(path, err: OSError) -> OutputError:
     """The sentence for a write that failed: where, and why in the system's words."""
-    why = (err.strerror or str(err)).rstrip(".").lower() if isinstance(err, OSError) else err
-    return OutputError(f"could not write {path}: {why}; free some space there or choose "
-                       "another place.")
+    return OutputError(f"could not write {path}: {_why(err)}; free some space there or "
+                       "choose another place.")
 
 
 def os_error_sentence(err: OSError) -> str:
     """An error of the system (a file that cannot be read or written) as one line."""
-    where = f"{err.filename}: " if err.filename else ""
-    return f"{where}{(err.strerror or str(err)).rstrip('.').lower()}."
+    return f"{err.filename}: {_why(err)}." if err.filename else f"{_why(err)}."

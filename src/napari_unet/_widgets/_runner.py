@@ -57,7 +57,7 @@ def _drive(gen: Generator, cancel: threading.Event):
 
 #: the longest napari's quit (or Python's exit) waits for the runs still in flight to end
 WAIT_AT_EXIT_S = 120.0
-_LIVE: set[_Worker] = set()
+_LIVE: set[_Waited] = set()
 
 
 class _Waited:
@@ -169,6 +169,7 @@ class RunControls(QWidget):
         row.addWidget(self.start_btn)
         row.addWidget(self.cancel_btn)
         self.on_finished: Callable | None = None
+        self._watching = False  # whether closing its panel cancels the run
 
     def launch(self, gen: Generator, *, desc: str, total: int, on_event: Callable,
                on_done: Callable, on_finished: Callable | None = None,
@@ -177,13 +178,19 @@ class RunControls(QWidget):
         self.on_finished = on_finished
         self.run = EngineRun(gen, on_event=on_event, on_done=on_done,
                              on_finished=self._finished, on_refused=on_refused).start()
+        self._watch_panel()
+        self.start_btn.setEnabled(False)
+        self.cancel_btn.setEnabled(True)
+
+    def _watch_panel(self) -> None:
+        """Once docked: closing the panel cancels the run in flight, which nothing would
+        show or stop any more (a plain function: the panel's widgets may be gone by then)."""
         dock = self.parent()
         while dock is not None and not isinstance(dock, QDockWidget):
             dock = dock.parent()
-        if dock is not None:  # its panel closed: nothing would show the run or stop it
-            dock.destroyed.connect(self.run.cancel)
-        self.start_btn.setEnabled(False)
-        self.cancel_btn.setEnabled(True)
+        if dock is not None and not self._watching:
+            self._watching = True
+            dock.destroyed.connect(lambda *_, controls=self: controls.cancel())
 
     def progress(self, done: int, total: int | None = None) -> None:
         if self.pbar is not None:
