@@ -12,6 +12,7 @@ import sys
 import textwrap
 
 import pytest
+from conftest import discs, tiny_config
 
 from napari_unet.checkpoint import load_checkpoint
 
@@ -91,8 +92,6 @@ def _no_space(*args, **kwargs):
 
 
 def _tiny_training(out, epochs=3):
-    from conftest import tiny_config
-
     from napari_unet.config import TrainConfig
     from napari_unet.synthetic import touching_cells
     from napari_unet.train import train
@@ -167,7 +166,6 @@ def test_a_model_file_that_cannot_be_written_is_refused_before_training(tmp_path
 
 def test_cli_says_a_full_disk_in_one_line(tmp_path, capsys, monkeypatch):
     import tifffile
-    from conftest import discs
 
     from napari_unet import cli
 
