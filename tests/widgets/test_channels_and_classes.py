@@ -85,7 +85,7 @@ def test_an_rgb_image_with_a_class_mask_trains_and_predicts_classes(make_napari_
 
 
 def test_channels_in_separate_layers_merged_to_a_stack_train_and_predict(
-        make_napari_viewer, qtbot, models_home):
+        make_napari_viewer, qtbot, models_home, notes):
     """Nuclei and a second channel in two layers (as napari opens a multi-channel file):
     *Merge to Stack* makes one (C, H, W) layer, which trains a two-channel model with 2D
     labels and is predicted as one image of two channels."""
@@ -101,6 +101,11 @@ def test_channels_in_separate_layers_merged_to_a_stack_train_and_predict(
     train.labels.setCurrentText("cells")
     set_quick(train, 2)
     assert _trained(train, qtbot, models_home, 1).config.in_channels == 2
+    said = [note for note in notes if "read as one image of" in note]  # said, as read
+    assert said == [f"'{stack.name}' has 2 planes and its labels one, so it is read as one "
+                    "image of 2 channels. If its planes are a z-stack or a time-lapse, label "
+                    "them in a labels layer of as many planes (napari's New labels layer "
+                    "makes one)."]
 
     predict = dock(viewer, "Predict")
     assert "no validation image" in train.status.text()  # one image: nothing calibrated

@@ -6,19 +6,14 @@ from pathlib import Path
 
 from napari.layers import Image, Labels, Shapes
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtWidgets import (
-    QFormLayout,
-    QLabel,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QFormLayout, QLabel, QVBoxLayout, QWidget
 
 from ..checkpoint import default_model_path, recent_models
 from ..config import MODEL_PRESETS, TARGETS, ModelConfig, TrainConfig
 from ..data import plane_name, training_planes
 from ..errors import InputError, NapariUNetError
 from ..pretrained import shipped_choices
-from ._channels import channel_box, picked
+from ._channels import channel_box, picked, read_as_channels
 from ._device import device_choice
 from ._forms import (
     FROM_FILE,
@@ -200,9 +195,11 @@ class TrainWidget(QWidget):
             region = (region_mask(self.viewer.layers[region_name], lab)
                       if region_name is not None else None)
             lab_data = full_resolution(lab)  # copied (or read from disk) where labelled
+            data = picked(img, self.channel.value())
+            if (note := read_as_channels(data, lab_data, img.rgb, img_name)) is not None:
+                show_info(note)
             ims, labs, regs, kept = training_planes(  # of a lazy image, only the labelled
-                picked(img, self.channel.value()), lab_data, rgb=img.rgb, name=name,  # planes
-                region=region)
+                data, lab_data, rgb=img.rgb, name=name, region=region)  # planes
             if not ims:
                 raise InputError(f"labels layer '{lab_name}' has no labelled pixel: paint "
                                  "some objects first.")
