@@ -88,8 +88,7 @@ def picked(layer, channel: int | None):
 def read_as_channels(data, labels, rgb: bool, name: str) -> str | None:
     """The sentence that says an image layer of planes whose labels are one plane is read
     as one image of that many channels (as a channels-first file is), or None."""
-    if rgb or np.ndim(data) != 3 or np.ndim(labels) != 2 or np.shape(data)[1:] != np.shape(
-            labels):
+    if rgb or np.ndim(labels) != 2 or np.ndim(data) != 3 or np.shape(data)[1:] != np.shape(labels):
         return None
     n = np.shape(data)[0]
     return (f"'{name}' has {n} planes and its labels one, so it is read as one image of {n} "

@@ -196,13 +196,13 @@ class TrainWidget(QWidget):
                       if region_name is not None else None)
             lab_data = full_resolution(lab)  # copied (or read from disk) where labelled
             data = picked(img, self.channel.value())
-            if (note := read_as_channels(data, lab_data, img.rgb, img_name)) is not None:
-                show_info(note)
             ims, labs, regs, kept = training_planes(  # of a lazy image, only the labelled
                 data, lab_data, rgb=img.rgb, name=name, region=region)  # planes
             if not ims:
                 raise InputError(f"labels layer '{lab_name}' has no labelled pixel: paint "
                                  "some objects first.")
+            if (note := read_as_channels(data, lab_data, img.rgb, img_name)) is not None:
+                show_info(note)  # only for a pair that is trained on
             images += ims
             labels += labs
             regions += regs
