@@ -235,6 +235,33 @@ def test_napari_quitting_cancels_and_waits_for_a_run_in_flight(cells_viewer, qtb
     assert "Cancelled" in widget.status.text()
 
 
+def test_runs_leave_qts_own_thread_pool_free(cells_viewer, qtbot, model_file):
+    """Qt's image conversions on the GUI thread (napari's activity spinner, started when a
+    run starts) wait for a thread of Qt's global pool while holding Python's lock; runs in
+    that pool (as many threads as cores: 2 here) that need the lock made napari freeze for
+    good at Start. A training, a prediction and the device checks together take none of
+    its threads, and a conversion that needs them returns."""
+    from qtpy.QtCore import QThreadPool
+    from qtpy.QtGui import QImage
+
+    pool = QThreadPool.globalInstance()
+    idle = pool.activeThreadCount()
+    train, predict = dock(cells_viewer, "Train"), predict_dock(cells_viewer, model_file)
+    set_quick(train, amount=10, unit="minutes")
+    start_and_wait_for_a_step(qtbot, train)
+    predict.controls.start_btn.click()
+    assert train.controls.run is not None and predict.controls.run is not None
+    assert pool.activeThreadCount() == idle
+    image = QImage(2048, 2048, QImage.Format_ARGB32)
+    image.fill(0)
+    assert image.scaled(64, 64, transformMode=Qt.SmoothTransformation).width() == 64
+    wait_done(qtbot, predict)
+    assert "Done" in predict.status.text()
+    train.controls.cancel_btn.click()
+    wait_done(qtbot, train)
+    assert "Cancelled" in train.status.text()
+
+
 def test_gui_keeps_ticking_while_training(cells_viewer, qtbot):
     widget = dock(cells_viewer, "Train")
     set_quick(widget, amount=0.05, unit="minutes")  # three seconds

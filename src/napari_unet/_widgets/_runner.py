@@ -21,10 +21,12 @@ import threading
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, replace
+from functools import partial
 
 from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error
+from qtpy.QtCore import QThread, QThreadPool, QTimer
 from qtpy.QtWidgets import QApplication, QDockWidget, QHBoxLayout, QPushButton, QWidget
 from superqt.utils import FunctionWorker, GeneratorWorker
 
@@ -60,15 +62,39 @@ WAIT_AT_EXIT_S = 120.0
 _LIVE: set[_Waited] = set()
 
 
+#: the threads our runs use: a pool of napari-unet's own, never Qt's global one
+_POOL: QThreadPool | None = None
+
+
+def run_pool() -> QThreadPool:
+    """The thread pool of napari-unet's runs. Not Qt's global pool, which superqt's workers
+    use by default: Qt's own image conversions on the GUI thread (napari's activity spinner,
+    shown when a run starts) wait there for a free thread while holding Python's lock, so
+    with that pool's threads (as many as the CPU's cores: 2 on a small laptop) all taken by
+    runs that need that lock, napari froze for good at *Start*."""
+    global _POOL
+    if _POOL is None:
+        _POOL = QThreadPool()
+        _POOL.setMaxThreadCount(max(8, QThread.idealThreadCount()))
+    return _POOL
+
+
 class _Waited:
     """A worker that napari's quit and Python's exit wait for (:func:`finish_runs`): its
-    thread says when it is done."""
+    thread says when it is done. It runs in :func:`run_pool`."""
 
     def start(self) -> None:
+        if self in self._worker_set:  # as superqt's start, in our own pool
+            raise RuntimeError("This worker is already started!")
         self.ended = threading.Event()
         _finish_runs_on_exit()
         _LIVE.add(self)
-        super().start()
+        self._worker_set.add(self)
+        self._finished.connect(self._set_discard)
+        if QThread.currentThread().loopLevel():  # in an event loop: once the caller is done
+            QTimer.singleShot(1, partial(run_pool().start, self))
+        else:
+            run_pool().start(self)
 
     def run(self) -> None:
         try:
