@@ -326,6 +326,8 @@ def test_bad_choice_notifies_and_changes_no_layer(cells_viewer, qtbot, notes, ca
     assert widget.controls.start_btn.isEnabled()
     assert any(expected in n for n in notes), notes
     assert not any("Traceback" in n for n in notes)
+    # the status line says so too, found before the run or by the engine in it
+    assert widget.status.text().startswith("Not trained: ") and expected in widget.status.text()
     assert set(snapshot) == {layer.name for layer in cells_viewer.layers}
     for layer in cells_viewer.layers:
         np.testing.assert_array_equal(layer.data, snapshot[layer.name])
@@ -1007,6 +1009,8 @@ def test_bad_image_for_prediction_notifies(cells_viewer, qtbot, notes, model_fil
     wait_done(qtbot, widget)
     assert any(expected in n and "wrong" in n for n in notes), notes
     assert "wrong segmentation" not in cells_viewer.layers
+    assert widget.status.text().startswith("No layer was changed: ")
+    assert expected in widget.status.text()
 
 
 def test_predict_with_a_bad_model_file_notifies(cells_viewer, notes, tmp_path):
@@ -1016,6 +1020,8 @@ def test_predict_with_a_bad_model_file_notifies(cells_viewer, notes, tmp_path):
     widget.controls.start_btn.click()
     assert widget.controls.run is None and any("bad.safetensors" in n for n in notes), notes
     assert "cells segmentation" not in cells_viewer.layers
+    assert widget.status.text().startswith("No layer was changed: ")  # not the model's line
+    assert "bad.safetensors" in widget.status.text()
 
 
 def test_separation_view_shows_weights_and_borders(cells_viewer, qtbot):

@@ -33,6 +33,7 @@ class ExportButton(QPushButton):
             gen = exporting(widget.model_path(), path)
         except NapariUNetError as err:
             show_error(str(err))
+            widget.status.setText(f"Not exported: {err}")
             return
         widget.controls.launch(gen, desc="Exporting", total=0,
                                on_event=widget.status.setText,

@@ -245,6 +245,7 @@ class PredictWidget(QWidget):
                 next(jobs[0][1])  # checks the image against the model, before the thread
         except NapariUNetError as err:
             show_error(str(err))
+            self.status.setText(f"No layer was changed: {err}")
             return
         if len(jobs) == 1:
             layer, gen = jobs[0]

@@ -204,6 +204,7 @@ class SeparationWidget(QWidget):
             image = self.image.layer()
             read_image = None if image is None else self._image_plane(image, layer, box)
         except InputError as err:
+            self.status.setText("")  # not the last view's, which is not this one
             show_error(str(err))
             return
         w0, sigma = float(self.w0.value()), float(self.sigma.value())
@@ -245,6 +246,7 @@ class SeparationWidget(QWidget):
                 raise InputError("choose the labels layer of a prediction.")
             read, _, placed = self._plane(layer)
         except InputError as err:
+            self.status.setText("")  # not the last view's, which is not this one
             show_error(str(err))
             return
         self.status.setText("Finding the separated cells…")

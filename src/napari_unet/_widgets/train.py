@@ -238,6 +238,7 @@ class TrainWidget(QWidget):
             cfg, mc, init = self.configs()
         except NapariUNetError as err:
             show_error(str(err))
+            self.status.setText(f"Not trained: {err}")
             return
         pairs = self._pair_names()
         out = self.out.path() or default_model_path(pairs[0][0])
