@@ -306,3 +306,51 @@ def test_hidden_files_in_a_folder_are_no_images(tmp_path):
     labels = _touch(tmp_path / "labels", "a.tif", "._a.tif")
     assert [f.name for f in collect(images)] == ["a.tif"]
     assert _names(pair_by_stem(collect(images), collect(labels))) == [("a.tif", "a.tif")]
+
+
+def test_images_in_folders_inside_a_folder_are_said_and_read_by_a_glob(tmp_path):
+    """A plate's images kept a folder per well were read as nothing (only the top folder),
+    or in part, without a word: that is said with the glob that reads them all, and that
+    glob (``**``) does."""
+    plate = tmp_path / "plate"
+    _touch(plate / "A01", "a.tif", "b.tif")
+    _touch(plate / "A02", "c.tif")
+    _touch(plate / "notes", "readme.txt")  # not a folder of images
+    with pytest.raises(InputError, match=r"plate holds no image files; its folders A01, A02 "
+                                         r"hold images.*give '.*plate/\*\*/\*\.tif'"):
+        collect(plate)
+    found = collect(f"{plate}/**/*.tif")
+    assert [f.name for f in found] == ["a.tif", "b.tif", "c.tif"]
+    _touch(plate, "top.tif")
+    with pytest.warns(UserWarning, match=r"only the images directly in .*plate are read; "
+                                         r"its folders A01, A02 hold images"):
+        assert [f.name for f in collect(plate)] == ["top.tif"]
+    assert [f.name for f in collect(f"{plate}/**/*.tif")] == ["a.tif", "b.tif", "c.tif",
+                                                               "top.tif"]
+    import warnings
+
+    with warnings.catch_warnings():  # a folder the command reads anyway is not said
+        warnings.simplefilter("error")
+        collect(plate, besides=[plate / "A01", str(plate / "A02")])
+
+
+def test_the_command_line_says_once_which_folders_it_did_not_read(cellpose_folder, tmp_path,
+                                                                    capsys):
+    folder, model = cellpose_folder
+    data = tmp_path / "data"
+    (data / "more").mkdir(parents=True)
+    for name in ("img0.tif", "img1.tif"):
+        (data / name).write_bytes((folder / name).read_bytes())
+        (data / "more" / name).write_bytes((folder / name).read_bytes())
+    assert cli.main(["-q", "predict", str(model), str(data), "--out", str(tmp_path / "o")]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"warning: only the images directly in {data} are read; its folder more "
+                   f"holds images, and folders inside a folder are not read: give "
+                   f"'{data}/**/*.tif' to read them all."]
+    assert sorted(f.name for f in (tmp_path / "o").iterdir()) == ["img0.tif", "img1.tif"]
+    # the results written into a folder inside the images' are not said on the next run
+    assert cli.main(["-q", "predict", str(model), str(data / "more"), "--out",
+                     str(data / "more" / "out")]) == 0
+    assert cli.main(["-q", "predict", str(model), str(data / "more"), "--out",
+                     str(data / "more" / "out")]) == 0
+    assert capsys.readouterr().err == ""

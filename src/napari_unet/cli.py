@@ -281,7 +281,8 @@ def cmd_train(args) -> int:
     regions = None
     if args.regions:
         regions = []
-        for f, lab in zip(match_by_stem(files, collect(args.regions)), labels):
+        marked = collect(args.regions, besides=[args.images, args.labels])
+        for f, lab in zip(match_by_stem(files, marked), labels):
             region = None if f is None else read_image(f)
             if region is not None and region.ndim != lab.ndim:  # same ndim: train() checks
                 raise NapariUNetError(
@@ -457,7 +458,7 @@ def cmd_predict(args) -> int:
     files, skipped = [], []
     for spec in args.inputs:
         if not is_zarr(spec):
-            found = collect(spec)
+            found = collect(spec, besides=[*args.inputs, args.out])
             kept, labels = without_label_files(found) if len(found) > 1 else (found, [])
             files += kept
             skipped += labels
@@ -785,11 +786,11 @@ def cmd_evaluate(args) -> int:
     from .targets import relabel_objects, semantic_classes
 
     _file_out(args.out, "scores.json")
-    truth_files = collect(args.truth)
+    truth_files = collect(args.truth, besides=[args.predicted])
     _, beside = without_label_files(truth_files)
     if beside:  # a folder of images with their label files beside them: those are the truth
         truth_files = beside
-    found = match_by_stem(truth_files, collect(args.predicted))
+    found = match_by_stem(truth_files, collect(args.predicted, besides=[args.truth]))
     missing = [t.name for t, f in zip(truth_files, found) if f is None]
     if missing:
         raise NapariUNetError(f"no predicted file with the same name for truth file(s) "

@@ -22,18 +22,44 @@ def stem_of(path: Path) -> str:
     return path.stem
 
 
-def collect(spec: str | os.PathLike) -> list[Path]:
-    """Image files named by a folder, a glob pattern or a single file, sorted. A folder's
-    hidden files are left out, as a glob leaves them out: macOS writes ``._img01.tif``
-    beside every file it copies to a USB drive, and those are no images."""
+def _is_image(f: Path) -> bool:
+    return f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")
+
+
+def collect(spec: str | os.PathLike, besides=()) -> list[Path]:
+    """Image files named by a folder, a glob pattern (``**`` for any depth of folders) or a
+    single file, sorted. A folder's hidden files are left out, as a glob leaves them out:
+    macOS writes ``._img01.tif`` beside every file it copies to a USB drive, and those are
+    no images. The folders inside a folder are not read; where they hold images, that is
+    said (a refusal where the folder itself holds none, else a warning), with the glob
+    that reads them; ``besides``: the other paths of the command, which are read anyway
+    (``data`` and ``data/labels``; results written into the folder of their images)."""
     p = Path(spec)
     if p.is_dir():
-        files = [f for f in p.iterdir()
-                 if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")]
+        files = [f for f in p.iterdir() if _is_image(f)]
+        given = {Path(b).resolve() for b in besides}
+        inner = {d: next((f for f in d.iterdir() if _is_image(f)), None)
+                 for d in sorted(p.iterdir()) if d.is_dir() and not d.name.startswith(".")
+                 and d.resolve() not in given}
+        inner = {d: f for d, f in inner.items() if f is not None}  # folder: an image in it
+        if inner:
+            names = [d.name for d in inner]
+            suffix = next(iter(inner.values())).suffix
+            unread = (f"its folder{'s' if len(names) > 1 else ''} "
+                      f"{', '.join(names[:3])}{' ...' if len(names) > 3 else ''}"
+                      f" hold{'' if len(names) > 1 else 's'} images, and folders inside a "
+                      f"folder are not read: give '{p / '**' / ('*' + suffix)}' to read them "
+                      "all")
+            if not files:
+                raise InputError(f"{spec} holds no image files; {unread}.")
+            import warnings
+
+            warnings.warn(f"only the images directly in {spec} are read; {unread}.",
+                          stacklevel=2)
     elif p.is_file():
         files = [p]
     else:
-        files = [Path(f) for f in glob.glob(str(spec)) if Path(f).is_file()]
+        files = [Path(f) for f in glob.glob(str(spec), recursive=True) if Path(f).is_file()]
         if not files:
             raise InputError(f"{spec}: no such file, folder or matching files.")
     files = sorted(files)
@@ -123,7 +149,7 @@ def read_pairs(images: str | os.PathLike, labels: str | os.PathLike):
     """Image and label files (folders, globs or single files) paired by
     :func:`pair_by_stem`, read: ``(image paths, images, labels)``. A label file saved as a
     colour image is refused with a sentence."""
-    pairs = pair_by_stem(collect(images), collect(labels))
+    pairs = pair_by_stem(collect(images, besides=[labels]), collect(labels, besides=[images]))
     imgs, labs = [], []
     for a, b in pairs:
         imgs.append(read_image(a))
