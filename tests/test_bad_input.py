@@ -57,6 +57,8 @@ TRAIN_REFUSED = [
     ("non-integer labels", good_image(), GOOD_LABELS * 0.5, "whole numbers"),
     ("3D stack given as one image", np.stack([good_image()] * 3), GOOD_LABELS, "stack of 3"),
     ("3D labels for a 2D image", good_image(), np.stack([GOOD_LABELS] * 3), "shape"),
+    ("image and labels the other way round", GOOD_LABELS.astype(np.uint8) * 50, good_image(),
+     "look like an image, not labels"),
 ]
 
 TRAIN_ACCEPTED = [
