@@ -230,6 +230,27 @@ def test_evaluate_scores_segmentations_against_the_truth(tmp_path, capsys):
     assert proc.returncode == 2 and "b.tif" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_evaluate_refuses_an_image_given_as_labels(tmp_path, capsys):
+    """The images' folder given for the predictions (or the truth) was scored as labels,
+    each grey level's pixels as objects: AP 0 and thousands of false positives."""
+    truth, images = tmp_path / "truth", tmp_path / "images"
+    truth.mkdir()
+    images.mkdir()
+    lab = discs((64, 96), [(32, 20), (32, 37), (32, 75)], 9)
+    image = (lab > 0) * 150 + np.random.default_rng(0).integers(0, 40, lab.shape)
+    tifffile.imwrite(truth / "a.tif", lab)
+    tifffile.imwrite(images / "a.tif", image.astype(np.uint8))
+    for args in ([images, truth], [truth, images]):
+        capsys.readouterr()
+        assert main(["evaluate", *map(str, args)]) == 2
+        err = capsys.readouterr().err
+        assert f"{images / 'a.tif'} looks like an image, not labels" in err, err
+        assert len(err.strip().splitlines()) == 1
+    (tmp_path / "pred").mkdir()
+    tifffile.imwrite(tmp_path / "pred" / "a.tif", lab * 7)
+    assert main(["evaluate", str(tmp_path / "pred"), str(truth)]) == 0  # labels are no image
+
+
 def test_evaluate_scores_each_labelled_plane_of_a_stack(tmp_path, capsys):
     """Stacks (a z-stack, a time-lapse of z-stacks) were refused ("both must be 2D");
     each plane whose truth holds labels is scored as an image."""

@@ -783,7 +783,7 @@ def cmd_evaluate(args) -> int:
     from .data import plane_name
     from .io import collect, match_by_stem, read_image, without_label_files
     from .metrics import instance_scores, semantic_scores
-    from .targets import relabel_objects, semantic_classes
+    from .targets import looks_like_an_image, relabel_objects, semantic_classes
 
     _file_out(args.out, "scores.json")
     truth_files = collect(args.truth, besides=[args.predicted])
@@ -799,6 +799,11 @@ def cmd_evaluate(args) -> int:
     truths, preds, names, unlabelled = [], [], [], 0
     for t_file, p_file in zip(truth_files, found):
         t, p = read_image(t_file), read_image(p_file)
+        for f, data in ((t_file, t), (p_file, p)):
+            if args.mode == "instances" and (seen := looks_like_an_image(data)) is not None:
+                raise NapariUNetError(
+                    f"{f} looks like an image, not labels: {seen}; evaluate scores label "
+                    "images (0 background, 1..N objects), such as predict writes.")
         if t.shape != p.shape:
             raise NapariUNetError(f"{p_file.name}: a {'x'.join(map(str, p.shape))} "
                                   f"prediction for a {'x'.join(map(str, t.shape))} truth; "

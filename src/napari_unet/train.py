@@ -49,6 +49,7 @@ from .targets import (
     instance_targets,
     joined_cells,
     left_unlabelled,
+    looks_like_an_image,
     numbered_objects,
     relabel_objects,
     semantic_classes,
@@ -153,32 +154,6 @@ def _instance_label_warnings(names, images, labels, truths, regions) -> list[str
     return warnings
 
 
-#: Instance labels that cover a tenth of their image or more with objects of a median area
-#: under this many pixels are an image given as labels (every grey level's connected pieces
-#: taken for cells: a median of 1-2 px on DSB 2018 and ISBI 2012 images; a real labelling's
-#: cells, even bacteria 5 px across, are ten times larger, 49 px and more on DSB 2018's
-#: labels; spots marked a pixel each cover far less of the image).
-IMAGE_AS_LABELS_AREA = 4
-
-
-def _refuse_an_image_as_labels(lab: np.ndarray, name: str) -> None:
-    """Refuse labels that are an image (the image and its labels given the other way round,
-    an image opened as labels): each grey level's connected pieces were taken for cells,
-    thousands of them a pixel or two large, and trained on without a word that made sense."""
-    covered = np.count_nonzero(lab)
-    if covered < lab.size / 10:
-        return
-    areas = np.bincount(relabel_objects(lab).ravel())[1:]
-    areas = areas[areas > 0]
-    median = float(np.median(areas)) if areas.size else 0.0
-    if areas.size >= 100 and median < IMAGE_AS_LABELS_AREA:
-        raise InputError(
-            f"the labels of {name} look like an image, not labels: they hold "
-            f"{areas.size:,} objects of {median:g} px (the median) over {covered / lab.size:.0%}"
-            " of it. Labels are 0 for the background and 1..N for the cells: were the image "
-            "and its labels given the other way round?")
-
-
 def prepare(images: Sequence, labels: Sequence, config: TrainConfig,
             n_classes: int | None = None, names: Sequence[str] | None = None,
             regions: Sequence | None = None, channels: int | None = None) -> _Prepared:
@@ -217,7 +192,11 @@ def prepare(images: Sequence, labels: Sequence, config: TrainConfig,
     what = f"the labels of {names[0]}" if named and len(set(names)) == 1 else "the labels"
     if config.mode == "instances":
         for lab, name in zip(labs, names):
-            _refuse_an_image_as_labels(lab, name)
+            if (seen := looks_like_an_image(lab)) is not None:
+                raise InputError(
+                    f"the labels of {name} look like an image, not labels: {seen}. Labels "
+                    "are 0 for the background and 1..N for the cells: were the image and its "
+                    "labels given the other way round?")
     if not any(lab.any() for lab in labs):
         raise InputError(f"{what} contain no object: paint or load some labels first.")
     if config.mode == "instances" and all(lab.all() for lab in labs):
