@@ -109,7 +109,9 @@ def write_pointer(labels_path: str | os.PathLike, layers: list[dict], *, mode: s
                   target: str, model: str) -> Path:
     """Write ``x.napari-unet`` beside the labels store ``x.zarr``: the layers its stores
     are shown as, each ``{"layer": "labels" | "probabilities", "store": folder name,
-    "name", "scale", "translate"}``, and the model's mode and target (the probabilities
+    "name", "scale", "translate", "rotate", "shear", "affine"}`` (the last three since
+    napari-unet places results of rotated and sheared layers; older files lack them), and
+    the model's mode and target (the probabilities
     are shown as the Predict widget shows them). Returns its path."""
     import json
 

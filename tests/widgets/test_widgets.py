@@ -440,6 +440,55 @@ def test_prediction_adds_labels_of_the_right_shape_and_scale(cells_viewer, qtbot
     assert len(cells_viewer.layers) == n_layers
 
 
+def test_results_are_placed_where_a_rotated_and_sheared_image_is(make_napari_viewer, qtbot,
+                                                                model_file):
+    """A layer rotated, sheared or given an affine transform (a light sheet's deskew, an
+    image turned by hand): its segmentation was drawn with its scale and translation only,
+    unrotated, beside its cells. Every pixel of the results now lies where the image's
+    does, as does the part in view, a layer's channel left out, and a region drawn over
+    rotated labels."""
+    from types import SimpleNamespace
+
+    from napari.layers import Labels, Shapes
+
+    from napari_unet._widgets._in_view import _moved
+    from napari_unet._widgets._outputs import placement
+    from napari_unet._widgets._regions import region_mask
+
+    viewer = make_napari_viewer()
+    image = touching_cells((96, 96), n_cells=10, seed=0)[0]
+    turn = np.array([[1, 0, 0], [0.1, 1, 3], [0, 0, 1]])  # an affine transform on top
+    layer = viewer.add_image(image, name="turned", rotate=30, shear=[0.2], scale=(2, 0.5),
+                             translate=(10, 20), affine=turn)
+    widget = predict_dock(viewer, model_file, probabilities=True)
+    widget.image.setCurrentText("turned")
+    widget.controls.start_btn.click()
+    wait_done(qtbot, widget)
+    pixels = np.array([[0, 0], [95, 0], [40, 77], [95, 95]], float)
+    for name in ("turned segmentation", "turned probabilities"):
+        out = viewer.layers[name]
+        for pixel in pixels:
+            np.testing.assert_allclose(out.data_to_world(pixel), layer.data_to_world(pixel))
+    part = _moved(layer, slice(30, 60), slice(7, 50), "part")
+    on_part = Labels(np.zeros((30, 43), np.uint8), **placement(part))
+    np.testing.assert_allclose(on_part.data_to_world([0, 0]), layer.data_to_world([30, 7]))
+    np.testing.assert_allclose(on_part.data_to_world([5, 9]), layer.data_to_world([35, 16]))
+    stack = Labels(np.zeros((3, 2, 96, 96), np.uint8), rotate=[[1, 0, 0, 0], [0, 1, 0, 0],
+                                                                [0, 0, 0.6, -0.8],
+                                                                [0, 0, 0.8, 0.6]],
+                   scale=(5, 1, 2, 0.5), translate=(1, 0, 10, 20))  # (Z, C, Y, X)
+    no_channel = Labels(np.zeros((3, 96, 96), np.uint8),
+                        **placement(stack, axes=[0, 2, 3]))  # its channel axis left out
+    for point in ([2, 1, 40, 77], [0, 0, 95, 3]):
+        np.testing.assert_allclose(no_channel.data_to_world([point[0], *point[2:]]),
+                                   np.delete(stack.data_to_world(point), 1))
+    labels = SimpleNamespace(data=np.zeros((96, 96), np.int32), **placement(layer))
+    box = np.array([[20, 30], [20, 60], [50, 60], [50, 30]], float)  # in the labels' pixels
+    drawn = Shapes([[layer.data_to_world(p) for p in box]], shape_type="polygon")
+    mask = region_mask(drawn, labels)
+    assert mask[22:49, 32:59].all() and mask.sum() <= 31 * 31 and not mask[:18].any()
+
+
 def test_a_segmentation_being_corrected_is_never_overwritten(cells_viewer, qtbot, model_file):
     """Predict, correct the labels by hand, predict again: the corrected layer is kept as
     it is and the new result goes beside it (then to that same new layer on later runs);
@@ -817,8 +866,8 @@ def test_a_result_too_large_to_show_whole_gets_overview_levels(make_napari_viewe
     image = (touching_cells((300, 260), n_cells=30, radius=9, seed=4)[1] > 0).astype(
         np.float32)
     viewer = make_napari_viewer()
-    viewer.add_image(da.from_array(image, chunks=128), name="slide", scale=(0.5, 0.5),
-                     translate=(10, 20))
+    slide = viewer.add_image(da.from_array(image, chunks=128), name="slide", scale=(0.5, 0.5),
+                             translate=(10, 20), rotate=20)
     monkeypatch.setattr(pyramid, "LEVELS_ABOVE", 200 * 200)
     monkeypatch.setattr(pyramid, "SMALLEST", 80)
     widget = predict_dock(viewer, model_file, probabilities=True)
@@ -853,6 +902,9 @@ def test_a_result_too_large_to_show_whole_gets_overview_levels(make_napari_viewe
     np.testing.assert_array_equal(np.asarray(reopened.data[0]), full[:])
     np.testing.assert_allclose(reopened.translate, (10, 20))
     np.testing.assert_allclose(reopened.scale, (0.5, 0.5))
+    for pixel in ([0, 0], [299, 13]):  # turned as the image was
+        np.testing.assert_allclose(reopened.data_to_world(pixel), slide.data_to_world(pixel))
+        np.testing.assert_allclose(prob_again.data_to_world(pixel), slide.data_to_world(pixel))
     assert prob_again.multiscale and np.allclose(np.asarray(prob_again.data[1]),
                                                  np.asarray(prob.data[1]))
     viewer.add_image(image, name="after")  # the segmentation stays where it is

@@ -17,6 +17,7 @@ from ..channels import channel_axis, for_model
 from ..data import image_for_model
 from ..io import is_zarr, tiff_metadata, zarr_axes
 from ._forms import full_resolution, spin
+from ._outputs import placement
 
 
 def file_axes(layer) -> str | None:
@@ -55,10 +56,8 @@ def layer_for_model(layer, channels: int, channel: int | None):
         return image_for_model(data, rgb=layer.rgb, channels=channels), layer
     laid, _ = for_model(data, axes, channels, channel, name=f"layer '{layer.name}'",
                         option="Channel")
-    placed = SimpleNamespace(name=layer.name,
-                             scale=np.delete(np.asarray(layer.scale), axis),
-                             translate=np.delete(np.asarray(layer.translate), axis))
-    return laid, placed
+    kept = [a for a in range(layer.ndim) if a != axis]
+    return laid, SimpleNamespace(name=layer.name, **placement(layer, axes=kept))
 
 
 def channel_box(layers):

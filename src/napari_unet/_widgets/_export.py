@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_info
 from qtpy.QtWidgets import QFileDialog, QPushButton
 
 from ..errors import NapariUNetError
+from ._runner import refuse
 
 
 class ExportButton(QPushButton):
@@ -32,8 +33,7 @@ class ExportButton(QPushButton):
         try:
             gen = exporting(widget.model_path(), path)
         except NapariUNetError as err:
-            show_error(str(err))
-            widget.status.setText(f"Not exported: {err}")
+            refuse(widget.status, "Not exported", err)
             return
         widget.controls.launch(gen, desc="Exporting", total=0,
                                on_event=widget.status.setText,

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from ..errors import InputError
+from ._outputs import moved_by, placement
 
 #: The largest plane (pixels) worked on whole; beyond it, the part in view, at most as large.
 WHOLE_PLANE = 4096 * 4096
@@ -24,11 +25,11 @@ def view_box(viewer, layer, shape: tuple[int, int]) -> tuple[slice, slice]:
     half = np.array([h, w], float) / 2 / camera.zoom
     point = np.asarray(viewer.dims.point, float)
     corners = []
-    for corner in (centre - half, centre + half):
+    for sign in ((-1, -1), (-1, 1), (1, -1), (1, 1)):  # all four: the layer may be rotated
         world = point.copy()
-        world[-2:] = corner
+        world[-2:] = centre + np.array(sign) * half
         corners.append(np.asarray(layer.world_to_data(world), float)[-2:])
-    (r0, c0), (r1, c1) = np.minimum(*corners), np.maximum(*corners)
+    (r0, c0), (r1, c1) = np.min(corners, axis=0), np.max(corners, axis=0)
     return (slice(max(int(np.floor(r0)), 0), min(int(np.ceil(r1)) + 1, shape[0])),
             slice(max(int(np.floor(c0)), 0), min(int(np.ceil(c1)) + 1, shape[1])))
 
@@ -60,10 +61,10 @@ def part_in_view(viewer, layer, plane):
 def _moved(placed, rows: slice, cols: slice, name: str) -> SimpleNamespace:
     """Where the results of the part ``rows``, ``cols`` of ``placed`` (a layer, or its
     description) go: its scale, its translation moved by the part's offset."""
-    scale = np.asarray(placed.scale, float)
-    translate = np.asarray(placed.translate, float).copy()
-    translate[-2:] += np.array([rows.start, cols.start]) * scale[-2:]
-    return SimpleNamespace(name=name, scale=scale, translate=translate)
+    offset = np.zeros(len(placed.scale))
+    offset[-2:] = rows.start, cols.start
+    return SimpleNamespace(name=name, **{**placement(placed), "translate": moved_by(placed,
+                                                                                  offset)})
 
 
 def crop_in_view(viewer, layer, data, placed):

@@ -31,32 +31,90 @@ def put_layer(viewer, name: str, data, kind: str, source, metadata: dict | None 
     or erased in (a segmentation being corrected), is left as it is, and the data go to
     ``"<name> (2)"`` (or the next such name that is free or holds an unedited output)."""
     nd = np.ndim(data[0] if multiscale else data)
-    scale = list(source.scale)[-nd:] if len(source.scale) >= nd else None
-    translate = list(source.translate)[-nd:] if len(source.translate) >= nd else None
-    if nd > len(source.scale):  # a leading class axis
-        extra = nd - len(source.scale)
-        scale = [1.0] * extra + list(source.scale)
-        translate = [0.0] * extra + list(source.translate)
+    placed = placement(source, nd)
     cls = Labels if kind == "labels" else Image
     name = _writable_name(viewer, name, cls)
     place = None
     if name in viewer.layers:
         layer = viewer.layers[name]
-        if layer.multiscale == multiscale:
+        if layer.multiscale == multiscale and layer.ndim == nd:
             layer.data = data
-            layer.scale, layer.translate = scale, translate
+            for key, value in placed.items():
+                setattr(layer, key, value)
             layer.metadata.update(metadata or {})
             return name
         place = viewer.layers.index(layer)  # napari cannot turn a layer multiscale
         viewer.layers.remove(layer)
     add = viewer.add_labels if kind == "labels" else viewer.add_image
-    layer = add(data, name=name, scale=scale, translate=translate, multiscale=multiscale,
-                metadata={OUTPUT: True, **(metadata or {})}, **kwargs)
+    layer = add(data, name=name, multiscale=multiscale,
+                metadata={OUTPUT: True, **(metadata or {})}, **placed, **kwargs)
     if place is not None:
         viewer.layers.move(viewer.layers.index(layer), place)
     if kind == "labels":
         layer.events.paint.connect(lambda _event, layer=layer: mark_edited(layer))
     return name
+
+
+#: how a layer is placed in napari's world, as its keyword arguments name it
+PLACEMENT = ("scale", "translate", "rotate", "shear", "affine")
+
+
+def _transforms(source):
+    """``source``'s data-to-physical transform (scale, translation, rotation, shear) and
+    its affine transform, from a layer or a description of one (which may leave out the
+    rotation, shear and affine transform: none)."""
+    from napari.utils.transforms import Affine, CompositeAffine
+
+    dims = len(source.scale)
+    to_physical = CompositeAffine(scale=source.scale, translate=source.translate,
+                                  rotate=getattr(source, "rotate", None),
+                                  shear=getattr(source, "shear", None), ndim=dims)
+    affine = getattr(source, "affine", None)
+    if affine is None:
+        affine = Affine(ndim=dims)
+    elif not isinstance(affine, Affine):
+        affine = Affine(affine_matrix=np.asarray(affine, float), ndim=dims)
+    return to_physical, affine
+
+
+def placement(source, nd: int | None = None, axes=None) -> dict:
+    """How to place results of ``source``'s data (a layer, or a description of one) where
+    it is in napari's world: its scale, translation, rotation, shear and affine transform
+    (a rotated or sheared layer's segmentation was drawn unrotated, beside its cells).
+    ``axes``: those of ``source`` that the results have (its channel axis left out, say);
+    else ``nd``: the results' number of axes, ``source``'s last ones, or all of them after
+    leading axes of their own (a class axis, placed as it is)."""
+    to_physical, affine = _transforms(source)
+    dims = len(source.scale)
+    if axes is None and nd is not None and nd > dims:
+        extra = list(range(nd - dims))
+        to_physical, affine = to_physical.expand_dims(extra), affine.expand_dims(extra)
+    else:
+        if axes is None:
+            axes = list(range(dims - (dims if nd is None else nd), dims))
+        to_physical, affine = to_physical.set_slice(list(axes)), affine.set_slice(list(axes))
+    return {"scale": to_physical.scale, "translate": to_physical.translate,
+            "rotate": to_physical.rotate, "shear": to_physical.shear,
+            "affine": affine.affine_matrix}
+
+
+def to_world(source, nd: int) -> np.ndarray:
+    """The homogeneous matrix, ``nd + 1`` square, that takes points of ``source``'s last
+    ``nd`` axes (pixels) into napari's world."""
+    from napari.utils.transforms import CompositeAffine
+
+    placed = placement(source, nd)
+    to_physical = CompositeAffine(
+        scale=placed["scale"], translate=placed["translate"], rotate=placed["rotate"],
+        shear=placed["shear"], ndim=nd)
+    return placed["affine"] @ to_physical.affine_matrix
+
+
+def moved_by(source, offset) -> np.ndarray:
+    """The translation that places the part of ``source``'s data starting at ``offset``
+    (in pixels, per axis) where that part is: rotated, sheared and scaled as ``source``."""
+    to_physical, _ = _transforms(source)
+    return to_physical.translate + to_physical.linear_matrix @ np.asarray(offset, float)
 
 
 def is_uncorrected(layer) -> bool:
@@ -145,8 +203,8 @@ def _remember(viewer, result, names: dict, model: str) -> None:
     try:
         write_pointer(folder(result.labels), [
             {"layer": kind, "store": Path(folder(arrays[kind])).name, "name": name,
-             "scale": [float(s) for s in viewer.layers[name].scale],
-             "translate": [float(t) for t in viewer.layers[name].translate]}
+             **{key: np.asarray(value, float).tolist()
+                for key, value in placement(viewer.layers[name]).items()}}
             for kind, name in names.items()], mode=result.mode, target=result.target,
             model=model)
     except OSError as err:  # the disk full: the layers are shown, only reopening them is not

@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
+from ._outputs import to_world
 
 
 def region_mask(shapes, labels) -> np.ndarray:
     """Where the shapes of ``shapes`` cover ``labels``, in the labels layer's pixels.
 
-    Both layers' scale and translate are followed (shapes drawn over a scaled image land on
-    the pixels they cover on screen). 2D shapes over a stack of labels cover every plane;
+    Both layers' placement is followed (shapes drawn over a scaled, moved or rotated image
+    land on the pixels they cover on screen). 2D shapes over a stack of labels cover every plane;
     shapes drawn in a plane of a stack cover that plane.
     """
     from napari.layers import Shapes
@@ -21,9 +22,8 @@ def region_mask(shapes, labels) -> np.ndarray:
                          "polygon around the part of the image whose cells are all labelled.")
     shape = tuple(labels.data.shape)
     nd = min(shapes.ndim, len(shape))
-    s_scale, s_shift = np.asarray(shapes.scale)[-nd:], np.asarray(shapes.translate)[-nd:]
-    l_scale, l_shift = np.asarray(labels.scale)[-nd:], np.asarray(labels.translate)[-nd:]
-    moved = [(np.asarray(v, float)[:, -nd:] * s_scale + s_shift - l_shift) / l_scale
+    move = np.linalg.inv(to_world(labels, nd)) @ to_world(shapes, nd)  # shapes to labels
+    moved = [np.asarray(v, float)[:, -nd:] @ move[:nd, :nd].T + move[:nd, nd]
              for v in shapes.data]
     # drawn in the shapes' box alone (napari draws them as int64 labels of the whole
     # plane: 7 GB for a 30,000² slide, on the GUI thread), then placed in the plane; the

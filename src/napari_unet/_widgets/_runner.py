@@ -33,6 +33,13 @@ from superqt.utils import FunctionWorker, GeneratorWorker
 from ..errors import NapariUNetError, os_error_sentence
 
 
+def refuse(status, verdict: str, err: Exception) -> None:
+    """A run refused before it starts: one notification, and the status line says it too
+    (``"Not trained: ..."``), not what the last run said."""
+    show_error(str(err))
+    status.setText(f"{verdict}: {err}")
+
+
 class _Refused:
     """What a run returns when the engine refused its input."""
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 from napari.layers import Image
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_info
 from qtpy.QtWidgets import QFormLayout, QLabel, QVBoxLayout, QWidget
 
 from ..checkpoint import load_checkpoint, recent_models
@@ -40,7 +40,7 @@ from ._in_view import crop_in_view
 from ._model_hints import OWN_THRESHOLD, describe_model, follow_threshold
 from ._outputs import inputs, predict_to_disk, sentences, show_result
 from ._reuse import LastPrediction
-from ._runner import LayerDone, RunControls, each_layer, refused
+from ._runner import LayerDone, RunControls, each_layer, refuse, refused
 
 
 class PredictWidget(QWidget):
@@ -244,8 +244,7 @@ class PredictWidget(QWidget):
             if previous is None:
                 next(jobs[0][1])  # checks the image against the model, before the thread
         except NapariUNetError as err:
-            show_error(str(err))
-            self.status.setText(f"No layer was changed: {err}")
+            refuse(self.status, "No layer was changed", err)
             return
         if len(jobs) == 1:
             layer, gen = jobs[0]

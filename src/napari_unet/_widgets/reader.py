@@ -65,7 +65,7 @@ def open_prediction(path):
 
     from ..errors import InputError
     from ..pyramid import levels_folder
-    from ._outputs import shown_probabilities
+    from ._outputs import PLACEMENT, shown_probabilities
 
     p = Path(path)
     try:
@@ -77,7 +77,7 @@ def open_prediction(path):
             folder = levels_folder(store, entry["layer"])
             while (folder / str(len(arrays))).is_dir():
                 arrays.append(zarr.open_array(str(folder / str(len(arrays))), mode="r"))
-            meta = {k: entry[k] for k in ("name", "scale", "translate")}
+            meta = {k: entry[k] for k in ("name", *PLACEMENT) if k in entry}
             meta["multiscale"] = len(arrays) > 1
             if entry["layer"] != "labels":  # shown as the Predict widget shows them
                 result = SimpleNamespace(mode=stored["mode"], probabilities=arrays[0])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from napari.layers import Image, Labels, Shapes
-from napari.utils.notifications import show_error, show_info, show_warning
+from napari.utils.notifications import show_info, show_warning
 from qtpy.QtWidgets import QFormLayout, QLabel, QVBoxLayout, QWidget
 
 from ..checkpoint import default_model_path, recent_models
@@ -40,7 +40,7 @@ from ._outputs import MODEL, is_uncorrected
 from ._pairs import PairList
 from ._plot import LossPlot
 from ._regions import region_mask
-from ._runner import RunControls
+from ._runner import RunControls, refuse
 
 #: The region choice that means every pixel of the labels layer is labelled.
 WHOLE_IMAGE = "the whole image"
@@ -237,8 +237,7 @@ class TrainWidget(QWidget):
             images, labels, regions, names = self.snapshot()
             cfg, mc, init = self.configs()
         except NapariUNetError as err:
-            show_error(str(err))
-            self.status.setText(f"Not trained: {err}")
+            refuse(self.status, "Not trained", err)
             return
         pairs = self._pair_names()
         out = self.out.path() or default_model_path(pairs[0][0])
