@@ -452,7 +452,7 @@ def test_results_are_placed_where_a_rotated_and_sheared_image_is(make_napari_vie
     from napari.layers import Labels, Shapes
 
     from napari_unet._widgets._in_view import _moved
-    from napari_unet._widgets._outputs import placement
+    from napari_unet._widgets._placement import placement
     from napari_unet._widgets._regions import region_mask
 
     viewer = make_napari_viewer()

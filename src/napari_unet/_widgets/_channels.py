@@ -17,7 +17,7 @@ from ..channels import channel_axis, for_model
 from ..data import image_for_model
 from ..io import is_zarr, tiff_metadata, zarr_axes
 from ._forms import full_resolution, spin
-from ._outputs import placement
+from ._placement import placement
 
 
 def file_axes(layer) -> str | None:

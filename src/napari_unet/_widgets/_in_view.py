@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from ..errors import InputError
-from ._outputs import moved_by, placement
+from ._placement import moved_by, placement
 
 #: The largest plane (pixels) worked on whole; beyond it, the part in view, at most as large.
 WHOLE_PLANE = 4096 * 4096

@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 from napari.layers import Image, Labels
 
+from ._placement import placement
+
 #: Metadata key of the layers napari-unet wrote (never segmented as "every image layer").
 OUTPUT = "napari_unet_output"
 #: Metadata key of an output Labels layer the user has painted in (never overwritten).
@@ -53,68 +55,6 @@ def put_layer(viewer, name: str, data, kind: str, source, metadata: dict | None 
     if kind == "labels":
         layer.events.paint.connect(lambda _event, layer=layer: mark_edited(layer))
     return name
-
-
-#: how a layer is placed in napari's world, as its keyword arguments name it
-PLACEMENT = ("scale", "translate", "rotate", "shear", "affine")
-
-
-def _transforms(source):
-    """``source``'s data-to-physical transform (scale, translation, rotation, shear) and
-    its affine transform, from a layer or a description of one (which may leave out the
-    rotation, shear and affine transform: none)."""
-    from napari.utils.transforms import Affine, CompositeAffine
-
-    dims = len(source.scale)
-    to_physical = CompositeAffine(scale=source.scale, translate=source.translate,
-                                  rotate=getattr(source, "rotate", None),
-                                  shear=getattr(source, "shear", None), ndim=dims)
-    affine = getattr(source, "affine", None)
-    if affine is None:
-        affine = Affine(ndim=dims)
-    elif not isinstance(affine, Affine):
-        affine = Affine(affine_matrix=np.asarray(affine, float), ndim=dims)
-    return to_physical, affine
-
-
-def placement(source, nd: int | None = None, axes=None) -> dict:
-    """How to place results of ``source``'s data (a layer, or a description of one) where
-    it is in napari's world: its scale, translation, rotation, shear and affine transform
-    (a rotated or sheared layer's segmentation was drawn unrotated, beside its cells).
-    ``axes``: those of ``source`` that the results have (its channel axis left out, say);
-    else ``nd``: the results' number of axes, ``source``'s last ones, or all of them after
-    leading axes of their own (a class axis, placed as it is)."""
-    to_physical, affine = _transforms(source)
-    dims = len(source.scale)
-    if axes is None and nd is not None and nd > dims:
-        extra = list(range(nd - dims))
-        to_physical, affine = to_physical.expand_dims(extra), affine.expand_dims(extra)
-    else:
-        if axes is None:
-            axes = list(range(dims - (dims if nd is None else nd), dims))
-        to_physical, affine = to_physical.set_slice(list(axes)), affine.set_slice(list(axes))
-    return {"scale": to_physical.scale, "translate": to_physical.translate,
-            "rotate": to_physical.rotate, "shear": to_physical.shear,
-            "affine": affine.affine_matrix}
-
-
-def to_world(source, nd: int) -> np.ndarray:
-    """The homogeneous matrix, ``nd + 1`` square, that takes points of ``source``'s last
-    ``nd`` axes (pixels) into napari's world."""
-    from napari.utils.transforms import CompositeAffine
-
-    placed = placement(source, nd)
-    to_physical = CompositeAffine(
-        scale=placed["scale"], translate=placed["translate"], rotate=placed["rotate"],
-        shear=placed["shear"], ndim=nd)
-    return placed["affine"] @ to_physical.affine_matrix
-
-
-def moved_by(source, offset) -> np.ndarray:
-    """The translation that places the part of ``source``'s data starting at ``offset``
-    (in pixels, per axis) where that part is: rotated, sheared and scaled as ``source``."""
-    to_physical, _ = _transforms(source)
-    return to_physical.translate + to_physical.linear_matrix @ np.asarray(offset, float)
 
 
 def is_uncorrected(layer) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
-from ._outputs import to_world
+from ._placement import to_world
 
 
 def region_mask(shapes, labels) -> np.ndarray:

@@ -65,7 +65,8 @@ def open_prediction(path):
 
     from ..errors import InputError
     from ..pyramid import levels_folder
-    from ._outputs import PLACEMENT, shown_probabilities
+    from ._outputs import shown_probabilities
+    from ._placement import PLACEMENT
 
     p = Path(path)
     try:
