@@ -2,6 +2,7 @@
 input."""
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -308,7 +309,8 @@ def test_hidden_files_in_a_folder_are_no_images(tmp_path):
     assert _names(pair_by_stem(collect(images), collect(labels))) == [("a.tif", "a.tif")]
 
 
-def test_images_in_folders_inside_a_folder_are_said_and_read_by_a_glob(tmp_path):
+def test_images_in_folders_inside_a_folder_are_said_and_read_by_a_glob(tmp_path,
+                                                                        monkeypatch):
     """A plate's images kept a folder per well were read as nothing (only the top folder),
     or in part, without a word: that is said with the glob that reads them all, and that
     glob (``**``) does."""
@@ -316,6 +318,15 @@ def test_images_in_folders_inside_a_folder_are_said_and_read_by_a_glob(tmp_path)
     _touch(plate / "A01", "a.tif", "b.tif")
     _touch(plate / "A02", "c.tif")
     _touch(plate / "notes", "readme.txt")  # not a folder of images
+    _touch(plate / "lost+found", "#1234")  # one that cannot be read (below): left out
+    iterdir = Path.iterdir
+
+    def refused(self):
+        if self.name == "lost+found":
+            raise PermissionError(13, "Permission denied", str(self))
+        return iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", refused)
     with pytest.raises(InputError, match=r"plate holds no image files; its folders A01, A02 "
                                          r"hold images.*give '.*plate/\*\*/\*\.tif'"):
         collect(plate)

@@ -26,6 +26,15 @@ def _is_image(f: Path) -> bool:
     return f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")
 
 
+def _an_image_in(folder: Path) -> Path | None:
+    """An image file directly in ``folder``, or None (also where it cannot be read: a
+    drive's lost+found, System Volume Information)."""
+    try:
+        return next((f for f in folder.iterdir() if _is_image(f)), None)
+    except OSError:
+        return None
+
+
 def collect(spec: str | os.PathLike, besides=()) -> list[Path]:
     """Image files named by a folder, a glob pattern (``**`` for any depth of folders) or a
     single file, sorted. A folder's hidden files are left out, as a glob leaves them out:
@@ -38,9 +47,8 @@ def collect(spec: str | os.PathLike, besides=()) -> list[Path]:
     if p.is_dir():
         files = [f for f in p.iterdir() if _is_image(f)]
         given = {Path(b).resolve() for b in besides}
-        inner = {d: next((f for f in d.iterdir() if _is_image(f)), None)
-                 for d in sorted(p.iterdir()) if d.is_dir() and not d.name.startswith(".")
-                 and d.resolve() not in given}
+        inner = {d: _an_image_in(d) for d in sorted(p.iterdir())
+                 if d.is_dir() and not d.name.startswith(".") and d.resolve() not in given}
         inner = {d: f for d, f in inner.items() if f is not None}  # folder: an image in it
         if inner:
             names = [d.name for d in inner]
