@@ -73,6 +73,9 @@ def looks_like_an_image(labels: np.ndarray) -> str | None:
     covered = np.count_nonzero(lab)
     if covered < lab.size / 10:
         return None
+    left, right = lab[..., :-1], lab[..., 1:]
+    if np.count_nonzero((left != right) & (left > 0) & (right > 0)) < covered / 10:
+        return None  # objects that meet their own value: labels (3.7 % at most on DSB 2018)
     areas = np.bincount(relabel_objects(compact_ids(lab)).ravel())[1:]
     areas = areas[areas > 0]
     median = float(np.median(areas)) if areas.size else 0.0
