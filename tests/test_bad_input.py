@@ -374,3 +374,27 @@ def test_training_refuses_a_folder_as_its_model_file_before_training(tmp_path):
         run(train([good_image()], [GOOD_LABELS], quick(), model_config=tiny_config(),
                   out=tmp_path))
     assert list(tmp_path.iterdir()) == []
+
+
+API_MISUSE = [  # (case, call, words): what a notebook's first try gave (row-by-row shapes,
+    # "tuple index out of range", numpy's "inhomogeneous shape")
+    ("one image to train", lambda: train(good_image(), GOOD_LABELS, quick()),
+     "images is one image of shape (48, 48); training takes a list"),
+    ("a list of images with one label image", lambda: train([good_image()], GOOD_LABELS,
+                                                            quick()), "labels is one image"),
+    ("file names to train on", lambda: train(["a.tif"], ["a_masks.tif"], quick()),
+     "image 1 is a file name (a.tif), not an image: read it first"),
+    ("no labels", lambda: train([good_image()], [None], quick()), "labels of image 1 is None"),
+    ("a file name to predict", lambda: predict("nuclei", "a.tif"), "image is a file name"),
+    ("None to predict", lambda: predict("nuclei", None), "image is None"),
+    ("images of two sizes to predict", lambda: predict("nuclei", [good_image(),
+                                                                   good_image()[:40]]),
+     "a list of arrays of different shapes, not one image; predict one image"),
+]
+
+
+@pytest.mark.parametrize("case,call,words", API_MISUSE, ids=[c[0] for c in API_MISUSE])
+def test_the_python_api_says_what_it_takes(case, call, words):
+    with pytest.raises(NapariUNetError) as err:
+        run(call())
+    assert words in str(err.value), str(err.value)

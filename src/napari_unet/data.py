@@ -17,13 +17,33 @@ NORM_LOW, NORM_HIGH = 1.0, 99.8
 _MAX_SAMPLE = 4_000_000  # pixels looked at for the percentiles of a large image
 
 
+def as_array(image, name: str = "image", hint: str = ""):
+    """``image`` as an array (array-likes kept as they are: Dask, zarr, memmap), or refused
+    in a sentence where it is none: ``None``, a file name, arrays of different shapes in
+    one list (``hint``: what to do instead)."""
+    import os
+
+    if hasattr(image, "shape"):
+        return image
+    if image is None:
+        raise InputError(f"{name} is None; expected an image (a numpy, Dask or zarr array).")
+    if isinstance(image, (str, bytes, os.PathLike)):
+        raise InputError(f"{name} is a file name ({os.fsdecode(image)}), not an image: read "
+                         "it first, e.g. with napari_unet.io.read_image(path).")
+    try:
+        return np.asarray(image)
+    except ValueError:  # numpy: "inhomogeneous shape"
+        raise InputError(f"{name} is a list of arrays of different shapes, not one image"
+                         f"{'; ' + hint if hint else ''}.") from None
+
+
 def as_channels_last(image, name: str = "image", channels: int | None = None) -> np.ndarray:
     """Check a 2D image and return it as ``(H, W, C)`` (a view where possible).
 
     ``channels`` is the channel count a model expects; an RGBA image given to a 3-channel
     model loses its alpha channel, anything else that does not match is refused.
     """
-    arr = image if hasattr(image, "shape") else np.asarray(image)
+    arr = as_array(image, name)
     if arr.ndim == 2:
         arr = arr[..., None]
     elif arr.ndim != 3:

@@ -24,7 +24,13 @@ import numpy as np
 from . import resident as _resident
 from .checkpoint import Checkpoint, load_checkpoint
 from .config import PredictConfig
-from .data import as_channels_last, grey_of_colour, normalize_channels_first, percentiles
+from .data import (
+    as_array,
+    as_channels_last,
+    grey_of_colour,
+    normalize_channels_first,
+    percentiles,
+)
 from .device import freed_after_out_of_memory
 from .errors import InputError
 from .instances import (
@@ -536,8 +542,8 @@ def predict(model, image, config: PredictConfig | None = None, *, out_probabilit
     config = config or PredictConfig()
     ckpt = as_checkpoint(model)
     channels = ckpt.config.in_channels
-    if not hasattr(image, "shape"):
-        image = np.asarray(image)
+    image = as_array(image, name, hint="predict one image (or a stack of one size) at a time, "
+                     "e.g. [run(predict(model, im)).labels for im in images]")
     read_as = []
     if channels == 1:
         image = drop_unit_channel(image, channels)

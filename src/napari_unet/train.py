@@ -34,6 +34,7 @@ from .data import (
     NORM_LOW,
     BatchPrefetcher,
     PatchSampler,
+    as_array,
     as_channels_last,
     check_pair,
     match_channels,
@@ -161,6 +162,11 @@ def prepare(images: Sequence, labels: Sequence, config: TrainConfig,
     (images with an annotated region are cropped around it, :func:`crop_to_region`).
     ``n_classes`` and ``channels``: those of the model to fine-tune, if any; RGB images that
     hold a grey image are read as grey where that fits (:func:`match_channels`)."""
+    for given, what in ((images, "images"), (labels, "labels")):
+        if getattr(given, "ndim", None) == 2:  # one image, taken row by row
+            raise InputError(
+                f"{what} is one image of shape {tuple(given.shape)}; training takes a list "
+                "of images and a list of their labels: train([image], [labels], ...).")
     if len(images) != len(labels):
         raise InputError(f"{len(images)} images but {len(labels)} label images were given.")
     if len(images) == 0:
@@ -173,8 +179,8 @@ def prepare(images: Sequence, labels: Sequence, config: TrainConfig,
     names = list(names) if named else [f"image {i + 1}" for i in range(len(images))]
     imgs, labs, regs = [], [], []
     for im, lab, region, name in zip(images, labels, regions, names):
-        arr = as_channels_last(np.asarray(im), name)
-        lab = np.asarray(lab)
+        arr = as_channels_last(as_array(im, name), name)
+        lab = np.asarray(as_array(lab, f"labels of {name}"))
         check_pair(arr, lab, name)
         if region is not None:
             arr, lab, region = crop_to_region(arr, lab, region, name)
