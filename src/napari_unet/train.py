@@ -179,7 +179,7 @@ def prepare(images: Sequence, labels: Sequence, config: TrainConfig,
     names = list(names) if named else [f"image {i + 1}" for i in range(len(images))]
     imgs, labs, regs = [], [], []
     for im, lab, region, name in zip(images, labels, regions, names):
-        arr = as_channels_last(as_array(im, name), name)
+        arr = as_channels_last(np.asarray(as_array(im, name)), name)  # lazy ones read
         lab = np.asarray(as_array(lab, f"labels of {name}"))
         check_pair(arr, lab, name)
         if region is not None:

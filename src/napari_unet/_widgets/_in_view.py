@@ -60,7 +60,8 @@ def part_in_view(viewer, layer, plane):
 
 def _moved(placed, rows: slice, cols: slice, name: str) -> SimpleNamespace:
     """Where the results of the part ``rows``, ``cols`` of ``placed`` (a layer, or its
-    description) go: its scale, its translation moved by the part's offset."""
+    description) go: its placement, its translation moved by the part's offset (turned and
+    scaled as it is)."""
     offset = np.zeros(len(placed.scale))
     offset[-2:] = rows.start, cols.start
     return SimpleNamespace(name=name, **{**placement(placed), "translate": moved_by(placed,
