@@ -365,3 +365,20 @@ def test_the_command_line_says_once_which_folders_it_did_not_read(cellpose_folde
     assert cli.main(["-q", "predict", str(model), str(data / "more"), "--out",
                      str(data / "more" / "out")]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_a_microscopes_own_files_are_named_with_what_to_do(tmp_path, capsys):
+    """A folder of .czi files was said to hold no image files, and a .nd2 given by name
+    failed in the decoder's words ('unpack_from requires a buffer ...')."""
+    folder = _touch(tmp_path / "raw", "a.czi", "b.nd2", "notes.txt")
+    (folder / "b.nd2").write_bytes(b"ND2 data")
+    with pytest.raises(InputError, match=r"raw holds no image files napari-unet reads, but "
+                                         r"microscope files \(Zeiss CZI, Nikon ND2\): save "
+                                         r"them as TIFF .* give those files"):
+        collect(folder)
+    assert cli.main(["-q", "predict", "nuclei", str(folder / "b.nd2"), "--out",
+                     str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("napari-unet: error: b.nd2 is a Nikon ND2 file, which napari-unet "
+                          "does not read: save it as TIFF (in Fiji") and "unpack" not in err
+    assert not (tmp_path / "out").exists()

@@ -11,6 +11,21 @@ import numpy as np
 from .errors import InputError, could_not_write
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
+#: Microscopes' own file formats, which napari-unet does not read: said by name, with what
+#: to do, instead of a decoder's error or a folder said to hold no image.
+MICROSCOPE_FORMATS = {
+    ".czi": "Zeiss CZI", ".zvi": "Zeiss ZVI", ".lsm": "Zeiss LSM", ".nd2": "Nikon ND2",
+    ".lif": "Leica LIF", ".lof": "Leica LOF", ".oib": "Olympus OIB", ".oif": "Olympus OIF",
+    ".oir": "Olympus OIR", ".vsi": "Olympus VSI", ".ims": "Imaris", ".dv": "DeltaVision",
+    ".ics": "ICS", ".svs": "Aperio slide", ".ndpi": "Hamamatsu slide",
+    ".mrxs": "3DHISTECH slide", ".scn": "Leica slide"}
+
+
+def _convert(them: bool = False) -> str:
+    """What to do with a microscope's file (or files)."""
+    return (f"save {'them' if them else 'it'} as TIFF (in Fiji, opened with Bio-Formats: "
+            "File > Save As > Tiff...) or, for a slide, as OME-Zarr (bioformats2raw), and "
+            f"give {'those files' if them else 'that file'}")
 
 
 def stem_of(path: Path) -> str:
@@ -72,6 +87,12 @@ def collect(spec: str | os.PathLike, besides=()) -> list[Path]:
             raise InputError(f"{spec}: no such file, folder or matching files.")
     files = sorted(files)
     if not files:
+        theirs = sorted({f.suffix.lower() for f in p.iterdir()} & set(MICROSCOPE_FORMATS))
+        if theirs:
+            raise InputError(
+                f"{spec} holds no image files napari-unet reads, but microscope files "
+                f"({', '.join(MICROSCOPE_FORMATS[t] for t in theirs)}): "
+                f"{_convert(them=True)}.")
         raise InputError(f"{spec}: the folder holds no image files ({', '.join(IMAGE_SUFFIXES)}).")
     return files
 
@@ -194,6 +215,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     import logging
 
     path = Path(path)
+    if path.suffix.lower() in MICROSCOPE_FORMATS:
+        raise InputError(f"{path.name} is a {MICROSCOPE_FORMATS[path.suffix.lower()]} file, "
+                         f"which napari-unet does not read: {_convert()}.")
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
             import tifffile
