@@ -382,3 +382,28 @@ def test_a_microscopes_own_files_are_named_with_what_to_do(tmp_path, capsys):
     assert err.startswith("napari-unet: error: b.nd2 is a Nikon ND2 file, which napari-unet "
                           "does not read: save it as TIFF (in Fiji") and "unpack" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_labels_saved_as_jpeg_are_refused(tmp_path, capsys):
+    """JPEG's compression puts new values along the labels' edges: a mask saved as JPEG
+    was trained on as hundreds of slivers of one value each."""
+    import imageio.v3 as iio
+
+    image, labels = touching_cells((96, 96), n_cells=6, seed=0)
+    _touch(tmp_path / "images")
+    _touch(tmp_path / "labels")
+    iio.imwrite(tmp_path / "images" / "a.png", image)
+    iio.imwrite(tmp_path / "labels" / "a.jpg", ((labels > 0) * 255).astype(np.uint8))
+    assert len(np.unique(iio.imread(tmp_path / "labels" / "a.jpg"))) > 2  # what JPEG made
+    model = tmp_path / "m.safetensors"
+    assert cli.main(["-q", "train", str(tmp_path / "images"), str(tmp_path / "labels"),
+                     "--out", str(model), "--epochs", "1"]) == 2
+    _touch(tmp_path / "predicted")
+    tifffile.imwrite(tmp_path / "predicted" / "a.tif", labels)
+    assert cli.main(["-q", "evaluate", str(tmp_path / "predicted"), str(tmp_path / "labels")]
+                    ) == 2  # the truth saved as JPEG
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["napari-unet: error: a.jpg: labels saved as JPEG are changed by its "
+                   "compression (new values appear along the edges of the labels); save "
+                   "labels as PNG or TIFF, which keep them exactly."] * 2
+    assert not model.exists()

@@ -781,7 +781,13 @@ def cmd_evaluate(args) -> int:
     import json
 
     from .data import plane_name
-    from .io import collect, match_by_stem, read_image, without_label_files
+    from .io import (
+        collect,
+        match_by_stem,
+        read_image,
+        refuse_lossy_labels,
+        without_label_files,
+    )
     from .metrics import instance_scores, semantic_scores
     from .targets import looks_like_an_image, relabel_objects, semantic_classes
 
@@ -798,6 +804,8 @@ def cmd_evaluate(args) -> int:
     convert = relabel_objects if args.mode == "instances" else semantic_classes
     truths, preds, names, unlabelled = [], [], [], 0
     for t_file, p_file in zip(truth_files, found):
+        refuse_lossy_labels(t_file)
+        refuse_lossy_labels(p_file)
         t, p = read_image(t_file), read_image(p_file)
         for f, data in ((t_file, t), (p_file, p)):
             if args.mode == "instances" and (seen := looks_like_an_image(data)) is not None:

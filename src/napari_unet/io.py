@@ -174,11 +174,22 @@ def pair_by_stem(images: list[Path], labels: list[Path]) -> list[tuple[Path, Pat
     return list(zip(images, found))
 
 
+def refuse_lossy_labels(path: Path) -> None:
+    """Labels saved as JPEG are refused: its compression changes them (values between the
+    labels, along their edges), and each value's pieces would be taken for cells."""
+    if path.suffix.lower() in (".jpg", ".jpeg"):
+        raise InputError(f"{path.name}: labels saved as JPEG are changed by its compression "
+                         "(new values appear along the edges of the labels); save labels as "
+                         "PNG or TIFF, which keep them exactly.")
+
+
 def read_pairs(images: str | os.PathLike, labels: str | os.PathLike):
     """Image and label files (folders, globs or single files) paired by
     :func:`pair_by_stem`, read: ``(image paths, images, labels)``. A label file saved as a
-    colour image is refused with a sentence."""
+    colour image or as JPEG is refused with a sentence."""
     pairs = pair_by_stem(collect(images, besides=[labels]), collect(labels, besides=[images]))
+    for _, b in pairs:
+        refuse_lossy_labels(b)
     imgs, labs = [], []
     for a, b in pairs:
         imgs.append(read_image(a))
