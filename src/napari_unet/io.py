@@ -14,7 +14,7 @@ IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 #: Microscopes' own file formats, which napari-unet does not read: said by name, with what
 #: to do, instead of a decoder's error or a folder said to hold no image.
 MICROSCOPE_FORMATS = {
-    ".czi": "Zeiss CZI", ".zvi": "Zeiss ZVI", ".lsm": "Zeiss LSM", ".nd2": "Nikon ND2",
+    ".czi": "Zeiss CZI", ".zvi": "Zeiss ZVI", ".nd2": "Nikon ND2",
     ".lif": "Leica LIF", ".lof": "Leica LOF", ".oib": "Olympus OIB", ".oif": "Olympus OIF",
     ".oir": "Olympus OIR", ".vsi": "Olympus VSI", ".ims": "Imaris", ".dv": "DeltaVision",
     ".ics": "ICS", ".svs": "Aperio slide", ".ndpi": "Hamamatsu slide",
