@@ -119,11 +119,36 @@ def test_cli_predict_never_writes_over_its_inputs(cellpose_folder, tmp_path, cap
     other = tmp_path / "copy"
     other.mkdir()
     (other / "img0.tif").write_bytes((folder / "img0.tif").read_bytes())
-    assert cli.main(["-q", "predict", str(model), str(folder / "img0.tif"),
-                     str(other / "img0.tif"), "--out", str(tmp_path / "out")]) == 2
+    (other / "img0.png").write_bytes(b"")  # one folder, one name: one result file for two
+    assert cli.main(["-q", "predict", str(model), str(other / "img0.tif"),
+                     str(other / "img0.png"), "--out", str(tmp_path / "out")]) == 2
     assert "both results would be written to" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
     assert {f.name: f.read_bytes() for f in folder.iterdir()} == before
+
+
+def test_images_of_one_name_in_folders_of_a_plate_keep_their_folders(cellpose_folder,
+                                                                      tmp_path, capsys):
+    """A plate's wells read by '**' hold images of one name (each well's img0.tif): they
+    were refused, as both results would have been written to out/img0.tif. Their results
+    keep the folders below the one they share; images of different names stay flat."""
+    folder, model = cellpose_folder
+    plate = tmp_path / "plate"
+    for well in ("A01", "B02/field"):
+        (plate / well).mkdir(parents=True)
+        (plate / well / "img0.tif").write_bytes((folder / "img0.tif").read_bytes())
+    out = tmp_path / "out"
+    assert cli.main(["predict", str(model), f"{plate}/**/*.tif", "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert sorted(str(f.relative_to(out)) for f in out.rglob("*.tif")) == [
+        "A01/img0.tif", "B02/field/img0.tif"]
+    assert re.search(r"^A01/img0.tif: \d+ objects?$", said, re.M), said
+    np.testing.assert_array_equal(tifffile.imread(out / "A01" / "img0.tif"),
+                                  tifffile.imread(out / "B02" / "field" / "img0.tif"))
+    (plate / "B02" / "field" / "img0.tif").rename(plate / "B02" / "field" / "img1.tif")
+    flat = tmp_path / "flat"
+    assert cli.main(["-q", "predict", str(model), f"{plate}/**/*.tif", "--out", str(flat)]) == 0
+    assert sorted(f.name for f in flat.iterdir()) == ["img0.tif", "img1.tif"]
 
 
 def _train_args(images, labels, model):

@@ -472,14 +472,17 @@ def cmd_predict(args) -> int:
                         tta=args.tta, halo=args.halo, diameter=args.diameter or None,
                         link_planes=args.link_planes, follow_time=args.follow_time)
     out = Path(args.out)
-    _refuse_overwriting_inputs(files, [Path(z) for z in zarrs], out, args.probabilities)
+    folders = _result_folders(files, out)
+    _refuse_overwriting_inputs(files, [Path(z) for z in zarrs], out, args.probabilities,
+                               folders)
     for f in tqdm(files, disable=args.quiet or len(files) <= 1, unit="image"):
+        name = str((folders[f] / f.name).relative_to(out))  # img0.tif, or A01/img0.tif
         meta = tiff_metadata(f)
         image, axes = for_model(read_image(f), meta.get("axes"), model.config.in_channels,
-                                args.channel, f.name)
+                                args.channel, name)
         bars, shown = [], set()
 
-        def show(event, bars=bars, shown=shown, name=f.name) -> None:
+        def show(event, bars=bars, shown=shown, name=name) -> None:
             if not bars:
                 bars.append(tqdm(total=event.total, disable=args.quiet, leave=False,
                                  unit="tile", desc=name))
@@ -489,25 +492,25 @@ def cmd_predict(args) -> int:
             if event.done and not args.quiet:
                 _say_once(bars[0], name, event.message, shown)
 
-        labels_file, prob_file = _tiff_outputs(f, out)
+        labels_file, prob_file = _tiff_outputs(f, folders[f])
         label_axes, prob_axes = result_axes(axes)  # the image's axes and pixel size
         need = beyond_memory(image, model, cfg)
         if need:  # a slide, a long stack: block by block through a scratch folder
             result, found = _predict_on_disk(
-                args, model, image, cfg, f.name, show, (labels_file, prob_file),
+                args, model, image, cfg, name, show, (labels_file, prob_file),
                 ({**meta, "axes": label_axes}, {**meta, "axes": prob_axes}))
             found = ", ".join(x for x in (found, f"predicted block by block on disk ({need})")
                               if x)
         else:
-            result = run(predict(model, image, cfg, name=f.name), show)
+            result = run(predict(model, image, cfg, name=name), show)
             found = what_was_found(result, cfg.link_planes > 0, followed=cfg.follow_time)
         for bar in bars:
             bar.close()
         for note in result.notes:  # e.g. the cell size 'auto' found
             if note not in shown and not args.quiet:
-                print(f"{f.name}: {note}")
+                print(f"{name}: {note}")
         if found and not args.quiet:
-            tqdm.write(f"{f.name}: {found}")
+            tqdm.write(f"{name}: {found}")
         if not need:  # on disk, they are written already
             write_tiff(labels_file, result.labels, {**meta, "axes": label_axes})
             if args.probabilities:
@@ -571,13 +574,31 @@ def _zarr_outputs(spec: Path, out: Path) -> tuple[Path, Path]:
     return target, target.with_name(target.name.removesuffix(".zarr") + "_prob.zarr")
 
 
+def _result_folders(files: list[Path], out: Path) -> dict[Path, Path]:
+    """The folder of each image file's results: ``out``; or, where images of one name come
+    from different folders (a plate's wells read by ``'plate/**/*.tif'``), ``out`` with
+    the folders below the one they all share, as they are (``out/A01/img0.tif``)."""
+    import os
+
+    from .io import stem_of
+
+    folders: dict[str, set[Path]] = {}
+    for f in files:
+        folders.setdefault(stem_of(f), set()).add(f.parent.resolve())
+    if all(len(found) == 1 for found in folders.values()):
+        return {f: out for f in files}
+    common = Path(os.path.commonpath([f.parent.resolve() for f in files]))
+    return {f: out / f.parent.resolve().relative_to(common) for f in files}
+
+
 def _refuse_overwriting_inputs(files: list[Path], zarrs: list[Path], out: Path,
-                               probabilities: bool) -> None:
+                               probabilities: bool, folders: dict[Path, Path]) -> None:
     """Before anything is predicted: no result may replace an input, nor two inputs write
-    the same result (``img.tif`` and ``img.png``, or the same name in two folders)."""
+    the same result (``img.tif`` and ``img.png`` in one folder); ``folders``: those of the
+    image files' results (:func:`_result_folders`)."""
     inputs = {p.resolve(): p for p in (*files, *zarrs)}
     written: dict[Path, Path] = {}
-    for source, outputs in ([(f, _tiff_outputs(f, out)) for f in files]
+    for source, outputs in ([(f, _tiff_outputs(f, folders[f])) for f in files]
                             + [(z, _zarr_outputs(z, out)) for z in zarrs]):
         for target in outputs[: 2 if probabilities else 1]:
             key = target.resolve()
