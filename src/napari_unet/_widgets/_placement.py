@@ -29,6 +29,19 @@ def _transforms(source):
     return to_physical, affine
 
 
+def _sliced(source, nd: int | None = None, axes=None):
+    """:func:`_transforms` of ``source`` for results of ``axes`` of it, or of ``nd`` axes
+    (see :func:`placement`)."""
+    to_physical, affine = _transforms(source)
+    dims = len(source.scale)
+    if axes is None and nd is not None and nd > dims:
+        extra = list(range(nd - dims))
+        return to_physical.expand_dims(extra), affine.expand_dims(extra)
+    if axes is None:
+        axes = list(range(dims - (dims if nd is None else nd), dims))
+    return to_physical.set_slice(list(axes)), affine.set_slice(list(axes))
+
+
 def placement(source, nd: int | None = None, axes=None) -> dict:
     """How to place results of ``source``'s data (a layer, or a description of one) where
     it is in napari's world: its scale, translation, rotation, shear and affine transform
@@ -36,15 +49,7 @@ def placement(source, nd: int | None = None, axes=None) -> dict:
     ``axes``: those of ``source`` that the results have (its channel axis left out, say);
     else ``nd``: the results' number of axes, ``source``'s last ones, or all of them after
     leading axes of their own (a class axis, placed as it is)."""
-    to_physical, affine = _transforms(source)
-    dims = len(source.scale)
-    if axes is None and nd is not None and nd > dims:
-        extra = list(range(nd - dims))
-        to_physical, affine = to_physical.expand_dims(extra), affine.expand_dims(extra)
-    else:
-        if axes is None:
-            axes = list(range(dims - (dims if nd is None else nd), dims))
-        to_physical, affine = to_physical.set_slice(list(axes)), affine.set_slice(list(axes))
+    to_physical, affine = _sliced(source, nd, axes)
     return {"scale": to_physical.scale, "translate": to_physical.translate,
             "rotate": to_physical.rotate, "shear": to_physical.shear,
             "affine": affine.affine_matrix}
@@ -53,13 +58,8 @@ def placement(source, nd: int | None = None, axes=None) -> dict:
 def to_world(source, nd: int) -> np.ndarray:
     """The homogeneous matrix, ``nd + 1`` square, that takes points of ``source``'s last
     ``nd`` axes (pixels) into napari's world."""
-    from napari.utils.transforms import CompositeAffine
-
-    placed = placement(source, nd)
-    to_physical = CompositeAffine(
-        scale=placed["scale"], translate=placed["translate"], rotate=placed["rotate"],
-        shear=placed["shear"], ndim=nd)
-    return placed["affine"] @ to_physical.affine_matrix
+    to_physical, affine = _sliced(source, nd)
+    return affine.affine_matrix @ to_physical.affine_matrix
 
 
 def moved_by(source, offset) -> np.ndarray:
