@@ -20,7 +20,9 @@ def touching_cells(shape: tuple[int, int] = (256, 256), n_cells: int = 40, radiu
     rng = np.random.default_rng(seed)
     h, w = shape
     centres = []
-    while len(centres) < n_cells:
+    for _ in range(1000 * n_cells):  # bounded: too many cells for the image never fit
+        if len(centres) == n_cells:
+            break
         c = rng.uniform([radius, radius], [h - radius, w - radius])
         if centres and rng.random() < 0.5:  # a neighbour of an existing cell: they touch
             base = centres[rng.integers(len(centres))]
@@ -30,6 +32,9 @@ def touching_cells(shape: tuple[int, int] = (256, 256), n_cells: int = 40, radiu
                 continue
         if all(np.hypot(*(c - o)) > 1.4 * radius for o in centres):
             centres.append(c)
+    if len(centres) < n_cells:
+        raise ValueError(f"{n_cells} cells of radius {radius:g} px do not fit into an image "
+                         f"of {h} x {w} px; ask for fewer cells or a larger image.")
     yy, xx = np.mgrid[:h, :w]
     best = np.full(shape, np.inf)
     labels = np.zeros(shape, np.uint16)
