@@ -401,10 +401,11 @@ def test_the_python_api_says_what_it_takes(case, call, words):
 
 
 def test_synthetic_cells_that_cannot_fit_are_refused_not_searched_for_ever():
+    from napari_unet.errors import InputError
     from napari_unet.synthetic import touching_cells
 
     image, labels = touching_cells((96, 96), n_cells=10, radius=8, seed=0)
     assert len(np.unique(labels)) - 1 == 10  # as many as asked where they fit
-    with pytest.raises(ValueError, match="40 cells of radius 10 px do not fit into an image "
+    with pytest.raises(InputError, match="40 cells of radius 10 px do not fit into an image "
                                          "of 96 x 96 px"):
         touching_cells((96, 96), n_cells=40, radius=10, seed=0)  # looped for ever

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from .errors import InputError
+
 
 def touching_cells(shape: tuple[int, int] = (256, 256), n_cells: int = 40, radius: float = 10.0,
                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -33,7 +35,7 @@ def touching_cells(shape: tuple[int, int] = (256, 256), n_cells: int = 40, radiu
         if all(np.hypot(*(c - o)) > 1.4 * radius for o in centres):
             centres.append(c)
     if len(centres) < n_cells:
-        raise ValueError(f"{n_cells} cells of radius {radius:g} px do not fit into an image "
+        raise InputError(f"{n_cells} cells of radius {radius:g} px do not fit into an image "
                          f"of {h} x {w} px; ask for fewer cells or a larger image.")
     yy, xx = np.mgrid[:h, :w]
     best = np.full(shape, np.inf)
