@@ -122,7 +122,9 @@ def test_bad_input_exits_2_with_one_line(tmp_path):
         assert not (tmp_path / "out").exists()
     tifffile.imwrite(labels / "a.tif", np.zeros((32, 32), np.uint16))
     for option, words in ((["--epochs", "0"], "epochs must be a positive number, not 0."),
-                          (["--depth", "9"], "depth 9 has 7,964 million parameters")):
+                          (["--depth", "9"], "depth 9 has 7,964 million parameters"),
+                          (["--seed", "-1"], "seed must be a whole number from 0 to 2**63 - 1, "
+                                             "not -1.")):  # numpy's traceback
         proc = subprocess.run([*cmd[:-2], *option], capture_output=True, text=True)
         assert proc.returncode == 2 and words in proc.stderr, proc.stderr
 

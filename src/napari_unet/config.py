@@ -309,6 +309,9 @@ class TrainConfig(_DictMixin):
             raise InputError(f"val_fraction must be in [0, 1), not {self.val_fraction}.")
         if not 0 <= self.foreground_bias <= 1:
             raise InputError(f"foreground_bias must be in [0, 1], not {self.foreground_bias}.")
+        if not (hasattr(self.seed, "__index__") and 0 <= self.seed < 2**63):  # int, numpy's
+            raise InputError(f"seed must be a whole number from 0 to 2**63 - 1, not "
+                             f"{self.seed!r}.")
 
 
 @dataclass(frozen=True)
