@@ -56,6 +56,16 @@ def test_sample_train_predict_end_to_end(tmp_path, capsys):
     assert not (tmp_path / "none").exists()
 
 
+def test_a_model_named_without_its_suffix_is_saved_with_it(tmp_path, capsys):
+    """`--out mymodel` wrote a file `mymodel`, which no widget lists and no drop on napari
+    opens."""
+    _, model = sample_and_train(tmp_path, 2, "mymodel", "--epochs", "1", "--steps-per-epoch",
+                                "2", "--base-channels", "4", "--depth", "2", "--patch-size",
+                                "64")
+    assert not model.exists() and load_checkpoint(tmp_path / "mymodel.safetensors")
+    assert f"saved {tmp_path / 'mymodel.safetensors'} (" in capsys.readouterr().out
+
+
 def test_offsets_target_end_to_end_writes_the_vectors_after_the_classes(tmp_path):
     data, model = sample_and_train(tmp_path, 2, "o.safetensors", "--target", "offsets",
                                    "--epochs", "1", "--steps-per-epoch", "2",

@@ -34,8 +34,10 @@ def test_export_validates_passes_the_model_test_and_reimports_identically(traine
     from bioimageio.core import test_model
     from bioimageio.spec import load_description
 
-    package = tmp_path / "tiny.zip"
-    assert main(["export", str(trained), "--out", str(package), "--author", "A. Biologist"]) == 0
+    package = tmp_path / "tiny.zip"  # named without .zip, the package is named with it
+    assert main(["export", str(trained), "--out", str(tmp_path / "tiny"), "--author",
+                 "A. Biologist"]) == 0
+    assert not (tmp_path / "tiny").exists()
     descr = load_description(package)
     assert descr.validation_summary.status == "valid-format", descr.validation_summary
     assert {"pytorch_state_dict", "torchscript", "onnx"} <= set(descr.weights.model_fields_set)

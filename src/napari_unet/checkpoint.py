@@ -126,6 +126,13 @@ def models_folder() -> Path:
     return Path(root) / "models"
 
 
+def named_with(path: str | os.PathLike, suffix: str) -> Path:
+    """``path`` ending in ``suffix`` (``.safetensors``, ``.zip``), added where it does not:
+    a model saved as ``mymodel`` was listed by no widget and opened by no drop on napari."""
+    path = Path(path)
+    return path if path.name.lower().endswith(suffix) else path.with_name(path.name + suffix)
+
+
 def default_model_path(name: str) -> Path:
     """A new file name in :func:`models_folder` from a layer or image name and the time."""
     import re

@@ -38,7 +38,7 @@ def _add_train(sub) -> None:
                    "img01_masks.tif, _labels, _seg, ... in the same one): instance labels "
                    "(0 background, 1..N cells) or, with --mode semantic, class indices 0..K")
     p.add_argument("--out", required=True, metavar="MODEL",
-                   help="model file to write (.safetensors)")
+                   help="model file to write (.safetensors, added to a name without it)")
     p.add_argument("--from", dest="init_from",
                    help="model to fine-tune: a model file, or 'nuclei' (shipped)")
     p.add_argument("--mode", choices=["instances", "semantic"],
@@ -233,7 +233,8 @@ def parser() -> argparse.ArgumentParser:
                        "ilastik, bioimageio.core and napari; MODEL.zip opens in napari-unet "
                        "again.")
     e.add_argument("model", help="a model file, a bioimage.io package, or 'nuclei'")
-    e.add_argument("--out", required=True, help="package to write (.zip)")
+    e.add_argument("--out", required=True,
+                   help="package to write (.zip, added to a name without it)")
     e.add_argument("--name", help="model name (default: the file name)")
     e.add_argument("--author", action="append", dest="authors",
                    help="an author's name (repeat for several; default: your login)")
@@ -270,12 +271,14 @@ def _file_out(out: str | None, example: str) -> None:
 def cmd_train(args) -> int:
     from tqdm import tqdm
 
+    from .checkpoint import named_with
     from .config import ModelConfig, TrainConfig
     from .io import collect, match_by_stem, read_image, read_pairs
     from .progress import run
     from .train import STARTING_MODEL_KEPT, train
 
     _file_out(args.out, "model.safetensors")
+    args.out = str(named_with(args.out, ".safetensors"))
     files, images, labels = read_pairs(args.images, args.labels)
     images = _train_channels(args, files, images)
     regions = None
@@ -783,11 +786,12 @@ def cmd_info(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .checkpoint import load_checkpoint
+    from .checkpoint import load_checkpoint, named_with
     from .io import read_image
     from .modelzoo import export_package
 
     _file_out(args.out, "model.zip")
+    args.out = str(named_with(args.out, ".zip"))
     ckpt = load_checkpoint(args.model)
     image = read_image(args.test_image) if args.test_image else None
     if image is not None and ckpt.config.in_channels == 1 and image.ndim == 3:

@@ -99,6 +99,20 @@ def test_training_through_the_widget_saves_a_model(cells_viewer, qtbot, models_h
     assert "the one just trained" in predict.status.text()
 
 
+def test_a_model_file_named_without_its_suffix_is_saved_with_it(cells_viewer, qtbot,
+                                                                  tmp_path, models_home):
+    """'Save model to: mymodel' wrote a file that no model list offered afterwards."""
+    widget = dock(cells_viewer, "Train")
+    qtbot.waitUntil(lambda: "CPU" in widget.device_label.text())
+    set_quick(widget)
+    widget.out.edit.setText(str(tmp_path / "mymodel"))
+    widget.controls.start_btn.click()
+    wait_done(qtbot, widget)
+    assert not (tmp_path / "mymodel").exists()
+    assert widget.last_model == str(tmp_path / "mymodel.safetensors")
+    assert load_checkpoint(widget.last_model) and "mymodel.safetensors" in widget.status.text()
+
+
 def values(box) -> list[str]:
     """What the items of a model list stand for (paths for model files)."""
     return [box.itemData(i) or box.itemText(i) for i in range(box.count())]

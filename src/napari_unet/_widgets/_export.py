@@ -5,6 +5,7 @@ from __future__ import annotations
 from napari.utils.notifications import show_info
 from qtpy.QtWidgets import QFileDialog, QPushButton
 
+from ..checkpoint import named_with
 from ..errors import NapariUNetError
 from ._runner import refuse
 
@@ -24,7 +25,7 @@ class ExportButton(QPushButton):
         path, _ = QFileDialog.getSaveFileName(self, "Export to bioimage.io", "",
                                               "bioimage.io package (*.zip)")
         if path:
-            self.export_to(path if path.endswith(".zip") else f"{path}.zip")
+            self.export_to(str(named_with(path, ".zip")))
 
     def export_to(self, path) -> None:
         from ..modelzoo import exporting

@@ -8,7 +8,7 @@ from napari.layers import Image, Labels, Shapes
 from napari.utils.notifications import show_info, show_warning
 from qtpy.QtWidgets import QFormLayout, QLabel, QVBoxLayout, QWidget
 
-from ..checkpoint import default_model_path, recent_models
+from ..checkpoint import default_model_path, named_with, recent_models
 from ..config import MODEL_PRESETS, TARGETS, ModelConfig, TrainConfig
 from ..data import plane_name, training_planes
 from ..errors import InputError, NapariUNetError
@@ -240,7 +240,7 @@ class TrainWidget(QWidget):
             refuse(self.status, "Not trained", err)
             return
         pairs = self._pair_names()
-        out = self.out.path() or default_model_path(pairs[0][0])
+        out = named_with(self.out.path() or default_model_path(pairs[0][0]), ".safetensors")
         self.plot.clear()
         self.warned.setText("")
         self.status.setText(f"Training… the best model is saved to {out}")
