@@ -240,6 +240,8 @@ def test_evaluate_scores_segmentations_against_the_truth(tmp_path, capsys):
     proc = subprocess.run([sys.executable, "-m", "napari_unet.cli", "evaluate", str(pred),
                            str(truth)], capture_output=True, text=True)
     assert proc.returncode == 2 and "b.tif" in proc.stderr and "Traceback" not in proc.stderr
+    assert "for 1 of the 2 truth file(s) (b.tif): predict them, or give only the" in proc.stderr
+    assert main(["evaluate", str(pred), str(truth / "a.tif")]) == 0  # as the sentence says
 
 
 def test_evaluate_refuses_an_image_given_as_labels(tmp_path, capsys):

@@ -824,8 +824,11 @@ def cmd_evaluate(args) -> int:
     found = match_by_stem(truth_files, collect(args.predicted, besides=[args.truth]))
     missing = [t.name for t, f in zip(truth_files, found) if f is None]
     if missing:
-        raise NapariUNetError(f"no predicted file with the same name for truth file(s) "
-                              f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}.")
+        raise NapariUNetError(
+            f"no predicted file with the same name for {len(missing)} of the "
+            f"{len(truth_files)} truth file(s) ({', '.join(missing[:3])}"
+            f"{' ...' if len(missing) > 3 else ''}): predict them, or give only the truth "
+            "files to score (their names, or a glob such as 'labels/a*.tif').")
     convert = relabel_objects if args.mode == "instances" else semantic_classes
     truths, preds, names, unlabelled = [], [], [], 0
     for t_file, p_file in zip(truth_files, found):
