@@ -30,6 +30,18 @@ def test_single_image_and_progress(tmp_path, rng):
     assert "CPU" in result.device
 
 
+def test_a_pytorch_tensor_is_predicted_as_its_numpy_array(tmp_path, rng):
+    """A notebook's tensor ended in numpy's "Cannot interpret 'torch.uint8' as a data
+    type"."""
+    model = make_model(tmp_path)
+    image = rng.integers(0, 255, (2, 70, 90), dtype=np.uint8)  # a stack
+    want = run(predict(model, image))
+    for tensor in (torch.from_numpy(image), torch.from_numpy(image).float().requires_grad_()):
+        got = run(predict(model, tensor))
+        np.testing.assert_array_equal(got.probabilities, want.probabilities)
+        np.testing.assert_array_equal(got.labels, want.labels)
+
+
 def test_stack_is_predicted_plane_by_plane(tmp_path, rng):
     model = make_model(tmp_path)
     stack = rng.normal(size=(3, 50, 60)).astype(np.float32)

@@ -18,11 +18,14 @@ _MAX_SAMPLE = 4_000_000  # pixels looked at for the percentiles of a large image
 
 
 def as_array(image, name: str = "image", hint: str = ""):
-    """``image`` as an array (array-likes kept as they are: Dask, zarr, memmap), or refused
-    in a sentence where it is none: ``None``, a file name, arrays of different shapes in
-    one list (``hint``: what to do instead)."""
+    """``image`` as an array (array-likes kept as they are: Dask, zarr, memmap; a PyTorch
+    tensor as numpy), or refused in a sentence where it is none: ``None``, a file name,
+    arrays of different shapes in one list (``hint``: what to do instead)."""
     import os
 
+    if type(image).__module__.partition(".")[0] == "torch" and hasattr(image, "detach"):
+        tensor = image.detach().cpu()  # a PyTorch tensor, on a GPU too
+        return (tensor.float() if str(tensor.dtype) == "torch.bfloat16" else tensor).numpy()
     if hasattr(image, "shape"):
         return image
     if image is None:
