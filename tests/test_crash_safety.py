@@ -160,8 +160,29 @@ def test_a_model_file_that_cannot_be_written_is_refused_before_training(tmp_path
     from napari_unet.errors import OutputError
 
     (tmp_path / "a_file").write_text("")
-    with pytest.raises(OutputError, match="could not write .*a_file/m.safetensors"):
+    with pytest.raises(OutputError, match="could not write .*a_file/m.safetensors") as err:
         next(_tiny_training(tmp_path / "a_file" / "m.safetensors"))
+    # the file in the way named; no space asked for where the disk is not full
+    assert str(err.value).endswith(f"{tmp_path / 'a_file'} is a file, not a folder; choose "
+                                   "another place.")
+
+
+def test_cli_names_the_file_standing_where_a_folder_is_needed(tmp_path, capsys):
+    """'img.tif: file exists.' (export, evaluate), '...: not a directory; free some space
+    there' (predict)."""
+    import tifffile
+
+    from napari_unet import cli
+
+    tifffile.imwrite(tmp_path / "a.tif", discs((64, 64), [(32, 32)], 10) * 200)
+    blocked = tmp_path / "a.tif" / "sub"
+    for args in (["export", "nuclei", "--out", str(blocked / "p.zip")],
+                 ["predict", "nuclei", str(tmp_path / "a.tif"), "--out", str(blocked)]):
+        capsys.readouterr()
+        assert cli.main(["-q", *args]) in (1, 2)
+        err = capsys.readouterr().err
+        assert f"{tmp_path / 'a.tif'} is a file, not a folder; choose another place." in err, err
+        assert "free some space" not in err
 
 
 def test_cli_says_a_full_disk_in_one_line(tmp_path, capsys, monkeypatch):
