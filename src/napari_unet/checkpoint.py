@@ -133,13 +133,15 @@ def named_with(path: str | os.PathLike, suffix: str) -> Path:
     return path if path.name.lower().endswith(suffix) else path.with_name(path.name + suffix)
 
 
-def default_model_path(name: str) -> Path:
-    """A new file name in :func:`models_folder` from a layer or image name and the time."""
+def default_model_path(name: str, folder: str | os.PathLike | None = None) -> Path:
+    """A new file name in ``folder`` (default: :func:`models_folder`) from a layer or image
+    name and the time."""
     import re
     import time
 
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.") or "model"
-    return models_folder() / f"{safe[:40]}-{time.strftime('%Y%m%d-%H%M%S')}.safetensors"
+    return (Path(folder) if folder else models_folder()) / (
+        f"{safe[:40]}-{time.strftime('%Y%m%d-%H%M%S')}.safetensors")
 
 
 def recent_models(limit: int = 10) -> list[Path]:

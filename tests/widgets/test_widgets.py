@@ -99,9 +99,10 @@ def test_training_through_the_widget_saves_a_model(cells_viewer, qtbot, models_h
     assert "the one just trained" in predict.status.text()
 
 
-def test_a_model_file_named_without_its_suffix_is_saved_with_it(cells_viewer, qtbot,
-                                                                  tmp_path, models_home):
-    """'Save model to: mymodel' wrote a file that no model list offered afterwards."""
+def test_save_model_to_takes_a_name_without_its_suffix_or_a_folder(cells_viewer, qtbot,
+                                                                   tmp_path, models_home):
+    """'Save model to: mymodel' wrote a file that no model list offered afterwards; a folder
+    given there is where the model goes."""
     widget = dock(cells_viewer, "Train")
     qtbot.waitUntil(lambda: "CPU" in widget.device_label.text())
     set_quick(widget)
@@ -111,6 +112,14 @@ def test_a_model_file_named_without_its_suffix_is_saved_with_it(cells_viewer, qt
     assert not (tmp_path / "mymodel").exists()
     assert widget.last_model == str(tmp_path / "mymodel.safetensors")
     assert load_checkpoint(widget.last_model) and "mymodel.safetensors" in widget.status.text()
+    # a folder: a new model file in it, named as in ~/napari-unet/models
+    folder = tmp_path / "my models"
+    folder.mkdir()
+    widget.out.edit.setText(str(folder))
+    widget.controls.start_btn.click()
+    wait_done(qtbot, widget)
+    saved = list(folder.glob("cells-*.safetensors"))
+    assert len(saved) == 1 and widget.last_model == str(saved[0]) and load_checkpoint(saved[0])
 
 
 def values(box) -> list[str]:

@@ -240,7 +240,9 @@ class TrainWidget(QWidget):
             refuse(self.status, "Not trained", err)
             return
         pairs = self._pair_names()
-        out = named_with(self.out.path() or default_model_path(pairs[0][0]), ".safetensors")
+        chosen = self.out.path()  # a folder: a new file in it
+        out = (named_with(chosen, ".safetensors") if chosen and not chosen.is_dir()
+               else default_model_path(pairs[0][0], chosen))
         self.plot.clear()
         self.warned.setText("")
         self.status.setText(f"Training… the best model is saved to {out}")
