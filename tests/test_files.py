@@ -9,6 +9,7 @@ import pytest
 import tifffile
 
 from napari_unet import cli
+from napari_unet.batch import tiff_outputs
 from napari_unet.errors import InputError
 from napari_unet.io import collect, match_by_stem, pair_by_stem, without_label_files
 from napari_unet.synthetic import touching_cells
@@ -258,7 +259,7 @@ def test_cli_regions_of_a_stack_keep_a_plane_whose_region_holds_no_cell(tmp_path
 
 @pytest.mark.parametrize("name", ["cells.tif", "cells.ome.tif", "cells.OME.TIFF", "cells.png"])
 def test_predict_names_its_result_after_the_image_without_extension(tmp_path, name):
-    labels, prob = cli._tiff_outputs(tmp_path / "in" / name, tmp_path / "out")
+    labels, prob = tiff_outputs(tmp_path / "in" / name, tmp_path / "out")
     assert (labels.name, prob.name) == ("cells.tif", "cells_prob.tif")
 
 

@@ -47,8 +47,10 @@ def for_model(image, axes: str | None, channels: int, channel: int | None = None
     channel axis moved last; a file without a channel axis as
     :func:`napari_unet.data.image_for_model` lays it out. Returns the image and its axes
     (channels last as ``C``; None where the file named none). ``option`` names where the
-    channel is chosen (the command line's ``--channel``, a widget's *Channel*)."""
-    how = f"with {option}" if option.startswith("-") else f"under {option}"
+    channel is chosen (the command line's ``--channel``, a widget's *Channel*), or, in
+    lower case, a phrase that says how (for files that no widget shows)."""
+    how = (f"with {option}" if option.startswith("-") else
+           f"under {option}" if option[:1].isupper() else option)
     axis = channel_axis(image, axes)
     letters = axes.upper() if axes and len(axes) == image.ndim else None
     if channel is not None:

@@ -433,16 +433,12 @@ def _as_planes(files, images, labels, regions):
 
 
 def cmd_predict(args) -> int:
-    import numpy as np
     from tqdm import tqdm
 
-    from .channels import for_model, result_axes
+    from .batch import predict_files, refuse_overwriting_inputs, result_folders, tiff_outputs
     from .checkpoint import load_checkpoint
     from .config import PredictConfig
-    from .found import what_was_found
-    from .io import collect, is_zarr, read_image, tiff_metadata, without_label_files, write_tiff
-    from .memory import beyond_memory
-    from .predict import predict
+    from .io import collect, is_zarr, without_label_files
     from .progress import run
 
     model = load_checkpoint(args.model)
@@ -475,82 +471,47 @@ def cmd_predict(args) -> int:
                         tta=args.tta, halo=args.halo, diameter=args.diameter or None,
                         link_planes=args.link_planes, follow_time=args.follow_time)
     out = Path(args.out)
-    folders = _result_folders(files, out)
-    _refuse_overwriting_inputs(files, [Path(z) for z in zarrs], out, args.probabilities,
-                               folders)
-    for f in tqdm(files, disable=args.quiet or len(files) <= 1, unit="image"):
-        name = str((folders[f] / f.name).relative_to(out))  # img0.tif, or A01/img0.tif
-        meta = tiff_metadata(f)
-        image, axes = for_model(read_image(f), meta.get("axes"), model.config.in_channels,
-                                args.channel, name)
-        bars, shown = [], set()
+    folders = result_folders(files, out)
+    refuse_overwriting_inputs([(f, tiff_outputs(f, folders[f])) for f in files]
+                              + [(Path(z), _zarr_outputs(Path(z), out)) for z in zarrs],
+                              [*files, *map(Path, zarrs)], args.probabilities)
+    overall = tqdm(total=len(files), disable=args.quiet or len(files) <= 1, unit="image")
+    bars: dict[int, tqdm] = {}
+    shown: set[str] = set()
 
-        def show(event, bars=bars, shown=shown, name=name) -> None:
-            if not bars:
-                bars.append(tqdm(total=event.total, disable=args.quiet, leave=False,
-                                 unit="tile", desc=name))
-            bars[0].total = event.total
-            bars[0].n = event.done
-            bars[0].refresh()
-            if event.done and not args.quiet:
-                _say_once(bars[0], name, event.message, shown)
-
-        labels_file, prob_file = _tiff_outputs(f, folders[f])
-        label_axes, prob_axes = result_axes(axes)  # the image's axes and pixel size
-        need = beyond_memory(image, model, cfg)
-        if need:  # a slide, a long stack: block by block through a scratch folder
-            result, found = _predict_on_disk(
-                args, model, image, cfg, name, show, (labels_file, prob_file),
-                ({**meta, "axes": label_axes}, {**meta, "axes": prob_axes}))
-            found = ", ".join(x for x in (found, f"predicted block by block on disk ({need})")
-                              if x)
-        else:
-            result = run(predict(model, image, cfg, name=name), show)
-            found = what_was_found(result, cfg.link_planes > 0, followed=cfg.follow_time)
-        for bar in bars:
-            bar.close()
-        for note in result.notes:  # e.g. the cell size 'auto' found
+    def show(event) -> None:
+        if event.tiles is not None:
+            tiles = event.tiles
+            if event.index not in bars:
+                shown.clear()
+                bars[event.index] = tqdm(total=tiles.total, disable=args.quiet, leave=False,
+                                         unit="tile", desc=event.name)
+            bar = bars[event.index]
+            bar.total, bar.n = tiles.total, tiles.done
+            bar.refresh()
+            if tiles.done and not args.quiet:
+                _say_once(bar, event.name, tiles.message, shown)
+            return
+        if event.index in bars:
+            bars.pop(event.index).close()
+        for note in event.notes:  # e.g. the cell size 'auto' found
             if note not in shown and not args.quiet:
-                print(f"{name}: {note}")
-        if found and not args.quiet:
-            tqdm.write(f"{name}: {found}")
-        if not need:  # on disk, they are written already
-            write_tiff(labels_file, result.labels, {**meta, "axes": label_axes})
-            if args.probabilities:
-                write_tiff(prob_file, np.asarray(result.probabilities, np.float32),
-                           {**meta, "axes": prob_axes})
+                print(f"{event.name}: {note}")
+        if event.found and not args.quiet:
+            tqdm.write(f"{event.name}: {event.found}")
+        overall.update(1)
+
+    try:
+        run(predict_files(model, files, out, cfg, probabilities=args.probabilities,
+                          channel=args.channel, chunk=args.chunk), show)
+    finally:
+        for bar in bars.values():
+            bar.close()
+        overall.close()
     for spec, image in lazy:
         _predict_zarr(args, model, cfg, Path(spec), image)
     print(f"wrote {len(files) + len(zarrs)} result(s) to {out}")
     return 0
-
-
-def _predict_on_disk(args, model, image, cfg, name: str, show, files, metas):
-    """Predict one image larger than memory can hold with its results: labels (and
-    probabilities) in zarr arrays in a scratch folder beside the results, then written to
-    the TIFF ``files`` tile by tile, each with its ``metas`` (axes, pixel size). Returns
-    the result and what was found."""
-    import tempfile
-
-    from .found import what_was_found
-    from .io import write_tiff_tiled
-    from .predict import predict, zarr_outputs
-    from .progress import run
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out, prefix=".napari-unet-") as tmp:
-        labels, prob = zarr_outputs(model, image, Path(tmp) / "labels.zarr",
-                                    Path(tmp) / "prob.zarr" if args.probabilities else None,
-                                    chunk=args.chunk, name=name)
-        result = run(predict(model, image, cfg, out_labels=labels, out_probabilities=prob,
-                             name=name), show)
-        write_tiff_tiled(files[0], labels, metas[0])
-        if prob is not None:
-            write_tiff_tiled(files[1], prob, metas[1])
-        found = what_was_found(result, cfg.link_planes > 0, on_disk=True,
-                               followed=cfg.follow_time)
-    return result, found
 
 
 def _say_once(bar, name: str, message: str, shown: set[str]) -> None:
@@ -562,58 +523,11 @@ def _say_once(bar, name: str, message: str, shown: set[str]) -> None:
         shown.add(said)
 
 
-def _tiff_outputs(f: Path, out: Path) -> tuple[Path, Path]:
-    """Where ``predict`` writes the labels and probabilities of an image file."""
-    from .io import stem_of
-
-    stem = stem_of(f)
-    return out / f"{stem}.tif", out / f"{stem}_prob.tif"
-
-
 def _zarr_outputs(spec: Path, out: Path) -> tuple[Path, Path]:
     """Where ``predict`` writes the labels and probabilities of a zarr input."""
     target = out if str(out).lower().endswith(".zarr") else \
         out / f"{spec.name.removesuffix('.zarr')}.zarr"
     return target, target.with_name(target.name.removesuffix(".zarr") + "_prob.zarr")
-
-
-def _result_folders(files: list[Path], out: Path) -> dict[Path, Path]:
-    """The folder of each image file's results: ``out``; or, where images of one name come
-    from different folders (a plate's wells read by ``'plate/**/*.tif'``), ``out`` with
-    the folders below the one they all share, as they are (``out/A01/img0.tif``)."""
-    import os
-
-    from .io import stem_of
-
-    folders: dict[str, set[Path]] = {}
-    for f in files:
-        folders.setdefault(stem_of(f), set()).add(f.parent.resolve())
-    if all(len(found) == 1 for found in folders.values()):
-        return {f: out for f in files}
-    common = Path(os.path.commonpath([f.parent.resolve() for f in files]))
-    return {f: out / f.parent.resolve().relative_to(common) for f in files}
-
-
-def _refuse_overwriting_inputs(files: list[Path], zarrs: list[Path], out: Path,
-                               probabilities: bool, folders: dict[Path, Path]) -> None:
-    """Before anything is predicted: no result may replace an input, nor two inputs write
-    the same result (``img.tif`` and ``img.png`` in one folder); ``folders``: those of the
-    image files' results (:func:`_result_folders`)."""
-    inputs = {p.resolve(): p for p in (*files, *zarrs)}
-    written: dict[Path, Path] = {}
-    for source, outputs in ([(f, _tiff_outputs(f, folders[f])) for f in files]
-                            + [(z, _zarr_outputs(z, out)) for z in zarrs]):
-        for target in outputs[: 2 if probabilities else 1]:
-            key = target.resolve()
-            if key in inputs:
-                raise NapariUNetError(
-                    f"{source.name}: its result {target.name} would replace the input "
-                    f"{inputs[key]}; choose another --out folder.")
-            if key in written:
-                raise NapariUNetError(
-                    f"{written[key]} and {source}: both results would be written to "
-                    f"{target}; predict them into different --out folders.")
-            written[key] = source
 
 
 def _distributed():

@@ -31,6 +31,7 @@ from qtpy.QtWidgets import QApplication, QDockWidget, QHBoxLayout, QPushButton, 
 from superqt.utils import FunctionWorker, GeneratorWorker
 
 from ..errors import NapariUNetError, os_error_sentence
+from ..progress import mapped
 
 
 def refuse(status, verdict: str, err: Exception) -> None:
@@ -257,15 +258,8 @@ class LayerDone:
 
 def _named(gen, name: str):
     """A prediction's events, their messages saying which layer they are about."""
-    try:
-        while True:
-            try:
-                event = next(gen)
-            except StopIteration as stop:
-                return stop.value
-            yield replace(event, message=f"{name}: {event.message or 'predicting'}")
-    finally:
-        gen.close()
+    return mapped(gen, lambda event: replace(event, message=f"{name}: "
+                                                           f"{event.message or 'predicting'}"))
 
 
 def each_layer(jobs):
