@@ -109,19 +109,27 @@ def predict_files(model, files: list[Path], out, config, *, probabilities: bool 
     engine refuses (not an image the model can read) ends the run with its sentence, or,
     with ``skip_bad``, is skipped and named in the result. ``folder`` and
     ``channel_option`` name, in sentences, the place of the results and how a channel is
-    chosen. Yields a :class:`FileEvent` for each step; returns a :class:`FilesResult`."""
+    chosen. A result that would replace an input is refused when called, before any
+    work. Returns a generator that yields a :class:`FileEvent` for each step and returns
+    a :class:`FilesResult`."""
     out = Path(out)
     files = [Path(f) for f in files]
     folders = result_folders(files, out)
     refuse_overwriting_inputs([(f, tiff_outputs(f, folders[f])) for f in files], files,
                               probabilities, folder)
+    return _each_file(model, files, folders, out, config, probabilities,
+                      (channel, channel_option), chunk, skip_bad)
+
+
+def _each_file(model, files: list[Path], folders: dict[Path, Path], out: Path, config,
+               probabilities: bool, channel: tuple, chunk, skip_bad: bool):
     result, started = FilesResult(), time.monotonic()
     for index, f in enumerate(files):
         name = str((folders[f] / f.name).relative_to(out))  # img0.tif, or A01/img0.tif
         try:
             found, notes = yield from _one_file(model, f, folders[f], name, config,
-                                                probabilities, (channel, channel_option),
-                                                chunk, (index, len(files)))
+                                                probabilities, channel, chunk,
+                                                (index, len(files)))
         except NapariUNetError as err:
             if not skip_bad:
                 raise

@@ -1,5 +1,6 @@
 """napari integration beyond the dock widgets: dropping a model file, exporting to
-bioimage.io from the Predict widget, saving labels with their pixel size."""
+bioimage.io and segmenting image files on disk from the Predict widget, saving labels with
+their pixel size."""
 
 import numpy as np
 import pytest
@@ -67,6 +68,64 @@ def test_export_button_writes_a_package_that_opens_again(make_napari_viewer, qtb
     before = load_checkpoint(model_file)
     for key, value in before.state_dict.items():
         assert np.array_equal(value.numpy(), again.state_dict[key].numpy())
+
+
+def test_image_files_are_segmented_into_a_folder_without_opening_them(
+        make_napari_viewer, qtbot, model_file, tmp_path, monkeypatch):
+    """*Segment image files…*: the files chosen (a label file among them left out, one that
+    cannot be segmented skipped and named) are written as the engine segments them with
+    the widget's model and settings; no layer is added."""
+    import tifffile
+    from imageio.v3 import imwrite
+    from qtpy.QtWidgets import QFileDialog
+
+    from napari_unet.predict import predict
+    from napari_unet.progress import run
+
+    folder, out = tmp_path / "plate", tmp_path / "segmented"
+    folder.mkdir()
+    images = [touching_cells((96, 96), n_cells=8, seed=k)[0] for k in range(2)]
+    tifffile.imwrite(folder / "a.tif", images[0])
+    imwrite(folder / "b.png", images[1])
+    tifffile.imwrite(folder / "a_masks.tif", np.ones((96, 96), np.uint16))
+    tifffile.imwrite(folder / "broken.tif", np.full((40, 40), np.nan, np.float32))
+    chosen = [str(folder / n) for n in ("a.tif", "b.png", "a_masks.tif", "broken.tif")]
+    monkeypatch.setattr(QFileDialog, "getOpenFileNames", lambda *a, **k: (chosen, ""))
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(out))
+    viewer = make_napari_viewer()
+    widget = dock(viewer, "Predict")
+    widget.use_model_file(model_file)
+    widget.probabilities.setChecked(True)
+    widget.files_btn.click()
+    qtbot.waitUntil(lambda: widget.controls.run is None, timeout=120_000)
+    text = widget.status.text()
+    assert text.startswith(f"Wrote 2 segmentation(s) to {out} in "), text
+    assert "; skipped broken.tif: broken.tif contains NaN" in text
+    assert "; left out 1 label file(s) beside their images." in text
+    assert sorted(p.name for p in out.iterdir()) == ["a.tif", "a_prob.tif", "b.tif",
+                                                     "b_prob.tif"]
+    model, total = load_checkpoint(model_file), 0
+    for name, image in zip("ab", images):
+        expected = run(predict(model, image, widget.config())).labels
+        assert np.array_equal(tifffile.imread(out / f"{name}.tif"), expected)
+        total += int(expected.max())
+    assert f"{total:,} objects" in text
+    assert len(viewer.layers) == 0
+
+    # a result that would replace its image is refused before any work, in a sentence
+    widget.files_btn.segment([folder / "a.tif"], folder)
+    assert widget.status.text() == (
+        f"No file was written: a.tif: its result a.tif would replace the input "
+        f"{folder / 'a.tif'}; choose another folder for the results.")
+    assert widget.controls.run is None
+
+    # cancelled: what was written before is kept, and said
+    widget.files_btn.segment([folder / "a.tif", folder / "b.png"], tmp_path / "again")
+    widget.controls.cancel()
+    qtbot.waitUntil(lambda: widget.controls.run is None, timeout=120_000)
+    assert widget.status.text().startswith("Cancelled; the ")
+    assert widget.status.text().endswith(f"segmentation(s) written before are kept in "
+                                         f"{tmp_path / 'again'}.")
 
 
 @pytest.mark.parametrize("multiscale", [False, True])

@@ -11,6 +11,7 @@ from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QHBoxLayout,
+    QLabel,
     QLineEdit,
     QPushButton,
     QSpinBox,
@@ -176,6 +177,13 @@ def choose(box: QComboBox, value: str) -> bool:
     if index >= 0:
         box.setCurrentIndex(index)
     return index >= 0
+
+
+def status_label() -> QLabel:
+    """A widget's status line: wrapped, since its sentences can be long."""
+    label = QLabel("")
+    label.setWordWrap(True)
+    return label
 
 
 def row_of(first: QWidget, *rest: QWidget) -> QHBoxLayout:

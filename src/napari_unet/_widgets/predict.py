@@ -17,7 +17,7 @@ from ..memory import beyond_memory
 from ..pretrained import shipped_choices
 from ._channels import channel_box, layer_for_model
 from ._device import device_choice
-from ._export import ExportButton
+from ._file_buttons import ExportButton, FilesButton
 from ._forms import (
     FROM_FILE,
     Collapsible,
@@ -35,6 +35,7 @@ from ._forms import (
     row_of,
     shown_for,
     spin,
+    status_label,
 )
 from ._in_view import crop_in_view
 from ._model_hints import OWN_THRESHOLD, describe_model, follow_threshold
@@ -116,9 +117,8 @@ class PredictWidget(QWidget):
         self.tta = check("average over rotations and flips (8x slower)")
         self.device, self.device_label = device_choice()
         self.controls = RunControls("Predict", self.start)
-        self.export_btn = ExportButton(self)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
+        self.files_btn, self.export_btn = FilesButton(self), ExportButton(self)
+        self.status = status_label()
         self.last = LastPrediction()  # labelled again when only labelling settings change
         self._relabelling = self._linked = self._followed = False
 
@@ -147,9 +147,8 @@ class PredictWidget(QWidget):
         form.addRow(self.advanced)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
-        layout.addWidget(self.controls)
-        layout.addWidget(self.export_btn)
-        layout.addWidget(self.status)
+        for part in (self.controls, self.files_btn, self.export_btn, self.status):
+            layout.addWidget(part)
         layout.addStretch()
         for changed in (self.model.currentTextChanged, self.model_file.edit.textChanged):
             changed.connect(lambda *_: describe_model(self))

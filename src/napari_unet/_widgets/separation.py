@@ -32,7 +32,7 @@ from ..targets import (
     joined_objects,
     unlabelled_regions,
 )
-from ._forms import LayerCombo, full_resolution
+from ._forms import LayerCombo, full_resolution, status_label
 from ._in_view import part_in_view
 from ._outputs import put_layer
 from ._runner import WaitedFunctionWorker
@@ -132,8 +132,7 @@ class SeparationWidget(QWidget):
         self.prediction = LayerCombo(napari_viewer, Labels)
         splits = QPushButton("Show separated cells")
         splits.clicked.connect(self.show_splits)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
+        self.status = status_label()
 
         before = QGroupBox("Before training: what the loss emphasises")
         f1 = QFormLayout(before)
