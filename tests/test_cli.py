@@ -308,6 +308,33 @@ def test_predict_cuts_touching_round_cells_at_their_neck_unless_told_not_to(tmp_
         assert labels.max() == objects and (labels > 0).sum() == (image > 100).sum()
 
 
+def test_predict_stops_at_a_bad_file_or_with_keep_going_skips_it(tmp_path, capsys):
+    """A file the model cannot read ends `predict` there (exit status 2, the files before
+    written, nothing of it); with --keep-going it is skipped and named, the others are
+    written, and the exit status is still 2."""
+    from _models import thresholding_model
+
+    model = save_checkpoint(tmp_path / "threshold.safetensors", thresholding_model())
+    folder = tmp_path / "in"
+    folder.mkdir()
+    image = np.where(discs((64, 64), [(32, 32)], 12) > 0, 200, 20).astype(np.uint8)
+    for name in ("a", "c"):
+        tifffile.imwrite(folder / f"{name}.tif", image)
+    tifffile.imwrite(folder / "b.tif", np.full((64, 64), np.nan, np.float32))
+    assert main(["-q", "predict", str(model), str(folder), "--out", str(tmp_path / "o1")]) == 2
+    assert "napari-unet: error: b.tif contains NaN" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "o1").iterdir()) == ["a.tif"]
+
+    assert main(["-q", "predict", str(model), str(folder), "--out", str(tmp_path / "o2"),
+                 "--keep-going"]) == 2
+    said = capsys.readouterr()
+    assert "napari-unet: skipped b.tif: b.tif contains NaN" in said.err
+    assert "napari-unet: skipped 1 image file(s): b.tif" in said.err
+    assert f"wrote 2 result(s) to {tmp_path / 'o2'}" in said.out
+    assert sorted(p.name for p in (tmp_path / "o2").iterdir()) == ["a.tif", "c.tif"]
+    assert tifffile.imread(tmp_path / "o2" / "c.tif").max() == 1
+
+
 def test_semantic_training_calibrates_the_label_offset_unless_told_not_to(tmp_path):
     flags = ("--mode", "semantic", "--epochs", "1", "--steps-per-epoch", "2",
              "--base-channels", "4", "--depth", "2", "--patch-size", "64")

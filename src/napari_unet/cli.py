@@ -171,6 +171,10 @@ def _add_predict(sub) -> None:
     _add_device(p)
     p.add_argument("--probabilities", action="store_true",
                    help="also write <stem>_prob.tif (float32, classes first)")
+    p.add_argument("--keep-going", action="store_true",
+                   help="skip an image file the model cannot read (naming it and why) and "
+                   "go on with the others, instead of stopping there; the exit status is "
+                   "still 2 if any was skipped")
     p.add_argument("--threshold", type=float,
                    help="foreground threshold (default: the one calibrated in training)")
     p.add_argument("--instance-method", choices=["auto", "components", "watershed"],
@@ -480,6 +484,8 @@ def cmd_predict(args) -> int:
     shown: set[str] = set()
 
     def show(event) -> None:
+        if event.problem:
+            tqdm.write(f"napari-unet: skipped {event.name}: {event.problem}", file=sys.stderr)
         if event.tiles is not None:
             tiles = event.tiles
             if event.index not in bars:
@@ -502,15 +508,20 @@ def cmd_predict(args) -> int:
         overall.update(1)
 
     try:
-        run(predict_files(model, files, out, cfg, probabilities=args.probabilities,
-                          channel=args.channel, chunk=args.chunk), show)
+        done = run(predict_files(model, files, out, cfg, probabilities=args.probabilities,
+                                 channel=args.channel, chunk=args.chunk,
+                                 skip_bad=args.keep_going), show)
     finally:
         for bar in bars.values():
             bar.close()
         overall.close()
     for spec, image in lazy:
         _predict_zarr(args, model, cfg, Path(spec), image)
-    print(f"wrote {len(files) + len(zarrs)} result(s) to {out}")
+    print(f"wrote {len(done.written) + len(zarrs)} result(s) to {out}")
+    if done.skipped:
+        print(f"napari-unet: skipped {len(done.skipped)} image file(s): "
+              f"{', '.join(name for name, _ in done.skipped)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     return 0
 
 
