@@ -439,7 +439,7 @@ def _as_planes(files, images, labels, regions):
 def cmd_predict(args) -> int:
     from tqdm import tqdm
 
-    from .batch import predict_files, refuse_overwriting_inputs, result_folders, tiff_outputs
+    from .batch import predict_files, refuse_overwriting_inputs
     from .checkpoint import load_checkpoint
     from .config import PredictConfig
     from .io import collect, is_zarr, without_label_files
@@ -475,10 +475,11 @@ def cmd_predict(args) -> int:
                         tta=args.tta, halo=args.halo, diameter=args.diameter or None,
                         link_planes=args.link_planes, follow_time=args.follow_time)
     out = Path(args.out)
-    folders = result_folders(files, out)
-    refuse_overwriting_inputs([(f, tiff_outputs(f, folders[f])) for f in files]
-                              + [(Path(z), _zarr_outputs(Path(z), out)) for z in zarrs],
-                              [*files, *map(Path, zarrs)], args.probabilities)
+    refuse_overwriting_inputs([(Path(z), _zarr_outputs(Path(z), out)) for z in zarrs],
+                              [Path(z) for z in zarrs], args.probabilities)
+    files_done = predict_files(model, files, out, cfg, probabilities=args.probabilities,
+                               channel=args.channel, chunk=args.chunk,
+                               skip_bad=args.keep_going)  # the TIFFs refused here, first
     overall = tqdm(total=len(files), disable=args.quiet or len(files) <= 1, unit="image")
     bars: dict[int, tqdm] = {}
     shown: set[str] = set()
@@ -508,9 +509,7 @@ def cmd_predict(args) -> int:
         overall.update(1)
 
     try:
-        done = run(predict_files(model, files, out, cfg, probabilities=args.probabilities,
-                                 channel=args.channel, chunk=args.chunk,
-                                 skip_bad=args.keep_going), show)
+        done = run(files_done, show)
     finally:
         for bar in bars.values():
             bar.close()
