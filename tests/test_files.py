@@ -126,6 +126,17 @@ def test_cli_predict_never_writes_over_its_inputs(cellpose_folder, tmp_path, cap
     assert "both results would be written to" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
     assert {f.name: f.read_bytes() for f in folder.iterdir()} == before
+    import zarr
+
+    # a zarr input whose result would replace it: refused before any TIFF is predicted
+    store = zarr.open_array(str(tmp_path / "z" / "a.zarr"), mode="w", shape=(64, 64),
+                            dtype="uint8")
+    store[:] = 5
+    assert cli.main(["-q", "predict", str(model), str(folder / "img0.tif"),
+                     str(tmp_path / "z" / "a.zarr"), "--out", str(tmp_path / "z")]) == 2
+    assert "a.zarr: its result a.zarr would replace the input" in capsys.readouterr().err
+    assert not (tmp_path / "z" / "img0.tif").exists()  # refused before any work
+    assert zarr.open_array(str(tmp_path / "z" / "a.zarr"), mode="r")[0, 0] == 5
 
 
 def test_images_of_one_name_in_folders_of_a_plate_keep_their_folders(cellpose_folder,
