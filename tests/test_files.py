@@ -444,3 +444,40 @@ def test_labels_saved_as_jpeg_are_refused(tmp_path, capsys):
                    "compression (new values appear along the edges of the labels); save "
                    "labels as PNG or TIFF, which keep them exactly."] * 2
     assert not model.exists()
+
+
+def test_images_chosen_with_or_without_their_label_files_are_paired(tmp_path):
+    """The Train widget's *Add files…*: images chosen with their label files, or alone
+    (their label files beside them), are paired; an image without one is named."""
+    from napari_unet.io import pairs_among
+
+    for name in ("a.tif", "a_masks.tif", "b.png", "b_labels.png", "c.tif", "d.jpg",
+                 "d_masks.jpg", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    chosen = [tmp_path / n for n in ("a.tif", "a_masks.tif", "b.png", "c.tif")]
+    pairs, alone = pairs_among(chosen)
+    assert [(i.name, lab.name) for i, lab in pairs] == [("a.tif", "a_masks.tif"),
+                                                         ("b.png", "b_labels.png")]
+    assert [f.name for f in alone] == ["c.tif"]
+    with pytest.raises(InputError, match="d_masks.jpg: labels saved as JPEG"):
+        pairs_among([tmp_path / "d.jpg"])
+    (tmp_path / "a_seg.tif").write_bytes(b"")
+    with pytest.raises(InputError, match="a.tif: two label files could belong to it"):
+        pairs_among([tmp_path / "a.tif"])
+
+
+def test_images_whose_label_files_are_in_another_folder_are_paired_from_it(tmp_path):
+    """The layout of DSB 2018 and many others: images/a.png with labels/a.png."""
+    from napari_unet.io import pairs_among
+
+    for folder in ("images", "labels"):
+        (tmp_path / folder).mkdir()
+        for name in ("a.png", "b.tif"):
+            (tmp_path / folder / name).write_bytes(b"")
+    (tmp_path / "images" / "c.tif").write_bytes(b"")
+    chosen = sorted((tmp_path / "images").iterdir())
+    assert pairs_among(chosen)[0] == []
+    pairs, alone = pairs_among(chosen, tmp_path / "labels")
+    assert [(i.parent.name, i.name, lab.parent.name, lab.name) for i, lab in pairs] == [
+        ("images", "a.png", "labels", "a.png"), ("images", "b.tif", "labels", "b.tif")]
+    assert [f.name for f in alone] == ["c.tif"]

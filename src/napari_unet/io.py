@@ -208,6 +208,34 @@ def without_label_files(files: list[Path]) -> tuple[list[Path], list[Path]]:
     return [f for f in files if f not in skipped], skipped
 
 
+def pairs_among(files: list[Path], labels_folder: str | os.PathLike | None = None
+                ) -> tuple[list[tuple[Path, Path]], list[Path]]:
+    """Image files chosen together with their label files (``img01.tif`` with
+    ``img01_masks.tif``, as Cellpose keeps them in one folder), or alone, their label files
+    then found beside them (a label ending, :data:`LABEL_SUFFIXES`) or in ``labels_folder``
+    (of the same name, or with a label ending): ``(pairs, images without a label file)``.
+    Labels saved as JPEG, or two label files for one image, are refused with a
+    sentence."""
+    images, labels = without_label_files([Path(f).absolute() for f in files])
+    beside = []
+    for folder in dict.fromkeys(f.parent for f in images):
+        try:
+            beside += sorted(f for f in folder.iterdir()
+                             if _is_image(f) and _label_of(stem_of(f)) is not None)
+        except OSError:  # a folder that cannot be listed: the files chosen only
+            pass
+    candidates = list(dict.fromkeys([*labels, *beside]))
+    found = _partners(images, candidates, "label")
+    if labels_folder is not None:
+        elsewhere = collect(Path(labels_folder).absolute())
+        found = [f if f is not None else again for f, again in
+                 zip(found, _partners(images, elsewhere, "label"))]
+    pairs = [(image, label) for image, label in zip(images, found) if label is not None]
+    for _, label in pairs:
+        refuse_lossy_labels(label)
+    return pairs, [image for image, label in zip(images, found) if label is None]
+
+
 def match_by_stem(images: list[Path], others: list[Path]) -> list[Path | None]:
     """For each image, the file of ``others`` that belongs to it (the same name without
     extension, or the name with a label ending), or None."""

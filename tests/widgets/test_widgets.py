@@ -203,6 +203,68 @@ def test_add_all_pairs_every_image_with_the_labels_named_after_it(make_napari_vi
     assert train.pairs.count() == 0
 
 
+def test_add_files_opens_images_with_their_label_files_and_pairs_them(
+        make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    """Images with Cellpose-style label files in one folder: *Add files…* opens each as
+    napari opens it (the label file as labels), pairs them, names an image without a label
+    file, takes a layer already open from a file as it is, and a float label file napari
+    cannot open as labels is said in the status; the pairs then train."""
+    import tifffile
+    from imageio.v3 import imwrite
+    from napari.layers import Labels
+    from qtpy.QtWidgets import QFileDialog
+
+    folder = tmp_path / "annotated"
+    folder.mkdir()
+    for k in range(2):
+        image, labels = touching_cells((64, 64), n_cells=5, radius=7, seed=k)
+        tifffile.imwrite(folder / f"img{k}.tif", image)
+        imwrite(folder / f"img{k}_masks.png", labels.astype(np.uint16))
+    tifffile.imwrite(folder / "lonely.tif", image)
+    tifffile.imwrite(folder / "odd.tif", image)
+    tifffile.imwrite(folder / "odd_masks.tif", np.full((64, 64), 0.5, np.float32))
+    viewer = make_napari_viewer()
+    viewer.open(str(folder / "img0.tif"), plugin="napari")  # opened before, by hand
+    train = dock(viewer, "Train")
+    chosen = [str(folder / n) for n in ("img0.tif", "img1.tif", "lonely.tif", "odd.tif")]
+    monkeypatch.setattr(QFileDialog, "getOpenFileNames", lambda *a, **k: (chosen, ""))
+    asked = []  # lonely.tif has no label file: a folder of them is asked for, none given
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory",
+                        lambda *a, **k: asked.append(a) or "")
+    [button] = [b for b in train.findChildren(QPushButton) if b.text() == "Add files…"]
+    button.click()
+    text = train.status.text()
+    assert text.startswith("Opened and added 2 pair(s); no label file for lonely.tif "), text
+    assert "odd.tif or odd_masks.tif could not be opened" in text
+    assert len(asked) == 1 and "lonely.tif" in asked[0][1]
+    pairs = [train.pairs.item(i).text().split("  ⟷  ") for i in range(train.pairs.count())]
+    assert pairs == [["img0", "img0_masks"], ["img1", "img1_masks"]]
+    assert [layer.name for layer in viewer.layers if layer.name.startswith("img0")] == [
+        "img0", "img0_masks"]  # the open image taken as it was, not opened twice
+    assert [layer.name for layer in viewer.layers] == ["img0", "img0_masks", "img1",
+                                                       "img1_masks"]  # labels above images
+    assert isinstance(viewer.layers["img1_masks"], Labels)
+    train.add_files([folder / "img1.tif"])  # nothing twice
+    assert train.pairs.count() == 2 and len(viewer.layers) == 4
+    images, labels, _, names = train.snapshot()
+    assert names == ["img0 / img0_masks", "img1 / img1_masks"]
+    for k, lab in enumerate(labels):
+        assert np.array_equal(lab, touching_cells((64, 64), n_cells=5, radius=7, seed=k)[1])
+
+    # images/ and labels/ of the same names (DSB 2018's layout): the folder is asked for
+    for kind in ("images", "labels"):
+        (tmp_path / kind).mkdir()
+    tifffile.imwrite(tmp_path / "images" / "x.tif", image)
+    tifffile.imwrite(tmp_path / "labels" / "x.tif", labels[0])
+    chosen[:] = [str(tmp_path / "images" / "x.tif")]
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory",
+                        lambda *a, **k: str(tmp_path / "labels"))
+    button.click()
+    assert train.status.text() == "Opened and added 1 pair(s).", train.status.text()
+    assert train.pairs.item(2).text() == "x  ⟷  x labels"
+    assert isinstance(viewer.layers["x labels"], Labels)
+
+
 def test_cancel_stops_training_within_two_seconds(cells_viewer, qtbot, models_home):
     widget = dock(cells_viewer, "Train")
     set_quick(widget, amount=10, unit="minutes")

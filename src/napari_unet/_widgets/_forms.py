@@ -179,9 +179,9 @@ def choose(box: QComboBox, value: str) -> bool:
     return index >= 0
 
 
-def status_label() -> QLabel:
+def status_label(text: str = "") -> QLabel:
     """A widget's status line: wrapped, since its sentences can be long."""
-    label = QLabel("")
+    label = QLabel(text)
     label.setWordWrap(True)
     return label
 

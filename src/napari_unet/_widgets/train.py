@@ -6,7 +6,7 @@ from pathlib import Path
 
 from napari.layers import Image, Labels, Shapes
 from napari.utils.notifications import show_info, show_warning
-from qtpy.QtWidgets import QFormLayout, QLabel, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QFormLayout, QVBoxLayout, QWidget
 
 from ..checkpoint import default_model_path, named_with, recent_models
 from ..config import MODEL_PRESETS, TARGETS, ModelConfig, TrainConfig
@@ -34,6 +34,7 @@ from ._forms import (
     row_of,
     shown_for,
     spin,
+    status_label,
 )
 from ._model_hints import follow_model_kind
 from ._outputs import MODEL, is_uncorrected
@@ -61,7 +62,7 @@ class TrainWidget(QWidget):
         self.region.setToolTip("Labelled only part of the image? Draw rectangles or polygons "
                                "around the parts whose cells are all labelled in a Shapes "
                                "layer and choose it: only those parts are learnt from.")
-        self.pair_list = PairList(self._add_pair, self.add_all_pairs)
+        self.pair_list = PairList(self._add_pair, self.add_all_pairs, self.add_files)
         self.pairs = self.pair_list.list
 
         self.mode = combo(["instances", "semantic"], "instances: objects 1..N, touching ones "
@@ -95,10 +96,8 @@ class TrainWidget(QWidget):
         self.device, self.device_label = device_choice()
         self.out = PathPicker(save=True, placeholder="automatic, in ~/napari-unet/models")
         self.controls = RunControls("Start", self.start)
-        self.status = QLabel("Choose an image and a labels layer, then Start.")
-        self.warned = QLabel("")  # this run's warnings, kept in view after the notification
-        for label in (self.status, self.warned):
-            label.setWordWrap(True)
+        self.status = status_label("Choose an image and a labels layer, then Start.")
+        self.warned = status_label()  # this run's warnings, kept in view after the notice
         self.warned.setStyleSheet("color: #e8a33d")
         self.plot = LossPlot()
 
@@ -129,10 +128,8 @@ class TrainWidget(QWidget):
         form.addRow(self.advanced)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
-        layout.addWidget(self.controls)
-        layout.addWidget(self.status)
-        layout.addWidget(self.warned)
-        layout.addWidget(self.plot)
+        for part in (self.controls, self.status, self.warned, self.plot):
+            layout.addWidget(part)
         layout.addStretch()
         self.refresh_models()
         shown_for(self.init_file, self.start_from, FROM_FILE)
@@ -173,6 +170,10 @@ class TrainWidget(QWidget):
     def add_all_pairs(self) -> None:
         """*Add all*: every image layer with the labels layer named after it."""
         self.status.setText(self.pair_list.add_all(self.viewer))
+
+    def add_files(self, files=None) -> None:
+        """*Add files…*: image files and their label files opened as layers and paired."""
+        self.status.setText(self.pair_list.add_files(self.viewer, files))
 
     def _pair_names(self) -> list[tuple[str, str, str | None]]:
         """(image, labels, shapes or None) layer names of every pair to train on: those
