@@ -97,7 +97,11 @@ def test_image_files_are_segmented_into_a_folder_without_opening_them(
     widget.use_model_file(model_file)
     widget.probabilities.setChecked(True)
     widget.files_btn.click()
+    assert not any(b.isEnabled() for b in (widget.files_btn, widget.export_btn,
+                                           widget.controls.start_btn))  # one run at a time
     qtbot.waitUntil(lambda: widget.controls.run is None, timeout=120_000)
+    assert all(b.isEnabled() for b in (widget.files_btn, widget.export_btn,
+                                       widget.controls.start_btn))
     text = widget.status.text()
     assert text.startswith(f"Wrote 2 segmentation(s) to {out} in "), text
     assert "; skipped broken.tif: broken.tif contains NaN" in text

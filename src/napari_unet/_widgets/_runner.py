@@ -204,6 +204,11 @@ class RunControls(QWidget):
         row.addWidget(self.cancel_btn)
         self.on_finished: Callable | None = None
         self._watching = False  # whether closing its panel cancels the run
+        self._locked: tuple[QWidget, ...] = ()
+
+    def lock_while_running(self, *widgets: QWidget) -> None:
+        """Disable ``widgets`` (buttons that start other runs) while a run is in flight."""
+        self._locked = widgets
 
     def launch(self, gen: Generator, *, desc: str, total: int, on_event: Callable,
                on_done: Callable, on_finished: Callable | None = None,
@@ -213,7 +218,8 @@ class RunControls(QWidget):
         self.run = EngineRun(gen, on_event=on_event, on_done=on_done,
                              on_finished=self._finished, on_refused=on_refused).start()
         self._watch_panel()
-        self.start_btn.setEnabled(False)
+        for widget in (self.start_btn, *self._locked):
+            widget.setEnabled(False)
         self.cancel_btn.setEnabled(True)
 
     def _watch_panel(self) -> None:
@@ -241,7 +247,8 @@ class RunControls(QWidget):
         if self.pbar is not None:
             self.pbar.close()
             self.pbar = None
-        self.start_btn.setEnabled(True)
+        for widget in (self.start_btn, *self._locked):
+            widget.setEnabled(True)
         self.cancel_btn.setEnabled(False)
         self.run = None
         if self.on_finished is not None:

@@ -118,6 +118,7 @@ class PredictWidget(QWidget):
         self.device, self.device_label = device_choice()
         self.controls = RunControls("Predict", self.start)
         self.files_btn, self.export_btn = FilesButton(self), ExportButton(self)
+        self.controls.lock_while_running(self.files_btn, self.export_btn)
         self.status = status_label()
         self.last = LastPrediction()  # labelled again when only labelling settings change
         self._relabelling = self._linked = self._followed = False
