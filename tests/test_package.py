@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import tifffile
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,6 +58,11 @@ def test_the_readme_python_example_runs(tmp_path, monkeypatch):
              "zstack": np.stack([image, image]),
              "painted": [np.ones(image.shape, bool)] * 2}
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "plate").mkdir()
+    for k, (picture, _) in enumerate(pairs):
+        tifffile.imwrite(tmp_path / "plate" / f"well{k}.tif", picture)
     exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - the README's own code
     assert (tmp_path / "model.safetensors").is_file()
     assert scope["masks"].shape == image.shape and scope["masks"].max() > 0
+    assert scope["done"].written == [Path("segmented/well0.tif"), Path("segmented/well1.tif")]
+    assert all(tifffile.imread(f).max() > 0 for f in scope["done"].written)
