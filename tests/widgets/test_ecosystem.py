@@ -89,7 +89,10 @@ def test_image_files_are_segmented_into_a_folder_without_opening_them(
     imwrite(folder / "b.png", images[1])
     tifffile.imwrite(folder / "a_masks.tif", np.ones((96, 96), np.uint16))
     tifffile.imwrite(folder / "broken.tif", np.full((40, 40), np.nan, np.float32))
-    chosen = [str(folder / n) for n in ("a.tif", "b.png", "a_masks.tif", "broken.tif")]
+    colour = np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)
+    tifffile.imwrite(folder / "colour.tif", colour)  # for a model of grey images
+    chosen = [str(folder / n) for n in ("a.tif", "b.png", "a_masks.tif", "broken.tif",
+                                        "colour.tif")]
     monkeypatch.setattr(QFileDialog, "getOpenFileNames", lambda *a, **k: (chosen, ""))
     monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(out))
     viewer = make_napari_viewer()
@@ -105,6 +108,10 @@ def test_image_files_are_segmented_into_a_folder_without_opening_them(
     text = widget.status.text()
     assert text.startswith(f"Wrote 2 segmentation(s) to {out} in "), text
     assert "; skipped broken.tif: broken.tif contains NaN" in text
+    assert ("; skipped colour.tif: colour.tif has 3 channels (colour samples), and the model "
+            "reads one: choose the channel that shows the cells in napari: open the file and "
+            "choose its channel beside Image (a colour image: right-click its layer, Split "
+            "RGB)") in text
     assert "; left out 1 label file(s) beside their images." in text
     assert sorted(p.name for p in out.iterdir()) == ["a.tif", "a_prob.tif", "b.tif",
                                                      "b_prob.tif"]

@@ -15,7 +15,8 @@ from ..io import IMAGE_SUFFIXES, without_label_files
 from ._runner import refuse
 
 #: how a sentence about a file of several channels says to choose one
-_OPEN_IT = "in napari: open the file and choose its channel beside Image"
+_OPEN_IT = ("in napari: open the file and choose its channel beside Image (a colour image: "
+            "right-click its layer, Split RGB)")
 
 
 class FilesButton(QPushButton):
