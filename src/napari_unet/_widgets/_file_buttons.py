@@ -11,7 +11,8 @@ from qtpy.QtWidgets import QFileDialog, QPushButton
 
 from ..checkpoint import load_checkpoint, named_with
 from ..errors import InputError, NapariUNetError
-from ..io import IMAGE_SUFFIXES, without_label_files
+from ..io import without_label_files
+from ._forms import IMAGE_FILES
 from ._runner import refuse
 
 #: how a sentence about a file of several channels says to choose one
@@ -37,7 +38,7 @@ class FilesButton(QPushButton):
     def _ask(self) -> None:
         files, _ = QFileDialog.getOpenFileNames(
             self, "Image files to segment", "",
-            f"Images ({' '.join('*' + s for s in IMAGE_SUFFIXES)});;All files (*)")
+            f"{IMAGE_FILES};;All files (*)")
         if not files:
             return
         out = QFileDialog.getExistingDirectory(self, "Folder for their segmentations",

@@ -18,6 +18,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..io import IMAGE_SUFFIXES
+
+#: The file dialogs' filter of the image files napari-unet reads.
+IMAGE_FILES = f"Images ({' '.join('*' + s for s in IMAGE_SUFFIXES)})"
 #: The model choice that means "the file in the path field below".
 FROM_FILE = "model file…"
 #: The Train widget's choice of no model to start from.

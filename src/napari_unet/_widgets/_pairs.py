@@ -11,8 +11,8 @@ from napari.layers import Image, Labels
 from qtpy.QtWidgets import QFileDialog, QListWidget, QPushButton, QVBoxLayout, QWidget
 
 from ..errors import NapariUNetError
-from ..io import IMAGE_SUFFIXES, pairs_among, stem_of
-from ._forms import full_resolution
+from ..io import pairs_among, stem_of
+from ._forms import IMAGE_FILES, full_resolution
 from ._outputs import inputs, is_uncorrected
 
 PAIR, IN = "  ⟷  ", "  in  "
@@ -127,7 +127,7 @@ class PairList:
         if ask:
             files, _ = QFileDialog.getOpenFileNames(
                 None, "Images and their label files", "",
-                f"Images ({' '.join('*' + s for s in IMAGE_SUFFIXES)})")
+                IMAGE_FILES)
             if not files:
                 return "No file was chosen."
         try:
