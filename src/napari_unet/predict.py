@@ -103,6 +103,9 @@ class PredictResult:
     #: (:mod:`napari_unet.pyramid`): ``{"labels": [labels, level 1, ...],
     #: "probabilities": [...]}``; empty where there are none.
     levels: dict = field(default_factory=dict)
+    #: Each object's measurements (:func:`napari_unet.measure.measure`), where they were
+    #: taken (:func:`napari_unet.measure.measured`), else None.
+    features: dict | None = None
 
 
 def as_checkpoint(model) -> Checkpoint:
