@@ -335,6 +335,41 @@ def test_predict_stops_at_a_bad_file_or_with_keep_going_skips_it(tmp_path, capsy
     assert tifffile.imread(tmp_path / "o2" / "c.tif").max() == 1
 
 
+def test_predict_measure_writes_each_images_objects_beside_its_labels(tmp_path):
+    """`predict --measure` writes <stem>.csv beside each label file, of a TIFF and of a
+    zarr input (read block by block), one row per object, as napari_unet.measure takes
+    them; without the flag, no CSV."""
+    import csv
+
+    import zarr
+    from _models import thresholding_model
+
+    from napari_unet.io import open_zarr
+    from napari_unet.measure import measure
+
+    model = save_checkpoint(tmp_path / "threshold.safetensors", thresholding_model())
+    image = np.where(discs((64, 96), [(20, 20), (40, 70)], 10) > 0, 200, 20).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "two.tif", image)
+    big = zarr.open_array(str(tmp_path / "big.zarr"), mode="w", shape=(64, 96),
+                          chunks=(32, 32), dtype=np.uint8)
+    big[:] = image
+    out = tmp_path / "out"
+    assert main(["-q", "predict", str(model), str(tmp_path / "two.tif"),
+                 str(tmp_path / "big.zarr"), "--out", str(out), "--measure"]) == 0
+    for csv_name, labels in (("two.csv", tifffile.imread(out / "two.tif")),
+                             ("big.csv", open_zarr(out / "big.zarr").compute())):
+        with open(out / csv_name, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        expected = measure(labels, image)
+        assert len(rows) == len(expected["index"]) == 2
+        assert [int(r["index"]) for r in rows] == expected["index"].tolist()
+        assert [int(r["area"]) for r in rows] == expected["area"].tolist()
+        np.testing.assert_allclose([float(r["mean_intensity"]) for r in rows], 200)
+    assert main(["-q", "predict", str(model), str(tmp_path / "two.tif"), "--out",
+                 str(tmp_path / "plain")]) == 0
+    assert sorted(p.name for p in (tmp_path / "plain").iterdir()) == ["two.tif"]
+
+
 def test_semantic_training_calibrates_the_label_offset_unless_told_not_to(tmp_path):
     flags = ("--mode", "semantic", "--epochs", "1", "--steps-per-epoch", "2",
              "--base-channels", "4", "--depth", "2", "--patch-size", "64")

@@ -2,9 +2,10 @@
 line's ``predict`` and of the Predict widget's *Segment image files…*.
 
 Each image's labels are written to ``OUT/<stem>.tif`` (and its probabilities, if asked, to
-``OUT/<stem>_prob.tif``), atomically and with the image's axes and pixel size; an image
-whose prediction would not fit in memory is predicted block by block through a scratch
-folder beside the results. Nothing that is cancelled or refused is left half-written.
+``OUT/<stem>_prob.tif``, its objects' measurements to ``OUT/<stem>.csv``), atomically and
+with the image's axes and pixel size; an image whose prediction would not fit in memory is
+predicted block by block through a scratch folder beside the results. Nothing that is
+cancelled or refused is left half-written.
 """
 
 from __future__ import annotations
@@ -59,6 +60,11 @@ def tiff_outputs(f: Path, out: Path) -> tuple[Path, Path]:
     return out / f"{stem}.tif", out / f"{stem}_prob.tif"
 
 
+def csv_output(f: Path, out: Path) -> Path:
+    """Where the measurements of the objects of image file ``f`` are written in ``out``."""
+    return tiff_outputs(f, out)[0].with_suffix(".csv")
+
+
 def result_folders(files: list[Path], out: Path) -> dict[Path, Path]:
     """The folder of each image file's results: ``out``; or, where images of one name come
     from different folders (a plate's wells read by ``'plate/**/*.tif'``), ``out`` with
@@ -100,7 +106,8 @@ def refuse_overwriting_inputs(written: list[tuple[Path, tuple[Path, Path]]],
 def predict_files(model, files: list[Path], out, config, *, probabilities: bool = False,
                   channel: int | None = None, chunk: int | None = None,
                   skip_bad: bool = False, folder: str = "--out folder",
-                  channel_option: str = "--channel") -> Generator[FileEvent, None, FilesResult]:
+                  channel_option: str = "--channel", measure: bool = False
+                  ) -> Generator[FileEvent, None, FilesResult]:
     """Predict image ``files`` with ``model`` (a :class:`~napari_unet.checkpoint.Checkpoint`)
     and ``config`` (:class:`~napari_unet.config.PredictConfig`) into the folder ``out``.
 
@@ -109,26 +116,28 @@ def predict_files(model, files: list[Path], out, config, *, probabilities: bool 
     engine refuses (not an image the model can read) ends the run with its sentence, or,
     with ``skip_bad``, is skipped and named in the result. ``folder`` and
     ``channel_option`` name, in sentences, the place of the results and how a channel is
-    chosen. A result that would replace an input is refused when called, before any
-    work. Returns a generator that yields a :class:`FileEvent` for each step and returns
+    chosen. ``measure``: also write each file's measurements of its objects (of its
+    classes, for a semantic model) as ``<stem>.csv`` (:mod:`napari_unet.measure`). A
+    result that would replace an input is refused when called, before any work. Returns a
+    generator that yields a :class:`FileEvent` for each step and returns
     a :class:`FilesResult`."""
     out = Path(out)
     files = [Path(f) for f in files]
     folders = result_folders(files, out)
     refuse_overwriting_inputs([(f, tiff_outputs(f, folders[f])) for f in files], files,
                               probabilities, folder)
-    return _each_file(model, files, folders, out, config, probabilities,
+    return _each_file(model, files, folders, out, config, (probabilities, measure),
                       (channel, channel_option), chunk, skip_bad)
 
 
 def _each_file(model, files: list[Path], folders: dict[Path, Path], out: Path, config,
-               probabilities: bool, channel: tuple, chunk, skip_bad: bool):
+               outputs: tuple[bool, bool], channel: tuple, chunk, skip_bad: bool):
     result, started = FilesResult(), time.monotonic()
     for index, f in enumerate(files):
         name = str((folders[f] / f.name).relative_to(out))  # img0.tif, or A01/img0.tif
         try:
             found, notes = yield from _one_file(model, f, folders[f], name, config,
-                                                probabilities, channel, chunk,
+                                                outputs, channel, chunk,
                                                 (index, len(files)))
         except NapariUNetError as err:
             if not skip_bad:
@@ -143,12 +152,14 @@ def _each_file(model, files: list[Path], folders: dict[Path, Path], out: Path, c
     return result
 
 
-def _one_file(model, f: Path, out: Path, name: str, config, probabilities: bool,
+def _one_file(model, f: Path, out: Path, name: str, config, outputs: tuple[bool, bool],
               channel: tuple, chunk, place: tuple[int, int]):
-    """Predict and write one image file; returns ((what was found, objects), notes)."""
+    """Predict and write one image file (``outputs``: also its probabilities, its
+    measurements); returns ((what was found, objects), notes)."""
     from .channels import for_model, result_axes
     from .found import object_count, what_was_found
     from .io import read_image, tiff_metadata, write_tiff, write_tiff_tiled
+    from .measure import apart, measure, tiff_pixel_size, write_csv
     from .memory import beyond_memory
     from .predict import predict, zarr_outputs
     from .progress import mapped
@@ -156,6 +167,15 @@ def _one_file(model, f: Path, out: Path, name: str, config, probabilities: bool,
     def tiles(event) -> FileEvent:
         return FileEvent(*place, name, tiles=event)
 
+    def measured(labels) -> None:  # the objects of ``labels`` (memory or disk) to CSV
+        if measures:
+            size = tiff_pixel_size(meta)
+            write_csv(csv_output(f, out), measure(
+                labels, image, pixel_size=size and size[0], unit=size and size[1],
+                classes=model.mode == "semantic",
+                apart=apart(np.ndim(labels), config.link_planes > 0, model.mode)))
+
+    probabilities, measures = outputs
     meta = tiff_metadata(f)
     image, axes = for_model(read_image(f), meta.get("axes"), model.config.in_channels,
                             channel[0], name, option=channel[1])
@@ -173,6 +193,7 @@ def _one_file(model, f: Path, out: Path, name: str, config, probabilities: bool,
             result = yield from mapped(predict(model, image, config, out_labels=labels,
                                                out_probabilities=prob, name=name), tiles)
             write_tiff_tiled(targets[0], labels, metas[0])
+            measured(labels)
             if prob is not None:
                 write_tiff_tiled(targets[1], prob, metas[1])
             found = what_was_found(result, linked, on_disk=True, followed=followed)
@@ -181,6 +202,7 @@ def _one_file(model, f: Path, out: Path, name: str, config, probabilities: bool,
         return (found, object_count(result, linked, followed=followed)), tuple(result.notes)
     result = yield from mapped(predict(model, image, config, name=name), tiles)
     write_tiff(targets[0], result.labels, metas[0])
+    measured(result.labels)
     if probabilities:
         write_tiff(targets[1], np.asarray(result.probabilities, np.float32), metas[1])
     return ((what_was_found(result, linked, followed=followed) or "",

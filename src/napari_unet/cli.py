@@ -171,6 +171,10 @@ def _add_predict(sub) -> None:
     _add_device(p)
     p.add_argument("--probabilities", action="store_true",
                    help="also write <stem>_prob.tif (float32, classes first)")
+    p.add_argument("--measure", action="store_true",
+                   help="also write <stem>.csv: one row per object (its label, area in "
+                   "pixels and in the file's unit, centre, diameter, mean intensity), or "
+                   "per class of a semantic model")
     p.add_argument("--keep-going", action="store_true",
                    help="skip an image file the model cannot read (naming it and why) and "
                    "go on with the others, instead of stopping there; the exit status is "
@@ -478,7 +482,7 @@ def cmd_predict(args) -> int:
     refuse_overwriting_inputs([(Path(z), _zarr_outputs(Path(z), out)) for z in zarrs],
                               [Path(z) for z in zarrs], args.probabilities)
     files_done = predict_files(model, files, out, cfg, probabilities=args.probabilities,
-                               channel=args.channel, chunk=args.chunk,
+                               channel=args.channel, chunk=args.chunk, measure=args.measure,
                                skip_bad=args.keep_going)  # the TIFFs refused here, first
     overall = tqdm(total=len(files), disable=args.quiet or len(files) <= 1, unit="image")
     bars: dict[int, tqdm] = {}
@@ -627,6 +631,14 @@ def _predict_zarr(args, model, cfg, spec: Path, image) -> None:
                     shutil.rmtree(final)
                 os.replace(done, final)
         _for_napari(args, result, target, prob_target if args.probabilities else None, spec)
+        if args.measure:
+            from .io import open_zarr
+            from .measure import apart, measure, write_csv
+
+            labels = open_zarr(target)
+            write_csv(target.with_suffix(".csv"), measure(
+                labels, image, classes=model.mode == "semantic",
+                apart=apart(labels.ndim, cfg.link_planes > 0, model.mode)))
     finally:
         bar.close()
         for leftover in (tmp, tmp_prob):
