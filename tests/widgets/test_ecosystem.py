@@ -1,6 +1,6 @@
 """napari integration beyond the dock widgets: dropping a model file, exporting to
 bioimage.io and segmenting image files on disk from the Predict widget, saving labels with
-their pixel size."""
+their pixel size, the measurements of a segmentation's objects as its layer's features."""
 
 import numpy as np
 import pytest
@@ -106,20 +106,23 @@ def test_image_files_are_segmented_into_a_folder_without_opening_them(
     assert all(b.isEnabled() for b in (widget.files_btn, widget.export_btn,
                                        widget.controls.start_btn))
     text = widget.status.text()
-    assert text.startswith(f"Wrote 2 segmentation(s) to {out} in "), text
+    assert text.startswith(f"Wrote 2 segmentation(s) and their objects' measurements "
+                           f"(<name>.csv) to {out} in "), text
     assert "; skipped broken.tif: broken.tif contains NaN" in text
     assert ("; skipped colour.tif: colour.tif has 3 channels (colour samples), and the model "
             "reads one: choose the channel that shows the cells in napari: open the file and "
             "choose its channel beside Image (a colour image: right-click its layer, Split "
             "RGB)") in text
     assert "; left out 1 label file(s) beside their images." in text
-    assert sorted(p.name for p in out.iterdir()) == ["a.tif", "a_prob.tif", "b.tif",
-                                                     "b_prob.tif"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.csv", "a.tif", "a_prob.tif", "b.csv",
+                                                     "b.tif", "b_prob.tif"]
     model, total = load_checkpoint(model_file), 0
     for name, image in zip("ab", images):
         expected = run(predict(model, image, widget.config())).labels
         assert np.array_equal(tifffile.imread(out / f"{name}.tif"), expected)
         total += int(expected.max())
+        rows = (out / f"{name}.csv").read_text().splitlines()  # its objects' measurements
+        assert rows[0].startswith("index,area,") and len(rows) == 1 + expected.max()
     assert f"{total:,} objects" in text
     assert len(viewer.layers) == 0
 
@@ -231,3 +234,72 @@ def test_a_slides_prediction_on_the_command_line_opens_in_napari_as_it_should(
     field = viewer.layers["field segmentation"]
     assert not field.multiscale and field.scale.tolist() == [0.5, 0.25]
     assert field.translate.tolist() == [10, 20]
+
+
+def test_a_segmentation_carries_its_objects_measurements_as_features(
+        make_napari_viewer, qtbot, tmp_path, notes, monkeypatch):
+    """The labels of a prediction come with one row of features per object (as
+    napari_unet.measure takes them in the image, the area also in the image's unit): napari
+    shows them under the cursor and in its Features table widget; a correction painted in
+    the layer is measured a moment later, and labelling again measures the new labels."""
+    from _models import thresholding_model
+
+    from napari_unet.checkpoint import save_checkpoint
+    from napari_unet.measure import measure
+
+    model_file = save_checkpoint(tmp_path / "threshold.safetensors", thresholding_model())
+    viewer = make_napari_viewer()
+    image, _ = touching_cells((96, 96), n_cells=8, seed=0)
+    layer = viewer.add_image(image, name="cells", scale=(0.5, 0.5))
+    layer.units = ("µm", "µm")
+    widget = dock(viewer, "Predict")
+    widget.use_model_file(model_file)
+    widget.controls.start_btn.click()
+    qtbot.waitUntil(lambda: widget.controls.run is None, timeout=120_000)
+    seg = viewer.layers["cells segmentation"]
+    assert "features: under the cursor, and in Layers > Metadata > Features table widget." \
+        in widget.status.text()  # said where they are, the first time
+
+    def same(features, labels):
+        expected = measure(labels, image, pixel_size=(0.5, 0.5), unit="µm")
+        assert list(features.columns) == list(expected)
+        for key, column in expected.items():
+            np.testing.assert_allclose(features[key].to_numpy(), column)
+
+    assert seg.data.max() > 3
+    same(seg.features, seg.data)
+    np.testing.assert_allclose(seg.features["area (µm²)"], seg.features["area"] * 0.25)
+    label = int(seg.features["index"].iloc[0])
+    where = np.argwhere(seg.data == label)[0] * 0.5  # in the world, where napari's cursor is
+    status = seg.get_status(where, world=True)
+    said = status["coordinates"] if isinstance(status, dict) else status
+    assert f": {label}; area: {seg.features['area'].iloc[0]}, centroid-0: " in said, said
+
+    viewer.layers.selection.active = seg  # napari's own table (Layers > Metadata > ...)
+    _, table = viewer.window.add_plugin_dock_widget("napari", "Features table widget")
+    assert table.table.model().rowCount() == len(seg.features)
+
+    seg.paint((10, 10), 77)  # a correction with napari's brush: measured again
+    qtbot.waitUntil(lambda: 77 in seg.features["index"].tolist(), timeout=5_000)
+    same(seg.features, seg.data)
+
+    widget.own_threshold.setChecked(False)  # labelled again, without the network
+    widget.threshold.setValue(0.8)
+    widget.controls.start_btn.click()
+    qtbot.waitUntil(lambda: widget.controls.run is None, timeout=120_000)
+    assert "Labelled again" in widget.status.text()
+    new = viewer.layers["cells segmentation (2)"]  # beside the corrected one
+    same(new.features, new.data)
+    same(seg.features, seg.data)  # the corrected one keeps its own
+
+    import napari_unet._widgets._features as live
+
+    monkeypatch.setattr(live, "LIVE_PIXELS", 100)  # too large to measure after each edit:
+    new.paint((50, 50), 5)  # its measurements go, rather than stay wrong, and it is said
+    qtbot.waitUntil(lambda: new.features.shape[0] == 0, timeout=5_000)
+    assert any("measurements of 'cells segmentation (2)' were removed" in n for n in notes)
+
+    _LIVE = live._LIVE
+    assert seg.unique_id in _LIVE
+    viewer.layers.remove(seg)  # its image is let go with it
+    assert seg.unique_id not in _LIVE

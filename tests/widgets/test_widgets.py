@@ -775,11 +775,17 @@ def test_prediction_of_a_stack(make_napari_viewer, qtbot, model_file, tmp_path):
     assert linked.max() > apart.max()  # ids go on from plane to plane
     np.testing.assert_array_equal(linked, link_planes(apart.astype(np.uint32), 0.25))
     assert f"{linked.max()} objects linked through 3 planes" in widget.status.text()
+    features = viewer.layers["cells3d segmentation"].features  # a row per 3D object
+    assert features["index"].tolist() == list(range(1, linked.max() + 1))
+    assert features["area"].tolist() == np.bincount(linked.ravel())[1:].tolist()
+    assert "centroid-2" in features
     widget.link.setValue(0)  # each plane numbered from 1: the planes' objects add up
     widget.controls.start_btn.click()
     wait_done(qtbot, widget)
     found = sum(int(p.max()) for p in apart)
     assert found > apart.max() and f"{found} objects in 3 planes" in widget.status.text()
+    # and no row per label can hold them (each plane has a label 1): no measurements
+    assert viewer.layers["cells3d segmentation"].features.shape[0] == 0
 
 
 @pytest.mark.parametrize("lazy", [False, True])

@@ -23,15 +23,17 @@ _OPEN_IT = ("in napari: open the file and choose its channel beside Image (a col
 class FilesButton(QPushButton):
     """Segments image files with the model and settings of ``widget`` (the Predict
     widget) into a folder, one file at a time in its worker thread: ``<name>.tif`` for
-    each (and ``<name>_prob.tif`` with *also add the probability map*), as the command
-    line's ``predict`` writes them. A file the model cannot read is skipped and named."""
+    each, the measurements of its objects as ``<name>.csv`` (and ``<name>_prob.tif`` with
+    *also add the probability map*), as the command line's ``predict --measure`` writes
+    them. A file the model cannot read is skipped and named."""
 
     def __init__(self, widget) -> None:
         super().__init__("Segment image files…")
         self.widget = widget
         self.setToolTip("Segment image files on disk with the model and settings above, "
                         "without opening them: each one's labels are written as "
-                        "<name>.tif to a folder you choose")
+                        "<name>.tif, and its objects' measurements as <name>.csv, to a "
+                        "folder you choose")
         self.clicked.connect(self._ask)
         self._written = 0
 
@@ -61,7 +63,7 @@ class FilesButton(QPushButton):
             gen = predict_files(model, kept, out, widget.config(),
                                 probabilities=widget.probabilities.isChecked(),
                                 skip_bad=True, folder="folder for the results",
-                                channel_option=_OPEN_IT)
+                                channel_option=_OPEN_IT, measure=True)
         except NapariUNetError as err:
             refuse(widget.status, "No file was written", err)
             return
@@ -90,7 +92,8 @@ class FilesButton(QPushButton):
                     f"kept in {self._out}.")
         else:
             objects = f", {result.objects:,} objects" if result.objects else ""
-            text = (f"Wrote {len(result.written)} segmentation(s) to {self._out} in "
+            text = (f"Wrote {len(result.written)} segmentation(s) and their objects' "
+                    f"measurements (<name>.csv) to {self._out} in "
                     f"{result.seconds:.1f} s{objects}"
                     + "".join(f"; skipped {name}: {why}" for name, why in result.skipped)
                     + (f"; left out {len(self._labels)} label file(s) beside their images"

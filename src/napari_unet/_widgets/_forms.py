@@ -52,6 +52,13 @@ def full_resolution(layer):
     return layer.data[0] if layer.multiscale else layer.data
 
 
+def has_time(layers) -> bool:
+    """Whether any of ``layers`` (None: no layer) is a time-lapse of z-stacks: four axes
+    or more, colour aside."""
+    return any(layer is not None and full_resolution(layer).ndim - layer.rgb >= 4
+               for layer in layers)
+
+
 class LayerCombo(QComboBox):
     """A combo box of the viewer's layers of one kind, kept up to date; ``none`` is an
     optional first choice that stands for no layer."""

@@ -13,6 +13,10 @@ from ._placement import placement
 OUTPUT = "napari_unet_output"
 #: Metadata key of an output Labels layer the user has painted in (never overwritten).
 EDITED = "napari_unet_edited"
+#: Said the first time a segmentation layer is given its objects' measurements.
+MEASURED = ("each object's area, centre, diameter and mean intensity are its segmentation "
+            "layer's features: under the cursor, and in Layers > Metadata > Features table "
+            "widget")
 #: Metadata key of a segmentation's model (what the Train widget offers to fine-tune on it).
 MODEL = "napari_unet_model"
 
@@ -88,16 +92,23 @@ def inputs(viewer) -> list:
             if isinstance(layer, Image) and not layer.metadata.get(OUTPUT)]
 
 
-def show_result(viewer, result, layer, probabilities: bool, model: str) -> str | None:
+def show_result(viewer, result, layer, probabilities: bool, model: str,
+                image=None) -> list[str]:
     """Put a prediction of ``layer`` by ``model`` (as the Predict widget names it) in the
-    viewer: its labels and, with ``probabilities``, the probability map (and a distance
-    model's distance map, an offsets model's votes). Returns a sentence when the labels
-    went to another layer than ``<image> segmentation`` (because that one holds the user's
-    edits, or is not napari-unet's), else None."""
+    viewer: its labels, with their measurements (taken in ``image``, the layer's data as
+    the model read it) as the layer's features, and, with ``probabilities``, the
+    probability map (and a distance model's distance map, an offsets model's votes).
+    Returns what to say of it: where the labels went to another layer than ``<image>
+    segmentation`` (because that one holds the user's edits, or is not napari-unet's),
+    and, the first time a layer is measured, where its measurements are."""
+    from ._features import show_features
+
     wanted = output_name(layer.name)
     levels = result.levels.get("labels")  # a result on disk too large to show whole
     used = put_layer(viewer, wanted, levels or result.labels, "labels", layer,
                      {MODEL: model}, multiscale=bool(levels))
+    said = [MEASURED] if show_features(viewer, viewer.layers[used], result.features, image,
+                                       layer, classes=result.mode == "semantic") else []
     stored = {"labels": used}  # the layers of stores on disk, for the reader
     if probabilities:
         probs = result.levels.get("probabilities")
@@ -119,10 +130,10 @@ def show_result(viewer, result, layer, probabilities: bool, model: str) -> str |
                       colormap="inferno", blending="additive", visible=False)
     _remember(viewer, result, stored, model)
     if used == wanted:
-        return None
+        return said
     why = ("holds your edits" if viewer.layers[wanted].metadata.get(EDITED)
            else "is not one napari-unet wrote")
-    return f"'{wanted}' {why}, so it was left as it is; this result is in '{used}'"
+    return [f"'{wanted}' {why}, so it was left as it is; this result is in '{used}'", *said]
 
 
 def _remember(viewer, result, names: dict, model: str) -> None:
@@ -157,8 +168,8 @@ def _remember(viewer, result, names: dict, model: str) -> None:
 
 
 def sentences(notes) -> str:
-    """Notes (lower-case clauses) as sentences to follow a status text."""
-    return "".join(f" {note[0].upper()}{note[1:]}." for note in notes if note)
+    """Notes (lower-case clauses) as sentences to follow a status text, each once."""
+    return "".join(f" {note[0].upper()}{note[1:]}." for note in dict.fromkeys(notes) if note)
 
 
 def predict_to_disk(ckpt, data, config, name: str, probabilities: bool, why: str = ""):

@@ -17,6 +17,7 @@ from ..memory import beyond_memory
 from ..pretrained import shipped_choices
 from ._channels import channel_box, layer_for_model
 from ._device import device_choice
+from ._features import measuring
 from ._file_buttons import ExportButton, FilesButton
 from ._forms import (
     FROM_FILE,
@@ -28,7 +29,7 @@ from ._forms import (
     choice,
     choose,
     combo,
-    full_resolution,
+    has_time,
     model_entry,
     models_hub,
     refill,
@@ -99,11 +100,10 @@ class PredictWidget(QWidget):
                              "by at least this IoU get one label (e.g. 0.25); a time-lapse "
                              "of z-stacks is linked along Z within each time point",
                          special="planes apart")
-        self.follow = check("and through time", "of a "
-                            "time-lapse of z-stacks (T, Z, Y, X): follow the objects linked "
-                            "along Z through the time points too, each taking the label of "
-                            "the one it overlaps most at the time point before, by at least "
-                            "the IoU above")
+        self.follow = check("and through time", "of a time-lapse of z-stacks (T, Z, Y, X): "
+                            "follow the objects linked along Z through the time points too, "
+                            "each taking the label of the one it overlaps most at the time "
+                            "point before, by at least the IoU above")
         self.link.valueChanged.connect(lambda v: self.follow.setEnabled(v > 0))
         self.follow.setEnabled(False)
         for changed in (self.image.currentTextChanged, self.every.toggled,  # layers added
@@ -122,6 +122,7 @@ class PredictWidget(QWidget):
         self.status = status_label()
         self.last = LastPrediction()  # labelled again when only labelling settings change
         self._relabelling = self._linked = self._followed = False
+        self._images: dict = {}  # of each layer predicted, the data its objects are measured in
 
         form = QFormLayout()
         form.addRow("Image", row_of(self.image, self.channel, self.every))
@@ -170,8 +171,7 @@ class PredictWidget(QWidget):
             self.use_model_file(path)
         self.status.setText(f"Model: the one just trained, {Path(path).name}.")
 
-    def use_model_file(self, path) -> None:
-        """Choose the model file ``path`` (a dropped model file lands here)."""
+    def use_model_file(self, path) -> None:  # a dropped model file lands here
         self.model.setCurrentText(FROM_FILE)
         self.model_file.edit.setText(str(path))
 
@@ -182,13 +182,10 @@ class PredictWidget(QWidget):
             raise InputError("choose a model: train one first, or pick a model file.")
         return path
 
-    def _show_follow(self, *_) -> None:
-        """*and through time* only where there is time: a layer of four axes or more."""
+    def _show_follow(self, *_) -> None:  # *and through time* only where there is time
         layers = inputs(self.viewer) if self.every.isChecked() else [self.image.layer()]
-        time = any(layer is not None and full_resolution(layer).ndim - layer.rgb >= 4
-                   for layer in layers)
         for part in self._follow_row:  # the row, not an empty line, where there is none
-            part.setVisible(time)
+            part.setVisible(has_time(layers))
 
     def config(self) -> PredictConfig:
         return PredictConfig(
@@ -216,8 +213,9 @@ class PredictWidget(QWidget):
                 data, placed = crop_in_view(self.viewer, layer, data, placed)
         except NapariUNetError as err:  # one layer of several: skipped and named
             return layer, refused(err)
+        self._images[placed.name], linked = data, cfg.link_planes > 0
         if previous is not None:
-            return placed, relabel(ckpt, previous, cfg)
+            return placed, measuring(relabel(ckpt, previous, cfg), data, placed, linked)
         lazy = not isinstance(data, np.ndarray) and not cropped  # Dask, zarr: to disk
         try:  # a numpy layer whose prediction would not fit in memory: to disk too
             why = "" if lazy else beyond_memory(data, ckpt, cfg)
@@ -226,7 +224,8 @@ class PredictWidget(QWidget):
         if lazy or why:
             return placed, predict_to_disk(ckpt, data, cfg, layer.name,
                                            self.probabilities.isChecked(), why=why)
-        return placed, predict(ckpt, data, cfg, name=f"layer '{layer.name}'")
+        gen = predict(ckpt, data, cfg, name=f"layer '{layer.name}'")
+        return placed, measuring(gen, data, placed, linked)
 
     def start(self) -> None:
         layers = inputs(self.viewer) if self.every.isChecked() else [self.image.layer()]
@@ -240,6 +239,7 @@ class PredictWidget(QWidget):
             previous = (self.last.skip() if len(layers) > 1 or self.in_view.isChecked() else
                         self.last.reusable(layers[0], self._running, cfg, self.channel.value()))
             self._relabelling = previous is not None
+            self._images.clear()
             jobs = [self._job(ckpt, cfg, layer, previous) for layer in layers]
             if previous is None:
                 next(jobs[0][1])  # checks the image against the model, before the thread
@@ -257,16 +257,13 @@ class PredictWidget(QWidget):
                                      f"No layer was changed: {message}"))
             return
         self.status.setText(f"Predicting {len(jobs)} image layers…")
-        self._moved = []  # where a result went beside a layer the user edited (or None)
-        self._done = []  # objects found in each layer done (None: not counted)
+        self._said, self._done = [], []  # what to say of the results; objects found
         self.controls.launch(each_layer(jobs), desc=f"Predicting {len(jobs)} layers", total=0,
                              on_event=self._on_event, on_done=self._on_all_done)
 
     def _on_event(self, event) -> None:
         if isinstance(event, LayerDone):  # one layer of several: shown at once
-            moved = show_result(self.viewer, event.result, event.layer,
-                                self.probabilities.isChecked(), self._running)
-            self._moved.append(moved)
+            self._said += self._show(event.result, event.layer)
             self._done.append(object_count(event.result, self._linked,
                                            followed=self._followed))
             return
@@ -274,13 +271,17 @@ class PredictWidget(QWidget):
         if event.message:
             self.status.setText(event.message)
 
+    def _show(self, result, layer) -> list[str]:  # see show_result
+        return show_result(self.viewer, result, layer, self.probabilities.isChecked(),
+                           self._running, self._images.pop(layer.name, None))
+
     def _on_all_done(self, skipped) -> None:
         counted = [n for n in self._done if n is not None]
         objects = f", {sum(counted):,} objects" if counted else ""
         text = ("Cancelled; the layers finished before are kept." if skipped is None else
                 f"Done: {len(self._done)} layer(s){objects}"
                 + "".join(f"; skipped {name}: {why}" for name, why in skipped) + ".")
-        text += sentences(self._moved)
+        text += sentences(self._said)
         self.status.setText(text)
         show_info(text)
 
@@ -289,12 +290,11 @@ class PredictWidget(QWidget):
             self.status.setText("Cancelled; no layer was changed.")
             return
         self.last.keep(result)
-        moved = show_result(self.viewer, result, layer, self.probabilities.isChecked(),
-                            self._running)
+        said = self._show(result, layer)
         found = what_was_found(result, self._linked, followed=self._followed)
         text = ((f"Labelled again from the last prediction's probabilities in "
                  f"{result.seconds:.1f} s (the network was not run)") if self._relabelling
                 else f"Done in {result.seconds:.1f} s on {result.device}")
-        text += (f": {found}." if found else ".") + sentences([*result.notes, moved])
+        text += (f": {found}." if found else ".") + sentences([*result.notes, *said])
         self.status.setText(text)
         show_info(text)
