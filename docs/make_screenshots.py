@@ -7,7 +7,8 @@ Re-run under a virtual screen from the repository root (needs ../shared/data):
 It opens a DSB 2018 nuclei image of ``val/`` (CC0) and its labels, trains a small model for
 30 seconds through the Train widget, predicts with the Predict widget and the shipped
 ``nuclei`` model (which never saw ``val/``; 30 seconds of training separate few touching
-nuclei), opens the separation view, and writes docs/images/*.png.
+nuclei), shows its measurements in napari's Features table widget, opens the separation
+view, and writes docs/images/*.png.
 """
 
 from __future__ import annotations
@@ -91,6 +92,11 @@ def main() -> None:
     viewer.layers["nuclei labels"].visible = False
     shot(viewer, "predict_widget.png")
     viewer.window.remove_dock_widget(pred)
+
+    viewer.layers.selection.active = viewer.layers["nuclei segmentation"]
+    _, table = viewer.window.add_plugin_dock_widget("napari", "Features table widget")
+    shot(viewer, "measurements.png")
+    viewer.window.remove_dock_widget(table)
 
     _, sep = viewer.window.add_plugin_dock_widget("napari-unet", "Touching-cell separation")
     sep.labels.setCurrentText("nuclei labels")
