@@ -99,8 +99,8 @@ def test_the_area_in_the_unit_of_the_pixel_size():
     labels = np.zeros((10, 10), np.int32)
     labels[2:5, 2:6] = 7
     table = measure(labels, pixel_size=(0.5, 0.25), unit="µm")
-    np.testing.assert_allclose(table["area (µm²)"], [12 * 0.125])
-    assert "area (pixel²)" not in measure(labels, pixel_size=(1, 1), unit="pixel")
+    np.testing.assert_allclose(table["area (um^2)"], [12 * 0.125])
+    assert "area (pixel^2)" not in measure(labels, pixel_size=(1, 1), unit="pixel")
     assert not any(k.startswith("area (") for k in measure(labels[None], pixel_size=(1, 1),
                                                            unit="µm"))  # a stack: pixels
 
@@ -160,7 +160,7 @@ def test_files_segmented_with_measure_get_a_csv_of_their_objects(tmp_path):
         rows = list(csv.DictReader(f))
     assert [int(r["index"]) for r in rows] == list(range(1, labels.max() + 1))
     assert [int(r["area"]) for r in rows] == np.bincount(labels.ravel())[1:].tolist()
-    np.testing.assert_allclose([float(r["area (µm²)"]) for r in rows],
+    np.testing.assert_allclose([float(r["area (um^2)"]) for r in rows],
                                np.bincount(labels.ravel())[1:] * 0.25, rtol=1e-5)
     run(predict_files(model, [folder / "a.tif"], tmp_path / "plain", PredictConfig()))
     assert not list((tmp_path / "plain").glob("*.csv"))  # only when asked

@@ -68,4 +68,4 @@ def test_the_readme_python_example_runs(tmp_path, monkeypatch):
     assert all(tifffile.imread(f).max() > 0 for f in scope["done"].written)
     assert all(f.with_suffix(".csv").is_file() for f in scope["done"].written)
     assert len(scope["table"]["index"]) == len(np.unique(scope["masks"])) - 1
-    assert "area (µm²)" in (tmp_path / "objects.csv").read_text(encoding="utf-8")
+    assert "area (um^2)" in (tmp_path / "objects.csv").read_text(encoding="utf-8")

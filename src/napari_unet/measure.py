@@ -10,7 +10,8 @@ predict --measure`` writes them beside each label file (``<stem>.csv``). Columns
   (the plane first in a stack), as scikit-image's ``regionprops_table`` names it;
 - ``equivalent_diameter``: of the disc of that area, in pixels (labels of one plane);
 - ``mean_intensity`` (``mean_intensity-0``, … for each channel): the image's mean over it;
-- with the pixel size and its unit known (labels of one plane): ``area (µm²)``, say.
+- with the pixel size and its unit known (labels of one plane): ``area (um^2)``, say
+  (the unit in ASCII, which every spreadsheet and R read as it is).
 
 Of a model's classes (semantic labels) one row per class, without centres or diameters.
 A stack whose planes were labelled apart (labels start at 1 in every plane) is measured
@@ -188,7 +189,7 @@ def _area_name(ndim: int, pixel_size, unit: str | None) -> str | None:
     plane, a pixel size that is not one 'pixel')."""
     if ndim != 2 or pixel_size is None or not unit or unit in ("pixel", "px"):
         return None
-    return f"area ({unit}²)"
+    return f"area ({unit.replace('µ', 'u').replace('μ', 'u')}^2)"
 
 
 def _empty(ndim: int, channels, pixel_size, unit, classes: bool) -> dict[str, np.ndarray]:

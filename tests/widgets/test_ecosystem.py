@@ -268,7 +268,7 @@ def test_a_segmentation_carries_its_objects_measurements_as_features(
 
     assert seg.data.max() > 3
     same(seg.features, seg.data)
-    np.testing.assert_allclose(seg.features["area (µm²)"], seg.features["area"] * 0.25)
+    np.testing.assert_allclose(seg.features["area (um^2)"], seg.features["area"] * 0.25)
     label = int(seg.features["index"].iloc[0])
     where = np.argwhere(seg.data == label)[0] * 0.5  # in the world, where napari's cursor is
     status = seg.get_status(where, world=True)
