@@ -144,6 +144,9 @@ def test_a_prediction_measured_carries_its_objects_measurements():
     assert set(result.features) == set(expected) and len(expected["index"]) > 0
     for key, column in expected.items():
         np.testing.assert_allclose(result.features[key], column)
+    other = run(measured(predict(model, image, PredictConfig(min_size=0)), image[:50]))
+    assert "mean_intensity" not in other.features  # an image not laid out as its labels
+    np.testing.assert_array_equal(other.features["area"], expected["area"])
 
 
 def test_files_segmented_with_measure_get_a_csv_of_their_objects(tmp_path):

@@ -247,6 +247,10 @@ def measured(gen, image, *, pixel_size=None, unit: str | None = None,
     ndim = result.labels.ndim
     if ndim <= 3 and not apart(ndim, linked, result.mode):  # else each part has a label 1
         yield PredictEvent(1, 1, 0, 1, "measuring the objects")
+        try:
+            _channels(image, result.labels.shape)
+        except ValueError:  # not laid out as its labels: their sizes and places only
+            image = None
         result.features = measure(result.labels, image, pixel_size=pixel_size, unit=unit,
                                   classes=result.mode == "semantic")
     return result
