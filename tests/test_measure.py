@@ -86,8 +86,8 @@ def test_classes_are_measured_without_centres_and_no_object_gives_empty_columns(
     empty = measure(np.zeros((8, 8), np.uint16), np.zeros((8, 8, 3)))
     assert all(len(column) == 0 for column in empty.values())
     assert list(empty) == ["index", "area", "centroid-0", "centroid-1",
-                           "equivalent_diameter", "mean_intensity-0", "mean_intensity-1",
-                           "mean_intensity-2"]
+                           "equivalent_diameter", "on_border", "mean_intensity-0",
+                           "mean_intensity-1", "mean_intensity-2"]
 
 
 def test_an_image_that_does_not_fit_the_labels_is_refused():
@@ -224,3 +224,23 @@ def test_labels_numbered_beyond_their_pixels_or_below_zero_are_measured(monkeypa
     table = measure(negative * 1000, image)  # a block's labels counted over its own
     np.testing.assert_array_equal(table["index"], whole["index"][1:] * 1000)
     np.testing.assert_allclose(table["mean_intensity"], whole["mean_intensity"][1:])
+
+
+def test_objects_on_the_border_of_their_plane_are_marked():
+    """Objects cut off by the image's edge (of any plane, for an object through a linked
+    stack) are marked, to be left out of sizes and counts; nothing inside is."""
+    labels = np.zeros((2, 20, 30), np.int32)
+    labels[0, 0:3, 5:8] = 1  # top row
+    labels[0, 8:12, 8:12] = 2  # inside
+    labels[1, 8:12, 26:30] = 3  # last column, second plane
+    labels[0, 8:12, 20:24] = 4  # inside in one plane ...
+    labels[1, 17:20, 20:24] = 4  # ... on the last row of the next
+    table = measure(labels)
+    np.testing.assert_array_equal(table["index"], [1, 2, 3, 4])
+    np.testing.assert_array_equal(table["on_border"], [True, False, True, True])
+    assert table["on_border"].dtype == bool
+    plane = measure(labels[0])
+    np.testing.assert_array_equal(plane["on_border"], [True, False, False])
+    by_plane = measure(labels, apart=1)
+    np.testing.assert_array_equal(by_plane["on_border"], [True, False, False, True, True])
+    assert "on_border" not in measure(labels[0], classes=True)

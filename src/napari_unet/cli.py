@@ -173,8 +173,8 @@ def _add_predict(sub) -> None:
                    help="also write <stem>_prob.tif (float32, classes first)")
     p.add_argument("--measure", action="store_true",
                    help="also write <stem>.csv: one row per object (its label, area in "
-                   "pixels and in the file's unit, centre, diameter, mean intensity), or "
-                   "per class of a semantic model")
+                   "pixels and in the file's unit, centre, diameter, whether it touches the "
+                   "image's edge, mean intensity), or per class of a semantic model")
     p.add_argument("--keep-going", action="store_true",
                    help="skip an image file the model cannot read (naming it and why) and "
                    "go on with the others, instead of stopping there; the exit status is "

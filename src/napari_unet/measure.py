@@ -9,6 +9,8 @@ predict --measure`` writes them beside each label file (``<stem>.csv``). Columns
 - ``centroid-0``, ``centroid-1`` (…): its centre, in pixels along each axis of the labels
   (the plane first in a stack), as scikit-image's ``regionprops_table`` names it;
 - ``equivalent_diameter``: of the disc of that area, in pixels (labels of one plane);
+- ``on_border``: whether it touches the border of its plane, where it may be cut off (an
+  object of a linked stack: of any of its planes), to leave out of sizes and counts;
 - ``mean_intensity`` (``mean_intensity-0``, … for each channel): the image's mean over it;
 - with the pixel size and its unit known (labels of one plane): ``area (um^2)``, say
   (the unit in ASCII, which every spreadsheet and R read as it is).
@@ -145,6 +147,7 @@ def measure(labels, image=None, *, pixel_size=None, unit: str | None = None,
             table[f"centroid-{axis}"] = sums[axis, found] / counts
         if ndim == 2:
             table["equivalent_diameter"] = 2 * np.sqrt(counts / np.pi)
+        table["on_border"] = np.isin(index, _on_border(labels))
     if bright is not None:
         if channels == 0:
             table["mean_intensity"] = bright[0, found] / counts
@@ -192,6 +195,12 @@ def _area_name(ndim: int, pixel_size, unit: str | None) -> str | None:
     return f"area ({unit.replace('µ', 'u').replace('μ', 'u')}^2)"
 
 
+def _on_border(labels) -> np.ndarray:
+    """The labels on the first and last rows and columns of each plane of ``labels``."""
+    edges = (labels[..., 0, :], labels[..., -1, :], labels[..., :, 0], labels[..., :, -1])
+    return np.unique(np.concatenate([np.asarray(edge).ravel() for edge in edges]))
+
+
 def _empty(ndim: int, channels, pixel_size, unit, classes: bool) -> dict[str, np.ndarray]:
     """The columns, without rows: no object was found."""
     names = ["index", "area"]
@@ -199,6 +208,7 @@ def _empty(ndim: int, channels, pixel_size, unit, classes: bool) -> dict[str, np
         names += [f"centroid-{a}" for a in range(ndim)]
         if ndim == 2:
             names.append("equivalent_diameter")
+        names.append("on_border")
     if channels == 0:
         names.append("mean_intensity")
     elif channels:
@@ -206,8 +216,8 @@ def _empty(ndim: int, channels, pixel_size, unit, classes: bool) -> dict[str, np
     scaled = _area_name(ndim, pixel_size, unit)
     if scaled:
         names.append(scaled)
-    return {name: np.zeros(0, np.int64 if name in ("index", "area") else float)
-            for name in names}
+    kinds = {"index": np.int64, "area": np.int64, "on_border": bool}
+    return {name: np.zeros(0, kinds.get(name, float)) for name in names}
 
 
 def write_csv(path: str | os.PathLike, table: dict[str, np.ndarray]) -> Path:
@@ -225,7 +235,10 @@ def write_csv(path: str | os.PathLike, table: dict[str, np.ndarray]) -> Path:
 
 
 def _cell(value) -> str:
-    """A number as CSV text: integers as they are, others to 6 significant digits."""
+    """A number as CSV text: integers as they are, others to 6 significant digits, a
+    truth value as True or False."""
+    if isinstance(value, bool | np.bool_):
+        return str(bool(value))
     if isinstance(value, np.integer | int):
         return str(int(value))
     return f"{float(value):.6g}"
