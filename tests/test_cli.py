@@ -370,6 +370,72 @@ def test_predict_measure_writes_each_images_objects_beside_its_labels(tmp_path):
     assert sorted(p.name for p in (tmp_path / "plain").iterdir()) == ["two.tif"]
 
 
+def test_measure_writes_a_table_for_each_label_file(tmp_path, capsys):
+    """`measure` measures label files (corrected by hand, or another tool's) as predict
+    --measure does: with their images beside them (img_masks.tif) or from --images, a
+    mask as its connected components, a stack plane by plane unless --linked. A label file
+    without its image in --images is refused before anything is written; an image of
+    another size, or an image given as labels, ends the run at that file (the tables
+    before it written, as predict does)."""
+    import csv
+
+    from napari_unet.measure import measure
+
+    def rows(path):
+        with open(path, newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+
+    both = tmp_path / "both"
+    both.mkdir()
+    image = np.where(discs((64, 96), [(20, 20), (40, 70)], 10) > 0, 200, 20).astype(np.uint8)
+    labels = discs((64, 96), [(20, 20), (40, 70), (60, 5)], 10).astype(np.uint16)
+    tifffile.imwrite(both / "a.tif", image)
+    tifffile.imwrite(both / "a_masks.tif", labels)
+    assert main(["measure", str(both), "--out", str(tmp_path / "m1")]) == 0
+    said = capsys.readouterr().out
+    assert "a_masks.tif: 3 objects, 1 on the image's edge\n" in said
+    table = rows(tmp_path / "m1" / "a_masks.csv")
+    expected = measure(labels, image)
+    assert [int(r["index"]) for r in table] == expected["index"].tolist() == [1, 2, 3]
+    assert [r["on_border"] for r in table] == ["False", "False", "True"]
+    np.testing.assert_allclose([float(r["mean_intensity"]) for r in table],
+                               expected["mean_intensity"], rtol=1e-5)
+
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    tifffile.imwrite(alone / "a.tif", (labels > 0).astype(np.uint8) * 255)  # a mask
+    tifffile.imwrite(alone / "z.tif", np.stack([labels, labels]))  # a stack
+    assert main(["-q", "measure", str(alone), "--images", str(both), "--out",
+                 str(tmp_path / "m2")]) == 2
+    assert "no image of the same name in --images for 1 label file(s) (z.tif)" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "m2").exists()
+    assert main(["measure", str(alone), "--out", str(tmp_path / "m2")]) == 0
+    said = capsys.readouterr().out
+    assert "a.tif: 3 objects, 1 on the image's edge (a mask: its connected components); " \
+        "no image, so no intensities" in said
+    assert [int(r["area"]) for r in rows(tmp_path / "m2" / "a.csv")] == \
+        expected["area"].tolist()
+    apart = rows(tmp_path / "m2" / "z.csv")
+    assert [(r["plane"], r["index"]) for r in apart] == [
+        ("0", "1"), ("0", "2"), ("0", "3"), ("1", "1"), ("1", "2"), ("1", "3")]
+    assert main(["-q", "measure", str(alone / "z.tif"), "--linked", "--out",
+                 str(tmp_path / "m3")]) == 0
+    linked = rows(tmp_path / "m3" / "z.csv")
+    assert [int(r["area"]) for r in linked] == (2 * expected["area"]).tolist()
+
+    tifffile.imwrite(both / "b.tif", image[:32])
+    tifffile.imwrite(both / "b_masks.tif", labels)
+    assert main(["measure", str(both), "--out", str(tmp_path / "m4")]) == 2
+    assert "b.tif: an image of shape (32, 96) for labels of shape (64, 96)" in \
+        capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "m4").iterdir()) == ["a_masks.csv"]
+    noise = np.random.default_rng(0).integers(0, 255, (64, 96), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "noise.tif", noise)
+    assert main(["measure", str(tmp_path / "noise.tif"), "--out", str(tmp_path / "m5")]) == 2
+    assert "noise.tif looks like an image, not labels" in capsys.readouterr().err
+
+
 def test_semantic_training_calibrates_the_label_offset_unless_told_not_to(tmp_path):
     flags = ("--mode", "semantic", "--epochs", "1", "--steps-per-epoch", "2",
              "--base-channels", "4", "--depth", "2", "--patch-size", "64")

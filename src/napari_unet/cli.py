@@ -1,5 +1,5 @@
-"""The command line: ``napari-unet train|predict|evaluate|sample|info|export``, driving the same
-engine as the napari widgets.
+"""The command line: ``napari-unet train|predict|evaluate|measure|sample|info|export``,
+driving the same engine as the napari widgets.
 
 A problem with the input ends with one line naming the file and the problem on stderr and
 exit status 2; nothing is half-written (results and models are written atomically).
@@ -263,6 +263,25 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--mode", choices=["instances", "semantic"], default="instances",
                    help="what the labels are (default instances)")
     v.add_argument("--out", help="also write the scores, per image too, as JSON here")
+    m = sub.add_parser("measure", help="measure each object of label files (CSV)",
+                       description="Write OUT/<stem>.csv for each label file of LABELS: one "
+                       "row per object (its label, area in pixels and in the file's unit, "
+                       "centre, diameter, whether it touches the image's edge, and, with "
+                       "its image, mean intensity), as predict --measure writes them; for "
+                       "label files corrected by hand, or made by another tool. Images are "
+                       "paired with the label files by file name: a folder holding both "
+                       "(img01.tif with img01_masks.tif), or --images.")
+    m.add_argument("labels", help="folder or glob of label files (0 background, 1..N "
+                   "objects; a 0/1 or 0/255 mask is measured as its connected components)")
+    m.add_argument("--images", help="folder or glob of the images, paired by file name, for "
+                   "the mean intensity")
+    m.add_argument("--out", required=True, metavar="DIR", help="folder for the CSV files")
+    m.add_argument("--mode", choices=["instances", "semantic"], default="instances",
+                   help="what the labels are (default instances; semantic: a row per class)")
+    m.add_argument("--linked", action="store_true",
+                   help="of a stack, each label is one object through its planes (as "
+                   "predict --link-planes writes them); without it, each plane is measured "
+                   "on its own (as predict labels planes)")
     for command in sub.choices.values():  # -q after the command too: 'napari-unet predict -q'
         command.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                              help="no progress bars")
@@ -738,6 +757,94 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_measure(args) -> int:
+    from .batch import refuse_overwriting_inputs
+    from .io import collect, match_by_stem, stem_of, without_label_files
+
+    besides = [args.out, *([args.images] if args.images else [])]
+    found = collect(args.labels, besides=besides)
+    images, beside = without_label_files(found)
+    labels = beside or found  # images with their label files beside them: those are labels
+    if args.images:
+        images = collect(args.images, besides=[args.labels, args.out])
+    partners = match_by_stem(labels, images) if images else [None] * len(labels)
+    missing = [f.name for f, image in zip(labels, partners) if image is None]
+    if args.images and missing:
+        raise NapariUNetError(
+            f"no image of the same name in --images for {len(missing)} label file(s) "
+            f"({', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}): give the "
+            "folder that holds them, or leave --images out to measure sizes and places only.")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise NapariUNetError(f"--out {out} is a file; measure writes a CSV file for each "
+                              "label file into a folder (made if missing): give a folder.")
+    tables = [out / f"{stem_of(f)}.csv" for f in labels]
+    refuse_overwriting_inputs([(f, (t, t)) for f, t in zip(labels, tables)], labels, False)
+    out.mkdir(parents=True, exist_ok=True)
+    for f, image, table in zip(labels, partners, tables):
+        said = _measure_file(args, f, image, table)
+        if not args.quiet:
+            print(f"{f.name}: {said}")
+    print(f"wrote {len(tables)} table(s) to {out}")
+    return 0
+
+
+def _measure_file(args, f: Path, image_file: Path | None, table: Path) -> str:
+    """Measure the objects of label file ``f`` in ``image_file`` (or None) into ``table``;
+    returns what was found, in words."""
+    import numpy as np
+
+    from .io import read_image, refuse_lossy_labels, tiff_metadata
+    from .measure import apart, measure, tiff_pixel_size, write_csv
+    from .targets import looks_like_an_image, relabel_objects
+
+    refuse_lossy_labels(f)
+    labels = read_image(f)
+    if not np.issubdtype(labels.dtype, np.integer):
+        if not np.array_equal(labels, np.round(labels)):
+            raise NapariUNetError(f"{f.name}: the labels are not whole numbers; measure "
+                                  "takes label images (0 background, 1..N objects).")
+        labels = labels.astype(np.int64)
+    instances = args.mode == "instances"
+    if instances and (seen := looks_like_an_image(labels)) is not None:
+        raise NapariUNetError(f"{f.name} looks like an image, not labels: {seen}; measure "
+                              "takes label images (0 background, 1..N objects).")
+    mask = instances and labels.ndim == 2 and np.count_nonzero(np.unique(labels)) == 1
+    if mask:  # one value for every object: its connected components
+        labels = relabel_objects(labels.astype(bool))
+    image = None if image_file is None else _image_for(image_file, labels.shape)
+    size = tiff_pixel_size(tiff_metadata(f)) or (
+        tiff_pixel_size(tiff_metadata(image_file)) if image_file else None)
+    measured = measure(labels, image, pixel_size=size and size[0], unit=size and size[1],
+                       classes=not instances,
+                       apart=apart(labels.ndim, args.linked, args.mode))
+    write_csv(table, measured)
+    rows = len(measured["index"])
+    if not instances:
+        return f"{rows} class(es)"
+    border = int(np.count_nonzero(measured["on_border"]))
+    return (f"{rows} object{'' if rows == 1 else 's'}, {border} on the image's edge"
+            + (" (a mask: its connected components)" if mask else "")
+            + ("" if image is not None else "; no image, so no intensities"))
+
+
+def _image_for(path: Path, shape: tuple[int, ...]):
+    """The image of labels of ``shape``, its channels last where it has them."""
+    import numpy as np
+
+    from .io import read_image
+
+    image = read_image(path)
+    if image.shape == shape or image.shape[:-1] == shape:
+        return image
+    for axis in range(image.ndim):  # channels elsewhere (ImageJ's CYX, ZCYX)
+        if image.ndim == len(shape) + 1 and image.shape[:axis] + image.shape[axis + 1:] \
+                == shape:
+            return np.moveaxis(image, axis, -1)
+    raise NapariUNetError(f"{path.name}: an image of shape {image.shape} for labels of "
+                          f"shape {shape}; its labels must have its size.")
+
+
 def cmd_evaluate(args) -> int:
     import json
 
@@ -842,7 +949,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     commands = {"train": cmd_train, "predict": cmd_predict, "sample": cmd_sample,
-                "info": cmd_info, "export": cmd_export, "evaluate": cmd_evaluate}
+                "info": cmd_info, "export": cmd_export, "evaluate": cmd_evaluate,
+                "measure": cmd_measure}
     try:
         with warnings.catch_warnings():  # restored after: main() is called in tests too
             warnings.showwarning = functools.partial(_warn_once, _seen=set())

@@ -303,3 +303,39 @@ def test_a_segmentation_carries_its_objects_measurements_as_features(
     assert seg.unique_id in _LIVE
     viewer.layers.remove(seg)  # its image is let go with it
     assert seg.unique_id not in _LIVE
+
+
+def test_measure_objects_in_the_layer_menu_measures_a_labels_layer(make_napari_viewer, qtbot,
+                                                                    notes):
+    """*Measure > Measure objects (napari-unet)* on a Labels layer painted by hand: its
+    objects measured in the image it is named after become its features (listed in
+    napari's Features table widget), and a correction is measured again; a layer that is
+    not Labels is refused in a sentence."""
+    from napari_unet._widgets.menu import measure_selected
+    from napari_unet.measure import measure
+
+    viewer = make_napari_viewer()
+    image, labels = touching_cells((96, 96), n_cells=8, seed=2)
+    viewer.add_image(image * 0 + 1.0, name="other")  # of the same size, not named after
+    viewer.add_image(image, name="cells", scale=(0.5, 0.5), units=("µm", "µm"))
+    painted = viewer.add_labels(labels.astype(np.int32), name="cells labels")
+    from npe2 import PluginManager
+
+    menus = PluginManager.instance().get_manifest("napari-unet").contributions.menus
+    assert [i.command for i in menus["napari/layers/measure"]] == ["napari-unet.measure_selected"]
+    viewer.layers.selection.active = painted
+    run = measure_selected(viewer)
+    qtbot.waitUntil(lambda: painted.features.shape[0] > 0, timeout=30_000)
+    expected = measure(painted.data, image, pixel_size=(0.5, 0.5), unit="µm")
+    assert list(painted.features.columns) == list(expected)
+    np.testing.assert_allclose(painted.features["mean_intensity"], expected["mean_intensity"])
+    assert any("Measured 8 objects of 'cells labels' in 'cells'" in n for n in notes), notes
+    assert any("Features table widget" in name for name in viewer.window.dock_widgets)
+    assert run is not None
+    painted.paint((5, 5), 40)
+    qtbot.waitUntil(lambda: 40 in painted.features["index"].tolist(), timeout=5_000)
+
+    viewer.layers.selection.active = viewer.layers["cells"]
+    assert measure_selected(viewer) is None
+    assert notes[-1] == "Select a Labels layer to measure its objects."
+
