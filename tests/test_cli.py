@@ -394,6 +394,7 @@ def test_measure_writes_a_table_for_each_label_file(tmp_path, capsys):
     assert main(["measure", str(both), "--out", str(tmp_path / "m1")]) == 0
     said = capsys.readouterr().out
     assert "a_masks.tif: 3 objects, 1 on the image's edge\n" in said
+    assert "wrote 1 table(s) and a row per file to objects_per_image.csv" in said
     table = rows(tmp_path / "m1" / "a_masks.csv")
     expected = measure(labels, image)
     assert [int(r["index"]) for r in table] == expected["index"].tolist() == [1, 2, 3]

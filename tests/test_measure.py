@@ -13,6 +13,7 @@ from skimage.measure import regionprops_table
 import napari_unet.measure as measuring
 from napari_unet.batch import predict_files
 from napari_unet.config import PredictConfig
+from napari_unet.errors import NapariUNetError
 from napari_unet.measure import measure, measured, tiff_pixel_size, write_csv
 from napari_unet.predict import predict
 from napari_unet.progress import run
@@ -165,8 +166,19 @@ def test_files_segmented_with_measure_get_a_csv_of_their_objects(tmp_path):
     assert [int(r["area"]) for r in rows] == np.bincount(labels.ravel())[1:].tolist()
     np.testing.assert_allclose([float(r["area (um^2)"]) for r in rows],
                                np.bincount(labels.ravel())[1:] * 0.25, rtol=1e-5)
+    with open(tmp_path / "out" / "objects_per_image.csv", newline="", encoding="utf-8") as f:
+        summary = list(csv.DictReader(f))  # a row per image
+    assert [r["image"] for r in summary] == ["a.tif"]
+    assert int(summary[0]["objects"]) == labels.max()
+    assert int(summary[0]["objects_on_border"]) == sum(r["on_border"] == "True" for r in rows)
+    assert float(summary[0]["median area"]) == np.median([int(r["area"]) for r in rows])
+    assert "median area (um^2)" in summary[0] and "median mean_intensity" in summary[0]
     run(predict_files(model, [folder / "a.tif"], tmp_path / "plain", PredictConfig()))
     assert not list((tmp_path / "plain").glob("*.csv"))  # only when asked
+    tifffile.imwrite(folder / "objects_per_image.tif", image)  # an image named as the summary
+    with pytest.raises(NapariUNetError, match="would have its measurements written over"):
+        predict_files(model, [folder / "objects_per_image.tif"], tmp_path / "o", PredictConfig(),
+                      measure=True)
 
     tifffile.imwrite(folder / "z.tif", np.stack([image, image[::-1]]))  # a z-stack
     for link, first in ((0.0, "plane"), (0.25, "index")):  # planes apart, or linked

@@ -67,5 +67,6 @@ def test_the_readme_python_example_runs(tmp_path, monkeypatch):
     assert scope["done"].written == [Path("segmented/well0.tif"), Path("segmented/well1.tif")]
     assert all(tifffile.imread(f).max() > 0 for f in scope["done"].written)
     assert all(f.with_suffix(".csv").is_file() for f in scope["done"].written)
+    assert scope["done"].summary == Path("segmented/objects_per_image.csv")
     assert len(scope["table"]["index"]) == len(np.unique(scope["masks"])) - 1
     assert "area (um^2)" in (tmp_path / "objects.csv").read_text(encoding="utf-8")

@@ -50,6 +50,7 @@ class FilesResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     objects: int = 0
     seconds: float = 0.0
+    summary: Path | None = None  # measured: the row per image (napari_unet.measure.SUMMARY)
 
 
 def tiff_outputs(f: Path, out: Path) -> tuple[Path, Path]:
@@ -103,6 +104,19 @@ def refuse_overwriting_inputs(written: list[tuple[Path, tuple[Path, Path]]],
             seen[key] = source
 
 
+def refuse_the_summary(tables: list[Path], out: Path, folder: str = "--out folder") -> None:
+    """Before anything is done: no image's table of measurements may be the summary of
+    all of them (:data:`napari_unet.measure.SUMMARY`), an image named after it."""
+    from .measure import SUMMARY
+
+    summary = (out / SUMMARY).resolve()
+    for table in tables:
+        if table.resolve() == summary:
+            raise NapariUNetError(
+                f"an image named {table.stem} would have its measurements written over the "
+                f"summary of all images, {SUMMARY}: rename it, or choose another {folder}.")
+
+
 def predict_files(model, files: list[Path], out, config, *, probabilities: bool = False,
                   channel: int | None = None, chunk: int | None = None,
                   skip_bad: bool = False, folder: str = "--out folder",
@@ -126,13 +140,17 @@ def predict_files(model, files: list[Path], out, config, *, probabilities: bool 
     folders = result_folders(files, out)
     refuse_overwriting_inputs([(f, tiff_outputs(f, folders[f])) for f in files], files,
                               probabilities, folder)
+    if measure:
+        refuse_the_summary([csv_output(f, folders[f]) for f in files], out, folder)
     return _each_file(model, files, folders, out, config, (probabilities, measure),
                       (channel, channel_option), chunk, skip_bad)
 
 
 def _each_file(model, files: list[Path], folders: dict[Path, Path], out: Path, config,
                outputs: tuple[bool, bool], channel: tuple, chunk, skip_bad: bool):
-    result, started = FilesResult(), time.monotonic()
+    from .measure import SUMMARY, summary_row, write_rows
+
+    result, started, rows = FilesResult(), time.monotonic(), []
     for index, f in enumerate(files):
         name = str((folders[f] / f.name).relative_to(out))  # img0.tif, or A01/img0.tif
         try:
@@ -147,7 +165,11 @@ def _each_file(model, files: list[Path], folders: dict[Path, Path], out: Path, c
             continue
         result.written.append(tiff_outputs(f, folders[f])[0])
         result.objects += found[1] or 0
+        if found[2] is not None:
+            rows.append(summary_row(name, found[2]))
         yield FileEvent(index, len(files), name, found=found[0], notes=notes)
+    if rows and model.mode == "instances":
+        result.summary = write_rows(out / SUMMARY, rows)
     result.seconds = time.monotonic() - started
     return result
 
@@ -155,7 +177,7 @@ def _each_file(model, files: list[Path], folders: dict[Path, Path], out: Path, c
 def _one_file(model, f: Path, out: Path, name: str, config, outputs: tuple[bool, bool],
               channel: tuple, chunk, place: tuple[int, int]):
     """Predict and write one image file (``outputs``: also its probabilities, its
-    measurements); returns ((what was found, objects), notes)."""
+    measurements); returns ((what was found, objects, measurements or None), notes)."""
     from .channels import for_model, result_axes
     from .found import object_count, what_was_found
     from .io import read_image, tiff_metadata, write_tiff, write_tiff_tiled
@@ -167,13 +189,15 @@ def _one_file(model, f: Path, out: Path, name: str, config, outputs: tuple[bool,
     def tiles(event) -> FileEvent:
         return FileEvent(*place, name, tiles=event)
 
-    def measured(labels) -> None:  # the objects of ``labels`` (memory or disk) to CSV
-        if measures:
-            size = tiff_pixel_size(meta)
-            write_csv(csv_output(f, out), measure(
-                labels, image, pixel_size=size and size[0], unit=size and size[1],
-                classes=model.mode == "semantic",
-                apart=apart(np.ndim(labels), config.link_planes > 0, model.mode)))
+    def measured(labels):  # the objects of ``labels`` (memory or disk) to CSV
+        if not measures:
+            return None
+        size = tiff_pixel_size(meta)
+        table = measure(labels, image, pixel_size=size and size[0], unit=size and size[1],
+                        classes=model.mode == "semantic",
+                        apart=apart(np.ndim(labels), config.link_planes > 0, model.mode))
+        write_csv(csv_output(f, out), table)
+        return table
 
     probabilities, measures = outputs
     meta = tiff_metadata(f)
@@ -193,17 +217,18 @@ def _one_file(model, f: Path, out: Path, name: str, config, outputs: tuple[bool,
             result = yield from mapped(predict(model, image, config, out_labels=labels,
                                                out_probabilities=prob, name=name), tiles)
             write_tiff_tiled(targets[0], labels, metas[0])
-            measured(labels)
+            table = measured(labels)
             if prob is not None:
                 write_tiff_tiled(targets[1], prob, metas[1])
             found = what_was_found(result, linked, on_disk=True, followed=followed)
         found = ", ".join(x for x in (found, f"predicted block by block on disk ({need})")
                           if x)
-        return (found, object_count(result, linked, followed=followed)), tuple(result.notes)
+        return ((found, object_count(result, linked, followed=followed), table),
+                tuple(result.notes))
     result = yield from mapped(predict(model, image, config, name=name), tiles)
     write_tiff(targets[0], result.labels, metas[0])
-    measured(result.labels)
+    table = measured(result.labels)
     if probabilities:
         write_tiff(targets[1], np.asarray(result.probabilities, np.float32), metas[1])
     return ((what_was_found(result, linked, followed=followed) or "",
-             object_count(result, linked, followed=followed)), tuple(result.notes))
+             object_count(result, linked, followed=followed), table), tuple(result.notes))

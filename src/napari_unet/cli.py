@@ -758,8 +758,9 @@ def cmd_export(args) -> int:
 
 
 def cmd_measure(args) -> int:
-    from .batch import refuse_overwriting_inputs
+    from .batch import refuse_overwriting_inputs, refuse_the_summary
     from .io import collect, match_by_stem, stem_of, without_label_files
+    from .measure import SUMMARY, summary_row, write_rows
 
     besides = [args.out, *([args.images] if args.images else [])]
     found = collect(args.labels, besides=besides)
@@ -780,18 +781,24 @@ def cmd_measure(args) -> int:
                               "label file into a folder (made if missing): give a folder.")
     tables = [out / f"{stem_of(f)}.csv" for f in labels]
     refuse_overwriting_inputs([(f, (t, t)) for f, t in zip(labels, tables)], labels, False)
+    refuse_the_summary(tables, out)
     out.mkdir(parents=True, exist_ok=True)
+    rows = []
     for f, image, table in zip(labels, partners, tables):
-        said = _measure_file(args, f, image, table)
+        said, measured = _measure_file(args, f, image, table)
+        rows.append(summary_row(f.name, measured))
         if not args.quiet:
             print(f"{f.name}: {said}")
-    print(f"wrote {len(tables)} table(s) to {out}")
+    summary = ""
+    if args.mode == "instances":
+        summary = f" and a row per file to {write_rows(out / SUMMARY, rows).name}"
+    print(f"wrote {len(tables)} table(s){summary} to {out}")
     return 0
 
 
-def _measure_file(args, f: Path, image_file: Path | None, table: Path) -> str:
+def _measure_file(args, f: Path, image_file: Path | None, table: Path) -> tuple[str, dict]:
     """Measure the objects of label file ``f`` in ``image_file`` (or None) into ``table``;
-    returns what was found, in words."""
+    returns what was found, in words, and the measurements."""
     import numpy as np
 
     from .io import read_image, refuse_lossy_labels, tiff_metadata
@@ -821,11 +828,11 @@ def _measure_file(args, f: Path, image_file: Path | None, table: Path) -> str:
     write_csv(table, measured)
     rows = len(measured["index"])
     if not instances:
-        return f"{rows} class(es)"
+        return f"{rows} class(es)", measured
     border = int(np.count_nonzero(measured["on_border"]))
     return (f"{rows} object{'' if rows == 1 else 's'}, {border} on the image's edge"
             + (" (a mask: its connected components)" if mask else "")
-            + ("" if image is not None else "; no image, so no intensities"))
+            + ("" if image is not None else "; no image, so no intensities")), measured
 
 
 def _image_for(path: Path, shape: tuple[int, ...]):

@@ -21,8 +21,11 @@ plane by plane, and a time-lapse of z-stacks time point by time point (:func:`ap
 row per object of each, led by its ``time`` and ``plane`` (counted from 0, as napari
 counts them); an object followed through time keeps its label from row to row.
 
-The labels (and image) are read a band of rows at a time, so an array on disk (zarr,
-memmap) is never loaded whole; counting is done with ``numpy.bincount``.
+The labels (and image) are read a band of rows (or a chunk) at a time, so an array on disk
+(zarr, memmap) is never loaded whole; counting is done with ``numpy.bincount``.
+
+Of many images, :data:`SUMMARY` holds a row per image (:func:`summary_row`): how many
+objects, how many of them on its border, and the median of each measurement.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+#: The table of a folder of results with a row per image (its objects counted).
+SUMMARY = "objects_per_image.csv"
 #: Labels numbered beyond this (and beyond four times their pixels) are counted over the
 #: values present, not over every number up to the largest.
 COMPACT_ABOVE = 1 << 24
@@ -234,9 +239,33 @@ def write_csv(path: str | os.PathLike, table: dict[str, np.ndarray]) -> Path:
     return path
 
 
+def summary_row(name: str, table: dict[str, np.ndarray]) -> dict:
+    """A row of :data:`SUMMARY` for the image ``name`` whose objects :func:`measure` gave
+    ``table``: ``objects``, ``objects_on_border`` and the median of each size and
+    intensity column ('median area', 'median mean_intensity', ...)."""
+    row = {"image": name, "objects": len(table["index"])}
+    if "on_border" in table:
+        row["objects_on_border"] = int(np.count_nonzero(table["on_border"]))
+    for key, column in table.items():
+        if key.startswith(("area", "equivalent_diameter", "mean_intensity")):
+            row[f"median {key}"] = float(np.median(column)) if len(column) else None
+    return row
+
+
+def write_rows(path: str | os.PathLike, rows: list[dict]) -> Path:
+    """Write ``rows`` (dicts; their keys in order of first appearance are the columns, a
+    key a row lacks an empty cell) as a CSV file, atomically."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    return write_csv(path, {key: [row.get(key) for row in rows] for key in columns})
+
+
 def _cell(value) -> str:
     """A number as CSV text: integers as they are, others to 6 significant digits, a
-    truth value as True or False."""
+    truth value as True or False, a name as it is, nothing as an empty cell."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
     if isinstance(value, bool | np.bool_):
         return str(bool(value))
     if isinstance(value, np.integer | int):

@@ -107,15 +107,15 @@ def test_image_files_are_segmented_into_a_folder_without_opening_them(
                                        widget.controls.start_btn))
     text = widget.status.text()
     assert text.startswith(f"Wrote 2 segmentation(s) and their objects' measurements "
-                           f"(<name>.csv) to {out} in "), text
+                           f"(<name>.csv, objects_per_image.csv) to {out} in "), text
     assert "; skipped broken.tif: broken.tif contains NaN" in text
     assert ("; skipped colour.tif: colour.tif has 3 channels (colour samples), and the model "
             "reads one: choose the channel that shows the cells in napari: open the file and "
             "choose its channel beside Image (a colour image: right-click its layer, Split "
             "RGB)") in text
     assert "; left out 1 label file(s) beside their images." in text
-    assert sorted(p.name for p in out.iterdir()) == ["a.csv", "a.tif", "a_prob.tif", "b.csv",
-                                                     "b.tif", "b_prob.tif"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "a.csv", "a.tif", "a_prob.tif", "b.csv", "b.tif", "b_prob.tif", "objects_per_image.csv"]
     model, total = load_checkpoint(model_file), 0
     for name, image in zip("ab", images):
         expected = run(predict(model, image, widget.config())).labels
@@ -123,6 +123,8 @@ def test_image_files_are_segmented_into_a_folder_without_opening_them(
         total += int(expected.max())
         rows = (out / f"{name}.csv").read_text().splitlines()  # its objects' measurements
         assert rows[0].startswith("index,area,") and len(rows) == 1 + expected.max()
+        assert f"\n{name}.{'tif' if name == 'a' else 'png'},{expected.max()}," in \
+            (out / "objects_per_image.csv").read_text()  # and a row per image
     assert f"{total:,} objects" in text
     assert len(viewer.layers) == 0
 

@@ -23,9 +23,10 @@ _OPEN_IT = ("in napari: open the file and choose its channel beside Image (a col
 class FilesButton(QPushButton):
     """Segments image files with the model and settings of ``widget`` (the Predict
     widget) into a folder, one file at a time in its worker thread: ``<name>.tif`` for
-    each, the measurements of its objects as ``<name>.csv`` (and ``<name>_prob.tif`` with
-    *also add the probability map*), as the command line's ``predict --measure`` writes
-    them. A file the model cannot read is skipped and named."""
+    each, the measurements of its objects as ``<name>.csv`` with a row per image in
+    ``objects_per_image.csv`` (and ``<name>_prob.tif`` with *also add the probability
+    map*), as the command line's ``predict --measure`` writes them. A file the model
+    cannot read is skipped and named."""
 
     def __init__(self, widget) -> None:
         super().__init__("Segment image files…")
@@ -92,8 +93,9 @@ class FilesButton(QPushButton):
                     f"kept in {self._out}.")
         else:
             objects = f", {result.objects:,} objects" if result.objects else ""
+            table = f", {result.summary.name}" if result.summary else ""
             text = (f"Wrote {len(result.written)} segmentation(s) and their objects' "
-                    f"measurements (<name>.csv) to {self._out} in "
+                    f"measurements (<name>.csv{table}) to {self._out} in "
                     f"{result.seconds:.1f} s{objects}"
                     + "".join(f"; skipped {name}: {why}" for name, why in result.skipped)
                     + (f"; left out {len(self._labels)} label file(s) beside their images"
