@@ -784,7 +784,12 @@ def test_prediction_of_a_stack(make_napari_viewer, qtbot, model_file, tmp_path):
     wait_done(qtbot, widget)
     found = sum(int(p.max()) for p in apart)
     assert found > apart.max() and f"{found} objects in 3 planes" in widget.status.text()
-    # and no row per label can hold them (each plane has a label 1): no measurements
+    # and no row per label can hold them (each plane has a label 1): no measurements,
+    assert viewer.layers["cells3d segmentation"].features.shape[0] == 0
+    from napari_unet._widgets.menu import measure_selected
+
+    viewer.layers.selection.active = viewer.layers["cells3d segmentation"]
+    assert measure_selected(viewer) is None  # nor measured from the Layers menu, as said
     assert viewer.layers["cells3d segmentation"].features.shape[0] == 0
 
 

@@ -10,6 +10,7 @@ from napari.layers import Image, Labels
 from napari.utils.notifications import show_info
 from napari.viewer import Viewer
 
+from ._outputs import MODEL
 from ._pairs import named_after
 
 
@@ -36,6 +37,12 @@ def measure_selected(viewer: Viewer):
     if layer.multiscale or not isinstance(layer.data, np.ndarray):
         show_info(f"'{layer.name}' is read from disk, not held in memory: measure its files "
                   "with 'napari-unet measure' (or 'napari-unet predict --measure').")
+        return None
+    if layer.ndim >= 3 and layer.metadata.get(MODEL) and layer.features.shape[0] == 0:
+        show_info(f"'{layer.name}' holds planes (or time points) labelled apart, each "
+                  "numbered from 1, which napari's one row per label cannot tell apart: "
+                  "predict again with Link planes, or measure its file plane by plane with "
+                  "'napari-unet measure'.")
         return None
     image = _image_of(viewer, layer)  # the pixel size: of the labels, else of the image
     source = layer if image is None or pixel_size(layer)[0] is not None else image
