@@ -3,7 +3,8 @@
 A mosaic of real DSB 2018 training images and their labels (ids kept distinct), 1024² to
 4096² px, measured in one run by:
 
-* ``napari_unet.measure.measure`` (area, centre, diameter, mean intensity: what a
+* ``napari_unet.measure.measure`` (area, centre, diameter, the axes and eccentricity of the
+  ellipse of the same second moments, whether on the border, mean intensity: what a
   segmentation layer's features and ``predict --measure`` hold), on the array in memory and
   on a zarr copy read chunk by chunk;
 * the baseline, scikit-image's ``regionprops_table`` with the same properties;
@@ -73,11 +74,14 @@ def main() -> None:
         t_zarr, from_zarr = timed(lambda: measure(on_disk, image), 1)
         t_skimage, theirs = timed(lambda: regionprops_table(
             labels, image, properties=("label", "area", "centroid", "equivalent_diameter",
-                                       "intensity_mean")), 1)
+                                       "axis_major_length", "axis_minor_length",
+                                       "eccentricity", "intensity_mean")), 1)
         assert np.array_equal(ours["index"], theirs["label"])
         assert np.array_equal(from_zarr["index"], theirs["label"])
         pairs = {"area": "area", "centroid-0": "centroid-0", "centroid-1": "centroid-1",
                  "equivalent_diameter": "equivalent_diameter",
+                 "axis_major_length": "axis_major_length",
+                 "axis_minor_length": "axis_minor_length", "eccentricity": "eccentricity",
                  "mean_intensity": "intensity_mean"}
         runs.append({
             "shape": [size, size], "objects": len(ours["index"]),

@@ -56,6 +56,10 @@ def test_measurements_are_those_of_scikit_image(shape, channels):
     if len(shape) == 2:
         np.testing.assert_allclose(ours["equivalent_diameter"],
                                    2 * np.sqrt(theirs["area"] / np.pi))
+        shape_of = regionprops_table(labels, properties=(
+            "axis_major_length", "axis_minor_length", "eccentricity"))
+        for key, column in shape_of.items():
+            np.testing.assert_allclose(ours[key], column, atol=1e-4)
 
 
 def test_arrays_read_block_by_block_give_the_same_measurements(monkeypatch):
@@ -87,7 +91,8 @@ def test_classes_are_measured_without_centres_and_no_object_gives_empty_columns(
     empty = measure(np.zeros((8, 8), np.uint16), np.zeros((8, 8, 3)))
     assert all(len(column) == 0 for column in empty.values())
     assert list(empty) == ["index", "area", "centroid-0", "centroid-1",
-                           "equivalent_diameter", "on_border", "mean_intensity-0",
+                           "equivalent_diameter", "axis_major_length", "axis_minor_length",
+                           "eccentricity", "on_border", "mean_intensity-0",
                            "mean_intensity-1", "mean_intensity-2"]
 
 

@@ -173,8 +173,9 @@ def _add_predict(sub) -> None:
                    help="also write <stem>_prob.tif (float32, classes first)")
     p.add_argument("--measure", action="store_true",
                    help="also write <stem>.csv: one row per object (its label, area in "
-                   "pixels and in the file's unit, centre, diameter, whether it touches the "
-                   "image's edge, mean intensity), or per class of a semantic model")
+                   "pixels and in the file's unit, centre, diameter, elongation, whether it "
+                   "touches the image's edge, mean intensity), or per class of a semantic "
+                   "model, and objects_per_image.csv: a row per image")
     p.add_argument("--keep-going", action="store_true",
                    help="skip an image file the model cannot read (naming it and why) and "
                    "go on with the others, instead of stopping there; the exit status is "
@@ -266,7 +267,8 @@ def parser() -> argparse.ArgumentParser:
     m = sub.add_parser("measure", help="measure each object of label files (CSV)",
                        description="Write OUT/<stem>.csv for each label file of LABELS: one "
                        "row per object (its label, area in pixels and in the file's unit, "
-                       "centre, diameter, whether it touches the image's edge, and, with "
+                       "centre, diameter, elongation, whether it touches the image's edge, "
+                       "and, with "
                        "its image, mean intensity), as predict --measure writes them; for "
                        "label files corrected by hand, or made by another tool. Images are "
                        "paired with the label files by file name: a folder holding both "

@@ -9,6 +9,8 @@ predict --measure`` writes them beside each label file (``<stem>.csv``). Columns
 - ``centroid-0``, ``centroid-1`` (…): its centre, in pixels along each axis of the labels
   (the plane first in a stack), as scikit-image's ``regionprops_table`` names it;
 - ``equivalent_diameter``: of the disc of that area, in pixels (labels of one plane);
+- ``axis_major_length``, ``axis_minor_length``, ``eccentricity``: of the ellipse of the
+  same second moments, as scikit-image's (labels of one plane): elongation, 0 for a disc;
 - ``on_border``: whether it touches the border of its plane, where it may be cut off (an
   object of a linked stack: of any of its planes), to leave out of sizes and counts;
 - ``mean_intensity`` (``mean_intensity-0``, … for each channel): the image's mean over it;
@@ -117,6 +119,8 @@ def measure(labels, image=None, *, pixel_size=None, unit: str | None = None,
     area = np.zeros(n, np.int64)
     sums = np.zeros((ndim, n))
     bright = np.zeros((max(channels or 1, 1), n)) if channels is not None else None
+    shape_of = ndim == 2 and not classes  # second moments: yy, xx, yx
+    moments = np.zeros((3, n)) if shape_of else None
     for block in _blocks(labels):
         part = np.asarray(labels[block])
         if not part.size:
@@ -131,13 +135,18 @@ def measure(labels, image=None, *, pixel_size=None, unit: str | None = None,
             at, flat = np.unique(part, return_inverse=True)
             flat, m = flat.ravel(), len(at)
         area[at] += np.bincount(flat, minlength=m)
+        along = []
         for axis in range(0 if classes else ndim):
             start = block[axis].start if axis < len(block) else 0
             coords = np.arange(start, start + part.shape[axis], dtype=np.float64)
             view = [1] * ndim
             view[axis] = -1
-            weights = np.broadcast_to(coords.reshape(view), part.shape).ravel()
-            sums[axis, at] += np.bincount(flat, weights=weights, minlength=m)
+            along.append(np.broadcast_to(coords.reshape(view), part.shape).ravel())
+            sums[axis, at] += np.bincount(flat, weights=along[-1], minlength=m)
+        if moments is not None:
+            y, x = along
+            for k, weights in enumerate((y * y, x * x, y * x)):
+                moments[k, at] += np.bincount(flat, weights=weights, minlength=m)
         if bright is not None:
             pixels = np.asarray(image[block], dtype=np.float64).reshape(flat.size, -1)
             for c in range(pixels.shape[1]):
@@ -152,6 +161,9 @@ def measure(labels, image=None, *, pixel_size=None, unit: str | None = None,
             table[f"centroid-{axis}"] = sums[axis, found] / counts
         if ndim == 2:
             table["equivalent_diameter"] = 2 * np.sqrt(counts / np.pi)
+        if moments is not None:
+            table.update(_ellipse(moments[:, found] / counts, table["centroid-0"],
+                                  table["centroid-1"]))
         table["on_border"] = np.isin(index, _on_border(labels))
     if bright is not None:
         if channels == 0:
@@ -200,6 +212,22 @@ def _area_name(ndim: int, pixel_size, unit: str | None) -> str | None:
     return f"area ({unit.replace('µ', 'u').replace('μ', 'u')}^2)"
 
 
+def _ellipse(moments: np.ndarray, cy: np.ndarray, cx: np.ndarray) -> dict[str, np.ndarray]:
+    """The ellipse of the same second moments as each object (``moments``: the means of
+    y², x² and yx over it; ``cy``, ``cx``: its centre), as scikit-image gives it: the
+    lengths of its axes and its eccentricity (0 a disc, towards 1 a line)."""
+    yy = np.maximum(moments[0] - cy * cy, 0.0)
+    xx = np.maximum(moments[1] - cx * cx, 0.0)
+    yx = moments[2] - cy * cx
+    half, spread = (yy + xx) / 2, np.sqrt(((yy - xx) / 2) ** 2 + yx**2)
+    major, minor = half + spread, np.maximum(half - spread, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        eccentricity = np.where(major > 0, np.sqrt(1 - minor / np.where(major > 0, major, 1)),
+                                0.0)
+    return {"axis_major_length": 4 * np.sqrt(major), "axis_minor_length": 4 * np.sqrt(minor),
+            "eccentricity": eccentricity}
+
+
 def _on_border(labels) -> np.ndarray:
     """The labels on the first and last rows and columns of each plane of ``labels``."""
     edges = (labels[..., 0, :], labels[..., -1, :], labels[..., :, 0], labels[..., :, -1])
@@ -212,7 +240,8 @@ def _empty(ndim: int, channels, pixel_size, unit, classes: bool) -> dict[str, np
     if not classes:
         names += [f"centroid-{a}" for a in range(ndim)]
         if ndim == 2:
-            names.append("equivalent_diameter")
+            names += ["equivalent_diameter", "axis_major_length", "axis_minor_length",
+                      "eccentricity"]
         names.append("on_border")
     if channels == 0:
         names.append("mean_intensity")

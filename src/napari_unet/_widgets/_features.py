@@ -9,7 +9,7 @@ from qtpy.QtCore import QTimer
 
 from ..measure import measure, measured
 
-#: Labels of at most this many pixels (4096²) are measured again after each edit (0.3 s on
+#: Labels of at most this many pixels (4096²) are measured again after each edit (0.5 s on
 #: a 2-core CPU); larger ones lose their measurements when edited, rather than keep
 #: figures that are no longer true.
 LIVE_PIXELS = 4096 * 4096
