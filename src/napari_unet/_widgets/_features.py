@@ -5,6 +5,7 @@ true to the labels while the user corrects them."""
 from __future__ import annotations
 
 import numpy as np
+from napari.utils.notifications import show_info
 from qtpy.QtCore import QTimer
 
 from ..measure import measure, measured
@@ -79,8 +80,6 @@ class _Live:
         image, placed, classes = self.source
         labels = layer.data
         if not isinstance(labels, np.ndarray) or labels.size > LIVE_PIXELS:
-            from napari.utils.notifications import show_info
-
             layer.features = {}
             self.source = None
             show_info(f"The measurements of '{layer.name}' were removed: it is too large to "

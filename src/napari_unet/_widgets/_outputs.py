@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 from napari.layers import Image, Labels
 
+from ._features import show_features
 from ._placement import placement
 
 #: Metadata key of the layers napari-unet wrote (never segmented as "every image layer").
@@ -101,8 +102,6 @@ def show_result(viewer, result, layer, probabilities: bool, model: str,
     Returns what to say of it: where the labels went to another layer than ``<image>
     segmentation`` (because that one holds the user's edits, or is not napari-unet's),
     and, the first time a layer is measured, where its measurements are."""
-    from ._features import show_features
-
     wanted = output_name(layer.name)
     levels = result.levels.get("labels")  # a result on disk too large to show whole
     used = put_layer(viewer, wanted, levels or result.labels, "labels", layer,
