@@ -365,6 +365,16 @@ def test_predict_measure_writes_each_images_objects_beside_its_labels(tmp_path):
         assert [int(r["index"]) for r in rows] == expected["index"].tolist()
         assert [int(r["area"]) for r in rows] == expected["area"].tolist()
         np.testing.assert_allclose([float(r["mean_intensity"]) for r in rows], 200)
+    with open(out / "objects_per_image.csv", newline="", encoding="utf-8") as f:
+        summary = list(csv.DictReader(f))  # a row per image, the zarr input's too
+    assert [(r["image"], r["objects"]) for r in summary] == [("two.tif", "2"),
+                                                             ("big.zarr", "2")]
+    clash = zarr.open_array(str(tmp_path / "objects_per_image.zarr"), mode="w",
+                            shape=(64, 96), chunks=(32, 32), dtype=np.uint8)
+    clash[:] = image
+    assert main(["-q", "predict", str(model), str(tmp_path / "objects_per_image.zarr"),
+                 "--out", str(tmp_path / "clash"), "--measure"]) == 2
+    assert not (tmp_path / "clash").exists()  # refused before any work
     assert main(["-q", "predict", str(model), str(tmp_path / "two.tif"), "--out",
                  str(tmp_path / "plain")]) == 0
     assert sorted(p.name for p in (tmp_path / "plain").iterdir()) == ["two.tif"]

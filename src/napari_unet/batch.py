@@ -51,6 +51,7 @@ class FilesResult:
     objects: int = 0
     seconds: float = 0.0
     summary: Path | None = None  # measured: the row per image (napari_unet.measure.SUMMARY)
+    rows: list[dict] = field(default_factory=list)  # its rows
 
 
 def tiff_outputs(f: Path, out: Path) -> tuple[Path, Path]:
@@ -150,7 +151,8 @@ def _each_file(model, files: list[Path], folders: dict[Path, Path], out: Path, c
                outputs: tuple[bool, bool], channel: tuple, chunk, skip_bad: bool):
     from .measure import SUMMARY, summary_row, write_rows
 
-    result, started, rows = FilesResult(), time.monotonic(), []
+    result, started = FilesResult(), time.monotonic()
+    rows = result.rows
     for index, f in enumerate(files):
         name = str((folders[f] / f.name).relative_to(out))  # img0.tif, or A01/img0.tif
         try:
@@ -165,10 +167,10 @@ def _each_file(model, files: list[Path], folders: dict[Path, Path], out: Path, c
             continue
         result.written.append(tiff_outputs(f, folders[f])[0])
         result.objects += found[1] or 0
-        if found[2] is not None:
+        if found[2] is not None and model.mode == "instances":
             rows.append(summary_row(name, found[2]))
         yield FileEvent(index, len(files), name, found=found[0], notes=notes)
-    if rows and model.mode == "instances":
+    if rows:
         result.summary = write_rows(out / SUMMARY, rows)
     result.seconds = time.monotonic() - started
     return result

@@ -464,10 +464,11 @@ def _as_planes(files, images, labels, regions):
 def cmd_predict(args) -> int:
     from tqdm import tqdm
 
-    from .batch import predict_files, refuse_overwriting_inputs
+    from .batch import predict_files, refuse_overwriting_inputs, refuse_the_summary
     from .checkpoint import load_checkpoint
     from .config import PredictConfig
     from .io import collect, is_zarr, without_label_files
+    from .measure import SUMMARY, write_rows
     from .progress import run
 
     model = load_checkpoint(args.model)
@@ -502,6 +503,9 @@ def cmd_predict(args) -> int:
     out = Path(args.out)
     refuse_overwriting_inputs([(Path(z), _zarr_outputs(Path(z), out)) for z in zarrs],
                               [Path(z) for z in zarrs], args.probabilities)
+    if args.measure:
+        refuse_the_summary([_zarr_outputs(Path(z), out)[0].with_suffix(".csv")
+                            for z in zarrs], out)
     files_done = predict_files(model, files, out, cfg, probabilities=args.probabilities,
                                channel=args.channel, chunk=args.chunk, measure=args.measure,
                                skip_bad=args.keep_going)  # the TIFFs refused here, first
@@ -539,8 +543,9 @@ def cmd_predict(args) -> int:
         for bar in bars.values():
             bar.close()
         overall.close()
-    for spec, image in lazy:
-        _predict_zarr(args, model, cfg, Path(spec), image)
+    rows = [_predict_zarr(args, model, cfg, Path(spec), image) for spec, image in lazy]
+    if any(rows) and out.suffix.lower() != ".zarr":  # the zarr inputs' rows too
+        write_rows(out / SUMMARY, [*done.rows, *filter(None, rows)])
     print(f"wrote {len(done.written) + len(zarrs)} result(s) to {out}")
     if done.skipped:
         print(f"napari-unet: skipped {len(done.skipped)} image file(s): "
@@ -600,9 +605,10 @@ def _zarr_image(spec, model, channel: int | None):
     return for_model(image, axes, model.config.in_channels, channel, Path(spec).name)[0]
 
 
-def _predict_zarr(args, model, cfg, spec: Path, image) -> None:
+def _predict_zarr(args, model, cfg, spec: Path, image) -> dict | None:
     """A zarr input: labels (and probabilities) written block by block into zarr stores,
-    first under temporary names that are renamed when everything is written."""
+    first under temporary names that are renamed when everything is written. Returns its
+    row of :data:`~napari_unet.measure.SUMMARY` where its objects were measured."""
     import os
     import shutil
 
@@ -654,12 +660,13 @@ def _predict_zarr(args, model, cfg, spec: Path, image) -> None:
         _for_napari(args, result, target, prob_target if args.probabilities else None, spec)
         if args.measure:
             from .io import open_zarr
-            from .measure import apart, measure, write_csv
+            from .measure import apart, measure, summary_row, write_csv
 
             labels = open_zarr(target)
-            write_csv(target.with_suffix(".csv"), measure(
-                labels, image, classes=model.mode == "semantic",
-                apart=apart(labels.ndim, cfg.link_planes > 0, model.mode)))
+            table = measure(labels, image, classes=model.mode == "semantic",
+                            apart=apart(labels.ndim, cfg.link_planes > 0, model.mode))
+            write_csv(target.with_suffix(".csv"), table)
+            return summary_row(spec.name, table) if model.mode == "instances" else None
     finally:
         bar.close()
         for leftover in (tmp, tmp_prob):
