@@ -4,9 +4,9 @@ A mosaic of real DSB 2018 training images and their labels (ids kept distinct), 
 4096² px, measured in one run by:
 
 * ``napari_unet.measure.measure`` (area, centre, diameter, the axes and eccentricity of the
-  ellipse of the same second moments, whether on the border, mean intensity: what a
-  segmentation layer's features and ``predict --measure`` hold), on the array in memory and
-  on a zarr copy read chunk by chunk;
+  ellipse of the same second moments, perimeter, solidity, whether on the border, mean
+  intensity: what a segmentation layer's features and ``predict --measure`` hold), on the
+  array in memory and on a zarr copy read chunk by chunk;
 * the baseline, scikit-image's ``regionprops_table`` with the same properties;
 
 and the largest difference between the two tables. The size where napari-unet still
@@ -75,13 +75,15 @@ def main() -> None:
         t_skimage, theirs = timed(lambda: regionprops_table(
             labels, image, properties=("label", "area", "centroid", "equivalent_diameter",
                                        "axis_major_length", "axis_minor_length",
-                                       "eccentricity", "intensity_mean")), 1)
+                                       "eccentricity", "perimeter", "solidity",
+                                       "intensity_mean")), 1)
         assert np.array_equal(ours["index"], theirs["label"])
         assert np.array_equal(from_zarr["index"], theirs["label"])
         pairs = {"area": "area", "centroid-0": "centroid-0", "centroid-1": "centroid-1",
                  "equivalent_diameter": "equivalent_diameter",
                  "axis_major_length": "axis_major_length",
                  "axis_minor_length": "axis_minor_length", "eccentricity": "eccentricity",
+                 "perimeter": "perimeter", "solidity": "solidity",
                  "mean_intensity": "intensity_mean"}
         runs.append({
             "shape": [size, size], "objects": len(ours["index"]),

@@ -57,7 +57,8 @@ def test_measurements_are_those_of_scikit_image(shape, channels):
         np.testing.assert_allclose(ours["equivalent_diameter"],
                                    2 * np.sqrt(theirs["area"] / np.pi))
         shape_of = regionprops_table(labels, properties=(
-            "axis_major_length", "axis_minor_length", "eccentricity"))
+            "axis_major_length", "axis_minor_length", "eccentricity", "perimeter",
+            "solidity"))
         for key, column in shape_of.items():
             np.testing.assert_allclose(ours[key], column, atol=1e-4)
 
@@ -76,8 +77,38 @@ def test_arrays_read_block_by_block_give_the_same_measurements(monkeypatch):
     for table, scale in ((measure(on_disk, image), 1), (measure(labels, image), 1),
                          (measure(sparse, image), 1000)):
         np.testing.assert_array_equal(table["index"], whole["index"] * scale)
-        for key in ("area", "centroid-0", "centroid-1", "mean_intensity"):
+        for key in ("area", "centroid-0", "centroid-1", "mean_intensity", "perimeter",
+                    "solidity"):
             np.testing.assert_allclose(table[key], whole[key])
+
+
+def test_outlines_read_block_by_block_are_those_of_scikit_image(monkeypatch):
+    """Perimeter and solidity across bands of a few rows and zarr chunks smaller than the
+    objects (each block read with its margin), of objects with holes, touching the edges
+    of the plane, and of a single pixel."""
+    labels = _labels((120, 110), seed=5)
+    labels[np.random.default_rng(5).random(labels.shape) < 0.02] = 0  # holes
+    labels[0, 0], labels[119, 60:] = 99999, 88888  # a pixel in a corner, a line on an edge
+    theirs = regionprops_table(labels, properties=("label", "perimeter", "solidity"))
+    on_disk = zarr.create_array(store={}, shape=labels.shape, chunks=(7, 9),
+                                dtype=labels.dtype)
+    on_disk[:] = labels
+    monkeypatch.setattr(measuring, "BAND_PIXELS", 3 * 110)
+    for table in (measure(labels), measure(on_disk)):
+        np.testing.assert_array_equal(table["index"], theirs["label"])
+        np.testing.assert_allclose(table["perimeter"], theirs["perimeter"])
+        np.testing.assert_allclose(table["solidity"], theirs["solidity"])
+
+
+def test_solidity_tells_two_touching_nuclei_taken_as_one_from_a_single_one():
+    yy, xx = np.mgrid[:60, :80]
+    one = ((yy - 30) ** 2 + (xx - 25) ** 2 <= 12**2).astype(np.int32)  # a disc
+    two = one | ((yy - 30) ** 2 + (xx - 47) ** 2 <= 12**2)  # and another, merged with it
+    single, merged = measure(one), measure(two.astype(np.int32))
+    assert single["solidity"][0] > 0.94  # the hull's pixels at its rim: not quite 1
+    assert merged["solidity"][0] < 0.87
+    assert merged["perimeter"][0] > 1.6 * single["perimeter"][0]
+    np.testing.assert_allclose(single["perimeter"], 2 * np.pi * 12, rtol=0.04)
 
 
 def test_classes_are_measured_without_centres_and_no_object_gives_empty_columns():
@@ -92,7 +123,8 @@ def test_classes_are_measured_without_centres_and_no_object_gives_empty_columns(
     assert all(len(column) == 0 for column in empty.values())
     assert list(empty) == ["index", "area", "centroid-0", "centroid-1",
                            "equivalent_diameter", "axis_major_length", "axis_minor_length",
-                           "eccentricity", "on_border", "mean_intensity-0",
+                           "eccentricity", "perimeter", "solidity", "on_border",
+                           "mean_intensity-0",
                            "mean_intensity-1", "mean_intensity-2"]
 
 

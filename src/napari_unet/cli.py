@@ -173,7 +173,8 @@ def _add_predict(sub) -> None:
                    help="also write <stem>_prob.tif (float32, classes first)")
     p.add_argument("--measure", action="store_true",
                    help="also write <stem>.csv: one row per object (its label, area in "
-                   "pixels and in the file's unit, centre, diameter, elongation, whether it "
+                   "pixels and in the file's unit, centre, diameter, elongation, perimeter, "
+                   "solidity, whether it "
                    "touches the image's edge, mean intensity), or per class of a semantic "
                    "model, and objects_per_image.csv: a row per image")
     p.add_argument("--keep-going", action="store_true",
@@ -267,7 +268,8 @@ def parser() -> argparse.ArgumentParser:
     m = sub.add_parser("measure", help="measure each object of label files (CSV)",
                        description="Write OUT/<stem>.csv for each label file of LABELS: one "
                        "row per object (its label, area in pixels and in the file's unit, "
-                       "centre, diameter, elongation, whether it touches the image's edge, "
+                       "centre, diameter, elongation, perimeter, solidity, whether it touches the "
+                       "image's edge, "
                        "and, with "
                        "its image, mean intensity), as predict --measure writes them; for "
                        "label files corrected by hand, or made by another tool. Images are "

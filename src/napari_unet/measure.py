@@ -11,6 +11,9 @@ predict --measure`` writes them beside each label file (``<stem>.csv``). Columns
 - ``equivalent_diameter``: of the disc of that area, in pixels (labels of one plane);
 - ``axis_major_length``, ``axis_minor_length``, ``eccentricity``: of the ellipse of the
   same second moments, as scikit-image's (labels of one plane): elongation, 0 for a disc;
+- ``perimeter`` (pixels) and ``solidity`` (the share of its convex hull it fills: 1 for a
+  convex object, less for a notched one such as two nuclei taken as one), as
+  scikit-image's (labels of one plane; :mod:`napari_unet.outline`);
 - ``on_border``: whether it touches the border of its plane, where it may be cut off (an
   object of a linked stack: of any of its planes), to leave out of sizes and counts;
 - ``mean_intensity`` (``mean_intensity-0``, … for each channel): the image's mean over it;
@@ -39,6 +42,8 @@ import os
 from pathlib import Path
 
 import numpy as np
+
+from .outline import outline
 
 #: The table of a folder of results with a row per image (its objects counted).
 SUMMARY = "objects_per_image.csv"
@@ -164,6 +169,7 @@ def measure(labels, image=None, *, pixel_size=None, unit: str | None = None,
         if moments is not None:
             table.update(_ellipse(moments[:, found] / counts, table["centroid-0"],
                                   table["centroid-1"]))
+            table.update(_outline(labels, index, counts))
         table["on_border"] = np.isin(index, _on_border(labels))
     if bright is not None:
         if channels == 0:
@@ -228,6 +234,14 @@ def _ellipse(moments: np.ndarray, cy: np.ndarray, cx: np.ndarray) -> dict[str, n
             "eccentricity": eccentricity}
 
 
+def _outline(labels, index: np.ndarray, counts: np.ndarray) -> dict[str, np.ndarray]:
+    """The perimeter and solidity of each object of the plane ``labels`` (``index``: their
+    labels, ascending; ``counts``: their areas)."""
+    found, perimeter, convex = outline(labels, _blocks(labels))
+    at = np.searchsorted(found, index)  # every object has a border: the same labels
+    return {"perimeter": perimeter[at], "solidity": counts / convex[at]}
+
+
 def _on_border(labels) -> np.ndarray:
     """The labels on the first and last rows and columns of each plane of ``labels``."""
     edges = (labels[..., 0, :], labels[..., -1, :], labels[..., :, 0], labels[..., :, -1])
@@ -241,7 +255,7 @@ def _empty(ndim: int, channels, pixel_size, unit, classes: bool) -> dict[str, np
         names += [f"centroid-{a}" for a in range(ndim)]
         if ndim == 2:
             names += ["equivalent_diameter", "axis_major_length", "axis_minor_length",
-                      "eccentricity"]
+                      "eccentricity", "perimeter", "solidity"]
         names.append("on_border")
     if channels == 0:
         names.append("mean_intensity")

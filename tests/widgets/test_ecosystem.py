@@ -2,6 +2,8 @@
 bioimage.io and segmenting image files on disk from the Predict widget, saving labels with
 their pixel size, the measurements of a segmentation's objects as its layer's features."""
 
+import threading
+
 import numpy as np
 import pytest
 from conftest import dock
@@ -285,6 +287,28 @@ def test_a_segmentation_carries_its_objects_measurements_as_features(
     qtbot.waitUntil(lambda: 77 in seg.features["index"].tolist(), timeout=5_000)
     same(seg.features, seg.data)
 
+    import napari_unet._widgets._features as live
+
+    gate, calls, shown = threading.Event(), [], []  # a stroke while it is measured:
+
+    def slow(labels, *args, **kwargs):  # the first measuring held until the second stroke
+        calls.append(labels)
+        if len(calls) == 1:
+            assert gate.wait(30)
+            return {"index": np.array([999]), "area": np.array([1])}  # overtaken: dropped
+        return measure(labels, *args, **kwargs)
+
+    monkeypatch.setattr(live, "measure", slow)
+    seg.events.features.connect(lambda _event: shown.append(seg.features["index"].tolist()))
+    seg.paint((30, 30), 78)
+    qtbot.waitUntil(lambda: len(calls) == 1, timeout=5_000)  # measuring, in its thread
+    seg.paint((60, 60), 79)  # the GUI is not held meanwhile
+    gate.set()
+    qtbot.waitUntil(lambda: 79 in seg.features["index"].tolist(), timeout=10_000)
+    assert len(calls) == 2 and not any(999 in index for index in shown)
+    same(seg.features, seg.data)
+    monkeypatch.setattr(live, "measure", measure)
+
     widget.own_threshold.setChecked(False)  # labelled again, without the network
     widget.threshold.setValue(0.8)
     widget.controls.start_btn.click()
@@ -293,8 +317,6 @@ def test_a_segmentation_carries_its_objects_measurements_as_features(
     new = viewer.layers["cells segmentation (2)"]  # beside the corrected one
     same(new.features, new.data)
     same(seg.features, seg.data)  # the corrected one keeps its own
-
-    import napari_unet._widgets._features as live
 
     monkeypatch.setattr(live, "LIVE_PIXELS", 100)  # too large to measure after each edit:
     new.paint((50, 50), 5)  # its measurements go, rather than stay wrong, and it is said

@@ -15,9 +15,9 @@ OUTPUT = "napari_unet_output"
 #: Metadata key of an output Labels layer the user has painted in (never overwritten).
 EDITED = "napari_unet_edited"
 #: Said the first time a segmentation layer is given its objects' measurements.
-MEASURED = ("each object's area, centre, diameter, elongation, place on the border and mean "
-            "intensity are its segmentation layer's features: under the cursor, and in "
-            "Layers > Metadata > Features table widget")
+MEASURED = ("each object's area, centre, diameter, elongation, perimeter, solidity, place on "
+            "the border and mean intensity are its segmentation layer's features: under "
+            "the cursor, and in Layers > Metadata > Features table widget")
 #: Metadata key of a segmentation's model (what the Train widget offers to fine-tune on it).
 MODEL = "napari_unet_model"
 
