@@ -39,11 +39,13 @@ import csv
 import itertools
 import math
 import os
+from collections.abc import Generator
 from pathlib import Path
 
 import numpy as np
 
-from .outline import outline
+from .outline import outline_steps
+from .progress import mapped, run
 
 #: The table of a folder of results with a row per image (its objects counted).
 SUMMARY = "objects_per_image.csv"
@@ -104,56 +106,72 @@ def measure(labels, image=None, *, pixel_size=None, unit: str | None = None,
         How many leading axes of a stack were labelled apart (:func:`apart`): each of their
         planes, or stacks, is measured on its own.
     """
+    return run(measure_steps(labels, image, pixel_size=pixel_size, unit=unit,
+                             classes=classes, apart=apart))
+
+
+def measure_steps(labels, image=None, *, pixel_size=None, unit: str | None = None,
+                  classes: bool = False, apart: int = 0
+                  ) -> Generator[tuple[int, int], None, dict[str, np.ndarray]]:
+    """:func:`measure`, yielding ``(done, total)`` as it reads the blocks of ``labels``
+    (of an array on disk, a while); returns its table."""
     shape = tuple(np.shape(labels))
     if apart:
         return _each_apart(labels, image, apart, pixel_size, unit, classes)
     ndim = len(shape)
     channels = None if image is None else _channels(image, shape)
+    blocks = list(_blocks(labels))
+    shape_of = ndim == 2 and not classes  # second moments, outlines
+    total_steps, done = len(blocks) * (3 if shape_of else 2), 0
     top = total = 0
-    for block in _blocks(labels):
+    for block in blocks:
         part = np.asarray(labels[block])
         if part.size:
             top, total = max(top, int(part.max())), total + part.size
+        done += 1
+        yield done, total_steps
     if top <= 0:
         return _empty(ndim, channels, pixel_size, unit, classes)
     values = None  # labels numbered far beyond their pixels (a label 10**12 painted):
     if top >= max(4 * total, COMPACT_ABOVE):  # counted over the values present
         values = np.unique(np.concatenate([[0], *(np.unique(np.asarray(labels[block]))
-                                                  for block in _blocks(labels))]))
+                                                  for block in blocks)]))
     n = top + 1 if values is None else len(values)
     area = np.zeros(n, np.int64)
     sums = np.zeros((ndim, n))
     bright = np.zeros((max(channels or 1, 1), n)) if channels is not None else None
-    shape_of = ndim == 2 and not classes  # second moments: yy, xx, yx
-    moments = np.zeros((3, n)) if shape_of else None
-    for block in _blocks(labels):
+    moments = np.zeros((3, n)) if shape_of else None  # yy, xx, yx
+    for block in blocks:
+        done += 1
+        yield done, total_steps
         part = np.asarray(labels[block])
         if not part.size:
             continue
-        if part.min() < 0:  # below 0: background, as 0
-            part = np.where(part < 0, 0, part)
+        keep = np.flatnonzero(part.ravel() > 0)  # the objects' pixels (below 0: background)
+        if not keep.size:
+            continue
+        labelled = part.ravel()[keep]
         if values is not None:
-            at, flat, m = slice(None), np.searchsorted(values, part.ravel()), n
+            at, flat, m = slice(None), np.searchsorted(values, labelled), n
         elif n <= 4 * part.size:  # counted over every label value
-            at, flat, m = slice(None), part.ravel().astype(np.intp, copy=False), n
+            at, flat, m = slice(None), labelled.astype(np.intp, copy=False), n
         else:  # a block of a slide of millions of objects: over the labels it holds
-            at, flat = np.unique(part, return_inverse=True)
+            at, flat = np.unique(labelled, return_inverse=True)
             flat, m = flat.ravel(), len(at)
         area[at] += np.bincount(flat, minlength=m)
         along = []
-        for axis in range(0 if classes else ndim):
-            start = block[axis].start if axis < len(block) else 0
-            coords = np.arange(start, start + part.shape[axis], dtype=np.float64)
-            view = [1] * ndim
-            view[axis] = -1
-            along.append(np.broadcast_to(coords.reshape(view), part.shape).ravel())
-            sums[axis, at] += np.bincount(flat, weights=along[-1], minlength=m)
+        if not classes:
+            where = np.unravel_index(keep, part.shape)
+            for axis in range(ndim):
+                start = block[axis].start if axis < len(block) else 0
+                along.append(where[axis] + float(start))
+                sums[axis, at] += np.bincount(flat, weights=along[-1], minlength=m)
         if moments is not None:
             y, x = along
             for k, weights in enumerate((y * y, x * x, y * x)):
                 moments[k, at] += np.bincount(flat, weights=weights, minlength=m)
         if bright is not None:
-            pixels = np.asarray(image[block], dtype=np.float64).reshape(flat.size, -1)
+            pixels = np.asarray(image[block], dtype=np.float64).reshape(part.size, -1)[keep]
             for c in range(pixels.shape[1]):
                 bright[c, at] += np.bincount(flat, weights=pixels[:, c], minlength=m)
     found = np.flatnonzero(area)
@@ -169,7 +187,10 @@ def measure(labels, image=None, *, pixel_size=None, unit: str | None = None,
         if moments is not None:
             table.update(_ellipse(moments[:, found] / counts, table["centroid-0"],
                                   table["centroid-1"]))
-            table.update(_outline(labels, index, counts))
+            found_at, perimeter, convex = yield from mapped(
+                outline_steps(labels, blocks), lambda step: (done + step[0], total_steps))
+            at = np.searchsorted(found_at, index)  # every object has a border pixel
+            table["perimeter"], table["solidity"] = perimeter[at], counts / convex[at]
         table["on_border"] = np.isin(index, _on_border(labels))
     if bright is not None:
         if channels == 0:
@@ -232,14 +253,6 @@ def _ellipse(moments: np.ndarray, cy: np.ndarray, cx: np.ndarray) -> dict[str, n
                                 0.0)
     return {"axis_major_length": 4 * np.sqrt(major), "axis_minor_length": 4 * np.sqrt(minor),
             "eccentricity": eccentricity}
-
-
-def _outline(labels, index: np.ndarray, counts: np.ndarray) -> dict[str, np.ndarray]:
-    """The perimeter and solidity of each object of the plane ``labels`` (``index``: their
-    labels, ascending; ``counts``: their areas)."""
-    found, perimeter, convex = outline(labels, _blocks(labels))
-    at = np.searchsorted(found, index)  # every object has a border: the same labels
-    return {"perimeter": perimeter[at], "solidity": counts / convex[at]}
 
 
 def _on_border(labels) -> np.ndarray:
@@ -324,21 +337,34 @@ def measured(gen, image, *, pixel_size=None, unit: str | None = None,
     ``result.features`` (one row per label, as a napari Labels layer holds them), where
     the labels are in memory and each label is one object: of one plane, of a z-stack
     whose planes were ``linked``, or a class. Otherwise ``result.features`` stays None."""
-    from .predict import PredictEvent
-
     result = yield from gen
     if result is None or not isinstance(result.labels, np.ndarray):
         return result
-    ndim = result.labels.ndim
-    if ndim <= 3 and not apart(ndim, linked, result.mode):  # else each part has a label 1
-        yield PredictEvent(1, 1, 0, 1, "measuring the objects")
-        try:
-            _channels(image, result.labels.shape)
-        except ValueError:  # not laid out as its labels: their sizes and places only
-            image = None
-        result.features = measure(result.labels, image, pixel_size=pixel_size, unit=unit,
-                                  classes=result.mode == "semantic")
+    result.features = yield from measure_events(result.labels, image, pixel_size=pixel_size,
+                                                unit=unit, mode=result.mode, linked=linked)
     return result
+
+
+def measure_events(labels, image, *, pixel_size=None, unit: str | None = None,
+                   mode: str = "instances", linked: bool = False):
+    """:func:`measure` of a prediction's ``labels`` (in memory or on disk) in ``image``,
+    yielding :class:`~napari_unet.predict.PredictEvent` progress ("measuring the objects")
+    block by block; returns their table where each label is one object (of one plane, of
+    a z-stack whose planes were ``linked``) or a class (``mode`` 'semantic'), else None
+    (planes labelled apart: each has a label 1)."""
+    from .predict import PredictEvent
+
+    ndim = np.ndim(labels)
+    if ndim > 3 or apart(ndim, linked, mode):
+        return None
+    try:
+        _channels(image, np.shape(labels))
+    except ValueError:  # none, or not laid out as its labels: their sizes and places only
+        image = None
+    steps = measure_steps(labels, image, pixel_size=pixel_size, unit=unit,
+                          classes=mode == "semantic")
+    return (yield from mapped(steps, lambda step: PredictEvent(*step, 0, 1,
+                                                               "measuring the objects")))
 
 
 def tiff_pixel_size(meta: dict) -> tuple[tuple[float, float], str] | None:

@@ -19,8 +19,11 @@ at once (numpy, no loop over objects).
 from __future__ import annotations
 
 import math
+from collections.abc import Generator
 
 import numpy as np
+
+from .progress import run
 
 #: The weight of a border pixel by its code (1 for itself, 2 for each border 4-neighbour
 #: of the same object, 10 for each such diagonal neighbour), as scikit-image weighs it.
@@ -39,9 +42,16 @@ def outline(labels, blocks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ``labels`` (numpy, memmap, zarr or Dask), read block by block (``blocks``: tuples of
     slices that tile it). Returns ``(index, perimeter, convex_area)``, ``index`` the labels
     found, ascending; in pixels."""
+    return run(outline_steps(labels, blocks))
+
+
+def outline_steps(labels, blocks) -> Generator[tuple[int, int], None, tuple[np.ndarray, ...]]:
+    """:func:`outline`, yielding ``(done, total)`` blocks as it reads them."""
     height, width = np.shape(labels)
     sums, rows = [], []
-    for block in blocks:
+    blocks = list(blocks)
+    for done, block in enumerate(blocks, 1):
+        yield done, len(blocks)
         ys, xs = block[0], block[1] if len(block) > 1 else slice(0, width)
         if ys.start >= ys.stop or xs.start >= xs.stop:
             continue

@@ -198,12 +198,14 @@ def test_a_slides_prediction_on_the_command_line_opens_in_napari_as_it_should(
     """`napari-unet predict MODEL slide.zarr --out DIR` writes, beside DIR/slide.zarr (the
     contract), the overview levels of a plane too large to show whole and slide.napari-unet,
     which napari-unet's reader opens as a Labels layer with those levels and the
-    probability map."""
+    probability map; with --measure, the layer has its objects' measurements as
+    features."""
     import zarr
     from _models import thresholding_model
 
     from napari_unet import cli, pyramid
     from napari_unet.checkpoint import save_checkpoint
+    from napari_unet.measure import measure
 
     model = save_checkpoint(tmp_path / "t.safetensors", thresholding_model())
     image = (touching_cells((300, 260), n_cells=30, radius=9, seed=4)[1] > 0).astype(
@@ -225,18 +227,27 @@ def test_a_slides_prediction_on_the_command_line_opens_in_napari_as_it_should(
     assert seg.multiscale and len(seg.data) == 3 and prob.multiscale
     np.testing.assert_array_equal(np.asarray(seg.data[0]), labels)
     np.testing.assert_array_equal(np.asarray(seg.data[2]), labels[::4, ::4])
+    assert seg.features.shape[0] == 0  # not measured
+    (out / "slide.csv").write_text("plane,index,area\n0,1,5\n1,1,7\n")  # of planes apart:
+    viewer.open(str(out / "slide.napari-unet"), plugin=None)  # not one row per label
+    assert viewer.layers[-2].features.shape[0] == 0
     monkeypatch.setattr(pyramid, "LEVELS_ABOVE", 8192 * 8192)  # small enough: no levels
     from napari_unet.writers import write_ome_zarr  # and placed as an OME-Zarr says
 
     write_ome_zarr(tmp_path / "field.ome.zarr", image, {"scale": (0.5, 0.25),
                                                         "translate": (10, 20)})
     assert cli.main(["-q", "predict", str(model), str(tmp_path / "field.ome.zarr"), "--out",
-                     str(tmp_path / "small")]) == 0
+                     str(tmp_path / "small"), "--measure"]) == 0
     assert sorted(p.name for p in (tmp_path / "small").iterdir()) == [
-        "field.ome.napari-unet", "field.ome.zarr"]
+        "field.ome.csv", "field.ome.napari-unet", "field.ome.zarr", "objects_per_image.csv"]
     viewer.open(str(tmp_path / "small" / "field.ome.napari-unet"), plugin=None)
     field = viewer.layers["field segmentation"]
     assert not field.multiscale and field.scale.tolist() == [0.5, 0.25]
+    small = zarr.open_array(str(tmp_path / "small" / "field.ome.zarr"), mode="r")[...]
+    measured = measure(small, image)  # its measurements, from field.ome.csv beside it
+    assert list(field.features.columns) == list(measured) and small.max() > 10
+    for key, column in measured.items():
+        np.testing.assert_allclose(field.features[key].to_numpy(), column, rtol=1e-5)
     assert field.translate.tolist() == [10, 20]
 
 

@@ -959,6 +959,7 @@ def test_a_result_too_large_to_show_whole_gets_overview_levels(make_napari_viewe
 
     from napari_unet import pyramid
     from napari_unet.checkpoint import save_checkpoint
+    from napari_unet.measure import measure
     from napari_unet.metrics import same_partition
 
     model_file = save_checkpoint(models_home.parent / "t.safetensors", thresholding_model())
@@ -979,6 +980,11 @@ def test_a_result_too_large_to_show_whole_gets_overview_levels(make_napari_viewe
     expected = run(predict(model_file, image)).labels
     assert expected.max() > 10 and same_partition(expected, full[:])
     np.testing.assert_array_equal(np.asarray(labels.data[2]), full[::4, ::4])
+    table = measure(full[:], image)  # measured on disk, chunk by chunk, in the worker
+    assert list(labels.features.columns) == list(table) and len(table["index"]) > 10
+    for key, column in table.items():
+        np.testing.assert_allclose(labels.features[key].to_numpy(), column)
+    assert "solidity, place on the border and mean intensity are its" in widget.status.text()
     prob = viewer.layers["slide probabilities"]
     assert prob.multiscale and np.asarray(prob.data[1]).shape == (150, 130)
     assert "Shown with overview levels, as napari shows a slide" in widget.status.text()
@@ -999,6 +1005,9 @@ def test_a_result_too_large_to_show_whole_gets_overview_levels(make_napari_viewe
     assert reopened.__class__ is labels.__class__ and reopened.multiscale
     assert [np.asarray(a).shape for a in reopened.data] == [(300, 260), (150, 130), (75, 65)]
     np.testing.assert_array_equal(np.asarray(reopened.data[0]), full[:])
+    assert list(reopened.features.columns) == list(table)  # its measurements, from x.csv
+    for key, column in table.items():
+        np.testing.assert_allclose(reopened.features[key].to_numpy(), column, rtol=1e-5)
     np.testing.assert_allclose(reopened.translate, (10, 20))
     np.testing.assert_allclose(reopened.scale, (0.5, 0.5))
     for pixel in ([0, 0], [299, 13]):  # turned as the image was
@@ -1136,13 +1145,17 @@ def test_a_lazy_prediction_cancelled_or_refused_leaves_no_store(model_file, mode
         next(predict_to_disk(ckpt, rgb, PredictConfig(), "rgb", False))
     assert list(folder.glob("*")) == []
     job = predict_to_disk(ckpt, image, PredictConfig(), "big", True)
-    said = [event.message for event in job]  # to the end: the labels are read to count
-    assert said[-1] == "counting the objects" and len(list(folder.glob("big-*.zarr"))) == 2
-    job = predict_to_disk(ckpt, image, PredictConfig(), "again", False)
-    while next(job).message != "counting the objects":
-        pass
-    job.close()  # a Cancel while counting: not shown, so not kept
-    assert not list(folder.glob("again-*"))
+    said = [event for event in job]  # to the end: the labels are read to count, to measure
+    assert "counting the objects" in [event.message for event in said]
+    measuring = [event for event in said if event.message == "measuring the objects"]
+    assert len(measuring) >= 3 and measuring[-1].done == measuring[-1].total  # each pass
+    assert len(list(folder.glob("big-*.zarr"))) == 2
+    for step in ("counting the objects", "measuring the objects"):
+        job = predict_to_disk(ckpt, image, PredictConfig(), "again", False)
+        while next(job).message != step:
+            pass
+        job.close()  # a Cancel while counting or measuring: not shown, so not kept
+        assert not list(folder.glob("again-*"))
 
 
 @pytest.mark.parametrize("case", ["RGB image for a grey model", "NaN image"])

@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 from napari.layers import Image, Labels
 
-from ._features import show_features
+from ..measure import measure_events, write_csv
+from ._features import pixel_size, show_features
 from ._placement import placement
 
 #: Metadata key of the layers napari-unet wrote (never segmented as "every image layer").
@@ -171,14 +172,18 @@ def sentences(notes) -> str:
     return "".join(f" {note[0].upper()}{note[1:]}." for note in dict.fromkeys(notes) if note)
 
 
-def predict_to_disk(ckpt, data, config, name: str, probabilities: bool, why: str = ""):
+def predict_to_disk(ckpt, data, config, name: str, probabilities: bool, why: str = "",
+                    placed=None):
     """:func:`napari_unet.predict.predict` of a lazy layer (Dask, zarr, multiscale), or of
     one whose prediction would not fit in memory (``why``, said in its notes), into zarr
     arrays on disk (in ~/napari-unet/predictions), so that it is predicted without being
     loaded whole. The arrays are made when the prediction starts, and removed again if it
     is cancelled or refused: neither a half-written store nor, for the layers after a
-    Cancel, an empty one is left behind. The objects are counted here, in the worker (the
-    labels are read block by block), and kept with the result."""
+    Cancel, an empty one is left behind. The objects are counted and measured here (in
+    ``data``, at the pixel size of the layer ``placed``), in the worker (the labels are
+    read block by block), and kept with the result; their measurements also beside the
+    labels' store (``x.csv`` beside ``x.zarr``), whence napari-unet's reader gives them
+    back to the layer."""
     import shutil
 
     from ..checkpoint import default_model_path
@@ -200,6 +205,13 @@ def predict_to_disk(ckpt, data, config, name: str, probabilities: bool, why: str
             yield PredictEvent(1, 1, 0, 1, "counting the objects")
         result.objects = object_count(result, config.link_planes > 0, on_disk=True,
                                       followed=config.follow_time)
+        size, unit = pixel_size(placed) if placed is not None else (None, None)
+        result.features = yield from measure_events(labels, data, pixel_size=size, unit=unit,
+                                                    mode=result.mode,
+                                                    linked=config.link_planes > 0)
+        if result.features is not None:  # beside the store: opened again with it
+            paths.append(paths[0].with_suffix(".csv"))
+            write_csv(paths[-1], result.features)
         if needs_levels(labels.shape):  # napari would read the whole plane to show it
             paths.append(levels_folder(paths[0]))
             result.levels = yield from _levels({"labels": labels, "probabilities": prob},
@@ -213,6 +225,8 @@ def predict_to_disk(ckpt, data, config, name: str, probabilities: bool, why: str
     finally:
         if not finished:
             for path in paths:
+                if path.is_file():
+                    path.unlink()
                 shutil.rmtree(path, ignore_errors=True)
 
 

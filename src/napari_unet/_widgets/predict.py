@@ -223,7 +223,7 @@ class PredictWidget(QWidget):
             return layer, refused(err)
         if lazy or why:
             return placed, predict_to_disk(ckpt, data, cfg, layer.name,
-                                           self.probabilities.isChecked(), why=why)
+                                           self.probabilities.isChecked(), why, placed)
         gen = predict(ckpt, data, cfg, name=f"layer '{layer.name}'")
         return placed, measuring(gen, data, placed, linked)
 

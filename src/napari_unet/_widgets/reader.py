@@ -61,6 +61,7 @@ def open_prediction(path):
     """The layers of a stored prediction (an ``x.napari-unet`` file), with their levels."""
     from types import SimpleNamespace
 
+    import pandas
     import zarr
 
     from ..errors import InputError
@@ -84,9 +85,13 @@ def open_prediction(path):
                 result = SimpleNamespace(mode=stored["mode"], probabilities=arrays[0])
                 arrays = [shown_probabilities(result, a) for a in arrays]
                 meta.update(colormap="magma", blending="additive")
+            elif store.with_suffix(".csv").is_file():  # its objects' measurements
+                table = pandas.read_csv(store.with_suffix(".csv"))
+                if "index" in table and table["index"].is_unique:  # not of planes apart
+                    meta["features"] = table
             layers.append((arrays if len(arrays) > 1 else arrays[0], meta,
                            "labels" if entry["layer"] == "labels" else "image"))
-    except (OSError, ValueError, KeyError, TypeError) as err:
+    except (OSError, ValueError, KeyError, TypeError) as err:  # pandas' errors: ValueError
         raise InputError(f"{p.name} could not be opened: {err} (are its zarr stores still "
                          "beside it?)") from None
     return layers
