@@ -23,8 +23,6 @@ from collections.abc import Generator
 
 import numpy as np
 
-from .progress import run
-
 #: The weight of a border pixel by its code (1 for itself, 2 for each border 4-neighbour
 #: of the same object, 10 for each such diagonal neighbour), as scikit-image weighs it.
 _WEIGHTS = np.zeros(50)
@@ -37,16 +35,11 @@ _DIAGONAL = ((-1, -1), (-1, 1), (1, -1), (1, 1))
 MARGIN = 2
 
 
-def outline(labels, blocks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def outline_steps(labels, blocks) -> Generator[tuple[int, int], None, tuple[np.ndarray, ...]]:
     """The perimeter and the convex area of every object (label > 0) of the plane
     ``labels`` (numpy, memmap, zarr or Dask), read block by block (``blocks``: tuples of
-    slices that tile it). Returns ``(index, perimeter, convex_area)``, ``index`` the labels
-    found, ascending; in pixels."""
-    return run(outline_steps(labels, blocks))
-
-
-def outline_steps(labels, blocks) -> Generator[tuple[int, int], None, tuple[np.ndarray, ...]]:
-    """:func:`outline`, yielding ``(done, total)`` blocks as it reads them."""
+    slices that tile it), yielding ``(done, total)`` blocks as it goes. Returns ``(index,
+    perimeter, convex_area)``, ``index`` the labels found, ascending; in pixels."""
     height, width = np.shape(labels)
     sums, rows = [], []
     blocks = list(blocks)

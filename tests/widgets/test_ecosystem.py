@@ -194,7 +194,7 @@ def test_segment_menu_entry_opens_predict_for_the_selected_image(make_napari_vie
 
 
 def test_a_slides_prediction_on_the_command_line_opens_in_napari_as_it_should(
-        make_napari_viewer, tmp_path, monkeypatch):
+        make_napari_viewer, tmp_path, monkeypatch, notes):
     """`napari-unet predict MODEL slide.zarr --out DIR` writes, beside DIR/slide.zarr (the
     contract), the overview levels of a plane too large to show whole and slide.napari-unet,
     which napari-unet's reader opens as a Labels layer with those levels and the
@@ -231,6 +231,10 @@ def test_a_slides_prediction_on_the_command_line_opens_in_napari_as_it_should(
     (out / "slide.csv").write_text("plane,index,area\n0,1,5\n1,1,7\n")  # of planes apart:
     viewer.open(str(out / "slide.napari-unet"), plugin=None)  # not one row per label
     assert viewer.layers[-2].features.shape[0] == 0
+    (out / "slide.csv").write_text("")  # a table that cannot be read: the layers open
+    viewer.open(str(out / "slide.napari-unet"), plugin=None)
+    assert len(viewer.layers) == 6 and viewer.layers[-2].features.shape[0] == 0
+    assert any("measurements in slide.csv could not be read" in n for n in notes), notes
     monkeypatch.setattr(pyramid, "LEVELS_ABOVE", 8192 * 8192)  # small enough: no levels
     from napari_unet.writers import write_ome_zarr  # and placed as an OME-Zarr says
 

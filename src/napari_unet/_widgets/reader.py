@@ -61,7 +61,6 @@ def open_prediction(path):
     """The layers of a stored prediction (an ``x.napari-unet`` file), with their levels."""
     from types import SimpleNamespace
 
-    import pandas
     import zarr
 
     from ..errors import InputError
@@ -86,15 +85,29 @@ def open_prediction(path):
                 arrays = [shown_probabilities(result, a) for a in arrays]
                 meta.update(colormap="magma", blending="additive")
             elif store.with_suffix(".csv").is_file():  # its objects' measurements
-                table = pandas.read_csv(store.with_suffix(".csv"))
-                if "index" in table and table["index"].is_unique:  # not of planes apart
-                    meta["features"] = table
+                meta.update(_features(store.with_suffix(".csv")))
             layers.append((arrays if len(arrays) > 1 else arrays[0], meta,
                            "labels" if entry["layer"] == "labels" else "image"))
-    except (OSError, ValueError, KeyError, TypeError) as err:  # pandas' errors: ValueError
+    except (OSError, ValueError, KeyError, TypeError) as err:
         raise InputError(f"{p.name} could not be opened: {err} (are its zarr stores still "
                          "beside it?)") from None
     return layers
+
+
+def _features(path: Path) -> dict:
+    """The measurements in ``path`` as a Labels layer's features, where they are one row
+    per label (not of planes labelled apart); a table that cannot be read is left out,
+    with a warning, and the layers open without it."""
+    import pandas
+    from napari.utils.notifications import show_warning
+
+    try:
+        table = pandas.read_csv(path)
+    except (OSError, ValueError) as err:  # pandas' parser errors are ValueErrors
+        show_warning(f"The measurements in {path.name} could not be read ({err}); the "
+                     "labels open without them.")
+        return {}
+    return {"features": table} if "index" in table and table["index"].is_unique else {}
 
 
 def open_model(path):
