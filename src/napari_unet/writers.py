@@ -15,7 +15,7 @@ import numpy as np
 _AXES = {2: "yx", 3: "zyx", 4: "tzyx"}
 
 
-def _levels(data) -> list:
+def levels_of(data) -> list:
     """The levels of a multiscale layer's data (napari passes them as a sequence, the full
     resolution first: the overview levels of a large prediction), or ``[data]``."""
     from collections.abc import Sequence
@@ -39,7 +39,7 @@ def write_ome_tiff(path: str | os.PathLike, data, meta: dict | None = None) -> l
     Atomically."""
     from .io import atomic_imwrite, tiled
 
-    data = _levels(data)[0]
+    data = levels_of(data)[0]
     meta = meta or {}
     scale, _ = _geometry(data, meta)
     axes = _AXES[np.ndim(data)].upper()
@@ -63,7 +63,7 @@ def write_ome_zarr(path: str | os.PathLike, data, meta: dict | None = None,
 
     meta = meta or {}
     path = Path(path)
-    levels = _levels(data)
+    levels = levels_of(data)
     full = levels[0]
     scale, translate = _geometry(full, meta)
     nd = np.ndim(full)

@@ -378,3 +378,25 @@ def test_measure_objects_in_the_layer_menu_measures_a_labels_layer(make_napari_v
     assert measure_selected(viewer) is None
     assert notes[-1] == "Select a Labels layer to measure its objects."
 
+
+
+def test_a_labels_layer_is_saved_as_imagej_rois_for_fiji(make_napari_viewer, tmp_path, notes):
+    """File > Save Selected Layers… as ``.zip``: napari-unet's writer, the objects of a
+    Labels layer (of a multiscale one, its full resolution) as the ROIs that Fiji's ROI
+    Manager opens; labels without objects are refused in a sentence."""
+    import roifile
+
+    viewer = make_napari_viewer()
+    labels = touching_cells((80, 60), n_cells=5, radius=6, seed=2)[1]
+    viewer.add_labels([labels, labels[::2, ::2]], name="seg", multiscale=True)
+    path = tmp_path / "seg_rois.zip"
+    viewer.layers.save(str(path), selected=False, plugin="napari-unet")
+    read = roifile.roiread(path)
+    assert sorted(int(r.name) for r in read) == list(range(1, labels.max() + 1))
+    assert read[0].coordinates().max(axis=0)[0] <= 60  # x, y in the full resolution's pixels
+    viewer.layers.remove("seg")
+    viewer.add_labels(np.zeros((8, 8), np.uint8), name="empty")
+    viewer.layers.save(str(tmp_path / "empty.zip"), selected=False, plugin="napari-unet")
+    assert not (tmp_path / "empty.zip").exists()
+    assert any("'empty' was not saved as ImageJ ROIs: the labels hold no object" in n
+               for n in notes), notes
