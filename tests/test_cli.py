@@ -380,6 +380,44 @@ def test_predict_measure_writes_each_images_objects_beside_its_labels(tmp_path):
     assert sorted(p.name for p in (tmp_path / "plain").iterdir()) == ["two.tif"]
 
 
+def test_predict_rois_writes_each_images_objects_as_imagej_rois(tmp_path, capsys):
+    """`predict --rois` writes <stem>_rois.zip beside each label file, one ROI per object
+    whose outline fills back to its pixels; none for an image without objects; a zarr
+    input and a model of classes are refused in a sentence before any work."""
+    import roifile
+    import zarr
+    from _models import thresholding_model
+    from skimage.draw import polygon2mask
+
+    model = save_checkpoint(tmp_path / "threshold.safetensors", thresholding_model())
+    image = np.where(discs((64, 96), [(20, 20), (40, 70)], 10) > 0, 200, 20).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "two.tif", image)
+    tifffile.imwrite(tmp_path / "none.tif", np.full((64, 96), 20, np.uint8))
+    out = tmp_path / "out"
+    assert main(["-q", "predict", str(model), str(tmp_path / "two.tif"),
+                 str(tmp_path / "none.tif"), "--out", str(out), "--rois"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["none.tif", "two.tif", "two_rois.zip"]
+    labels = tifffile.imread(out / "two.tif")
+    rois = roifile.roiread(out / "two_rois.zip")
+    assert sorted(int(r.name) for r in rois) == [1, 2]
+    for roi in rois:  # filled as ImageJ fills: the pixels whose centres lie inside
+        xy = roi.coordinates() - 0.5
+        filled = polygon2mask(labels.shape, xy[:, ::-1])
+        assert np.array_equal(filled, labels == int(roi.name))
+    big = zarr.open_array(str(tmp_path / "big.zarr"), mode="w", shape=(64, 96),
+                          chunks=(32, 32), dtype=np.uint8)
+    big[:] = image
+    assert main(["-q", "predict", str(model), str(tmp_path / "big.zarr"), "--out",
+                 str(tmp_path / "z"), "--rois"]) == 2
+    assert "--rois writes the ImageJ ROIs of image files" in capsys.readouterr().err
+    semantic = save_checkpoint(tmp_path / "classes.safetensors", thresholding_model("semantic"))
+    assert main(["-q", "predict", str(semantic), str(tmp_path / "two.tif"), "--out",
+                 str(tmp_path / "c"), "--rois"]) == 2
+    assert "ImageJ ROIs are of objects, and this model labels classes" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "z").exists() and not (tmp_path / "c").exists()
+
+
 def test_measure_writes_a_table_for_each_label_file(tmp_path, capsys):
     """`measure` measures label files (corrected by hand, or another tool's) as predict
     --measure does: with their images beside them (img_masks.tif) or from --images, a

@@ -120,9 +120,11 @@ def test_a_long_stack_beyond_free_memory_is_predicted_on_disk(grey_model, tmp_pa
     tifffile.imwrite(tmp_path / "stack.tif", stack, imagej=True, resolution=(2.0, 2.0),
                      metadata={"axes": "ZYX", "spacing": 2.5, "unit": "micron"})
     args = ["-q", "predict", str(grey_model), str(tmp_path / "stack.tif"), "--chunk", "64"]
-    assert cli.main([*args, "--out", str(tmp_path / "memory")]) == 0
+    assert cli.main([*args, "--out", str(tmp_path / "memory"), "--rois"]) == 0
+    assert (tmp_path / "memory" / "stack_rois.zip").is_file()  # its planes' objects
     monkeypatch.setattr(memory, "free_memory", lambda: 2 * 120 * 140 * 48)
-    assert cli.main([*args[1:], "--out", str(tmp_path / "disk")]) == 0
+    assert cli.main([*args[1:], "--out", str(tmp_path / "disk"), "--rois"]) == 0
+    assert not (tmp_path / "disk" / "stack_rois.zip").exists()  # a slide's: said why
     memory_labels = read_image(tmp_path / "memory" / "stack.tif")
     disk = read_image(tmp_path / "disk" / "stack.tif")
     assert disk.shape == (3, 120, 140)
@@ -133,8 +135,10 @@ def test_a_long_stack_beyond_free_memory_is_predicted_on_disk(grey_model, tmp_pa
         k: tiff_metadata(tmp_path / "memory" / "stack.tif").get(k) for k in kept}
     assert on_disk["axes"] == "ZYX" and on_disk["spacing"] == 2.5
     found = sum(int(p.max()) for p in memory_labels)
+    said = capsys.readouterr().out
     assert found > 12 and f"stack.tif: {found} objects in 3 planes, predicted block by block " \
-        "on disk (in memory it would need about" in capsys.readouterr().out
+        "on disk (in memory it would need about" in said
+    assert "no ImageJ ROIs: predicted block by block on disk" in said, said
 
 
 def test_a_resize_that_cannot_fit_is_refused_in_a_sentence(tmp_path, capsys, monkeypatch):

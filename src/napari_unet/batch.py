@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import NapariUNetError
+from .errors import InputError, NapariUNetError
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,12 @@ def tiff_outputs(f: Path, out: Path) -> tuple[Path, Path]:
 def csv_output(f: Path, out: Path) -> Path:
     """Where the measurements of the objects of image file ``f`` are written in ``out``."""
     return tiff_outputs(f, out)[0].with_suffix(".csv")
+
+
+def rois_output(f: Path, out: Path) -> Path:
+    """Where the ImageJ ROIs of the objects of image file ``f`` are written in ``out``."""
+    labels = tiff_outputs(f, out)[0]
+    return labels.with_name(labels.stem + "_rois.zip")
 
 
 def result_folders(files: list[Path], out: Path) -> dict[Path, Path]:
@@ -121,8 +127,8 @@ def refuse_the_summary(tables: list[Path], out: Path, folder: str = "--out folde
 def predict_files(model, files: list[Path], out, config, *, probabilities: bool = False,
                   channel: int | None = None, chunk: int | None = None,
                   skip_bad: bool = False, folder: str = "--out folder",
-                  channel_option: str = "--channel", measure: bool = False
-                  ) -> Generator[FileEvent, None, FilesResult]:
+                  channel_option: str = "--channel", measure: bool = False,
+                  rois: bool = False) -> Generator[FileEvent, None, FilesResult]:
     """Predict image ``files`` with ``model`` (a :class:`~napari_unet.checkpoint.Checkpoint`)
     and ``config`` (:class:`~napari_unet.config.PredictConfig`) into the folder ``out``.
 
@@ -132,7 +138,9 @@ def predict_files(model, files: list[Path], out, config, *, probabilities: bool 
     with ``skip_bad``, is skipped and named in the result. ``folder`` and
     ``channel_option`` name, in sentences, the place of the results and how a channel is
     chosen. ``measure``: also write each file's measurements of its objects (of its
-    classes, for a semantic model) as ``<stem>.csv`` (:mod:`napari_unet.measure`). A
+    classes, for a semantic model) as ``<stem>.csv`` (:mod:`napari_unet.measure`);
+    ``rois``: its objects as ImageJ ROIs, ``<stem>_rois.zip`` (:mod:`napari_unet.rois`;
+    of an image with objects, predicted in memory: not of a slide's). A
     result that would replace an input is refused when called, before any work. Returns a
     generator that yields a :class:`FileEvent` for each step and returns
     a :class:`FilesResult`."""
@@ -143,12 +151,15 @@ def predict_files(model, files: list[Path], out, config, *, probabilities: bool 
                               probabilities, folder)
     if measure:
         refuse_the_summary([csv_output(f, folders[f]) for f in files], out, folder)
-    return _each_file(model, files, folders, out, config, (probabilities, measure),
+    if rois and model.mode == "semantic":
+        raise InputError("ImageJ ROIs are of objects, and this model labels classes: leave "
+                         "out the ROIs (--rois), or measure each class's pixels (--measure).")
+    return _each_file(model, files, folders, out, config, (probabilities, measure, rois),
                       (channel, channel_option), chunk, skip_bad)
 
 
 def _each_file(model, files: list[Path], folders: dict[Path, Path], out: Path, config,
-               outputs: tuple[bool, bool], channel: tuple, chunk, skip_bad: bool):
+               outputs: tuple[bool, bool, bool], channel: tuple, chunk, skip_bad: bool):
     from .measure import SUMMARY, summary_row, write_rows
 
     result, started = FilesResult(), time.monotonic()
@@ -176,10 +187,11 @@ def _each_file(model, files: list[Path], folders: dict[Path, Path], out: Path, c
     return result
 
 
-def _one_file(model, f: Path, out: Path, name: str, config, outputs: tuple[bool, bool],
+def _one_file(model, f: Path, out: Path, name: str, config, outputs: tuple[bool, bool, bool],
               channel: tuple, chunk, place: tuple[int, int]):
     """Predict and write one image file (``outputs``: also its probabilities, its
-    measurements); returns ((what was found, objects, measurements or None), notes)."""
+    measurements, its ROIs); returns ((what was found, objects, measurements or None),
+    notes)."""
     from .channels import for_model, result_axes
     from .found import object_count, what_was_found
     from .io import read_image, tiff_metadata, write_tiff, write_tiff_tiled
@@ -187,6 +199,7 @@ def _one_file(model, f: Path, out: Path, name: str, config, outputs: tuple[bool,
     from .memory import beyond_memory
     from .predict import predict, zarr_outputs
     from .progress import mapped
+    from .rois import write_rois
 
     def tiles(event) -> FileEvent:
         return FileEvent(*place, name, tiles=event)
@@ -201,7 +214,7 @@ def _one_file(model, f: Path, out: Path, name: str, config, outputs: tuple[bool,
         write_csv(csv_output(f, out), table)
         return table
 
-    probabilities, measures = outputs
+    probabilities, measures, rois = outputs
     meta = tiff_metadata(f)
     image, axes = for_model(read_image(f), meta.get("axes"), model.config.in_channels,
                             channel[0], name, option=channel[1])
@@ -225,11 +238,14 @@ def _one_file(model, f: Path, out: Path, name: str, config, outputs: tuple[bool,
             found = what_was_found(result, linked, on_disk=True, followed=followed)
         found = ", ".join(x for x in (found, f"predicted block by block on disk ({need})")
                           if x)
-        return ((found, object_count(result, linked, followed=followed), table),
-                tuple(result.notes))
+        notes = (*result.notes, *(["no ImageJ ROIs: predicted block by block on disk, too "
+                                   "many objects for Fiji's ROI Manager"] if rois else []))
+        return (found, object_count(result, linked, followed=followed), table), notes
     result = yield from mapped(predict(model, image, config, name=name), tiles)
     write_tiff(targets[0], result.labels, metas[0])
     table = measured(result.labels)
+    if rois and result.labels.max() > 0:  # an image without objects: no ROI file
+        write_rois(rois_output(f, out), result.labels)
     if probabilities:
         write_tiff(targets[1], np.asarray(result.probabilities, np.float32), metas[1])
     return ((what_was_found(result, linked, followed=followed) or "",

@@ -177,6 +177,9 @@ def _add_predict(sub) -> None:
                    "solidity, whether it "
                    "touches the image's edge, mean intensity), or per class of a semantic "
                    "model, and objects_per_image.csv: a row per image")
+    p.add_argument("--rois", action="store_true",
+                   help="also write <stem>_rois.zip: each object's outline as an ImageJ ROI, "
+                   "which Fiji's ROI Manager opens (image files, not zarr inputs)")
     p.add_argument("--keep-going", action="store_true",
                    help="skip an image file the model cannot read (naming it and why) and "
                    "go on with the others, instead of stopping there; the exit status is "
@@ -508,8 +511,13 @@ def cmd_predict(args) -> int:
     if args.measure:
         refuse_the_summary([_zarr_outputs(Path(z), out)[0].with_suffix(".csv")
                             for z in zarrs], out)
+    if args.rois and zarrs:
+        raise NapariUNetError(f"--rois writes the ImageJ ROIs of image files, and {zarrs[0]} "
+                              "is a zarr (a slide's objects: too many for Fiji's ROI "
+                              "Manager); measure its objects with --measure instead.")
     files_done = predict_files(model, files, out, cfg, probabilities=args.probabilities,
                                channel=args.channel, chunk=args.chunk, measure=args.measure,
+                               rois=args.rois,
                                skip_bad=args.keep_going)  # the TIFFs refused here, first
     overall = tqdm(total=len(files), disable=args.quiet or len(files) <= 1, unit="image")
     bars: dict[int, tqdm] = {}
