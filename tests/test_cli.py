@@ -421,7 +421,8 @@ def test_predict_rois_writes_each_images_objects_as_imagej_rois(tmp_path, capsys
 def test_measure_writes_a_table_for_each_label_file(tmp_path, capsys):
     """`measure` measures label files (corrected by hand, or another tool's) as predict
     --measure does: with their images beside them (img_masks.tif) or from --images, a
-    mask as its connected components, a stack plane by plane unless --linked. A label file
+    mask as its connected components, a stack plane by plane unless --linked; with
+    --rois, their objects as ImageJ ROIs too. A label file
     without its image in --images is refused before anything is written; an image of
     another size, or an image given as labels, ends the run at that file (the tables
     before it written, as predict does)."""
@@ -472,6 +473,17 @@ def test_measure_writes_a_table_for_each_label_file(tmp_path, capsys):
                  str(tmp_path / "m3")]) == 0
     linked = rows(tmp_path / "m3" / "z.csv")
     assert [int(r["area"]) for r in linked] == (2 * expected["area"]).tolist()
+    assert main(["measure", str(alone), "--out", str(tmp_path / "r"), "--rois"]) == 0
+    assert "a.tif: 3 objects, 1 on the image's edge (a mask: its connected components); " \
+        "no image, so no intensities; ImageJ ROIs in a_rois.zip" in capsys.readouterr().out
+    import roifile  # the mask's objects, and each plane's of the stack
+
+    assert sorted(r.name for r in roifile.roiread(tmp_path / "r" / "a_rois.zip")) == \
+        ["1", "2", "3"]
+    assert len(roifile.roiread(tmp_path / "r" / "z_rois.zip")) == 6
+    assert main(["-q", "measure", str(alone), "--out", str(tmp_path / "r2"), "--rois",
+                 "--mode", "semantic"]) == 2
+    assert "ImageJ ROIs are of objects" in capsys.readouterr().err
 
     tifffile.imwrite(both / "b.tif", image[:32])
     tifffile.imwrite(both / "b_masks.tif", labels)

@@ -271,10 +271,9 @@ def parser() -> argparse.ArgumentParser:
     m = sub.add_parser("measure", help="measure each object of label files (CSV)",
                        description="Write OUT/<stem>.csv for each label file of LABELS: one "
                        "row per object (its label, area in pixels and in the file's unit, "
-                       "centre, diameter, elongation, perimeter, solidity, whether it touches the "
-                       "image's edge, "
-                       "and, with "
-                       "its image, mean intensity), as predict --measure writes them; for "
+                       "centre, diameter, elongation, perimeter, solidity, whether it "
+                       "touches the image's edge, and, with its image, mean intensity), as "
+                       "predict --measure writes them; for "
                        "label files corrected by hand, or made by another tool. Images are "
                        "paired with the label files by file name: a folder holding both "
                        "(img01.tif with img01_masks.tif), or --images.")
@@ -289,6 +288,9 @@ def parser() -> argparse.ArgumentParser:
                    help="of a stack, each label is one object through its planes (as "
                    "predict --link-planes writes them); without it, each plane is measured "
                    "on its own (as predict labels planes)")
+    m.add_argument("--rois", action="store_true",
+                   help="also write OUT/<stem>_rois.zip: each object's outline as an ImageJ "
+                   "ROI, which Fiji's ROI Manager opens")
     for command in sub.choices.values():  # -q after the command too: 'napari-unet predict -q'
         command.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                              help="no progress bars")
@@ -798,6 +800,9 @@ def cmd_measure(args) -> int:
     if out.exists() and not out.is_dir():
         raise NapariUNetError(f"--out {out} is a file; measure writes a CSV file for each "
                               "label file into a folder (made if missing): give a folder.")
+    if args.rois and args.mode == "semantic":
+        raise NapariUNetError("ImageJ ROIs are of objects, and --mode semantic measures "
+                              "classes: leave out --rois.")
     tables = [out / f"{stem_of(f)}.csv" for f in labels]
     refuse_overwriting_inputs([(f, (t, t)) for f, t in zip(labels, tables)], labels, False)
     refuse_the_summary(tables, out)
@@ -822,6 +827,7 @@ def _measure_file(args, f: Path, image_file: Path | None, table: Path) -> tuple[
 
     from .io import read_image, refuse_lossy_labels, tiff_metadata
     from .measure import apart, measure, tiff_pixel_size, write_csv
+    from .rois import write_rois
     from .targets import looks_like_an_image, relabel_objects
 
     refuse_lossy_labels(f)
@@ -848,10 +854,14 @@ def _measure_file(args, f: Path, image_file: Path | None, table: Path) -> tuple[
     rows = len(measured["index"])
     if not instances:
         return f"{rows} class(es)", measured
+    rois = table.with_name(f"{table.stem}_rois.zip")
+    if args.rois and rows:  # none of labels without objects
+        write_rois(rois, labels)
     border = int(np.count_nonzero(measured["on_border"]))
     return (f"{rows} object{'' if rows == 1 else 's'}, {border} on the image's edge"
             + (" (a mask: its connected components)" if mask else "")
-            + ("" if image is not None else "; no image, so no intensities")), measured
+            + ("" if image is not None else "; no image, so no intensities")
+            + (f"; ImageJ ROIs in {rois.name}" if args.rois and rows else "")), measured
 
 
 def _image_for(path: Path, shape: tuple[int, ...]):
