@@ -76,7 +76,9 @@ def test_image_files_are_segmented_into_a_folder_without_opening_them(
         make_napari_viewer, qtbot, model_file, tmp_path, monkeypatch):
     """*Segment image files…*: the files chosen (a label file among them left out, one that
     cannot be segmented skipped and named) are written as the engine segments them with
-    the widget's model and settings; no layer is added."""
+    the widget's model and settings, with their measurements and ImageJ ROIs; no layer is
+    added."""
+    import roifile
     import tifffile
     from imageio.v3 import imwrite
     from qtpy.QtWidgets import QFileDialog
@@ -108,8 +110,9 @@ def test_image_files_are_segmented_into_a_folder_without_opening_them(
     assert all(b.isEnabled() for b in (widget.files_btn, widget.export_btn,
                                        widget.controls.start_btn))
     text = widget.status.text()
-    assert text.startswith(f"Wrote 2 segmentation(s) and their objects' measurements "
-                           f"(<name>.csv, objects_per_image.csv) to {out} in "), text
+    assert text.startswith(f"Wrote 2 segmentation(s), their objects' measurements "
+                           f"(<name>.csv, objects_per_image.csv) and ImageJ ROIs "
+                           f"(<name>_rois.zip) to {out} in "), text
     assert "; skipped broken.tif: broken.tif contains NaN" in text
     assert ("; skipped colour.tif: colour.tif has 3 channels (colour samples), and the model "
             "reads one: choose the channel that shows the cells in napari: open the file and "
@@ -117,7 +120,8 @@ def test_image_files_are_segmented_into_a_folder_without_opening_them(
             "RGB)") in text
     assert "; left out 1 label file(s) beside their images." in text
     assert sorted(p.name for p in out.iterdir()) == [
-        "a.csv", "a.tif", "a_prob.tif", "b.csv", "b.tif", "b_prob.tif", "objects_per_image.csv"]
+        "a.csv", "a.tif", "a_prob.tif", "a_rois.zip", "b.csv", "b.tif", "b_prob.tif",
+        "b_rois.zip", "objects_per_image.csv"]
     model, total = load_checkpoint(model_file), 0
     for name, image in zip("ab", images):
         expected = run(predict(model, image, widget.config())).labels
@@ -127,6 +131,7 @@ def test_image_files_are_segmented_into_a_folder_without_opening_them(
         assert rows[0].startswith("index,area,") and len(rows) == 1 + expected.max()
         assert f"\n{name}.{'tif' if name == 'a' else 'png'},{expected.max()}," in \
             (out / "objects_per_image.csv").read_text()  # and a row per image
+        assert len(roifile.roiread(out / f"{name}_rois.zip")) == expected.max()
     assert f"{total:,} objects" in text
     assert len(viewer.layers) == 0
 

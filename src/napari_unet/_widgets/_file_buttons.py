@@ -24,17 +24,19 @@ class FilesButton(QPushButton):
     """Segments image files with the model and settings of ``widget`` (the Predict
     widget) into a folder, one file at a time in its worker thread: ``<name>.tif`` for
     each, the measurements of its objects as ``<name>.csv`` with a row per image in
-    ``objects_per_image.csv`` (and ``<name>_prob.tif`` with *also add the probability
-    map*), as the command line's ``predict --measure`` writes them. A file the model
-    cannot read is skipped and named."""
+    ``objects_per_image.csv``, its objects as ImageJ ROIs for Fiji (``<name>_rois.zip``;
+    of a model of objects) and, with *also add the probability map*,
+    ``<name>_prob.tif``, as the command line's ``predict --measure --rois`` writes them.
+    A file the model cannot read is skipped and named."""
 
     def __init__(self, widget) -> None:
         super().__init__("Segment image files…")
         self.widget = widget
         self.setToolTip("Segment image files on disk with the model and settings above, "
                         "without opening them: each one's labels are written as "
-                        "<name>.tif, and its objects' measurements as <name>.csv, to a "
-                        "folder you choose")
+                        "<name>.tif, its objects' measurements as <name>.csv and its "
+                        "objects as ImageJ ROIs for Fiji as <name>_rois.zip, to a folder "
+                        "you choose")
         self.clicked.connect(self._ask)
         self._written = 0
 
@@ -64,11 +66,12 @@ class FilesButton(QPushButton):
             gen = predict_files(model, kept, out, widget.config(),
                                 probabilities=widget.probabilities.isChecked(),
                                 skip_bad=True, folder="folder for the results",
-                                channel_option=_OPEN_IT, measure=True)
+                                channel_option=_OPEN_IT, measure=True,
+                                rois=model.mode == "instances")
         except NapariUNetError as err:
             refuse(widget.status, "No file was written", err)
             return
-        self._out, self._written = Path(out), 0
+        self._out, self._written, self._rois = Path(out), 0, model.mode == "instances"
         widget.status.setText(f"Segmenting {len(kept)} image file(s) into {out}…")
         widget.controls.launch(gen, desc=f"Segmenting {len(kept)} files", total=0,
                                on_event=self._on_event, on_done=self._done,
@@ -94,8 +97,9 @@ class FilesButton(QPushButton):
         else:
             objects = f", {result.objects:,} objects" if result.objects else ""
             table = f", {result.summary.name}" if result.summary else ""
-            text = (f"Wrote {len(result.written)} segmentation(s) and their objects' "
-                    f"measurements (<name>.csv{table}) to {self._out} in "
+            rois = " and ImageJ ROIs (<name>_rois.zip)" if self._rois else ""
+            text = (f"Wrote {len(result.written)} segmentation(s), their objects' "
+                    f"measurements (<name>.csv{table}){rois} to {self._out} in "
                     f"{result.seconds:.1f} s{objects}"
                     + "".join(f"; skipped {name}: {why}" for name, why in result.skipped)
                     + (f"; left out {len(self._labels)} label file(s) beside their images"
