@@ -210,6 +210,8 @@ def test_files_segmented_with_measure_get_a_csv_of_their_objects(tmp_path):
     assert int(summary[0]["objects_on_border"]) == sum(r["on_border"] == "True" for r in rows)
     assert float(summary[0]["median area"]) == np.median([int(r["area"]) for r in rows])
     assert "median area (um^2)" in summary[0] and "median mean_intensity" in summary[0]
+    assert float(summary[0]["median solidity"]) == pytest.approx(
+        np.median([float(r["solidity"]) for r in rows]), rel=1e-5)
     run(predict_files(model, [folder / "a.tif"], tmp_path / "plain", PredictConfig()))
     assert not list((tmp_path / "plain").glob("*.csv"))  # only when asked
     tifffile.imwrite(folder / "objects_per_image.tif", image)  # an image named as the summary

@@ -297,13 +297,14 @@ def write_csv(path: str | os.PathLike, table: dict[str, np.ndarray]) -> Path:
 
 def summary_row(name: str, table: dict[str, np.ndarray]) -> dict:
     """A row of :data:`SUMMARY` for the image ``name`` whose objects :func:`measure` gave
-    ``table``: ``objects``, ``objects_on_border`` and the median of each size and
-    intensity column ('median area', 'median mean_intensity', ...)."""
+    ``table``: ``objects``, ``objects_on_border`` and the median of each size, shape and
+    intensity column ('median area', 'median solidity', 'median mean_intensity', ...)."""
     row = {"image": name, "objects": len(table["index"])}
     if "on_border" in table:
         row["objects_on_border"] = int(np.count_nonzero(table["on_border"]))
     for key, column in table.items():
-        if key.startswith(("area", "equivalent_diameter", "mean_intensity")):
+        if key.startswith(("area", "equivalent_diameter", "perimeter", "solidity",
+                           "mean_intensity")):
             row[f"median {key}"] = float(np.median(column)) if len(column) else None
     return row
 
