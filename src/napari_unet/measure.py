@@ -30,7 +30,7 @@ The labels (and image) are read a band of rows (or a chunk) at a time, so an arr
 (zarr, memmap) is never loaded whole; counting is done with ``numpy.bincount``.
 
 Of many images, :data:`SUMMARY` holds a row per image (:func:`summary_row`): how many
-objects, how many of them on its border, and the median of each measurement.
+objects, how many of them on its border, and the median of each size, shape and intensity.
 """
 
 from __future__ import annotations
