@@ -84,17 +84,20 @@ def test_arrays_read_block_by_block_give_the_same_measurements(monkeypatch):
 
 def test_outlines_read_block_by_block_are_those_of_scikit_image(monkeypatch):
     """Perimeter and solidity across bands of a few rows and zarr chunks smaller than the
-    objects (each block read with its margin), of objects with holes, touching the edges
-    of the plane, and of a single pixel."""
+    objects (each block read with its margin, a chunk's from the edges of the chunks
+    beside it), of objects with holes, touching the edges of the plane, and of a single
+    pixel."""
     labels = _labels((120, 110), seed=5)
     labels[np.random.default_rng(5).random(labels.shape) < 0.02] = 0  # holes
     labels[0, 0], labels[119, 60:] = 99999, 88888  # a pixel in a corner, a line on an edge
     theirs = regionprops_table(labels, properties=("label", "perimeter", "solidity"))
-    on_disk = zarr.create_array(store={}, shape=labels.shape, chunks=(7, 9),
-                                dtype=labels.dtype)
-    on_disk[:] = labels
+    stores = []
+    for chunks in ((7, 9), (1, 50)):  # margins from the chunks' edges; from thin chunks
+        stores.append(zarr.create_array(store={}, shape=labels.shape, chunks=chunks,
+                                        dtype=labels.dtype))
+        stores[-1][:] = labels
     monkeypatch.setattr(measuring, "BAND_PIXELS", 3 * 110)
-    for table in (measure(labels), measure(on_disk)):
+    for table in (measure(labels), *map(measure, stores)):
         np.testing.assert_array_equal(table["index"], theirs["label"])
         np.testing.assert_allclose(table["perimeter"], theirs["perimeter"])
         np.testing.assert_allclose(table["solidity"], theirs["solidity"])

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .outline import outline_steps
+from .outline import outline_steps, reads
 from .progress import mapped, run
 
 #: The table of a folder of results with a row per image (its objects counted).
@@ -122,7 +122,8 @@ def measure_steps(labels, image=None, *, pixel_size=None, unit: str | None = Non
     channels = None if image is None else _channels(image, shape)
     blocks = list(_blocks(labels))
     shape_of = ndim == 2 and not classes  # second moments, outlines
-    total_steps, done = len(blocks) * (3 if shape_of else 2), 0
+    total_steps = len(blocks) * (2 + (reads(labels, blocks) if shape_of else 0))
+    done = 0
     top = total = 0
     for block in blocks:
         part = np.asarray(labels[block])

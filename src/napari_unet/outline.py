@@ -19,6 +19,7 @@ at once (numpy, no loop over objects).
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Generator
 
 import numpy as np
@@ -43,12 +44,22 @@ def outline_steps(labels, blocks) -> Generator[tuple[int, int], None, tuple[np.n
     height, width = np.shape(labels)
     sums, rows = [], []
     blocks = list(blocks)
-    for done, block in enumerate(blocks, 1):
-        yield done, len(blocks)
+    total, strips = reads(labels, blocks) * len(blocks), None
+    if total > len(blocks):  # chunks: their edges first, then each chunk once more
+        strips = {}
+        for done, block in enumerate(blocks, 1):
+            yield done, total
+            part = np.asarray(labels[block])
+            strips[block[0].start, block[1].start] = (part[:MARGIN], part[-MARGIN:],
+                                                      part[:, :MARGIN], part[:, -MARGIN:])
+        grid = tuple(sorted({start[k] for start in strips}) for k in (0, 1))
+    for done, block in enumerate(blocks, total - len(blocks) + 1):
+        yield done, total
         ys, xs = block[0], block[1] if len(block) > 1 else slice(0, width)
         if ys.start >= ys.stop or xs.start >= xs.stop:
             continue
-        part = _with_margin(labels, ys, xs, height, width)
+        part = (_with_margin(labels, ys, xs, height, width) if strips is None
+                else _from_strips(np.asarray(labels[block]), ys, xs, strips, grid))
         label, y, x, weight = _border(part)
         if not label.size:
             continue
@@ -60,6 +71,45 @@ def outline_steps(labels, blocks) -> Generator[tuple[int, int], None, tuple[np.n
     found, inverse = np.unique(np.concatenate([f for f, _ in sums]), return_inverse=True)
     perimeter = np.bincount(inverse, weights=np.concatenate([s for _, s in sums]))
     return found, perimeter, _convex_areas(found, *map(np.concatenate, zip(*rows, strict=True)))
+
+
+def reads(labels, blocks: list) -> int:
+    """How many times :func:`outline_steps` reads each block: once from an array in memory
+    (bands with their margins), twice from one read chunk by chunk (zarr, Dask: a chunk
+    is read whole, so each one's margin is taken from its neighbours' edges, kept from a
+    first read, not by reading eight neighbours for each); once where chunks are thinner
+    than the margin."""
+    chunked = getattr(labels, "chunks", None) is not None and all(len(b) == 2 for b in blocks)
+    return 2 if chunked and min(b[k].stop - b[k].start for b in blocks for k in (0, 1)) \
+        >= MARGIN else 1
+
+
+def _from_strips(part: np.ndarray, ys: slice, xs: slice, strips: dict,
+                 grid: tuple[list, list]) -> np.ndarray:
+    """The chunk ``part`` (at ``ys, xs``) with :data:`MARGIN` pixels around it from the
+    edges of the chunks beside it (``strips``: of each chunk by its first row and column,
+    its first and last rows, its first and last columns; ``grid``: the chunks' first rows
+    and first columns, ascending), background beyond the plane."""
+    m, (h, w) = MARGIN, part.shape
+    out = np.zeros((h + 2 * m, w + 2 * m), part.dtype)
+    out[m:m + h, m:m + w] = part
+    starts_y, starts_x = grid
+    row, col = bisect_left(starts_y, ys.start), bisect_left(starts_x, xs.start)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if (dy, dx) == (0, 0) or not (0 <= row + dy < len(starts_y)
+                                          and 0 <= col + dx < len(starts_x)):
+                continue
+            top, bottom, left, right = strips[starts_y[row + dy], starts_x[col + dx]]
+            edge = {-1: bottom, 0: right if dx == -1 else left, 1: top}[dy]
+            if dy == 0:
+                piece = edge  # a side: the whole strip of columns
+            else:
+                piece = {-1: edge[:, -m:], 0: edge, 1: edge[:, :m]}[dx]
+            at_y = {-1: slice(0, m), 0: slice(m, m + h), 1: slice(m + h, h + 2 * m)}[dy]
+            at_x = {-1: slice(0, m), 0: slice(m, m + w), 1: slice(m + w, w + 2 * m)}[dx]
+            out[at_y, at_x] = piece
+    return np.where(out < 0, 0, out) if out.min() < 0 else out
 
 
 def _with_margin(labels, ys: slice, xs: slice, height: int, width: int) -> np.ndarray:
