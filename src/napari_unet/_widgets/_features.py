@@ -103,7 +103,7 @@ class _Live:
         size, unit = pixel_size(placed)
         changes = self.changes
 
-        def measuring():  # the labels are read as they are; a stroke meanwhile drops them
+        def again():  # the labels are read as they are; a stroke meanwhile drops them
             return measure(labels, image, pixel_size=size, unit=unit, classes=classes)
             yield  # a generator, as every run is
 
@@ -116,5 +116,5 @@ class _Live:
             if self.changes != changes and self.source is not None:
                 self.timer.start()
 
-        self.run = EngineRun(measuring(), on_event=lambda _event: None, on_done=done,
+        self.run = EngineRun(again(), on_event=lambda _event: None, on_done=done,
                              on_finished=ended).start()

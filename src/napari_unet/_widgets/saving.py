@@ -17,5 +17,5 @@ def write_rois(path: str, data, meta: dict) -> list[str]:
     try:
         return [str(write(path, levels_of(data)[0]))]
     except InputError as err:
-        show_error(f"'{meta.get('name', 'the layer')}' was not saved as ImageJ ROIs: {err}")
+        show_error(f"'{meta.get('name', 'labels')}' was not saved as ImageJ ROIs: {err}")
         return []
