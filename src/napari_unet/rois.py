@@ -27,16 +27,21 @@ from .errors import InputError
 MAX_ROIS = 200_000
 
 
-def outlines(labels: np.ndarray) -> list[tuple[int, np.ndarray]]:
+def outlines(labels: np.ndarray, most: int = MAX_ROIS) -> list[tuple[int, np.ndarray]]:
     """``(label, polygon)`` of each object (label > 0) of the plane ``labels``, in order of
     label; each polygon an ``(N, 2)`` array of ``(x, y)`` in ImageJ's coordinates (a
-    pixel ``[row, col]`` is the square from ``(col, row)`` to ``(col + 1, row + 1)``)."""
+    pixel ``[row, col]`` is the square from ``(col, row)`` to ``(col + 1, row + 1)``).
+    More than ``most`` objects are refused before any is traced."""
     from scipy import ndimage as ndi
     from skimage.measure import find_contours
 
     labels = np.asarray(labels)
     inside = labels > 0
     values = np.unique(labels[inside])
+    if len(values) > most:
+        raise InputError(f"the labels hold more than {MAX_ROIS:,} objects: too many ROIs "
+                         "for Fiji's ROI Manager; measure them instead (a table of one row "
+                         "per object).")
     numbered = np.zeros(labels.shape, np.int64)  # 1..N, whatever the labels' numbers
     numbered[inside] = np.searchsorted(values, labels[inside]) + 1
     found = []
@@ -64,7 +69,7 @@ def imagej_rois(labels) -> list:
     rois = []
     for where in np.ndindex(*labels.shape[:-2]):
         plane = np.asarray(labels[where])
-        for label, polygon in outlines(plane):
+        for label, polygon in outlines(plane, MAX_ROIS - len(rois)):
             if ndim == 2:
                 place, name = {}, f"{label}"
             elif ndim == 3:  # roifile counts from 0, ImageJ (and the names) from 1
@@ -73,10 +78,6 @@ def imagej_rois(labels) -> list:
                 place = {"t": where[0], "z": where[1]}
                 name = f"{where[0] + 1:04d}-{where[1] + 1:04d}-{label}"
             rois.append(ImagejRoi.frompoints(polygon, name=name, **place))
-            if len(rois) > MAX_ROIS:
-                raise InputError(f"the labels hold more than {MAX_ROIS:,} objects: too "
-                                 "many ROIs for Fiji's ROI Manager; measure them instead "
-                                 "(a table of one row per object).")
     return rois
 
 
